@@ -1,0 +1,15 @@
+//! Audio front end: WAV decoding, resampling to the model rate, quality checks,
+//! voice-activity detection and Kaldi-compatible filterbank features.
+
+mod decode;
+mod error;
+pub mod fbank;
+mod resample;
+pub mod vad;
+
+pub use decode::{AudioLimits, DecodedAudio, decode_wav};
+pub use error::AudioError;
+pub use resample::resample_to;
+
+/// Sample rate the speaker model is trained on.
+pub const MODEL_SAMPLE_RATE: u32 = 16_000;

@@ -1,0 +1,4 @@
+//! Timbre: a voice-biometrics engine built as an event-driven stream processor.
+
+pub mod audio;
+pub mod model;

@@ -1,0 +1,216 @@
+//! Slice kernels around the matrix products: patch extraction (im2col) and the
+//! fused epilogues (bias, residual, ReLU) that keep activations to one pass.
+//! Activations are channel-major: `[channels][height][width]` or `[channels][time]`.
+
+/// 3x3 patches with padding 1 and stride `(stride_h, 1)`, as a
+/// `[cin * 9][out_h * w]` matrix matching a `[cout][cin][3][3]` kernel.
+pub fn im2col_3x3(x: &[f32], cin: usize, h: usize, w: usize, stride_h: usize) -> (Vec<f32>, usize) {
+    let out_h = (h + 2 - 3) / stride_h + 1;
+    let n = out_h * w;
+    let mut cols = vec![0f32; cin * 9 * n];
+    for ci in 0..cin {
+        let plane = &x[ci * h * w..(ci + 1) * h * w];
+        for kh in 0..3 {
+            for kw in 0..3 {
+                let row = &mut cols[((ci * 9) + kh * 3 + kw) * n..][..n];
+                for ho in 0..out_h {
+                    let hi = (ho * stride_h + kh) as isize - 1;
+                    if hi < 0 || hi as usize >= h {
+                        continue;
+                    }
+                    let src = &plane[hi as usize * w..][..w];
+                    let dst = &mut row[ho * w..][..w];
+                    match kw {
+                        0 => dst[1..].copy_from_slice(&src[..w - 1]),
+                        1 => dst.copy_from_slice(src),
+                        _ => dst[..w - 1].copy_from_slice(&src[1..]),
+                    }
+                }
+            }
+        }
+    }
+    (cols, out_h)
+}
+
+/// Every `stride_h`-th row of each channel plane (the input of a strided 1x1 conv).
+pub fn subsample_rows(x: &[f32], c: usize, h: usize, w: usize, stride_h: usize) -> (Vec<f32>, usize) {
+    let out_h = (h - 1) / stride_h + 1;
+    let mut out = Vec::with_capacity(c * out_h * w);
+    for ci in 0..c {
+        for ho in 0..out_h {
+            out.extend_from_slice(&x[(ci * h + ho * stride_h) * w..][..w]);
+        }
+    }
+    (out, out_h)
+}
+
+/// 1-D patches for a `[cout][cin][k]` kernel with the given padding, stride and
+/// dilation, as a `[cin * k][out_t]` matrix.
+pub fn im2col_1d(
+    x: &[f32],
+    cin: usize,
+    t: usize,
+    k: usize,
+    pad: usize,
+    stride: usize,
+    dilation: usize,
+) -> (Vec<f32>, usize) {
+    let out_t = (t + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+    let mut cols = vec![0f32; cin * k * out_t];
+    for ci in 0..cin {
+        let src = &x[ci * t..(ci + 1) * t];
+        for j in 0..k {
+            let row = &mut cols[(ci * k + j) * out_t..][..out_t];
+            let shift = (j * dilation) as isize - pad as isize;
+            if stride == 1 {
+                // Contiguous copy of the valid range.
+                let lo = (-shift).max(0) as usize;
+                let hi = ((t as isize - shift).min(out_t as isize)).max(lo as isize) as usize;
+                if hi > lo {
+                    let s0 = (lo as isize + shift) as usize;
+                    row[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                }
+            } else {
+                for (o, dst) in row.iter_mut().enumerate() {
+                    let i = (o * stride) as isize + shift;
+                    if i >= 0 && (i as usize) < t {
+                        *dst = src[i as usize];
+                    }
+                }
+            }
+        }
+    }
+    (cols, out_t)
+}
+
+/// `out[c][i] = max(0, x[c][i] * scale[c] + shift[c])`: an inference-mode
+/// batch-norm followed by ReLU, in one pass.
+pub fn affine_relu(x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let len = x.len() / scale.len();
+    let mut out = Vec::with_capacity(x.len());
+    for (c, row) in x.chunks_exact(len).enumerate() {
+        let (s, b) = (scale[c], shift[c]);
+        out.extend(row.iter().map(|v| (v * s + b).max(0.0)));
+    }
+    out
+}
+
+/// Epilogue of a convolution: adds a per-channel bias, an optional residual,
+/// then an optional ReLU.
+pub fn bias_residual_relu(
+    y: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    relu: bool,
+    channels: usize,
+) -> Vec<f32> {
+    let len = y.len() / channels;
+    let mut out = y.to_vec();
+    for (c, row) in out.chunks_exact_mut(len).enumerate() {
+        if let Some(b) = bias {
+            let b = b[c];
+            row.iter_mut().for_each(|v| *v += b);
+        }
+        if let Some(r) = residual {
+            row.iter_mut()
+                .zip(&r[c * len..(c + 1) * len])
+                .for_each(|(v, r)| *v += r);
+        }
+        if relu {
+            row.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct 1-D convolution for checking the patch layout.
+    fn conv1d_direct(
+        x: &[f32],
+        w: &[f32],
+        cin: usize,
+        cout: usize,
+        t: usize,
+        k: usize,
+        pad: usize,
+        stride: usize,
+        dilation: usize,
+    ) -> Vec<f32> {
+        let out_t = (t + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+        let mut out = vec![0f32; cout * out_t];
+        for co in 0..cout {
+            for o in 0..out_t {
+                let mut acc = 0f32;
+                for ci in 0..cin {
+                    for j in 0..k {
+                        let i = (o * stride + j * dilation) as isize - pad as isize;
+                        if i >= 0 && (i as usize) < t {
+                            acc += w[(co * cin + ci) * k + j] * x[ci * t + i as usize];
+                        }
+                    }
+                }
+                out[co * out_t + o] = acc;
+            }
+        }
+        out
+    }
+
+    fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for p in 0..k {
+                for j in 0..n {
+                    out[i * n + j] += a[i * k + p] * b[p * n + j];
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn im2col_1d_matches_direct_convolution() {
+        let (cin, cout, t) = (3, 2, 11);
+        let x: Vec<f32> = (0..cin * t).map(|i| (i as f32 * 0.37).sin()).collect();
+        for (k, pad, stride, dilation) in [(3, 1, 1, 1), (3, 2, 1, 2), (5, 2, 2, 1), (1, 0, 1, 1)] {
+            let w: Vec<f32> = (0..cout * cin * k).map(|i| (i as f32 * 0.11).cos()).collect();
+            let (cols, out_t) = im2col_1d(&x, cin, t, k, pad, stride, dilation);
+            let got = matmul(&w, &cols, cout, cin * k, out_t);
+            let want = conv1d_direct(&x, &w, cin, cout, t, k, pad, stride, dilation);
+            for (g, e) in got.iter().zip(&want) {
+                assert!((g - e).abs() < 1e-5, "k{k} p{pad} s{stride} d{dilation}");
+            }
+        }
+    }
+
+    #[test]
+    fn im2col_3x3_matches_direct_convolution() {
+        let (cin, h, w) = (2, 5, 4);
+        let x: Vec<f32> = (0..cin * h * w).map(|i| (i as f32 * 0.23).sin()).collect();
+        let kernel: Vec<f32> = (0..cin * 9).map(|i| (i as f32 * 0.5).cos()).collect();
+        for stride_h in [1, 2] {
+            let (cols, out_h) = im2col_3x3(&x, cin, h, w, stride_h);
+            let got = matmul(&kernel, &cols, 1, cin * 9, out_h * w);
+            for ho in 0..out_h {
+                for wo in 0..w {
+                    let mut acc = 0f32;
+                    for ci in 0..cin {
+                        for kh in 0..3 {
+                            for kw in 0..3 {
+                                let hi = (ho * stride_h + kh) as isize - 1;
+                                let wi = wo as isize + kw as isize - 1;
+                                if hi >= 0 && (hi as usize) < h && wi >= 0 && (wi as usize) < w {
+                                    acc += kernel[ci * 9 + kh * 3 + kw]
+                                        * x[(ci * h + hi as usize) * w + wi as usize];
+                                }
+                            }
+                        }
+                    }
+                    assert!((got[ho * w + wo] - acc).abs() < 1e-5);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Parity of the Rust front end and CAM++ with the PyTorch reference
+//! (tests/fixtures/reference/campplus). Needs the real weights
+//! (`processor/scripts/fetch-model.sh`); a missing model fails the test.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use timbre::audio::{AudioLimits, decode_wav};
+use timbre::model::{SpeakerModel, cosine, default_model_dir};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn load_model() -> SpeakerModel {
+    SpeakerModel::load(&default_model_dir()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn reference_files() -> Vec<PathBuf> {
+    let list = std::fs::read_to_string(fixtures().join("reference/campplus/files.txt")).unwrap();
+    list.lines().map(|l| fixtures().join(l)).collect()
+}
+
+fn samples(path: &Path) -> Vec<f32> {
+    decode_wav(&std::fs::read(path).unwrap(), &AudioLimits::default())
+        .unwrap()
+        .samples
+}
+
+/// Log-energy under which the float32 reference is limited by its own FFT
+/// rounding: in those bins the energy is ~1e-7 of the frame's and the
+/// reference carries about 1e-3 of noise, so the bound there is 2e-3.
+const REFERENCE_NOISE_FLOOR: f32 = -14.0;
+
+#[test]
+fn fbank_matches_torchaudio_kaldi() {
+    let model = load_model();
+    let files = reference_files();
+    for (i, file) in files.iter().take(3).enumerate() {
+        let reference = Tensor::read_npy(fixtures().join(format!("reference/campplus/fbank_{i}.npy")))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let ours = model.features(&samples(file));
+        assert_eq!(ours.len(), reference.len(), "frame count of {}", file.display());
+        let (mut max_err, mut max_err_above_floor, mut sum_err) = (0f32, 0f32, 0f64);
+        for (a, b) in ours.iter().zip(&reference) {
+            let e = (a - b).abs();
+            max_err = max_err.max(e);
+            if *b > REFERENCE_NOISE_FLOOR {
+                max_err_above_floor = max_err_above_floor.max(e);
+            }
+            sum_err += f64::from(e);
+        }
+        let mae = sum_err / ours.len() as f64;
+        eprintln!(
+            "fbank {i}: mean abs err {mae:.2e}, max {max_err:.2e}, max above log-energy {REFERENCE_NOISE_FLOOR}: {max_err_above_floor:.2e}"
+        );
+        assert!(mae < 1e-5, "fbank {i}: mean abs err {mae}");
+        assert!(max_err_above_floor <= 1e-3, "fbank {i}: {max_err_above_floor}");
+        assert!(max_err <= 2e-3, "fbank {i}: {max_err}");
+    }
+}
+
+#[test]
+fn embeddings_match_pytorch_reference() {
+    let model = load_model();
+    let reference = Tensor::read_npy(fixtures().join("reference/campplus/embeddings.npy")).unwrap();
+    let files = reference_files();
+    assert_eq!(reference.dims(), &[files.len(), 192]);
+    let mut worst = 1f32;
+    for (i, file) in files.iter().enumerate() {
+        let want = reference.get(i).unwrap().to_vec1::<f32>().unwrap();
+        let got = model.embed(&samples(file)).unwrap();
+        let cos = cosine(&got, &want);
+        worst = worst.min(cos);
+        assert!(cos >= 0.999, "{}: cosine {cos}", file.display());
+    }
+    eprintln!("worst cosine over {} files: {worst:.6}", files.len());
+}
