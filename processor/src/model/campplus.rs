@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Storage, Tensor};
 
 use super::ModelError;
 use super::kernels::{affine_relu, bias_residual_relu, im2col_1d, im2col_3x3, subsample_rows};
@@ -99,13 +99,8 @@ impl Linear {
         })
     }
 
-    /// `weight @ cols` where `cols` is `[fan_in][n]`.
-    fn apply(&self, cols: Vec<f32>, n: usize) -> Result<Vec<f32>, ModelError> {
-        let k = cols.len() / n;
-        let cols = Tensor::from_vec(cols, (k, n), self.weight.device())?;
-        Ok(self.weight.matmul(&cols)?.flatten_all()?.to_vec1::<f32>()?)
-    }
-
+    /// `weight @ cols` (`cols` is `[fan_in][n]`), then bias, residual and ReLU
+    /// applied while copying the product out of candle's storage.
     fn apply_then(
         &self,
         cols: Vec<f32>,
@@ -113,8 +108,19 @@ impl Linear {
         residual: Option<&[f32]>,
         relu: bool,
     ) -> Result<Vec<f32>, ModelError> {
-        let y = self.apply(cols, n)?;
-        Ok(bias_residual_relu(&y, self.bias.as_deref(), residual, relu, self.cout))
+        let k = cols.len() / n;
+        let cols = Tensor::from_vec(cols, (k, n), self.weight.device())?;
+        let product = self.weight.matmul(&cols)?;
+        let (storage, layout) = product.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            return Err(ModelError::BadWeights("the model runs on the CPU only".into()));
+        };
+        let y = &cpu.as_slice::<f32>()?[layout.start_offset()..][..self.cout * n];
+        Ok(bias_residual_relu(y, self.bias.as_deref(), residual, relu, self.cout))
+    }
+
+    fn apply(&self, cols: Vec<f32>, n: usize) -> Result<Vec<f32>, ModelError> {
+        self.apply_then(cols, n, None, false)
     }
 }
 
@@ -311,7 +317,6 @@ impl CamPlusPlus {
                 let y = layer.forward(&x, t, block.dilation)?;
                 x.extend_from_slice(&y);
             }
-            c = grown;
             let h = affine_relu(&x, &block.transit_pre.scale, &block.transit_pre.shift);
             // The last transit carries the folded output batch-norm and its ReLU.
             x = block.transit.apply_then(h, t, None, b == last)?;

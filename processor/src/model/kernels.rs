@@ -6,24 +6,28 @@
 /// `[cin * 9][out_h * w]` matrix matching a `[cout][cin][3][3]` kernel.
 pub fn im2col_3x3(x: &[f32], cin: usize, h: usize, w: usize, stride_h: usize) -> (Vec<f32>, usize) {
     let out_h = (h + 2 - 3) / stride_h + 1;
-    let n = out_h * w;
-    let mut cols = vec![0f32; cin * 9 * n];
+    let mut cols = Vec::with_capacity(cin * 9 * out_h * w);
     for ci in 0..cin {
         let plane = &x[ci * h * w..(ci + 1) * h * w];
         for kh in 0..3 {
             for kw in 0..3 {
-                let row = &mut cols[((ci * 9) + kh * 3 + kw) * n..][..n];
                 for ho in 0..out_h {
                     let hi = (ho * stride_h + kh) as isize - 1;
                     if hi < 0 || hi as usize >= h {
+                        cols.resize(cols.len() + w, 0.0);
                         continue;
                     }
                     let src = &plane[hi as usize * w..][..w];
-                    let dst = &mut row[ho * w..][..w];
                     match kw {
-                        0 => dst[1..].copy_from_slice(&src[..w - 1]),
-                        1 => dst.copy_from_slice(src),
-                        _ => dst[..w - 1].copy_from_slice(&src[1..]),
+                        0 => {
+                            cols.push(0.0);
+                            cols.extend_from_slice(&src[..w - 1]);
+                        }
+                        1 => cols.extend_from_slice(src),
+                        _ => {
+                            cols.extend_from_slice(&src[1..]);
+                            cols.push(0.0);
+                        }
                     }
                 }
             }
@@ -96,7 +100,7 @@ pub fn affine_relu(x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
 }
 
 /// Epilogue of a convolution: adds a per-channel bias, an optional residual,
-/// then an optional ReLU.
+/// then an optional ReLU, writing a new activation in one pass.
 pub fn bias_residual_relu(
     y: &[f32],
     bias: Option<&[f32]>,
@@ -105,19 +109,17 @@ pub fn bias_residual_relu(
     channels: usize,
 ) -> Vec<f32> {
     let len = y.len() / channels;
-    let mut out = y.to_vec();
-    for (c, row) in out.chunks_exact_mut(len).enumerate() {
-        if let Some(b) = bias {
-            let b = b[c];
-            row.iter_mut().for_each(|v| *v += b);
-        }
-        if let Some(r) = residual {
-            row.iter_mut()
-                .zip(&r[c * len..(c + 1) * len])
-                .for_each(|(v, r)| *v += r);
-        }
-        if relu {
-            row.iter_mut().for_each(|v| *v = v.max(0.0));
+    let mut out = Vec::with_capacity(y.len());
+    for (c, row) in y.chunks_exact(len).enumerate() {
+        let b = bias.map_or(0.0, |b| b[c]);
+        let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+        match residual {
+            Some(r) => out.extend(
+                row.iter()
+                    .zip(&r[c * len..(c + 1) * len])
+                    .map(|(v, r)| (v + b + r).max(floor)),
+            ),
+            None => out.extend(row.iter().map(|v| (v + b).max(floor))),
         }
     }
     out

@@ -1,0 +1,71 @@
+//! Command-line entry points; each subcommand lives in its own module.
+
+mod speech;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Timbre: voice-biometrics stream processor.
+#[derive(Parser)]
+#[command(name = "timbre", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by commands that load the speaker model.
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// Directory holding the CAM++ weights (installed by processor/scripts/fetch-model.sh).
+    #[arg(long, env = "TIMBRE_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Speaker-model information.
+    Model(speech::ModelCmd),
+    /// Print the embedding of a WAV file.
+    Embed(speech::EmbedCmd),
+    /// Score two WAV files against each other.
+    Compare(speech::CompareCmd),
+    /// Measure EER/minDCF on a corpus manifest.
+    Eval(speech::EvalCmd),
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(speech::BenchCmd),
+}
+
+/// Runs the command line and maps errors to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Model(cmd) => cmd.run(),
+        Command::Embed(cmd) => cmd.run(),
+        Command::Compare(cmd) => cmd.run(),
+        Command::Eval(cmd) => cmd.run(),
+        Command::Bench(cmd) => cmd.run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TIMBRE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("TIMBRE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,338 @@
+//! Speaker-model commands: model info, embed, compare, eval, bench.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde_json::json;
+use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav};
+use timbre::eval::{Trial, code_sets, metrics, pair_trials, read_manifest};
+use timbre::model::{SpeakerModel, WEIGHTS_FILE, cosine, default_model_dir};
+
+use super::ModelArgs;
+
+/// Cosine threshold used by `compare` when none is given: the EER threshold
+/// measured on librispeech-r (see README, "Accuracy").
+const DEFAULT_COMPARE_THRESHOLD: f32 = 0.40;
+
+fn load_model(args: &ModelArgs) -> Result<SpeakerModel> {
+    let dir = args.model_dir.clone().unwrap_or_else(default_model_dir);
+    Ok(SpeakerModel::load(&dir)?)
+}
+
+fn read_audio(path: &Path) -> Result<Vec<f32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let audio = decode_wav(&bytes, &AudioLimits::default())
+        .with_context(|| format!("decoding {}", path.display()))?;
+    Ok(audio.samples)
+}
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+    Ok(rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build()?)
+}
+
+fn progress(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} [{elapsed_precise}<{eta_precise}]")
+            .expect("static template"),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// `timbre model`: where the weights are and which id they carry.
+#[derive(clap::Args)]
+pub struct ModelCmd {
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+impl ModelCmd {
+    pub fn run(self) -> Result<()> {
+        let dir = self.model.model_dir.clone().unwrap_or_else(default_model_dir);
+        let model = load_model(&self.model)?;
+        println!(
+            "{}",
+            json!({"model": model.id().to_string(), "weights": dir.join(WEIGHTS_FILE)})
+        );
+        Ok(())
+    }
+}
+
+/// `timbre embed FILE`.
+#[derive(clap::Args)]
+pub struct EmbedCmd {
+    /// WAV file.
+    file: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+impl EmbedCmd {
+    pub fn run(self) -> Result<()> {
+        let model = load_model(&self.model)?;
+        let bytes = std::fs::read(&self.file)?;
+        let audio = decode_wav(&bytes, &AudioLimits::default())?;
+        let embedding = model.embed(&audio.samples)?;
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "model": model.id().to_string(),
+                    "dim": embedding.len(),
+                    "speech_millis": audio.speech_millis,
+                    "duration_millis": audio.duration_millis,
+                    "embedding": embedding,
+                })
+            );
+        } else {
+            let text: Vec<String> = embedding.iter().map(|v| format!("{v:.6}")).collect();
+            println!("{}", text.join(" "));
+        }
+        Ok(())
+    }
+}
+
+/// `timbre compare A B`.
+#[derive(clap::Args)]
+pub struct CompareCmd {
+    /// First WAV file.
+    a: PathBuf,
+    /// Second WAV file.
+    b: PathBuf,
+    /// Cosine threshold for "same speaker".
+    #[arg(long, default_value_t = DEFAULT_COMPARE_THRESHOLD)]
+    threshold: f32,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+impl CompareCmd {
+    pub fn run(self) -> Result<()> {
+        let model = load_model(&self.model)?;
+        let a = model.embed(&read_audio(&self.a)?)?;
+        let b = model.embed(&read_audio(&self.b)?)?;
+        let score = cosine(&a, &b);
+        let decision = if score >= self.threshold { "same_speaker" } else { "different_speaker" };
+        println!(
+            "{}",
+            json!({
+                "score": score,
+                "threshold": self.threshold,
+                "decision": decision,
+                "model": model.id().to_string(),
+            })
+        );
+        Ok(())
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum Protocol {
+    /// Every same- and different-speaker pair of utterances.
+    Pairs,
+    /// Synthetic 4-digit codes made of single-digit recordings.
+    Codes,
+}
+
+/// `timbre eval --manifest M.tsv`.
+#[derive(clap::Args)]
+pub struct EvalCmd {
+    /// TSV manifest with `speaker` and `file` columns.
+    #[arg(long)]
+    manifest: PathBuf,
+    #[arg(long, value_enum, default_value = "pairs")]
+    protocol: Protocol,
+    /// Cap on trials of each kind for `pairs` (sampled with the seed).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_trials: usize,
+    /// Codes per speaker for enrollment and for test (`codes`).
+    #[arg(long, default_value_t = 50)]
+    codes_per_speaker: usize,
+    /// Digits per code (`codes`).
+    #[arg(long, default_value_t = 4)]
+    digits: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Embedding threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+impl EvalCmd {
+    pub fn run(self) -> Result<()> {
+        let model = load_model(&self.model)?;
+        let utterances = read_manifest(&self.manifest)?;
+        if utterances.is_empty() {
+            bail!("manifest {} has no utterances", self.manifest.display());
+        }
+        let pool = pool(self.threads)?;
+        let trials = match self.protocol {
+            Protocol::Pairs => {
+                let bar = progress(utterances.len(), "embedding");
+                let embeddings: Vec<Vec<f32>> = pool.install(|| {
+                    utterances
+                        .par_iter()
+                        .map(|u| {
+                            let e = model.embed(&read_audio(&u.path)?);
+                            bar.inc(1);
+                            Ok(e?)
+                        })
+                        .collect::<Result<_>>()
+                })?;
+                bar.finish_and_clear();
+                let speakers: Vec<String> = utterances.iter().map(|u| u.speaker.clone()).collect();
+                pair_trials(&speakers, self.max_trials, self.seed)
+                    .into_iter()
+                    .map(|(a, b, target)| Trial {
+                        score: cosine(&embeddings[a], &embeddings[b]),
+                        target,
+                    })
+                    .collect::<Vec<_>>()
+            }
+            Protocol::Codes => {
+                let (enroll, test) = code_sets(&utterances, self.digits, self.codes_per_speaker, self.seed);
+                let decoded: Vec<Vec<f32>> = pool.install(|| {
+                    utterances.par_iter().map(|u| read_audio(&u.path)).collect::<Result<_>>()
+                })?;
+                // 150 ms of silence between digits, as a caller pausing would leave.
+                let gap = vec![0f32; MODEL_SAMPLE_RATE as usize * 150 / 1000];
+                let bar = progress(enroll.len() + test.len(), "embedding codes");
+                let embed_codes = |codes: &[timbre::eval::Code]| -> Result<Vec<Vec<f32>>> {
+                    codes
+                        .par_iter()
+                        .map(|code| {
+                            let mut audio = Vec::new();
+                            for (i, part) in code.parts.iter().enumerate() {
+                                if i > 0 {
+                                    audio.extend_from_slice(&gap);
+                                }
+                                audio.extend_from_slice(&decoded[*part]);
+                            }
+                            let e = model.embed(&audio);
+                            bar.inc(1);
+                            Ok(e?)
+                        })
+                        .collect()
+                };
+                let (enroll_emb, test_emb) = pool.install(|| -> Result<_> {
+                    Ok((embed_codes(&enroll)?, embed_codes(&test)?))
+                })?;
+                bar.finish_and_clear();
+                let mut trials = Vec::with_capacity(enroll.len() * test.len());
+                for (e, ee) in enroll.iter().zip(&enroll_emb) {
+                    for (t, te) in test.iter().zip(&test_emb) {
+                        trials.push(Trial {
+                            score: cosine(ee, te),
+                            target: e.speaker == t.speaker,
+                        });
+                    }
+                }
+                trials
+            }
+        };
+        let m = metrics(&trials);
+        if self.json {
+            println!("{}", serde_json::to_string(&m)?);
+        } else {
+            println!(
+                "EER {:.3}%  minDCF(0.01) {:.4}  threshold {:.4}  trials {} target / {} non-target  model {}",
+                m.eer * 100.0,
+                m.min_dcf,
+                m.threshold,
+                m.target_trials,
+                m.nontarget_trials,
+                model.id()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `timbre bench …`.
+#[derive(clap::Subcommand)]
+pub enum BenchCmd {
+    /// Embedding real-time factor (features + network, decoding excluded).
+    Embed(BenchEmbed),
+}
+
+impl BenchCmd {
+    pub fn run(self) -> Result<()> {
+        match self {
+            BenchCmd::Embed(cmd) => cmd.run(),
+        }
+    }
+}
+
+/// `timbre bench embed`.
+#[derive(clap::Args)]
+pub struct BenchEmbed {
+    /// Worker threads embedding utterances side by side.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Corpus manifest (defaults to the bundled fixtures).
+    #[arg(long, default_value = "tests/fixtures/librispeech-r/manifest.tsv")]
+    manifest: PathBuf,
+    /// Passes over the corpus.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+impl BenchEmbed {
+    pub fn run(self) -> Result<()> {
+        let model = load_model(&self.model)?;
+        let utterances = read_manifest(&self.manifest)?;
+        let audio: Vec<Vec<f32>> = utterances.iter().map(|u| read_audio(&u.path)).collect::<Result<_>>()?;
+        let pool = pool(self.threads)?;
+        // Warm-up: page in weights and allocator arenas.
+        pool.install(|| model.embed(&audio[0]))?;
+        let per_pass: usize = audio.iter().map(Vec::len).sum();
+        let audio_seconds = (per_pass * self.repeat) as f64 / f64::from(MODEL_SAMPLE_RATE);
+        let start = Instant::now();
+        for _ in 0..self.repeat {
+            pool.install(|| audio.par_iter().try_for_each(|a| model.embed(a).map(drop)))?;
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let rtf = wall / audio_seconds;
+        let rss = peak_rss_mib();
+        if self.json {
+            println!(
+                "{}",
+                json!({"rtf": rtf, "audio_seconds": audio_seconds, "wall_seconds": wall,
+                       "threads": self.threads, "peak_rss_mib": rss, "model": model.id().to_string()})
+            );
+        } else {
+            println!(
+                "rtf {rtf:.4} ({:.1}x real time)  audio {audio_seconds:.1} s  wall {wall:.2} s  threads {}  peak rss {} MiB",
+                1.0 / rtf,
+                self.threads,
+                rss.map_or("?".into(), |r| r.to_string())
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Peak resident set size of this process (Linux), in MiB.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
