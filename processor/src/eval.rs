@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
-use rand::SeedableRng;
 use thiserror::Error;
 
 /// Errors reading a manifest.
@@ -191,7 +191,9 @@ pub fn code_sets(
         let (a, b) = indices.split_at(indices.len() / 2);
         for (half, out) in [(a, &mut enroll), (b, &mut test)] {
             for _ in 0..codes_per_speaker {
-                let parts = (0..digits).map(|_| *half.choose(&mut rng).expect("non-empty half")).collect();
+                let parts = (0..digits)
+                    .map(|_| *half.choose(&mut rng).expect("non-empty half"))
+                    .collect();
                 out.push(Code {
                     speaker: speaker.to_string(),
                     parts,
@@ -212,7 +214,12 @@ mod tests {
 
     #[test]
     fn perfect_separation_has_zero_eer() {
-        let trials = [trial(0.9, true), trial(0.8, true), trial(0.1, false), trial(0.2, false)];
+        let trials = [
+            trial(0.9, true),
+            trial(0.8, true),
+            trial(0.1, false),
+            trial(0.2, false),
+        ];
         let m = metrics(&trials);
         assert_eq!(m.eer, 0.0);
         assert_eq!(m.min_dcf, 0.0);
@@ -239,13 +246,20 @@ mod tests {
 
     #[test]
     fn pairs_cover_every_pair_and_sample_when_capped() {
-        let speakers: Vec<String> = ["a", "a", "b", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let speakers: Vec<String> = ["a", "a", "b", "b", "c"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let all = pair_trials(&speakers, usize::MAX, 1);
         assert_eq!(all.iter().filter(|t| t.2).count(), 2);
         assert_eq!(all.iter().filter(|t| !t.2).count(), 8);
         let capped = pair_trials(&speakers, 3, 1);
         assert_eq!(capped.iter().filter(|t| !t.2).count(), 3);
-        assert_eq!(capped, pair_trials(&speakers, 3, 1), "seeded sampling is reproducible");
+        assert_eq!(
+            capped,
+            pair_trials(&speakers, 3, 1),
+            "seeded sampling is reproducible"
+        );
     }
 
     #[test]

@@ -37,14 +37,20 @@ fn fbank_matches_torchaudio_kaldi() {
     let model = load_model();
     let files = reference_files();
     for (i, file) in files.iter().take(3).enumerate() {
-        let reference = Tensor::read_npy(fixtures().join(format!("reference/campplus/fbank_{i}.npy")))
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let reference =
+            Tensor::read_npy(fixtures().join(format!("reference/campplus/fbank_{i}.npy")))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
         let ours = model.features(&samples(file));
-        assert_eq!(ours.len(), reference.len(), "frame count of {}", file.display());
+        assert_eq!(
+            ours.len(),
+            reference.len(),
+            "frame count of {}",
+            file.display()
+        );
         let (mut max_err, mut max_err_above_floor, mut sum_err) = (0f32, 0f32, 0f64);
         for (a, b) in ours.iter().zip(&reference) {
             let e = (a - b).abs();
@@ -59,7 +65,10 @@ fn fbank_matches_torchaudio_kaldi() {
             "fbank {i}: mean abs err {mae:.2e}, max {max_err:.2e}, max above log-energy {REFERENCE_NOISE_FLOOR}: {max_err_above_floor:.2e}"
         );
         assert!(mae < 1e-5, "fbank {i}: mean abs err {mae}");
-        assert!(max_err_above_floor <= 1e-3, "fbank {i}: {max_err_above_floor}");
+        assert!(
+            max_err_above_floor <= 1e-3,
+            "fbank {i}: {max_err_above_floor}"
+        );
         assert!(max_err <= 2e-3, "fbank {i}: {max_err}");
     }
 }

@@ -104,7 +104,9 @@ pub fn decode_wav(bytes: &[u8], limits: &AudioLimits) -> Result<DecodedAudio, Au
 
 fn header_error(err: hound::Error) -> AudioError {
     match err {
-        hound::Error::Unsupported => AudioError::UnsupportedEncoding("unsupported wav format".into()),
+        hound::Error::Unsupported => {
+            AudioError::UnsupportedEncoding("unsupported wav format".into())
+        }
         hound::Error::FormatError(msg) => AudioError::NotWav(msg.to_string()),
         other => AudioError::Corrupt(other.to_string()),
     }
@@ -112,7 +114,9 @@ fn header_error(err: hound::Error) -> AudioError {
 
 fn data_error(err: hound::Error) -> AudioError {
     match err {
-        hound::Error::Unsupported => AudioError::UnsupportedEncoding("unsupported wav format".into()),
+        hound::Error::Unsupported => {
+            AudioError::UnsupportedEncoding("unsupported wav format".into())
+        }
         other => AudioError::Corrupt(other.to_string()),
     }
 }

@@ -8,7 +8,8 @@ pub fn resample_to(input: &[f32], from_rate: u32, to_rate: u32) -> Vec<f32> {
     if from_rate == to_rate || input.is_empty() {
         return input.to_vec();
     }
-    let expected = (input.len() as u64 * u64::from(to_rate)).div_ceil(u64::from(from_rate)) as usize;
+    let expected =
+        (input.len() as u64 * u64::from(to_rate)).div_ceil(u64::from(from_rate)) as usize;
     let mut resampler = FftFixedIn::<f32>::new(from_rate as usize, to_rate as usize, CHUNK, 2, 1)
         .expect("rates are validated by the decoder and the chunk size is fixed");
     let delay = resampler.output_delay();

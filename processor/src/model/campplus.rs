@@ -40,7 +40,10 @@ impl Affine {
         let mean = get(w, &format!("{prefix}.running_mean"))?;
         let var = get(w, &format!("{prefix}.running_var"))?;
         let (gamma, beta) = if affine {
-            (get(w, &format!("{prefix}.weight"))?, get(w, &format!("{prefix}.bias"))?)
+            (
+                get(w, &format!("{prefix}.weight"))?,
+                get(w, &format!("{prefix}.bias"))?,
+            )
         } else {
             (vec![1.0; mean.len()], vec![0.0; mean.len()])
         };
@@ -113,10 +116,18 @@ impl Linear {
         let product = self.weight.matmul(&cols)?;
         let (storage, layout) = product.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else {
-            return Err(ModelError::BadWeights("the model runs on the CPU only".into()));
+            return Err(ModelError::BadWeights(
+                "the model runs on the CPU only".into(),
+            ));
         };
         let y = &cpu.as_slice::<f32>()?[layout.start_offset()..][..self.cout * n];
-        Ok(bias_residual_relu(y, self.bias.as_deref(), residual, relu, self.cout))
+        Ok(bias_residual_relu(
+            y,
+            self.bias.as_deref(),
+            residual,
+            relu,
+            self.cout,
+        ))
     }
 
     fn apply(&self, cols: Vec<f32>, n: usize) -> Result<Vec<f32>, ModelError> {
@@ -184,8 +195,20 @@ impl CamPlusPlus {
                     None
                 };
                 head_blocks.push(ResBlock {
-                    conv1: Linear::load(&w, &format!("{p}.conv1.weight"), None, Some(bn(&format!("{p}.bn1"))?), &dev)?,
-                    conv2: Linear::load(&w, &format!("{p}.conv2.weight"), None, Some(bn(&format!("{p}.bn2"))?), &dev)?,
+                    conv1: Linear::load(
+                        &w,
+                        &format!("{p}.conv1.weight"),
+                        None,
+                        Some(bn(&format!("{p}.bn1"))?),
+                        &dev,
+                    )?,
+                    conv2: Linear::load(
+                        &w,
+                        &format!("{p}.conv2.weight"),
+                        None,
+                        Some(bn(&format!("{p}.bn2"))?),
+                        &dev,
+                    )?,
                     shortcut,
                     stride,
                 });
@@ -216,7 +239,13 @@ impl CamPlusPlus {
                         Some(bn(&format!("{p}.nonlinear2.batchnorm"))?),
                         &dev,
                     )?,
-                    local: Linear::load(&w, &format!("{p}.cam_layer.linear_local.weight"), None, None, &dev)?,
+                    local: Linear::load(
+                        &w,
+                        &format!("{p}.cam_layer.linear_local.weight"),
+                        None,
+                        None,
+                        &dev,
+                    )?,
                     attn1: Linear::load(
                         &w,
                         &format!("{p}.cam_layer.linear1.weight"),
@@ -233,23 +262,40 @@ impl CamPlusPlus {
                     )?,
                 });
             }
-            let post = if b == 3 { Some(bn("xvector.out_nonlinear.batchnorm")?) } else { None };
+            let post = if b == 3 {
+                Some(bn("xvector.out_nonlinear.batchnorm")?)
+            } else {
+                None
+            };
             blocks.push(DenseBlock {
                 layers,
                 dilation,
                 transit_pre: bn(&format!("xvector.transit{b}.nonlinear.batchnorm"))?,
-                transit: Linear::load(&w, &format!("xvector.transit{b}.linear.weight"), None, post, &dev)?,
+                transit: Linear::load(
+                    &w,
+                    &format!("xvector.transit{b}.linear.weight"),
+                    None,
+                    post,
+                    &dev,
+                )?,
             });
         }
         let dense = Linear::load(
             &w,
             "xvector.dense.linear.weight",
             None,
-            Some(Affine::load(&w, "xvector.dense.nonlinear.batchnorm", false)?),
+            Some(Affine::load(
+                &w,
+                "xvector.dense.nonlinear.batchnorm",
+                false,
+            )?),
             &dev,
         )?;
         if dense.cout != EMBEDDING_DIM {
-            return Err(ModelError::BadWeights(format!("embedding size {} != {EMBEDDING_DIM}", dense.cout)));
+            return Err(ModelError::BadWeights(format!(
+                "embedding size {} != {EMBEDDING_DIM}",
+                dense.cout
+            )));
         }
         Ok(Self {
             head_conv1,
@@ -295,7 +341,9 @@ impl CamPlusPlus {
                 None => x,
             };
             let (cols, _) = im2col_3x3(&y, block.conv1.cout, out_h, t, 1);
-            x = block.conv2.apply_then(cols, out_h * t, Some(&residual), true)?;
+            x = block
+                .conv2
+                .apply_then(cols, out_h * t, Some(&residual), true)?;
             c = block.conv2.cout;
             h = out_h;
         }
@@ -362,7 +410,11 @@ fn mean_std(x: &[f32], c: usize, t: usize) -> Vec<f32> {
     let mut out = vec![0f32; 2 * c];
     for (ch, row) in x.chunks_exact(t).enumerate().take(c) {
         let mean = row.iter().map(|v| f64::from(*v)).sum::<f64>() / t as f64;
-        let var = row.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / (t - 1) as f64;
+        let var = row
+            .iter()
+            .map(|v| (f64::from(*v) - mean).powi(2))
+            .sum::<f64>()
+            / (t - 1) as f64;
         out[ch] = mean as f32;
         out[c + ch] = var.sqrt() as f32;
     }

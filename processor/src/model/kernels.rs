@@ -37,7 +37,13 @@ pub fn im2col_3x3(x: &[f32], cin: usize, h: usize, w: usize, stride_h: usize) ->
 }
 
 /// Every `stride_h`-th row of each channel plane (the input of a strided 1x1 conv).
-pub fn subsample_rows(x: &[f32], c: usize, h: usize, w: usize, stride_h: usize) -> (Vec<f32>, usize) {
+pub fn subsample_rows(
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    stride_h: usize,
+) -> (Vec<f32>, usize) {
     let out_h = (h - 1) / stride_h + 1;
     let mut out = Vec::with_capacity(c * out_h * w);
     for ci in 0..c {
@@ -133,13 +139,8 @@ mod tests {
     fn conv1d_direct(
         x: &[f32],
         w: &[f32],
-        cin: usize,
-        cout: usize,
-        t: usize,
-        k: usize,
-        pad: usize,
-        stride: usize,
-        dilation: usize,
+        (cin, cout, t): (usize, usize, usize),
+        (k, pad, stride, dilation): (usize, usize, usize, usize),
     ) -> Vec<f32> {
         let out_t = (t + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
         let mut out = vec![0f32; cout * out_t];
@@ -177,10 +178,12 @@ mod tests {
         let (cin, cout, t) = (3, 2, 11);
         let x: Vec<f32> = (0..cin * t).map(|i| (i as f32 * 0.37).sin()).collect();
         for (k, pad, stride, dilation) in [(3, 1, 1, 1), (3, 2, 1, 2), (5, 2, 2, 1), (1, 0, 1, 1)] {
-            let w: Vec<f32> = (0..cout * cin * k).map(|i| (i as f32 * 0.11).cos()).collect();
+            let w: Vec<f32> = (0..cout * cin * k)
+                .map(|i| (i as f32 * 0.11).cos())
+                .collect();
             let (cols, out_t) = im2col_1d(&x, cin, t, k, pad, stride, dilation);
             let got = matmul(&w, &cols, cout, cin * k, out_t);
-            let want = conv1d_direct(&x, &w, cin, cout, t, k, pad, stride, dilation);
+            let want = conv1d_direct(&x, &w, (cin, cout, t), (k, pad, stride, dilation));
             for (g, e) in got.iter().zip(&want) {
                 assert!((g - e).abs() < 1e-5, "k{k} p{pad} s{stride} d{dilation}");
             }

@@ -30,7 +30,9 @@ pub enum ModelError {
     #[error("model weights not found at {0}; install them with `{FETCH_COMMAND}`")]
     WeightsMissing(PathBuf),
     /// The weights file does not match the expected checksum.
-    #[error("model weights at {path} have sha256 {actual}, expected {expected}; re-run `{FETCH_COMMAND}`")]
+    #[error(
+        "model weights at {path} have sha256 {actual}, expected {expected}; re-run `{FETCH_COMMAND}`"
+    )]
     ChecksumMismatch {
         /// Where the file was read.
         path: PathBuf,

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite: prerequisites, model weights, real Kafka + Cassandra,
+# then every unit, integration and end-to-end test against them. Services are
+# stopped on exit, pass or fail. `.ci/run` calls exactly this.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+missing=()
+command -v cargo >/dev/null 2>&1 || missing+=("cargo (rustup: https://rustup.rs, or apt-get install cargo)")
+command -v cc >/dev/null 2>&1 || missing+=("a C toolchain (apt-get install build-essential)")
+command -v make >/dev/null 2>&1 || missing+=("make (apt-get install make)")
+command -v python3 >/dev/null 2>&1 || missing+=("python3 with pip (apt-get install python3 python3-pip)")
+command -v java >/dev/null 2>&1 || missing+=("java 17 (apt-get install openjdk-17-jdk-headless)")
+command -v mvn >/dev/null 2>&1 || missing+=("maven (apt-get install maven)")
+if ((${#missing[@]})); then
+  printf 'missing prerequisite: %s\n' "${missing[@]}" >&2
+  exit 1
+fi
+
+processor/scripts/fetch-model.sh
+
+services=tests/services/services.sh
+cleanup() { "$services" stop || true; }
+trap cleanup EXIT
+"$services" start
+set -a
+# shellcheck disable=SC1091
+source "${TIMBRE_SERVICES_DIR:-$repo/target/services}/env"
+set +a
+# Tests that need Kafka or Cassandra fail (not skip) when these are unset or
+# the servers do not answer.
+export TIMBRE_REQUIRE_SERVICES=1
+
+cargo test --workspace --all-targets --locked "$@"
