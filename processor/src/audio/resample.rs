@@ -74,7 +74,11 @@ mod tests {
                 .zip(&reference[800..15_200])
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
-            assert!(err < 0.01, "rate {rate}: max error {err}");
+            // The filter delay is trimmed in whole output samples, so the
+            // output may lead or lag by up to half a sample: bound the error
+            // by the tone's largest change over half a sample.
+            let half_sample_slope = 0.5 * 2.0 * std::f32::consts::PI * 440.0 * 0.5 / 16_000.0;
+            assert!(err < half_sample_slope + 0.005, "rate {rate}: max error {err}");
         }
     }
 
