@@ -1,5 +1,12 @@
 //! Timbre: a voice-biometrics engine built as an event-driven stream processor.
 
+pub mod adapters;
 pub mod audio;
+pub mod backends;
+pub mod domain;
 pub mod eval;
+pub mod metrics;
 pub mod model;
+pub mod pipeline;
+pub mod ports;
+pub mod topics;

@@ -78,7 +78,10 @@ mod tests {
             // output may lead or lag by up to half a sample: bound the error
             // by the tone's largest change over half a sample.
             let half_sample_slope = 0.5 * 2.0 * std::f32::consts::PI * 440.0 * 0.5 / 16_000.0;
-            assert!(err < half_sample_slope + 0.005, "rate {rate}: max error {err}");
+            assert!(
+                err < half_sample_slope + 0.005,
+                "rate {rate}: max error {err}"
+            );
         }
     }
 

@@ -1,0 +1,553 @@
+//! The CQL store (ScyllaDB in production, Apache Cassandra in tests) on the
+//! `scylla` driver. Data statements are prepared once at connect; a job's
+//! changes go out as one logged batch, so state and decision land together.
+
+use async_trait::async_trait;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlTimestamp, CqlValue};
+
+use crate::domain::{Consent, JobCommit, Profile, ProfileStatus, Voiceprint};
+use crate::ports::{Store, StoreError};
+
+/// Decisions are an audit trail, kept for 90 days.
+const DECISION_TTL_SECONDS: u32 = 90 * 24 * 3600;
+
+/// Versioned migrations; each statement is idempotent (`IF NOT EXISTS`).
+const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
+    1,
+    "profiles, voiceprints, consent, enrollment audio, decisions",
+    &[
+        "CREATE TABLE IF NOT EXISTS {ks}.profiles (tenant text, user_id text, status text, samples int, \
+         net_speech_ms bigint, learning_progress float, sessions int, failures int, cooldown_until timestamp, \
+         created_at timestamp, updated_at timestamp, PRIMARY KEY ((tenant, user_id)))",
+        "CREATE TABLE IF NOT EXISTS {ks}.voiceprints (tenant text, user_id text, model_id text, \
+         embedding blob, weight float, updated_at timestamp, PRIMARY KEY ((tenant, user_id), model_id))",
+        "CREATE TABLE IF NOT EXISTS {ks}.consent (tenant text, user_id text, purpose text, granted boolean, \
+         retain_audio boolean, updated_at timestamp, PRIMARY KEY ((tenant, user_id), purpose))",
+        "CREATE TABLE IF NOT EXISTS {ks}.enrollment_audio (tenant text, user_id text, request_id text, \
+         audio blob, PRIMARY KEY ((tenant, user_id), request_id))",
+        "CREATE TABLE IF NOT EXISTS {ks}.decisions (tenant text, request_id text, payload blob, \
+         PRIMARY KEY ((tenant, request_id))) WITH default_time_to_live = {decision_ttl}",
+    ],
+)];
+
+/// Where and how to connect, parsed from `cql://[user:pass@]host:port[,host:port]/keyspace[?replication_factor=N]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CqlConfig {
+    /// Contact points.
+    pub nodes: Vec<String>,
+    /// Keyspace (created by `migrate` when missing).
+    pub keyspace: String,
+    /// Replication factor of a keyspace that `migrate` creates.
+    pub replication_factor: u32,
+    /// Optional credentials.
+    pub credentials: Option<(String, String)>,
+}
+
+impl CqlConfig {
+    /// Parses a `cql://` URL.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        let bad = |m: &str| {
+            StoreError::Config(format!("{m} in store url (want cql://host:port/keyspace)"))
+        };
+        let rest = url
+            .strip_prefix("cql://")
+            .ok_or_else(|| bad("missing cql:// scheme"))?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, keyspace) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("missing keyspace"))?;
+        let (credentials, hosts) = match authority.rsplit_once('@') {
+            Some((cred, hosts)) => {
+                let (u, p) = cred
+                    .split_once(':')
+                    .ok_or_else(|| bad("credentials need user:password"))?;
+                (Some((u.to_string(), p.to_string())), hosts)
+            }
+            None => (None, authority),
+        };
+        let valid_ks = !keyspace.is_empty()
+            && keyspace.len() <= 48
+            && keyspace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_ks {
+            return Err(bad("invalid keyspace name"));
+        }
+        let mut replication_factor = 1;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("replication_factor", v)) => {
+                    replication_factor = v.parse().map_err(|_| bad("bad replication_factor"))?
+                }
+                _ => return Err(bad(&format!("unknown option `{pair}`"))),
+            }
+        }
+        let nodes: Vec<String> = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(str::to_string)
+            .collect();
+        if nodes.is_empty() {
+            return Err(bad("no hosts"));
+        }
+        Ok(Self {
+            nodes,
+            keyspace: keyspace.to_string(),
+            replication_factor,
+            credentials,
+        })
+    }
+}
+
+type ProfileRow = (
+    String,
+    i32,
+    i64,
+    f32,
+    i32,
+    i32,
+    CqlTimestamp,
+    CqlTimestamp,
+    CqlTimestamp,
+);
+
+struct Statements {
+    profile: PreparedStatement,
+    voiceprint: PreparedStatement,
+    consent: PreparedStatement,
+    audio: PreparedStatement,
+    decision: PreparedStatement,
+    put_profile: PreparedStatement,
+    put_voiceprint: PreparedStatement,
+    put_consent: PreparedStatement,
+    put_audio: PreparedStatement,
+    put_decision: PreparedStatement,
+    erase_voiceprints: PreparedStatement,
+    erase_audio: PreparedStatement,
+}
+
+/// A [`Store`] on a CQL cluster.
+pub struct CqlStore {
+    session: Session,
+    config: CqlConfig,
+    statements: tokio::sync::OnceCell<Statements>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn ts(ms: i64) -> CqlValue {
+    CqlValue::Timestamp(CqlTimestamp(ms))
+}
+
+fn text(s: &str) -> CqlValue {
+    CqlValue::Text(s.to_string())
+}
+
+fn embedding_to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn blob_to_embedding(b: &[u8]) -> Result<Vec<f32>, StoreError> {
+    if !b.len().is_multiple_of(4) {
+        return Err(corrupt("embedding blob length is not a multiple of 4"));
+    }
+    Ok(b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+impl CqlStore {
+    /// Connects to the cluster (the keyspace may not exist yet: `migrate` creates it).
+    pub async fn connect(config: CqlConfig) -> Result<Self, StoreError> {
+        let mut builder = SessionBuilder::new().known_nodes(&config.nodes);
+        if let Some((user, pass)) = &config.credentials {
+            builder = builder.user(user, pass);
+        }
+        let session = builder.build().await.map_err(unavailable)?;
+        Ok(Self {
+            session,
+            config,
+            statements: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn statements(&self) -> Result<&Statements, StoreError> {
+        self.statements
+            .get_or_try_init(|| async {
+                let ks = &self.config.keyspace;
+                let p = |q: String| async move { self.session.prepare(q).await.map_err(unavailable) };
+                Ok(Statements {
+                    profile: p(format!(
+                        "SELECT status, samples, net_speech_ms, learning_progress, sessions, failures, cooldown_until, \
+                         created_at, updated_at \
+                         FROM {ks}.profiles WHERE tenant = ? AND user_id = ?"
+                    ))
+                    .await?,
+                    voiceprint: p(format!(
+                        "SELECT embedding, weight, updated_at FROM {ks}.voiceprints \
+                         WHERE tenant = ? AND user_id = ? AND model_id = ?"
+                    ))
+                    .await?,
+                    consent: p(format!(
+                        "SELECT granted, retain_audio, updated_at FROM {ks}.consent \
+                         WHERE tenant = ? AND user_id = ? AND purpose = ?"
+                    ))
+                    .await?,
+                    audio: p(format!(
+                        "SELECT request_id, audio FROM {ks}.enrollment_audio WHERE tenant = ? AND user_id = ?"
+                    ))
+                    .await?,
+                    decision: p(format!("SELECT payload FROM {ks}.decisions WHERE tenant = ? AND request_id = ?"))
+                        .await?,
+                    put_profile: p(format!(
+                        "INSERT INTO {ks}.profiles (tenant, user_id, status, samples, net_speech_ms, \
+                         learning_progress, sessions, failures, cooldown_until, created_at, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    ))
+                    .await?,
+                    put_voiceprint: p(format!(
+                        "INSERT INTO {ks}.voiceprints (tenant, user_id, model_id, embedding, weight, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?)"
+                    ))
+                    .await?,
+                    put_consent: p(format!(
+                        "INSERT INTO {ks}.consent (tenant, user_id, purpose, granted, retain_audio, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?)"
+                    ))
+                    .await?,
+                    put_audio: p(format!(
+                        "INSERT INTO {ks}.enrollment_audio (tenant, user_id, request_id, audio) VALUES (?, ?, ?, ?)"
+                    ))
+                    .await?,
+                    put_decision: p(format!(
+                        "INSERT INTO {ks}.decisions (tenant, request_id, payload) VALUES (?, ?, ?)"
+                    ))
+                    .await?,
+                    erase_voiceprints: p(format!("DELETE FROM {ks}.voiceprints WHERE tenant = ? AND user_id = ?"))
+                        .await?,
+                    erase_audio: p(format!("DELETE FROM {ks}.enrollment_audio WHERE tenant = ? AND user_id = ?"))
+                        .await?,
+                })
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Store for CqlStore {
+    async fn migrate(&self) -> Result<u32, StoreError> {
+        let ks = &self.config.keyspace;
+        let rf = self.config.replication_factor;
+        let ddl = |q: String| async move {
+            self.session
+                .query_unpaged(q, &[])
+                .await
+                .map_err(unavailable)
+        };
+        ddl(format!(
+            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = \
+             {{'class': 'SimpleStrategy', 'replication_factor': {rf}}}"
+        ))
+        .await?;
+        ddl(format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (version int PRIMARY KEY, \
+             description text, applied_at timestamp)"
+        ))
+        .await?;
+        let applied: Vec<i32> = self
+            .session
+            .query_unpaged(format!("SELECT version FROM {ks}.schema_migrations"), &[])
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .rows::<(i32,)>()
+            .map_err(corrupt)?
+            .map(|r| r.map(|(v,)| v))
+            .collect::<Result<_, _>>()
+            .map_err(corrupt)?;
+        let record = self
+            .session
+            .prepare(format!(
+                "INSERT INTO {ks}.schema_migrations (version, description, applied_at) VALUES (?, ?, ?)"
+            ))
+            .await
+            .map_err(unavailable)?;
+        let mut version = 0;
+        for (v, description, statements) in MIGRATIONS {
+            version = *v;
+            if applied.contains(&(*v as i32)) {
+                continue;
+            }
+            for s in *statements {
+                ddl(s
+                    .replace("{ks}", ks)
+                    .replace("{decision_ttl}", &DECISION_TTL_SECONDS.to_string()))
+                .await?;
+            }
+            self.session
+                .execute_unpaged(&record, (*v as i32, *description, CqlTimestamp(now_ms())))
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(keyspace = %ks, version = v, "applied migration");
+        }
+        Ok(version)
+    }
+
+    async fn profile(&self, tenant: &str, user_id: &str) -> Result<Option<Profile>, StoreError> {
+        let s = self.statements().await?;
+        let row = self
+            .session
+            .execute_unpaged(&s.profile, (tenant, user_id))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row::<ProfileRow>()
+            .map_err(corrupt)?;
+        row.map(
+            |(
+                status,
+                samples,
+                speech,
+                progress,
+                sessions,
+                failures,
+                cooldown,
+                created,
+                updated,
+            )| {
+                Ok(Profile {
+                    tenant: tenant.into(),
+                    user_id: user_id.into(),
+                    status: ProfileStatus::parse(&status)
+                        .ok_or_else(|| corrupt(format!("status {status}")))?,
+                    samples: samples.max(0) as u32,
+                    net_speech_millis: speech.max(0) as u64,
+                    learning_progress: progress,
+                    sessions: sessions.max(0) as u32,
+                    failures: failures.max(0) as u32,
+                    cooldown_until: cooldown.0,
+                    created_at: created.0,
+                    updated_at: updated.0,
+                })
+            },
+        )
+        .transpose()
+    }
+
+    async fn voiceprint(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        model_id: &str,
+    ) -> Result<Option<Voiceprint>, StoreError> {
+        let s = self.statements().await?;
+        let row = self
+            .session
+            .execute_unpaged(&s.voiceprint, (tenant, user_id, model_id))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row::<(Vec<u8>, f32, CqlTimestamp)>()
+            .map_err(corrupt)?;
+        row.map(|(blob, weight, updated)| {
+            Ok(Voiceprint {
+                tenant: tenant.into(),
+                user_id: user_id.into(),
+                model_id: model_id.into(),
+                embedding: blob_to_embedding(&blob)?,
+                weight,
+                updated_at: updated.0,
+            })
+        })
+        .transpose()
+    }
+
+    async fn consent(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        purpose: &str,
+    ) -> Result<Option<Consent>, StoreError> {
+        let s = self.statements().await?;
+        let row = self
+            .session
+            .execute_unpaged(&s.consent, (tenant, user_id, purpose))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row::<(bool, bool, CqlTimestamp)>()
+            .map_err(corrupt)?;
+        Ok(row.map(|(granted, retain_audio, updated)| Consent {
+            tenant: tenant.into(),
+            user_id: user_id.into(),
+            purpose: purpose.into(),
+            granted,
+            retain_audio,
+            updated_at: updated.0,
+        }))
+    }
+
+    async fn enrollment_audio(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let s = self.statements().await?;
+        self.session
+            .execute_unpaged(&s.audio, (tenant, user_id))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .rows::<(String, Vec<u8>)>()
+            .map_err(corrupt)?
+            .collect::<Result<_, _>>()
+            .map_err(corrupt)
+    }
+
+    async fn decision(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let s = self.statements().await?;
+        Ok(self
+            .session
+            .execute_unpaged(&s.decision, (tenant, request_id))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row::<(Vec<u8>,)>()
+            .map_err(corrupt)?
+            .map(|(p,)| p))
+    }
+
+    async fn commit(&self, c: &JobCommit) -> Result<(), StoreError> {
+        let s = self.statements().await?;
+        let mut batch = Batch::new(BatchType::Logged);
+        let mut values: Vec<Vec<CqlValue>> = Vec::new();
+        if let Some(user) = &c.erase_biometrics_of {
+            for stmt in [&s.erase_voiceprints, &s.erase_audio] {
+                batch.append_statement(stmt.clone());
+                values.push(vec![text(&c.tenant), text(user)]);
+            }
+        }
+        if let Some(p) = &c.profile {
+            batch.append_statement(s.put_profile.clone());
+            values.push(vec![
+                text(&p.tenant),
+                text(&p.user_id),
+                text(p.status.as_str()),
+                CqlValue::Int(p.samples as i32),
+                CqlValue::BigInt(p.net_speech_millis as i64),
+                CqlValue::Float(p.learning_progress),
+                CqlValue::Int(p.sessions as i32),
+                CqlValue::Int(p.failures as i32),
+                ts(p.cooldown_until),
+                ts(p.created_at),
+                ts(p.updated_at),
+            ]);
+        }
+        if let Some(v) = &c.voiceprint {
+            batch.append_statement(s.put_voiceprint.clone());
+            values.push(vec![
+                text(&v.tenant),
+                text(&v.user_id),
+                text(&v.model_id),
+                CqlValue::Blob(embedding_to_blob(&v.embedding)),
+                CqlValue::Float(v.weight),
+                ts(v.updated_at),
+            ]);
+        }
+        if let Some(cs) = &c.consent {
+            batch.append_statement(s.put_consent.clone());
+            values.push(vec![
+                text(&cs.tenant),
+                text(&cs.user_id),
+                text(&cs.purpose),
+                CqlValue::Boolean(cs.granted),
+                CqlValue::Boolean(cs.retain_audio),
+                ts(cs.updated_at),
+            ]);
+        }
+        if let Some((user, wav)) = &c.enrollment_audio {
+            batch.append_statement(s.put_audio.clone());
+            values.push(vec![
+                text(&c.tenant),
+                text(user),
+                text(&c.request_id),
+                CqlValue::Blob(wav.clone()),
+            ]);
+        }
+        batch.append_statement(s.put_decision.clone());
+        values.push(vec![
+            text(&c.tenant),
+            text(&c.request_id),
+            CqlValue::Blob(c.decision.clone()),
+        ]);
+        self.session
+            .batch(&batch, values)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged("SELECT release_version FROM system.local", &[])
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_store_urls() {
+        let c = CqlConfig::from_url(
+            "cql://app:s3cret@10.0.0.1:9042,10.0.0.2:9042/timbre?replication_factor=3",
+        )
+        .unwrap();
+        assert_eq!(c.nodes, vec!["10.0.0.1:9042", "10.0.0.2:9042"]);
+        assert_eq!(c.keyspace, "timbre");
+        assert_eq!(c.replication_factor, 3);
+        assert_eq!(c.credentials, Some(("app".into(), "s3cret".into())));
+        for bad in [
+            "file:///x",
+            "cql://host:9042",
+            "cql://host:9042/bad-name",
+            "cql://h/ks?x=1",
+        ] {
+            assert_eq!(
+                CqlConfig::from_url(bad).unwrap_err().code(),
+                "store_config",
+                "{bad}"
+            );
+        }
+    }
+}

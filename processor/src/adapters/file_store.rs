@@ -1,0 +1,235 @@
+//! The embedded store: one redb file, so the quick-start engine keeps its
+//! state across restarts. Every call runs on the blocking pool because redb
+//! commits fsync.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+use crate::domain::{Consent, JobCommit, Profile, Voiceprint};
+use crate::ports::{Store, StoreError};
+
+const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+const VOICEPRINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("voiceprints");
+const CONSENT: TableDefinition<&str, &[u8]> = TableDefinition::new("consent");
+const AUDIO: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollment_audio");
+const DECISIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("decisions");
+const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+
+/// Version of the file layout; bumped with each migration.
+const SCHEMA_VERSION: u32 = 1;
+/// Separates key parts; ids never contain control characters (validated at decode).
+const SEP: char = '\u{1f}';
+
+fn key(parts: &[&str]) -> String {
+    parts.join(&SEP.to_string())
+}
+
+/// Keys starting with `prefix` sort in `[prefix, prefix + SEP + 1)`.
+fn prefix_end(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        char::from_u32(SEP as u32 + 1).expect("valid char")
+    )
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialise")
+}
+
+/// A [`Store`] in a local redb file.
+#[derive(Clone)]
+pub struct FileStore {
+    db: Arc<Database>,
+}
+
+impl FileStore {
+    /// Opens (or creates) the database file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(unavailable)?;
+        }
+        let db = Database::create(path).map_err(unavailable)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(unavailable)?
+    }
+
+    async fn get(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        k: String,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = match tx.open_table(table) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(unavailable(e)),
+            };
+            Ok(t.get(k.as_str())
+                .map_err(unavailable)?
+                .map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for FileStore {
+    async fn migrate(&self) -> Result<u32, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            for table in [PROFILES, VOICEPRINTS, CONSENT, AUDIO, DECISIONS] {
+                tx.open_table(table).map_err(unavailable)?;
+            }
+            tx.open_table(META)
+                .map_err(unavailable)?
+                .insert("schema_version", SCHEMA_VERSION)
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(SCHEMA_VERSION)
+        })
+        .await
+    }
+
+    async fn profile(&self, tenant: &str, user_id: &str) -> Result<Option<Profile>, StoreError> {
+        self.get(PROFILES, key(&[tenant, user_id]))
+            .await?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
+    async fn voiceprint(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        model_id: &str,
+    ) -> Result<Option<Voiceprint>, StoreError> {
+        self.get(VOICEPRINTS, key(&[tenant, user_id, model_id]))
+            .await?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
+    async fn consent(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        purpose: &str,
+    ) -> Result<Option<Consent>, StoreError> {
+        self.get(CONSENT, key(&[tenant, user_id, purpose]))
+            .await?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
+    async fn enrollment_audio(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = key(&[tenant, user_id, ""]);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = tx.open_table(AUDIO).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for entry in t
+                .range(prefix.as_str()..prefix_end(&prefix[..prefix.len() - 1]).as_str())
+                .map_err(unavailable)?
+            {
+                let (k, v) = entry.map_err(unavailable)?;
+                let request_id = k.value().rsplit(SEP).next().unwrap_or_default().to_string();
+                out.push((request_id, v.value().to_vec()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn decision(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(DECISIONS, key(&[tenant, request_id])).await
+    }
+
+    async fn commit(&self, commit: &JobCommit) -> Result<(), StoreError> {
+        let c = commit.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            {
+                if let Some(user) = &c.erase_biometrics_of {
+                    let prefix = key(&[&c.tenant, user, ""]);
+                    let end = prefix_end(&prefix[..prefix.len() - 1]);
+                    for table in [VOICEPRINTS, AUDIO] {
+                        let mut t = tx.open_table(table).map_err(unavailable)?;
+                        t.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
+                            .map_err(unavailable)?;
+                    }
+                }
+                if let Some(p) = &c.profile {
+                    let mut t = tx.open_table(PROFILES).map_err(unavailable)?;
+                    t.insert(key(&[&p.tenant, &p.user_id]).as_str(), encode(p).as_slice())
+                        .map_err(unavailable)?;
+                }
+                if let Some(v) = &c.voiceprint {
+                    let mut t = tx.open_table(VOICEPRINTS).map_err(unavailable)?;
+                    t.insert(
+                        key(&[&v.tenant, &v.user_id, &v.model_id]).as_str(),
+                        encode(v).as_slice(),
+                    )
+                    .map_err(unavailable)?;
+                }
+                if let Some(cs) = &c.consent {
+                    let mut t = tx.open_table(CONSENT).map_err(unavailable)?;
+                    t.insert(
+                        key(&[&cs.tenant, &cs.user_id, &cs.purpose]).as_str(),
+                        encode(cs).as_slice(),
+                    )
+                    .map_err(unavailable)?;
+                }
+                if let Some((user, wav)) = &c.enrollment_audio {
+                    let mut t = tx.open_table(AUDIO).map_err(unavailable)?;
+                    t.insert(
+                        key(&[&c.tenant, user, &c.request_id]).as_str(),
+                        wav.as_slice(),
+                    )
+                    .map_err(unavailable)?;
+                }
+                let mut t = tx.open_table(DECISIONS).map_err(unavailable)?;
+                t.insert(
+                    key(&[&c.tenant, &c.request_id]).as_str(),
+                    c.decision.as_slice(),
+                )
+                .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(|db| db.begin_read().map(drop).map_err(unavailable))
+            .await
+    }
+}

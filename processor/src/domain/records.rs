@@ -1,0 +1,121 @@
+use serde::{Deserialize, Serialize};
+
+/// Enrollment state of a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProfileStatus {
+    /// Allocated; not enough net speech yet.
+    NotEnrolled,
+    /// Has a voiceprint under the tenant's active model.
+    Enrolled,
+    /// The model changed and the voiceprint could not be rebuilt.
+    ReEnroll,
+    /// The user withdrew consent; biometrics are erased.
+    OptedOut,
+}
+
+impl ProfileStatus {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileStatus::NotEnrolled => "NOT_ENROLLED",
+            ProfileStatus::Enrolled => "ENROLLED",
+            ProfileStatus::ReEnroll => "RE_ENROLL",
+            ProfileStatus::OptedOut => "OPTED_OUT",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "NOT_ENROLLED" => ProfileStatus::NotEnrolled,
+            "ENROLLED" => ProfileStatus::Enrolled,
+            "RE_ENROLL" => ProfileStatus::ReEnroll,
+            "OPTED_OUT" => ProfileStatus::OptedOut,
+            _ => return None,
+        })
+    }
+}
+
+/// A user's profile within a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Tenant id.
+    pub tenant: String,
+    /// User id, unique within the tenant.
+    pub user_id: String,
+    /// Enrollment state.
+    pub status: ProfileStatus,
+    /// Accepted enrollment samples.
+    pub samples: u32,
+    /// Net speech over all accepted samples.
+    pub net_speech_millis: u64,
+    /// Adaptive-learning progress in [0, 1].
+    pub learning_progress: f32,
+    /// Successful verifications that refined the voiceprint.
+    pub sessions: u32,
+    /// Failed verifications since the last success (drives the cooldown).
+    pub failures: u32,
+    /// No verification is scored before this time (ms since the epoch; 0 = none).
+    pub cooldown_until: i64,
+    /// Creation time (ms since the epoch).
+    pub created_at: i64,
+    /// Last change (ms since the epoch).
+    pub updated_at: i64,
+}
+
+/// A speaker embedding aggregate under one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Voiceprint {
+    /// Tenant id.
+    pub tenant: String,
+    /// User id.
+    pub user_id: String,
+    /// Model id (name + weights hash) that produced the embedding.
+    pub model_id: String,
+    /// Running mean of the samples' unit embeddings.
+    pub embedding: Vec<f32>,
+    /// Total weight behind the mean (enrollment samples count 1, refinements less).
+    pub weight: f32,
+    /// Last change (ms since the epoch).
+    pub updated_at: i64,
+}
+
+/// Consent of a user for a purpose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Consent {
+    /// Tenant id.
+    pub tenant: String,
+    /// User id.
+    pub user_id: String,
+    /// e.g. `voice_biometrics`.
+    pub purpose: String,
+    /// Whether consent is given.
+    pub granted: bool,
+    /// Whether enrollment audio may be kept (needed to re-score after a model update).
+    pub retain_audio: bool,
+    /// Last change (ms since the epoch).
+    pub updated_at: i64,
+}
+
+/// Everything one job changes, written atomically with its decision so a
+/// redelivered job finds its decision and applies nothing twice.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobCommit {
+    /// Tenant id.
+    pub tenant: String,
+    /// Idempotency key of the job.
+    pub request_id: String,
+    /// The encoded decision event.
+    pub decision: Vec<u8>,
+    /// New profile state, if changed.
+    pub profile: Option<Profile>,
+    /// New voiceprint, if changed.
+    pub voiceprint: Option<Voiceprint>,
+    /// Consent change, if any.
+    pub consent: Option<Consent>,
+    /// Enrollment audio to retain `(user_id, wav bytes)`.
+    pub enrollment_audio: Option<(String, Vec<u8>)>,
+    /// Erase the user's voiceprints and stored audio (opt-out, delete).
+    pub erase_biometrics_of: Option<String>,
+}

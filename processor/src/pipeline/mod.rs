@@ -1,0 +1,2 @@
+//! Pipeline.
+pub mod scoring_pool;

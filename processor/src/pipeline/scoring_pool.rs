@@ -1,0 +1,145 @@
+//! Scoring workers: OS threads (a dedicated rayon pool) sharing one loaded
+//! model, fed through a bounded number of permits. WAV decoding, resampling,
+//! features and the network all run here, never on Tokio threads; the async
+//! caller awaits a oneshot reply.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use thiserror::Error;
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::audio::{AudioError, AudioLimits, decode_wav};
+use crate::model::{ModelError, SpeakerModel};
+
+/// Computes speaker embeddings. The pipeline knows only this trait.
+pub trait Embedder: Send + Sync + 'static {
+    /// Raw embedding of 16 kHz mono samples.
+    fn embed(&self, samples: &[f32]) -> Result<Vec<f32>, ModelError>;
+    /// Id stamped on every voiceprint and decision.
+    fn model_id(&self) -> String;
+}
+
+impl Embedder for SpeakerModel {
+    fn embed(&self, samples: &[f32]) -> Result<Vec<f32>, ModelError> {
+        SpeakerModel::embed(self, samples)
+    }
+
+    fn model_id(&self) -> String {
+        self.id().to_string()
+    }
+}
+
+/// A scored sample.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    /// Raw embedding.
+    pub embedding: Vec<f32>,
+    /// Net speech found by the VAD.
+    pub speech_millis: u64,
+    /// Duration of the input.
+    pub duration_millis: u64,
+    /// Time spent in the worker.
+    pub worker_seconds: f64,
+}
+
+/// Why a sample could not be scored; [`ScoreError::code`] is stable.
+#[derive(Debug, Error)]
+pub enum ScoreError {
+    /// The audio was refused.
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The pool is shutting down.
+    #[error("scoring pool stopped")]
+    Stopped,
+}
+
+impl ScoreError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ScoreError::Audio(e) => e.code(),
+            ScoreError::Model(e) => e.code(),
+            ScoreError::Stopped => "scoring_stopped",
+        }
+    }
+}
+
+/// The worker pool.
+pub struct ScoringPool {
+    embedder: Arc<dyn Embedder>,
+    pool: Arc<rayon::ThreadPool>,
+    permits: Arc<Semaphore>,
+    capacity: usize,
+    limits: AudioLimits,
+}
+
+impl ScoringPool {
+    /// `workers` threads; at most `workers + queue` samples admitted at once
+    /// (callers beyond that wait, which is the pipeline's backpressure).
+    pub fn new(
+        embedder: Arc<dyn Embedder>,
+        workers: usize,
+        queue: usize,
+        limits: AudioLimits,
+    ) -> Self {
+        let workers = workers.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .thread_name(|i| format!("scoring-{i}"))
+            .build()
+            .expect("spawning scoring threads");
+        Self {
+            embedder,
+            pool: Arc::new(pool),
+            permits: Arc::new(Semaphore::new(workers + queue)),
+            capacity: workers + queue,
+            limits,
+        }
+    }
+
+    /// Id of the model the workers run.
+    pub fn model_id(&self) -> String {
+        self.embedder.model_id()
+    }
+
+    /// Samples admitted and not yet finished.
+    pub fn depth(&self) -> usize {
+        self.capacity - self.permits.available_permits()
+    }
+
+    /// Decodes and embeds one WAV payload on a worker thread.
+    pub async fn score(&self, wav: Vec<u8>) -> Result<Scored, ScoreError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ScoreError::Stopped)?;
+        let (tx, rx) = oneshot::channel();
+        let embedder = self.embedder.clone();
+        let limits = self.limits;
+        let span = tracing::Span::current();
+        self.pool.spawn(move || {
+            let _enter = span.enter();
+            let start = Instant::now();
+            let result = decode_wav(&wav, &limits)
+                .map_err(ScoreError::from)
+                .and_then(|audio| {
+                    let embedding = embedder.embed(&audio.samples)?;
+                    Ok(Scored {
+                        embedding,
+                        speech_millis: audio.speech_millis,
+                        duration_millis: audio.duration_millis,
+                        worker_seconds: start.elapsed().as_secs_f64(),
+                    })
+                });
+            drop(permit);
+            let _ = tx.send(result);
+        });
+        rx.await.map_err(|_| ScoreError::Stopped)?
+    }
+}

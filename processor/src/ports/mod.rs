@@ -1,0 +1,8 @@
+//! The ports the pipeline is written against. Adapters (Kafka, CQL, embedded)
+//! implement them; `crate::backends` picks one per URL.
+
+pub mod bus;
+pub mod store;
+
+pub use bus::{Bus, BusError, Message, Subscription, TopicSpec};
+pub use store::{Store, StoreError};

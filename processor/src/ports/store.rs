@@ -1,0 +1,74 @@
+//! State: profiles, voiceprints, consent, retained audio and decisions.
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::domain::{Consent, JobCommit, Profile, Voiceprint};
+
+/// Store failures; [`StoreError::code`] is stable.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The store cannot be reached or timed out.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back.
+    #[error("corrupt stored record: {0}")]
+    Corrupt(String),
+    /// The store URL or options are invalid.
+    #[error("store configuration: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "store_unavailable",
+            StoreError::Corrupt(_) => "store_corrupt",
+            StoreError::Config(_) => "store_config",
+        }
+    }
+}
+
+/// Persistent state of the engine.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Applies versioned, idempotent schema migrations; returns the version.
+    async fn migrate(&self) -> Result<u32, StoreError>;
+
+    /// Reads a profile.
+    async fn profile(&self, tenant: &str, user_id: &str) -> Result<Option<Profile>, StoreError>;
+
+    /// Reads the voiceprint of a user under a model.
+    async fn voiceprint(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        model_id: &str,
+    ) -> Result<Option<Voiceprint>, StoreError>;
+
+    /// Reads a user's consent for a purpose.
+    async fn consent(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        purpose: &str,
+    ) -> Result<Option<Consent>, StoreError>;
+
+    /// Retained enrollment audio of a user as `(request_id, wav)`, oldest first.
+    async fn enrollment_audio(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// The decision already recorded for a job, if any.
+    async fn decision(&self, tenant: &str, request_id: &str)
+    -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Writes a job's state changes and its decision as one unit.
+    async fn commit(&self, commit: &JobCommit) -> Result<(), StoreError>;
+
+    /// Cheap reachability check for readiness probes.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

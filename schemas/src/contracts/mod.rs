@@ -1,0 +1,217 @@
+//! The event records, as Rust types mirroring `schemas/avro/*.avsc`.
+//!
+//! Field names, order and types follow the `.avsc` files exactly; the tests
+//! check every type against its schema. Byte fields use apache-avro's `bytes`
+//! serde helpers so they encode as Avro `bytes`, not as arrays of ints.
+
+mod dead_letter;
+mod decision;
+mod requests;
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::SchemaError;
+use crate::validate::Limits;
+
+pub use dead_letter::DeadLetter;
+pub use decision::{
+    BioResult, Decision, DecisionKind, JobKind, ProfileStatus, Signals, Thresholds,
+};
+pub use requests::{
+    ConsentChanged, EnrollmentRequested, ProfileCommand, ProfileCommandKind, RescoreRequested,
+    VerificationRequested,
+};
+
+/// Avro namespace of every contract.
+pub const NAMESPACE: &str = "io.timbre.v1";
+
+/// A schema version, as carried in each record's `schema_version` field and
+/// in the `"version"` attribute of its `.avsc` file. Versions start at 1.
+pub type SchemaVersion = i32;
+
+/// The `.avsc` texts compiled into the crate: the one source of truth.
+pub mod avsc {
+    /// Current `EnrollmentRequested` schema.
+    pub const ENROLLMENT_REQUESTED: &str = include_str!("../../avro/EnrollmentRequested.avsc");
+    /// Current `VerificationRequested` schema.
+    pub const VERIFICATION_REQUESTED: &str = include_str!("../../avro/VerificationRequested.avsc");
+    /// Current `ConsentChanged` schema.
+    pub const CONSENT_CHANGED: &str = include_str!("../../avro/ConsentChanged.avsc");
+    /// Current `ProfileCommand` schema.
+    pub const PROFILE_COMMAND: &str = include_str!("../../avro/ProfileCommand.avsc");
+    /// Current `RescoreRequested` schema.
+    pub const RESCORE_REQUESTED: &str = include_str!("../../avro/RescoreRequested.avsc");
+    /// Current `Decision` schema.
+    pub const DECISION: &str = include_str!("../../avro/Decision.avsc");
+    /// Current `DeadLetter` schema.
+    pub const DEAD_LETTER: &str = include_str!("../../avro/DeadLetter.avsc");
+
+    /// Older writer schemas that consumers must still read.
+    pub mod history {
+        /// `VerificationRequested` v1: before `channel` was added.
+        pub const VERIFICATION_REQUESTED_V1: &str =
+            include_str!("../../avro/history/VerificationRequested.v1.avsc");
+    }
+
+    /// Every current schema, one per record.
+    pub const CURRENT: [&str; 7] = [
+        ENROLLMENT_REQUESTED,
+        VERIFICATION_REQUESTED,
+        CONSENT_CHANGED,
+        PROFILE_COMMAND,
+        RESCORE_REQUESTED,
+        DECISION,
+        DEAD_LETTER,
+    ];
+
+    /// Every older writer schema still registered.
+    pub const HISTORY: [&str; 1] = [history::VERIFICATION_REQUESTED_V1];
+}
+
+/// Which record a message holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    /// [`EnrollmentRequested`]
+    EnrollmentRequested,
+    /// [`VerificationRequested`]
+    VerificationRequested,
+    /// [`ConsentChanged`]
+    ConsentChanged,
+    /// [`ProfileCommand`]
+    ProfileCommand,
+    /// [`RescoreRequested`]
+    RescoreRequested,
+    /// [`Decision`]
+    Decision,
+    /// [`DeadLetter`]
+    DeadLetter,
+}
+
+impl RecordKind {
+    /// Every record, in a fixed order.
+    pub const ALL: [RecordKind; 7] = [
+        Self::EnrollmentRequested,
+        Self::VerificationRequested,
+        Self::ConsentChanged,
+        Self::ProfileCommand,
+        Self::RescoreRequested,
+        Self::Decision,
+        Self::DeadLetter,
+    ];
+
+    /// Short record name, as in the `.avsc` `name`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::EnrollmentRequested => "EnrollmentRequested",
+            Self::VerificationRequested => "VerificationRequested",
+            Self::ConsentChanged => "ConsentChanged",
+            Self::ProfileCommand => "ProfileCommand",
+            Self::RescoreRequested => "RescoreRequested",
+            Self::Decision => "Decision",
+            Self::DeadLetter => "DeadLetter",
+        }
+    }
+
+    /// The current `.avsc` text of this record.
+    pub const fn current_schema(self) -> &'static str {
+        match self {
+            Self::EnrollmentRequested => avsc::ENROLLMENT_REQUESTED,
+            Self::VerificationRequested => avsc::VERIFICATION_REQUESTED,
+            Self::ConsentChanged => avsc::CONSENT_CHANGED,
+            Self::ProfileCommand => avsc::PROFILE_COMMAND,
+            Self::RescoreRequested => avsc::RESCORE_REQUESTED,
+            Self::Decision => avsc::DECISION,
+            Self::DeadLetter => avsc::DEAD_LETTER,
+        }
+    }
+
+    /// Version of the current schema, i.e. the contract's
+    /// [`Contract::CURRENT_VERSION`].
+    pub const fn current_version(self) -> SchemaVersion {
+        match self {
+            Self::EnrollmentRequested => EnrollmentRequested::CURRENT_VERSION,
+            Self::VerificationRequested => VerificationRequested::CURRENT_VERSION,
+            Self::ConsentChanged => ConsentChanged::CURRENT_VERSION,
+            Self::ProfileCommand => ProfileCommand::CURRENT_VERSION,
+            Self::RescoreRequested => RescoreRequested::CURRENT_VERSION,
+            Self::Decision => Decision::CURRENT_VERSION,
+            Self::DeadLetter => DeadLetter::CURRENT_VERSION,
+        }
+    }
+
+    /// Whether this is one of the job requests (a [`Request`](crate::Request)).
+    pub const fn is_request(self) -> bool {
+        !matches!(self, Self::Decision | Self::DeadLetter)
+    }
+
+    /// Finds a record by its full name (`io.timbre.v1.Decision`).
+    pub fn from_full_name(full: &str) -> Option<Self> {
+        let short = full.strip_prefix(NAMESPACE)?.strip_prefix('.')?;
+        Self::ALL.into_iter().find(|k| k.name() == short)
+    }
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Ties a Rust type to its Avro record.
+pub trait Contract: Serialize + DeserializeOwned + fmt::Debug + Clone + PartialEq {
+    /// The record this type mirrors.
+    const KIND: RecordKind;
+    /// Version of the current schema (the `"version"` of its `.avsc`); what
+    /// producers put in `schema_version`.
+    const CURRENT_VERSION: SchemaVersion;
+
+    /// The current `.avsc` text.
+    fn schema_json() -> &'static str {
+        Self::KIND.current_schema()
+    }
+
+    /// The version the producer says it wrote.
+    fn schema_version(&self) -> SchemaVersion;
+
+    /// Checks the rules the schema cannot express: non-empty bounded ids,
+    /// audio size, string lengths. Call it after decoding untrusted input.
+    fn validate(&self, limits: &Limits) -> Result<(), SchemaError>;
+}
+
+/// W3C trace context carried by every request and decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// W3C `traceparent` header value.
+    pub traceparent: String,
+    /// W3C `tracestate` header value, if any.
+    pub tracestate: Option<String>,
+}
+
+impl TraceContext {
+    /// A trace context with only a `traceparent`.
+    pub fn new(traceparent: impl Into<String>) -> Self {
+        Self {
+            traceparent: traceparent.into(),
+            tracestate: None,
+        }
+    }
+}
+
+/// The Kafka message key of a user's events: `tenant/user_id`, so one user's
+/// jobs stay ordered on one partition. Tenants may not contain `/`, which
+/// keeps the key unambiguous.
+pub fn message_key(tenant: &str, user_id: &str) -> String {
+    format!("{tenant}/{user_id}")
+}
+
+/// `Debug` for byte payloads: the length, not megabytes of numbers in logs.
+pub(crate) struct ByteLen<'a>(pub &'a [u8]);
+
+impl fmt::Debug for ByteLen<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}

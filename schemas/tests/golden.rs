@@ -1,0 +1,115 @@
+//! Golden wire bytes: any change to the encoding of a contract fails here.
+//!
+//! The files under `tests/golden/` are committed. Regenerate them only on
+//! purpose: `TIMBRE_BLESS=1 cargo test -p timbre-schemas --test golden`.
+
+mod common;
+
+use std::path::PathBuf;
+
+use timbre_schemas::contracts::avsc;
+use timbre_schemas::{Contract, Fingerprint, Registry};
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.bin"))
+}
+
+fn bless() -> bool {
+    std::env::var_os("TIMBRE_BLESS").is_some_and(|v| v == "1")
+}
+
+/// Compares `bytes` with the golden file `name` (or rewrites it when blessing).
+fn check_golden(name: &str, bytes: &[u8]) {
+    let path = golden_path(name);
+    if bless() {
+        std::fs::write(&path, bytes).unwrap();
+        return;
+    }
+    let golden = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with TIMBRE_BLESS=1 to create it",
+            path.display()
+        )
+    });
+    assert!(
+        golden == bytes,
+        "{name}: wire bytes changed (a compatibility break?)\n golden: {golden:02x?}\n    now: {bytes:02x?}"
+    );
+}
+
+/// Encodes the sample, compares with its golden file, and decodes the golden
+/// bytes back to the sample.
+fn round_trip<T: Contract>(value: T) {
+    let registry = Registry::new();
+    let name = T::KIND.name();
+    let bytes = registry.encode(&value).unwrap();
+    check_golden(name, &bytes);
+    let golden = std::fs::read(golden_path(name)).unwrap();
+    assert_eq!(registry.decode::<T>(&golden).unwrap(), value, "{name}");
+}
+
+#[test]
+fn enrollment_requested() {
+    round_trip(common::enrollment());
+}
+
+#[test]
+fn verification_requested() {
+    round_trip(common::verification());
+}
+
+#[test]
+fn consent_changed() {
+    round_trip(common::consent());
+}
+
+#[test]
+fn profile_command() {
+    round_trip(common::profile());
+}
+
+#[test]
+fn rescore_requested() {
+    round_trip(common::rescore());
+}
+
+#[test]
+fn decision() {
+    round_trip(common::decision());
+}
+
+#[test]
+fn dead_letter() {
+    round_trip(common::dead_letter());
+}
+
+/// Bytes a v1 producer wrote stay readable forever: they are pinned here and
+/// decoded by the evolution tests.
+#[test]
+fn verification_requested_v1() {
+    let registry = Registry::new();
+    let v1 = Fingerprint::of(
+        &apache_avro::Schema::parse_str(avsc::history::VERIFICATION_REQUESTED_V1).unwrap(),
+    );
+    let bytes = registry
+        .encode_with_writer(v1, &common::verification_v1())
+        .unwrap();
+    check_golden("VerificationRequested.v1", &bytes);
+}
+
+/// The header of every golden file carries the fingerprint of the schema
+/// that is current today; a schema edit without a version bump shows here.
+#[test]
+fn golden_headers_name_the_current_schemas() {
+    if bless() {
+        return; // the files are being rewritten by the other tests
+    }
+    let registry = Registry::new();
+    for kind in timbre_schemas::RecordKind::ALL {
+        let bytes = std::fs::read(golden_path(kind.name())).unwrap();
+        let (fp, _) = timbre_schemas::framing::split(&bytes).unwrap();
+        assert_eq!(fp, registry.current_fingerprint(kind), "{kind}");
+    }
+}

@@ -1,0 +1,55 @@
+//! Shared helpers of the integration tests: where the real services are, and
+//! unique names so tests share one Kafka and one Cassandra without colliding.
+
+use std::path::PathBuf;
+
+/// Whether the test command promised real services (`tests/run.sh` sets it).
+fn services_required() -> bool {
+    std::env::var("TIMBRE_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+fn service(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if services_required() => panic!(
+            "{what} is required by the test command but {var} is unset; \
+             start it with tests/services/services.sh start"
+        ),
+        _ => {
+            eprintln!(
+                "SKIPPED: {what} not configured ({var} unset); run tests/run.sh to test against it"
+            );
+            None
+        }
+    }
+}
+
+/// `kafka://…` of the test broker, if configured (a failure when required).
+pub fn kafka_url() -> Option<String> {
+    service("TIMBRE_TEST_KAFKA_BROKERS", "Apache Kafka").map(|b| format!("kafka://{b}"))
+}
+
+/// Contact point of the test Cassandra, if configured (a failure when required).
+pub fn cql_nodes() -> Option<String> {
+    service("TIMBRE_TEST_CQL_NODES", "Apache Cassandra")
+}
+
+/// A name unique to this test run, safe for topics and keyspaces.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// A fresh scratch directory under the system temp dir.
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(prefix));
+    std::fs::create_dir_all(&dir).expect("temp dir is writable");
+    dir
+}
+
+/// The bundled fixtures (`tests/fixtures`).
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}

@@ -1,0 +1,194 @@
+//! One contract for the store port, run against the file store and real Cassandra.
+
+use std::sync::Arc;
+
+use timbre::adapters::file_store::FileStore;
+use timbre::backends::connect_store;
+use timbre::domain::{Consent, JobCommit, Profile, ProfileStatus, Voiceprint};
+use timbre::ports::Store;
+use timbre_tests::{cql_nodes, scratch_dir, unique};
+
+fn profile(tenant: &str, user: &str, status: ProfileStatus) -> Profile {
+    Profile {
+        tenant: tenant.into(),
+        user_id: user.into(),
+        status,
+        samples: 3,
+        net_speech_millis: 21_500,
+        learning_progress: 0.25,
+        sessions: 1,
+        failures: 2,
+        cooldown_until: 1_700_000_200_000,
+        created_at: 1_700_000_000_000,
+        updated_at: 1_700_000_100_000,
+    }
+}
+
+/// Migrations are idempotent; a job's commit is read back field for field;
+/// erasure removes voiceprints and audio; tenants never see each other's rows.
+async fn store_contract(store: Arc<dyn Store>) {
+    let v1 = store.migrate().await.unwrap();
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        v1,
+        "migrations are idempotent"
+    );
+    store.ping().await.unwrap();
+
+    let (tenant, other) = ("acme", "globex");
+    let user = "alice";
+    let embedding: Vec<f32> = (0..192).map(|i| (i as f32 * 0.01).sin()).collect();
+    let voiceprint = Voiceprint {
+        tenant: tenant.into(),
+        user_id: user.into(),
+        model_id: "campplus@sha256:92f29b94e694".into(),
+        embedding: embedding.clone(),
+        weight: 3.0,
+        updated_at: 1_700_000_100_000,
+    };
+    let consent = Consent {
+        tenant: tenant.into(),
+        user_id: user.into(),
+        purpose: "voice_biometrics".into(),
+        granted: true,
+        retain_audio: true,
+        updated_at: 1_700_000_000_000,
+    };
+    let commit = JobCommit {
+        tenant: tenant.into(),
+        request_id: "req-1".into(),
+        decision: b"decision-bytes".to_vec(),
+        profile: Some(profile(tenant, user, ProfileStatus::Enrolled)),
+        voiceprint: Some(voiceprint.clone()),
+        consent: Some(consent.clone()),
+        enrollment_audio: Some((user.into(), b"RIFF....WAVE".to_vec())),
+        erase_biometrics_of: None,
+    };
+    store.commit(&commit).await.unwrap();
+
+    assert_eq!(
+        store.profile(tenant, user).await.unwrap(),
+        Some(profile(tenant, user, ProfileStatus::Enrolled))
+    );
+    assert_eq!(
+        store
+            .voiceprint(tenant, user, &voiceprint.model_id)
+            .await
+            .unwrap(),
+        Some(voiceprint.clone())
+    );
+    assert_eq!(
+        store
+            .consent(tenant, user, "voice_biometrics")
+            .await
+            .unwrap(),
+        Some(consent)
+    );
+    assert_eq!(
+        store.enrollment_audio(tenant, user).await.unwrap(),
+        vec![("req-1".to_string(), b"RIFF....WAVE".to_vec())]
+    );
+    assert_eq!(
+        store.decision(tenant, "req-1").await.unwrap(),
+        Some(b"decision-bytes".to_vec())
+    );
+
+    // Tenant isolation: same user id and request id under another tenant.
+    assert_eq!(store.profile(other, user).await.unwrap(), None);
+    assert_eq!(
+        store
+            .voiceprint(other, user, &voiceprint.model_id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.decision(other, "req-1").await.unwrap(), None);
+    assert!(
+        store
+            .enrollment_audio(other, user)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .voiceprint(tenant, user, "another-model")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Opt-out: biometrics erased, profile kept as OPTED_OUT.
+    let opt_out = JobCommit {
+        tenant: tenant.into(),
+        request_id: "req-2".into(),
+        decision: b"opted-out".to_vec(),
+        profile: Some(profile(tenant, user, ProfileStatus::OptedOut)),
+        erase_biometrics_of: Some(user.into()),
+        ..JobCommit::default()
+    };
+    store.commit(&opt_out).await.unwrap();
+    assert_eq!(
+        store
+            .voiceprint(tenant, user, &voiceprint.model_id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .enrollment_audio(tenant, user)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.profile(tenant, user).await.unwrap().unwrap().status,
+        ProfileStatus::OptedOut
+    );
+    assert_eq!(
+        store.decision(tenant, "req-1").await.unwrap(),
+        Some(b"decision-bytes".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_store_honours_the_contract() {
+    let path = scratch_dir("store").join("timbre.redb");
+    store_contract(Arc::new(FileStore::open(&path).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_store_honours_the_contract() {
+    let Some(nodes) = cql_nodes() else { return };
+    let store = connect_store(&format!("cql://{nodes}/{}", unique("ks")))
+        .await
+        .unwrap();
+    store_contract(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_store_survives_a_restart() {
+    let path = scratch_dir("restart").join("timbre.redb");
+    {
+        let store = FileStore::open(&path).unwrap();
+        store.migrate().await.unwrap();
+        let commit = JobCommit {
+            tenant: "t".into(),
+            request_id: "r".into(),
+            decision: b"d".to_vec(),
+            profile: Some(profile("t", "u", ProfileStatus::NotEnrolled)),
+            ..JobCommit::default()
+        };
+        store.commit(&commit).await.unwrap();
+    }
+    let reopened = FileStore::open(&path).unwrap();
+    assert_eq!(
+        reopened.profile("t", "u").await.unwrap(),
+        Some(profile("t", "u", ProfileStatus::NotEnrolled))
+    );
+    assert_eq!(
+        reopened.decision("t", "r").await.unwrap(),
+        Some(b"d".to_vec())
+    );
+}
