@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: where the real services are, and
 //! unique names so tests share one Kafka and one Cassandra without colliding.
 
+pub mod pipeline;
+
 use std::path::PathBuf;
 
 /// Whether the test command promised real services (`tests/run.sh` sets it).

@@ -54,6 +54,8 @@ async fn store_contract(store: Arc<dyn Store>) {
         retain_audio: true,
         updated_at: 1_700_000_000_000,
     };
+    // 300 KB: real enrollment audio is larger than Cassandra's batch limit.
+    let audio: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let commit = JobCommit {
         tenant: tenant.into(),
         request_id: "req-1".into(),
@@ -61,7 +63,7 @@ async fn store_contract(store: Arc<dyn Store>) {
         profile: Some(profile(tenant, user, ProfileStatus::Enrolled)),
         voiceprint: Some(voiceprint.clone()),
         consent: Some(consent.clone()),
-        enrollment_audio: Some((user.into(), b"RIFF....WAVE".to_vec())),
+        enrollment_audio: Some((user.into(), audio.clone())),
         erase_biometrics_of: None,
     };
     store.commit(&commit).await.unwrap();
@@ -86,7 +88,7 @@ async fn store_contract(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store.enrollment_audio(tenant, user).await.unwrap(),
-        vec![("req-1".to_string(), b"RIFF....WAVE".to_vec())]
+        vec![("req-1".to_string(), audio)]
     );
     assert_eq!(
         store.decision(tenant, "req-1").await.unwrap(),

@@ -1,6 +1,7 @@
 //! The CQL store (ScyllaDB in production, Apache Cassandra in tests) on the
 //! `scylla` driver. Data statements are prepared once at connect; a job's
-//! changes go out as one logged batch, so state and decision land together.
+//! state changes and its decision go out as one logged batch, so they land
+//! together (retained audio, too large for a batch, is written just before).
 
 use async_trait::async_trait;
 use scylla::client::session::Session;
@@ -9,7 +10,7 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlTimestamp, CqlValue};
 
-use crate::domain::{Consent, JobCommit, Profile, ProfileStatus, Voiceprint};
+use crate::domain::{Consent, JobCommit, Profile, ProfileStatus, Voiceprint, now_ms};
 use crate::ports::{Store, StoreError};
 
 /// Decisions are an audit trail, kept for 90 days.
@@ -439,6 +440,16 @@ impl Store for CqlStore {
 
     async fn commit(&self, c: &JobCommit) -> Result<(), StoreError> {
         let s = self.statements().await?;
+        // Audio is far over Cassandra's batch size limit (50 KiB by default),
+        // so it is written first, on its own. The write is idempotent (keyed
+        // by request id); if the batch then fails, the job is retried and
+        // rewrites the same row.
+        if let Some((user, wav)) = &c.enrollment_audio {
+            self.session
+                .execute_unpaged(&s.put_audio, (&c.tenant, user, &c.request_id, wav))
+                .await
+                .map_err(unavailable)?;
+        }
         let mut batch = Batch::new(BatchType::Logged);
         let mut values: Vec<Vec<CqlValue>> = Vec::new();
         if let Some(user) = &c.erase_biometrics_of {
@@ -485,15 +496,6 @@ impl Store for CqlStore {
                 ts(cs.updated_at),
             ]);
         }
-        if let Some((user, wav)) = &c.enrollment_audio {
-            batch.append_statement(s.put_audio.clone());
-            values.push(vec![
-                text(&c.tenant),
-                text(user),
-                text(&c.request_id),
-                CqlValue::Blob(wav.clone()),
-            ]);
-        }
         batch.append_statement(s.put_decision.clone());
         values.push(vec![
             text(&c.tenant),
@@ -514,13 +516,6 @@ impl Store for CqlStore {
             .map(drop)
             .map_err(unavailable)
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -1,2 +1,438 @@
-//! Pipeline.
+//! The stream processor: consume → decode → score → persist → emit → commit.
+//!
+//! ```text
+//! bus ──► reader task ──(bounded lane queues, by tenant/user)──► lane tasks ──► scoring pool (OS threads)
+//!            ▲  pause/resume partitions when a lane is full          │
+//!            └──── finished offsets ◄── store.commit ◄── decision ───┘──► decisions topic (+ dead-letter)
+//! ```
+//!
+//! A job's offset is committed only after its state and decision are
+//! persisted and the decision is published (at-least-once). Redelivery is
+//! harmless: a job whose decision is already stored republishes that same
+//! decision and applies nothing again.
+
+mod handlers;
+mod offsets;
 pub mod scoring_pool;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timbre_schemas::{
+    Contract, DeadLetter, Decision, DecisionKind, JobKind, Limits, Registry, SchemaError,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use handlers::BIOMETRIC_PURPOSE;
+use handlers::Handled;
+use offsets::OffsetTracker;
+use scoring_pool::ScoringPool;
+
+use crate::domain::{Policy, now_ms};
+use crate::metrics::Metrics;
+use crate::ports::{Bus, BusError, Message, Store};
+use crate::topics::TopicNames;
+
+/// Decision policy per tenant, with a default.
+#[derive(Debug, Clone, Default)]
+pub struct Policies {
+    /// Applies to tenants without their own entry.
+    pub default: Policy,
+    /// Per-tenant overrides.
+    pub tenants: HashMap<String, Policy>,
+}
+
+impl Policies {
+    /// The policy of `tenant`.
+    pub fn for_tenant(&self, tenant: &str) -> &Policy {
+        self.tenants.get(tenant).unwrap_or(&self.default)
+    }
+}
+
+/// Processor settings.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// Consumer group of the processors.
+    pub group: String,
+    /// Topic names.
+    pub topics: TopicNames,
+    /// Concurrent jobs; jobs of one user always share a lane, so they run in order.
+    pub lanes: usize,
+    /// Jobs queued per lane before the reader pauses the partition.
+    pub lane_queue: usize,
+    /// Field limits of incoming events.
+    pub limits: Limits,
+    /// Decision policies.
+    pub policies: Policies,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            group: "timbre-processor".into(),
+            topics: TopicNames::with_prefix(""),
+            lanes: 32,
+            lane_queue: 4,
+            limits: Limits::default(),
+            policies: Policies::default(),
+        }
+    }
+}
+
+/// The processor: one per process, shared by its tasks.
+pub struct Processor {
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn Store>,
+    scoring: Arc<ScoringPool>,
+    registry: Registry,
+    topics: TopicNames,
+    policies: Policies,
+    limits: Limits,
+    metrics: Metrics,
+    group: String,
+    lanes: usize,
+    lane_queue: usize,
+}
+
+struct Finished {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// Backoff for transient bus/store failures: the job is retried, never
+/// skipped, because skipping would lose it.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Processor {
+    /// Wires a processor from its ports.
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        store: Arc<dyn Store>,
+        scoring: Arc<ScoringPool>,
+        config: ProcessorConfig,
+        metrics: Metrics,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            bus,
+            store,
+            scoring,
+            registry: Registry::new(),
+            topics: config.topics,
+            policies: config.policies,
+            limits: config.limits,
+            metrics,
+            group: config.group,
+            lanes: config.lanes.max(1),
+            lane_queue: config.lane_queue.max(1),
+        })
+    }
+
+    /// Runs until `shutdown` fires, then drains in-flight jobs, commits what
+    /// finished and leaves the group.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), BusError> {
+        let mut subscription = self
+            .bus
+            .subscribe(&self.group, &self.topics.requests())
+            .await?;
+        let (finished_tx, mut finished_rx) = mpsc::unbounded_channel::<Finished>();
+        let mut lanes = Vec::with_capacity(self.lanes);
+        let mut lane_tasks = Vec::with_capacity(self.lanes);
+        for _ in 0..self.lanes {
+            let (tx, mut rx) = mpsc::channel::<Message>(self.lane_queue);
+            let this = self.clone();
+            let done = finished_tx.clone();
+            lane_tasks.push(tokio::spawn(async move {
+                while let Some(message) = rx.recv().await {
+                    let (topic, partition, offset) =
+                        (message.topic.clone(), message.partition, message.offset);
+                    this.process(message).await;
+                    let _ = done.send(Finished {
+                        topic,
+                        partition,
+                        offset,
+                    });
+                }
+            }));
+            lanes.push(tx);
+        }
+        drop(finished_tx);
+        let mut tracker = OffsetTracker::default();
+        tracing::info!(group = %self.group, lanes = self.lanes, "processor running");
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(done) = finished_rx.recv() => {
+                    self.finish(&mut tracker, &*subscription, done)?;
+                }
+                message = subscription.next() => {
+                    let message = message?;
+                    self.metrics.jobs_consumed.with_label_values(&[message.topic.as_str()]).inc();
+                    tracker.start(&message.topic, message.partition, message.offset);
+                    self.metrics.jobs_in_flight.set(tracker.in_flight() as i64);
+                    let lane = &lanes[lane_of(message.key.as_deref(), self.lanes)];
+                    match lane.try_send(message) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(message)) => {
+                            // Stop fetching this partition while its lane is
+                            // busy; the consumer keeps polling, so the group
+                            // membership stays alive.
+                            let (topic, partition) = (message.topic.clone(), message.partition);
+                            subscription.pause(&topic, partition)?;
+                            self.metrics.paused_partitions.inc();
+                            let sent = lane.send(message).await;
+                            subscription.resume(&topic, partition)?;
+                            self.metrics.paused_partitions.dec();
+                            if sent.is_err() {
+                                break;
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    }
+                }
+            }
+        }
+        tracing::info!(in_flight = tracker.in_flight(), "draining");
+        drop(lanes);
+        for task in lane_tasks {
+            let _ = task.await;
+        }
+        while let Ok(done) = finished_rx.try_recv() {
+            self.finish(&mut tracker, &*subscription, done)?;
+        }
+        subscription.close().await?;
+        tracing::info!("processor stopped");
+        Ok(())
+    }
+
+    fn finish(
+        &self,
+        tracker: &mut OffsetTracker,
+        subscription: &dyn crate::ports::Subscription,
+        done: Finished,
+    ) -> Result<(), BusError> {
+        if let Some(next) = tracker.finish(&done.topic, done.partition, done.offset) {
+            subscription.commit(&done.topic, done.partition, next)?;
+        }
+        self.metrics.jobs_in_flight.set(tracker.in_flight() as i64);
+        Ok(())
+    }
+
+    /// Handles one message to completion, retrying transient failures.
+    async fn process(&self, message: Message) {
+        let started = Instant::now();
+        let mut delay = RETRY_MIN;
+        loop {
+            let span = tracing::info_span!(
+                "job",
+                topic = %message.topic,
+                partition = message.partition,
+                offset = message.offset,
+                request_id = tracing::field::Empty
+            );
+            match self.try_process(&message).instrument(span).await {
+                Ok(()) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "job failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+        self.metrics
+            .job_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn try_process(&self, message: &Message) -> Result<(), ProcessError> {
+        let request = match self.registry.decode_request(&message.payload) {
+            Ok(r) => r,
+            Err(e) => return self.reject_undecodable(message, &e).await,
+        };
+        if let Err(e) = request.validate(&self.limits) {
+            return self.reject_undecodable(message, &e).await;
+        }
+        tracing::Span::current().record("request_id", request.request_id());
+        let key = request.message_key();
+        if let Some(previous) = self
+            .store
+            .decision(request.tenant(), request.request_id())
+            .await?
+        {
+            tracing::debug!(
+                request_id = request.request_id(),
+                "redelivered job, republishing its decision"
+            );
+            self.bus
+                .publish(&self.topics.decisions, key.as_bytes(), &previous)
+                .await?;
+            return Ok(());
+        }
+        let handled: Handled = self.handle_request(&request).await?;
+        let bytes = self.registry.encode(&handled.decision)?;
+        if let Some((code, reason)) = &handled.dead_letter {
+            self.dead_letter(
+                message,
+                Some(request.request_id()),
+                Some(request.tenant()),
+                code,
+                reason,
+            )
+            .await?;
+        }
+        let mut commit = handled.commit;
+        commit.decision = bytes.clone();
+        self.store.commit(&commit).await?;
+        self.bus
+            .publish(&self.topics.decisions, key.as_bytes(), &bytes)
+            .await?;
+        self.count(&handled.decision);
+        tracing::info!(
+            request_id = %handled.decision.request_id,
+            decision = ?handled.decision.decision,
+            code = handled.decision.error_code.as_deref().unwrap_or(""),
+            "job decided"
+        );
+        Ok(())
+    }
+
+    /// An event that does not decode or validate: an error decision addressed
+    /// with whatever ids could be read, plus the original bytes in the
+    /// dead-letter topic.
+    async fn reject_undecodable(
+        &self,
+        message: &Message,
+        err: &SchemaError,
+    ) -> Result<(), ProcessError> {
+        let envelope = self.registry.peek_envelope(&message.payload).ok();
+        let request_id = envelope
+            .as_ref()
+            .and_then(|e| e.request_id.clone())
+            .unwrap_or_else(|| {
+                DeadLetter::position_id(&message.topic, message.partition, message.offset)
+            });
+        let tenant = envelope.as_ref().and_then(|e| e.tenant.clone());
+        let user_id = envelope
+            .as_ref()
+            .and_then(|e| e.user_id.clone())
+            .unwrap_or_default();
+        let job = envelope
+            .as_ref()
+            .and_then(|e| JobKind::of(e.kind))
+            .unwrap_or_else(|| self.job_of_topic(&message.topic));
+        let now = now_ms();
+        let mut decision = Decision::new(
+            request_id.clone(),
+            tenant.clone().unwrap_or_default(),
+            user_id,
+            job,
+            DecisionKind::Error,
+            now,
+            now,
+        );
+        decision.error_code = Some(err.code().into());
+        decision.error_message = Some(err.to_string());
+        decision.reasons = vec![err.code().into()];
+        self.dead_letter(
+            message,
+            Some(&request_id),
+            tenant.as_deref(),
+            err.code(),
+            &err.to_string(),
+        )
+        .await?;
+        let bytes = self.registry.encode(&decision)?;
+        let key = message
+            .key
+            .clone()
+            .unwrap_or_else(|| request_id.clone().into_bytes());
+        self.bus
+            .publish(&self.topics.decisions, &key, &bytes)
+            .await?;
+        self.count(&decision);
+        tracing::info!(request_id = %request_id, code = err.code(), "undecodable job dead-lettered");
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &Message,
+        request_id: Option<&str>,
+        tenant: Option<&str>,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), ProcessError> {
+        let record = DeadLetter {
+            request_id: request_id.map(str::to_string).unwrap_or_else(|| {
+                DeadLetter::position_id(&message.topic, message.partition, message.offset)
+            }),
+            tenant: tenant.map(str::to_string),
+            source_topic: message.topic.clone(),
+            partition: message.partition,
+            offset: message.offset,
+            key: message.key.clone(),
+            payload: message.payload.clone(),
+            error_code: code.into(),
+            error_message: reason.chars().take(1000).collect(),
+            occurred_at: now_ms(),
+            schema_version: DeadLetter::CURRENT_VERSION,
+        };
+        let bytes = self.registry.encode(&record)?;
+        let key = DeadLetter::position_id(&message.topic, message.partition, message.offset);
+        self.bus
+            .publish(&self.topics.dead_letter, key.as_bytes(), &bytes)
+            .await?;
+        self.metrics.dead_letters.with_label_values(&[code]).inc();
+        Ok(())
+    }
+
+    fn job_of_topic(&self, topic: &str) -> JobKind {
+        let t = &self.topics;
+        if topic == t.enrollment {
+            JobKind::Enrollment
+        } else if topic == t.consent {
+            JobKind::Consent
+        } else if topic == t.profile {
+            JobKind::Profile
+        } else if topic == t.rescore {
+            JobKind::Rescore
+        } else {
+            JobKind::Verification
+        }
+    }
+
+    fn count(&self, d: &Decision) {
+        let job = format!("{:?}", d.job).to_lowercase();
+        let decision = format!("{:?}", d.decision).to_lowercase();
+        self.metrics
+            .decisions
+            .with_label_values(&[job.as_str(), decision.as_str()])
+            .inc();
+    }
+}
+
+/// Same key → same lane, so one user's jobs are applied in order.
+fn lane_of(key: Option<&[u8]>, lanes: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.unwrap_or_default() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % lanes as u64) as usize
+}
+
+/// Failures worth retrying (the job is not lost, it is tried again).
+#[derive(Debug, thiserror::Error)]
+enum ProcessError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Store(#[from] crate::ports::StoreError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}

@@ -1,0 +1,521 @@
+//! Job semantics: what each request does to state and which decision it gets.
+//! Handlers read state, score audio on the worker pool and return the
+//! decision plus the state changes; the caller commits both together.
+
+use timbre_schemas::{
+    BioResult, ConsentChanged, Decision, DecisionKind, EnrollmentRequested, JobKind,
+    ProfileCommand, ProfileCommandKind, ProfileStatus as WireStatus, Request, Signals, Thresholds,
+    VerificationRequested,
+};
+
+use super::Processor;
+use super::scoring_pool::ScoreError;
+use crate::domain::policy::{self, Verdict};
+use crate::domain::{Consent, JobCommit, Policy, Profile, ProfileStatus, Voiceprint, now_ms};
+use crate::model::cosine;
+use crate::ports::StoreError;
+
+/// The purpose consent is recorded under.
+pub const BIOMETRIC_PURPOSE: &str = "voice_biometrics";
+
+/// What a handler decided.
+pub struct Handled {
+    /// The decision event (encoded by the caller).
+    pub decision: Decision,
+    /// State changes to commit with it (its `decision` bytes are filled in later).
+    pub commit: JobCommit,
+    /// `(code, message)` when the job's content was invalid and must also go
+    /// to the dead-letter topic.
+    pub dead_letter: Option<(String, String)>,
+}
+
+fn wire_status(s: ProfileStatus) -> WireStatus {
+    match s {
+        ProfileStatus::NotEnrolled => WireStatus::NotEnrolled,
+        ProfileStatus::Enrolled => WireStatus::Enrolled,
+        ProfileStatus::ReEnroll => WireStatus::ReEnroll,
+        ProfileStatus::OptedOut => WireStatus::OptedOut,
+    }
+}
+
+fn new_profile(tenant: &str, user_id: &str, now: i64) -> Profile {
+    Profile {
+        tenant: tenant.into(),
+        user_id: user_id.into(),
+        status: ProfileStatus::NotEnrolled,
+        samples: 0,
+        net_speech_millis: 0,
+        learning_progress: 0.0,
+        sessions: 0,
+        failures: 0,
+        cooldown_until: 0,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn base(request: &Request, decision: DecisionKind) -> Decision {
+    let mut d = Decision::new(
+        request.request_id(),
+        request.tenant(),
+        request.user_id(),
+        request.job(),
+        decision,
+        request.occurred_at(),
+        now_ms(),
+    );
+    d.trace = request.trace().cloned();
+    d
+}
+
+/// An error decision; `dead_letter` marks content errors (bad audio) that
+/// also go to the dead-letter topic.
+pub fn error_decision(request: &Request, code: &str, message: &str, dead_letter: bool) -> Handled {
+    let mut decision = base(request, DecisionKind::Error);
+    decision.error_code = Some(code.into());
+    decision.error_message = Some(message.into());
+    decision.reasons = vec![code.into()];
+    decision.bio_result =
+        matches!(request.job(), JobKind::Verification).then_some(BioResult::Error);
+    Handled {
+        decision,
+        commit: commit_for(request),
+        dead_letter: dead_letter.then(|| (code.to_string(), message.to_string())),
+    }
+}
+
+fn commit_for(request: &Request) -> JobCommit {
+    JobCommit {
+        tenant: request.tenant().into(),
+        request_id: request.request_id().into(),
+        ..JobCommit::default()
+    }
+}
+
+fn with_progress(d: &mut Decision, profile: &Profile, policy: &Policy) {
+    d.profile_status = Some(wire_status(profile.status));
+    d.enrollment_progress = policy::enrollment_progress(profile, policy);
+    d.learning_progress = policy::learning_progress(profile, policy);
+}
+
+fn score_failure(request: &Request, err: &ScoreError) -> Handled {
+    let content_error = matches!(err, ScoreError::Audio(_));
+    error_decision(request, err.code(), &err.to_string(), content_error)
+}
+
+impl Processor {
+    pub(super) async fn handle_request(&self, request: &Request) -> Result<Handled, StoreError> {
+        match request {
+            Request::Enrollment(job) => self.enroll(request, job).await,
+            Request::Verification(job) => self.verify(request, job).await,
+            Request::Consent(job) => self.change_consent(request, job).await,
+            Request::Profile(job) => self.profile_command(request, job).await,
+            Request::Rescore(_) => Ok(error_decision(
+                request,
+                "unsupported_job",
+                "re-scoring jobs are not handled by this version",
+                false,
+            )),
+        }
+    }
+
+    async fn enroll(
+        &self,
+        request: &Request,
+        job: &EnrollmentRequested,
+    ) -> Result<Handled, StoreError> {
+        let policy = self.policies.for_tenant(&job.tenant);
+        let now = now_ms();
+        let mut profile = self
+            .store
+            .profile(&job.tenant, &job.user_id)
+            .await?
+            .unwrap_or_else(|| new_profile(&job.tenant, &job.user_id, now));
+        let consent = self
+            .store
+            .consent(&job.tenant, &job.user_id, BIOMETRIC_PURPOSE)
+            .await?;
+        let consented = consent.as_ref().is_some_and(|c| c.granted);
+        if policy.consent_required && !consented {
+            return Ok(error_decision(
+                request,
+                "consent_required",
+                "the tenant requires granted consent before enrollment",
+                false,
+            ));
+        }
+        if job.audio.is_empty() {
+            return Ok(error_decision(
+                request,
+                "audio_uri_unsupported",
+                "audio must be inline",
+                true,
+            ));
+        }
+        let scored = match self.scoring.score(job.audio.clone()).await {
+            Ok(s) => s,
+            Err(e) => return Ok(score_failure(request, &e)),
+        };
+        self.metrics.scoring_seconds.observe(scored.worker_seconds);
+        let model_id = self.scoring.model_id();
+        let mut decision = base(request, DecisionKind::Applied);
+        decision.speech_millis = scored.speech_millis as i64;
+        decision.model_id = Some(model_id.clone());
+        if scored.speech_millis < policy.min_speech_millis {
+            decision.decision = DecisionKind::Retry;
+            decision.reasons = vec!["NOT_ENOUGH_SPEECH".into()];
+            with_progress(&mut decision, &profile, policy);
+            let mut commit = commit_for(request);
+            // A new profile is still allocated, so progress is visible.
+            commit.profile = Some(profile);
+            return Ok(Handled {
+                decision,
+                commit,
+                dead_letter: None,
+            });
+        }
+        let current = match profile.status {
+            // A fresh start after a model change or an opt-out.
+            ProfileStatus::ReEnroll | ProfileStatus::OptedOut => {
+                profile = Profile {
+                    created_at: profile.created_at,
+                    ..new_profile(&job.tenant, &job.user_id, now)
+                };
+                None
+            }
+            _ => {
+                self.store
+                    .voiceprint(&job.tenant, &job.user_id, &model_id)
+                    .await?
+            }
+        };
+        let (embedding, weight) = policy::merge_embedding(current.as_ref(), &scored.embedding, 1.0);
+        profile.samples += 1;
+        profile.net_speech_millis += scored.speech_millis;
+        profile.updated_at = now;
+        if policy::enrollment_progress(&profile, policy) >= 1.0 {
+            profile.status = ProfileStatus::Enrolled;
+        }
+        profile.learning_progress = policy::learning_progress(&profile, policy);
+        decision.reasons = vec![if profile.status == ProfileStatus::Enrolled {
+            "ENROLLED".into()
+        } else {
+            "SAMPLE_ACCEPTED".into()
+        }];
+        with_progress(&mut decision, &profile, policy);
+        let mut commit = commit_for(request);
+        commit.voiceprint = Some(Voiceprint {
+            tenant: job.tenant.clone(),
+            user_id: job.user_id.clone(),
+            model_id,
+            embedding,
+            weight,
+            updated_at: now,
+        });
+        // Audio is kept only with consent to retain it: it is what lets a
+        // model update rebuild the voiceprint without asking the user again.
+        if consent
+            .as_ref()
+            .is_some_and(|c| c.granted && c.retain_audio)
+        {
+            commit.enrollment_audio = Some((job.user_id.clone(), job.audio.clone()));
+        }
+        commit.profile = Some(profile);
+        Ok(Handled {
+            decision,
+            commit,
+            dead_letter: None,
+        })
+    }
+
+    async fn verify(
+        &self,
+        request: &Request,
+        job: &VerificationRequested,
+    ) -> Result<Handled, StoreError> {
+        let policy = self.policies.for_tenant(&job.tenant);
+        let now = now_ms();
+        let Some(mut profile) = self.store.profile(&job.tenant, &job.user_id).await? else {
+            return Ok(error_decision(
+                request,
+                "profile_not_found",
+                "no profile for this user",
+                false,
+            ));
+        };
+        match profile.status {
+            ProfileStatus::Enrolled => {}
+            ProfileStatus::NotEnrolled => {
+                let mut h =
+                    error_decision(request, "not_enrolled", "enrollment is not complete", false);
+                with_progress(&mut h.decision, &profile, policy);
+                return Ok(h);
+            }
+            ProfileStatus::ReEnroll => {
+                return Ok(error_decision(
+                    request,
+                    "re_enroll_required",
+                    "the voiceprint must be rebuilt",
+                    false,
+                ));
+            }
+            ProfileStatus::OptedOut => {
+                return Ok(error_decision(
+                    request,
+                    "opted_out",
+                    "the user opted out of voice biometrics",
+                    false,
+                ));
+            }
+        }
+        let thresholds = Some(Thresholds {
+            accept: policy.accept_threshold,
+            reject: policy.reject_threshold,
+        });
+        if profile.cooldown_until > now {
+            let mut d = base(request, DecisionKind::Cooldown);
+            d.reasons = vec!["cooldown".into()];
+            d.retry_after_ms = Some(profile.cooldown_until - now);
+            d.thresholds = thresholds;
+            d.session_id = job.session_id.clone();
+            with_progress(&mut d, &profile, policy);
+            return Ok(Handled {
+                decision: d,
+                commit: commit_for(request),
+                dead_letter: None,
+            });
+        }
+        let model_id = self.scoring.model_id();
+        let Some(voiceprint) = self
+            .store
+            .voiceprint(&job.tenant, &job.user_id, &model_id)
+            .await?
+        else {
+            return Ok(error_decision(
+                request,
+                "re_enroll_required",
+                "no voiceprint under the active model",
+                false,
+            ));
+        };
+        if job.audio.is_empty() {
+            return Ok(error_decision(
+                request,
+                "audio_uri_unsupported",
+                "audio must be inline",
+                true,
+            ));
+        }
+        let scored = match self.scoring.score(job.audio.clone()).await {
+            Ok(s) => s,
+            Err(e) => return Ok(score_failure(request, &e)),
+        };
+        self.metrics.scoring_seconds.observe(scored.worker_seconds);
+        let mut d = base(request, DecisionKind::Retry);
+        d.speech_millis = scored.speech_millis as i64;
+        d.model_id = Some(model_id);
+        d.thresholds = thresholds;
+        d.session_id = job.session_id.clone();
+        let mut commit = commit_for(request);
+        if scored.speech_millis < policy.min_speech_millis {
+            d.reasons = vec!["NOT_ENOUGH_SPEECH".into()];
+            with_progress(&mut d, &profile, policy);
+            return Ok(Handled {
+                decision: d,
+                commit,
+                dead_letter: None,
+            });
+        }
+        let score = cosine(&scored.embedding, &voiceprint.embedding);
+        let verdict = policy::verdict(score, policy);
+        d.score = Some(score);
+        d.confidence = Some(policy::confidence(score, policy));
+        d.bio_result = Some(match policy::bio_result(score, policy) {
+            "TRUE_HIGH" => BioResult::TrueHigh,
+            "TRUE_LOW" => BioResult::TrueLow,
+            "FALSE_LOW" => BioResult::FalseLow,
+            _ => BioResult::FalseHigh,
+        });
+        // Phrase and liveness checks are not implemented yet: they say so
+        // instead of reporting a made-up tier, and they never block.
+        d.signals = Some(Signals {
+            voice: policy::tier(score, policy).into(),
+            phrase: "not_checked".into(),
+            liveness: "not_checked".into(),
+        });
+        let mut reasons = Vec::new();
+        match verdict {
+            Verdict::Accept => {
+                d.decision = DecisionKind::Accept;
+                reasons.push("voice_match".to_string());
+                profile.failures = 0;
+                profile.cooldown_until = 0;
+                if score >= policy.accept_threshold + policy.refine_margin
+                    && voiceprint.weight < policy.max_voiceprint_weight
+                {
+                    let (embedding, weight) = policy::merge_embedding(
+                        Some(&voiceprint),
+                        &scored.embedding,
+                        policy.refine_weight,
+                    );
+                    commit.voiceprint = Some(Voiceprint {
+                        embedding,
+                        weight,
+                        updated_at: now,
+                        ..voiceprint
+                    });
+                    profile.sessions += 1;
+                    reasons.push("voiceprint_refined".into());
+                }
+            }
+            Verdict::Retry | Verdict::Reject => {
+                d.decision = if verdict == Verdict::Retry {
+                    DecisionKind::Retry
+                } else {
+                    DecisionKind::Reject
+                };
+                reasons.push(
+                    if verdict == Verdict::Retry {
+                        "voice_uncertain"
+                    } else {
+                        "voice_mismatch"
+                    }
+                    .into(),
+                );
+                profile.failures += 1;
+                let cooldown = policy::cooldown_millis(profile.failures, policy);
+                if cooldown > 0 {
+                    profile.cooldown_until = now + cooldown as i64;
+                    d.retry_after_ms = Some(cooldown as i64);
+                }
+            }
+        }
+        if job.expected_phrase.is_some() {
+            reasons.push("phrase_not_checked".into());
+        }
+        d.reasons = reasons;
+        profile.updated_at = now;
+        profile.learning_progress = policy::learning_progress(&profile, policy);
+        with_progress(&mut d, &profile, policy);
+        commit.profile = Some(profile);
+        Ok(Handled {
+            decision: d,
+            commit,
+            dead_letter: None,
+        })
+    }
+
+    async fn change_consent(
+        &self,
+        request: &Request,
+        job: &ConsentChanged,
+    ) -> Result<Handled, StoreError> {
+        let policy = self.policies.for_tenant(&job.tenant);
+        let now = now_ms();
+        let mut commit = commit_for(request);
+        let mut profile = self.store.profile(&job.tenant, &job.user_id).await?;
+        if job.purpose == BIOMETRIC_PURPOSE {
+            if !job.granted {
+                commit.erase_biometrics_of = Some(job.user_id.clone());
+                if let Some(p) = profile.as_mut() {
+                    *p = Profile {
+                        status: ProfileStatus::OptedOut,
+                        samples: 0,
+                        net_speech_millis: 0,
+                        sessions: 0,
+                        learning_progress: 0.0,
+                        updated_at: now,
+                        ..p.clone()
+                    };
+                }
+            } else if let Some(p) = profile
+                .as_mut()
+                .filter(|p| p.status == ProfileStatus::OptedOut)
+            {
+                p.status = ProfileStatus::NotEnrolled;
+                p.updated_at = now;
+            }
+        }
+        commit.consent = Some(Consent {
+            tenant: job.tenant.clone(),
+            user_id: job.user_id.clone(),
+            purpose: job.purpose.clone(),
+            granted: job.granted,
+            retain_audio: job.retain_audio,
+            updated_at: now,
+        });
+        let mut d = base(request, DecisionKind::Applied);
+        d.reasons = vec![
+            if job.granted {
+                "consent_granted"
+            } else {
+                "consent_withdrawn"
+            }
+            .into(),
+        ];
+        if let Some(p) = &profile {
+            with_progress(&mut d, p, policy);
+        }
+        commit.profile = profile;
+        Ok(Handled {
+            decision: d,
+            commit,
+            dead_letter: None,
+        })
+    }
+
+    async fn profile_command(
+        &self,
+        request: &Request,
+        job: &ProfileCommand,
+    ) -> Result<Handled, StoreError> {
+        let policy = self.policies.for_tenant(&job.tenant);
+        let now = now_ms();
+        let existing = self.store.profile(&job.tenant, &job.user_id).await?;
+        let mut commit = commit_for(request);
+        let mut d = base(request, DecisionKind::Applied);
+        let profile = match job.command {
+            ProfileCommandKind::Create => {
+                d.reasons = vec![
+                    if existing.is_some() {
+                        "profile_exists"
+                    } else {
+                        "profile_created"
+                    }
+                    .into(),
+                ];
+                existing.unwrap_or_else(|| new_profile(&job.tenant, &job.user_id, now))
+            }
+            ProfileCommandKind::OptOut => {
+                commit.erase_biometrics_of = Some(job.user_id.clone());
+                d.reasons = vec!["opted_out".into()];
+                Profile {
+                    status: ProfileStatus::OptedOut,
+                    samples: 0,
+                    net_speech_millis: 0,
+                    sessions: 0,
+                    learning_progress: 0.0,
+                    updated_at: now,
+                    ..existing.unwrap_or_else(|| new_profile(&job.tenant, &job.user_id, now))
+                }
+            }
+            ProfileCommandKind::Delete
+            | ProfileCommandKind::GreylistAdd
+            | ProfileCommandKind::GreylistRemove => {
+                return Ok(error_decision(
+                    request,
+                    "unsupported_command",
+                    "delete and watchlist commands are not handled by this version",
+                    false,
+                ));
+            }
+        };
+        with_progress(&mut d, &profile, policy);
+        commit.profile = Some(profile);
+        Ok(Handled {
+            decision: d,
+            commit,
+            dead_letter: None,
+        })
+    }
+}

@@ -1,0 +1,249 @@
+//! A running processor on any bus/store pair, and a client that publishes
+//! jobs and collects decisions, for the end-to-end tests.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use timbre::audio::AudioLimits;
+use timbre::domain::Policy;
+use timbre::metrics::Metrics;
+use timbre::model::{SpeakerModel, default_model_dir};
+use timbre::pipeline::scoring_pool::ScoringPool;
+use timbre::pipeline::{Policies, Processor, ProcessorConfig};
+use timbre::ports::{Bus, Store, Subscription};
+use timbre::topics::{TopicNames, catalogue};
+use timbre_schemas::{
+    ConsentChanged, Contract, Decision, EnrollmentRequested, Registry, Request,
+    VerificationRequested, message_key,
+};
+use tokio_util::sync::CancellationToken;
+
+/// The real model, loaded once per test binary (a missing model fails).
+pub fn model() -> Arc<SpeakerModel> {
+    static MODEL: OnceLock<Arc<SpeakerModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            Arc::new(SpeakerModel::load(&default_model_dir()).unwrap_or_else(|e| panic!("{e}")))
+        })
+        .clone()
+}
+
+/// A processor running on its own task, and a decisions reader.
+pub struct Harness {
+    /// Topic names of this test.
+    pub topics: TopicNames,
+    /// The bus under test.
+    pub bus: Arc<dyn Bus>,
+    /// The store under test.
+    pub store: Arc<dyn Store>,
+    /// Encoder/decoder of events.
+    pub registry: Registry,
+    decisions: Box<dyn Subscription>,
+    /// Every decision read so far, raw, by request id.
+    pub seen: HashMap<String, Vec<Vec<u8>>>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The policy of the tests: 6 s of speech enrolls (one 8 s fixture).
+pub fn test_policy() -> Policy {
+    Policy {
+        enrollment_target_millis: 6_000,
+        ..Policy::default()
+    }
+}
+
+impl Harness {
+    /// Creates the topics, starts a processor and subscribes to decisions.
+    pub async fn start(bus: Arc<dyn Bus>, store: Arc<dyn Store>, prefix: &str) -> Self {
+        let topics = TopicNames::with_prefix(prefix);
+        let drift = bus
+            .ensure_topics(&catalogue(prefix, Some(1)))
+            .await
+            .expect("topics");
+        assert!(drift.is_empty(), "{drift:?}");
+        store.migrate().await.expect("migrations");
+        let decisions = bus
+            .subscribe(
+                &format!("{prefix}client"),
+                std::slice::from_ref(&topics.decisions),
+            )
+            .await
+            .expect("subscribe to decisions");
+        let mut h = Self {
+            topics,
+            bus,
+            store,
+            registry: Registry::new(),
+            decisions,
+            seen: HashMap::new(),
+            shutdown: CancellationToken::new(),
+            task: None,
+        };
+        h.start_processor(prefix);
+        h
+    }
+
+    /// Starts (or restarts) the processor task.
+    pub fn start_processor(&mut self, prefix: &str) {
+        let pool = Arc::new(ScoringPool::new(model(), 2, 8, AudioLimits::default()));
+        let config = ProcessorConfig {
+            group: format!("{prefix}processor"),
+            topics: self.topics.clone(),
+            policies: Policies {
+                default: test_policy(),
+                tenants: HashMap::new(),
+            },
+            ..ProcessorConfig::default()
+        };
+        let processor = Processor::new(
+            self.bus.clone(),
+            self.store.clone(),
+            pool,
+            config,
+            Metrics::new(),
+        );
+        self.shutdown = CancellationToken::new();
+        let token = self.shutdown.clone();
+        self.task = Some(tokio::spawn(async move {
+            processor.run(token).await.expect("processor run");
+        }));
+    }
+
+    /// Stops the processor gracefully (drains and commits).
+    pub async fn stop_processor(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("processor task");
+        }
+    }
+
+    /// Aborts the processor task without draining, as a crash would.
+    pub async fn kill_processor(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Publishes a request to its topic, keyed by tenant/user.
+    pub async fn publish(&self, request: &Request) {
+        let topic = match request {
+            Request::Enrollment(_) => &self.topics.enrollment,
+            Request::Verification(_) => &self.topics.verification,
+            Request::Consent(_) => &self.topics.consent,
+            Request::Profile(_) => &self.topics.profile,
+            Request::Rescore(_) => &self.topics.rescore,
+        };
+        let bytes = self.registry.encode_request(request).expect("encode");
+        self.bus
+            .publish(topic, request.message_key().as_bytes(), &bytes)
+            .await
+            .expect("publish");
+    }
+
+    /// Publishes raw bytes to a request topic.
+    pub async fn publish_raw(&self, topic: &str, key: &[u8], payload: &[u8]) {
+        self.bus
+            .publish(topic, key, payload)
+            .await
+            .expect("publish");
+    }
+
+    /// Reads decisions until one for `request_id` arrives.
+    pub async fn decision(&mut self, request_id: &str) -> Decision {
+        self.read_until(request_id, 1).await;
+        self.registry
+            .decode(&self.seen[request_id][0])
+            .expect("decision decodes")
+    }
+
+    /// Reads decisions until `count` have arrived for `request_id`; returns them raw.
+    pub async fn decisions(&mut self, request_id: &str, count: usize) -> Vec<Vec<u8>> {
+        self.read_until(request_id, count).await;
+        self.seen[request_id].clone()
+    }
+
+    async fn read_until(&mut self, request_id: &str, count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        while self.seen.get(request_id).map_or(0, Vec::len) < count {
+            let m = tokio::time::timeout_at(deadline, self.decisions.next())
+                .await
+                .unwrap_or_else(|_| panic!("no decision for {request_id} within 180 s"))
+                .expect("decisions subscription");
+            let d: Decision = self.registry.decode(&m.payload).expect("decision decodes");
+            self.seen
+                .entry(d.request_id.clone())
+                .or_default()
+                .push(m.payload);
+        }
+    }
+}
+
+/// A fixture WAV file's bytes.
+pub fn wav(relative: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(relative),
+    )
+    .expect("fixture")
+}
+
+fn envelope_now() -> i64 {
+    timbre::domain::now_ms()
+}
+
+/// A consent event.
+pub fn consent(tenant: &str, user: &str, request_id: &str, granted: bool) -> Request {
+    Request::Consent(ConsentChanged {
+        request_id: request_id.into(),
+        tenant: tenant.into(),
+        user_id: user.into(),
+        occurred_at: envelope_now(),
+        schema_version: ConsentChanged::CURRENT_VERSION,
+        trace: None,
+        granted,
+        purpose: timbre::pipeline::BIOMETRIC_PURPOSE.into(),
+        retain_audio: true,
+    })
+}
+
+/// An enrollment job.
+pub fn enrollment(tenant: &str, user: &str, request_id: &str, audio: Vec<u8>) -> Request {
+    Request::Enrollment(EnrollmentRequested {
+        request_id: request_id.into(),
+        tenant: tenant.into(),
+        user_id: user.into(),
+        occurred_at: envelope_now(),
+        schema_version: EnrollmentRequested::CURRENT_VERSION,
+        trace: None,
+        audio,
+        audio_uri: None,
+        channel: None,
+    })
+}
+
+/// A verification job.
+pub fn verification(tenant: &str, user: &str, request_id: &str, audio: Vec<u8>) -> Request {
+    Request::Verification(VerificationRequested {
+        request_id: request_id.into(),
+        tenant: tenant.into(),
+        user_id: user.into(),
+        occurred_at: envelope_now(),
+        schema_version: VerificationRequested::CURRENT_VERSION,
+        trace: None,
+        audio,
+        audio_uri: None,
+        session_id: None,
+        expected_phrase: None,
+        channel: None,
+    })
+}
+
+/// The partition key of a user.
+pub fn key(tenant: &str, user: &str) -> String {
+    message_key(tenant, user)
+}

@@ -1,0 +1,193 @@
+//! End to end through the stream processor with the real CAM++ model: real
+//! speakers enroll and verify, malformed jobs become error decisions plus
+//! dead letters, redelivery is harmless. Runs on the embedded default and on
+//! real Kafka + Cassandra.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use timbre::adapters::file_store::FileStore;
+use timbre::adapters::memory_bus::MemoryBus;
+use timbre::backends::{connect_bus, connect_store};
+use timbre::domain::ProfileStatus;
+use timbre::ports::{Bus, Store};
+use timbre_schemas::{DeadLetter, DecisionKind, ProfileStatus as WireStatus};
+use timbre_tests::pipeline::{Harness, consent, enrollment, key, verification, wav};
+use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
+
+const ALICE_ENROLL: &str = "librispeech-r/test-other/1688/1688-142285-0000.wav";
+const ALICE_VERIFY: &str = "librispeech-r/test-other/1688/1688-142285-0005.wav";
+const BOB_VERIFY: &str = "librispeech-r/test-other/1998/1998-15444-0000.wav";
+
+async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
+    let prefix = format!("{}.", unique("e2e"));
+    let mut h = Harness::start(bus, store.clone(), &prefix).await;
+    let tenant = "acme";
+
+    // Consent, then one 8 s sample enrolls alice (test policy: 6 s target).
+    h.publish(&consent(tenant, "alice", "c-1", true)).await;
+    assert_eq!(h.decision("c-1").await.decision, DecisionKind::Applied);
+    let enroll = enrollment(tenant, "alice", "e-1", wav(ALICE_ENROLL));
+    h.publish(&enroll).await;
+    let d = h.decision("e-1").await;
+    assert_eq!(d.decision, DecisionKind::Applied, "{d:?}");
+    assert_eq!(d.profile_status, Some(WireStatus::Enrolled));
+    assert!(d.speech_millis > 6_000, "speech {}", d.speech_millis);
+    assert!((d.enrollment_progress - 1.0).abs() < 1e-6);
+    let model_id = d.model_id.clone().expect("model id stamped");
+    assert!(model_id.starts_with("campplus"), "{model_id}");
+
+    // The same speaker is accepted; another speaker is rejected.
+    h.publish(&verification(tenant, "alice", "v-same", wav(ALICE_VERIFY)))
+        .await;
+    let same = h.decision("v-same").await;
+    assert_eq!(same.decision, DecisionKind::Accept, "{same:?}");
+    let signals = same.signals.clone().expect("signals");
+    assert_eq!(
+        (signals.voice.as_str(), signals.liveness.as_str()),
+        ("high", "not_checked")
+    );
+    h.publish(&verification(tenant, "alice", "v-other", wav(BOB_VERIFY)))
+        .await;
+    let other = h.decision("v-other").await;
+    assert_eq!(other.decision, DecisionKind::Reject, "{other:?}");
+    assert!(
+        same.score.unwrap() > other.score.unwrap() + 0.3,
+        "{:?} vs {:?}",
+        same.score,
+        other.score
+    );
+
+    // Stored state, read back from the store under test.
+    let profile = store
+        .profile(tenant, "alice")
+        .await
+        .unwrap()
+        .expect("profile stored");
+    assert_eq!(profile.status, ProfileStatus::Enrolled);
+    assert_eq!((profile.samples, profile.failures), (1, 1));
+    assert!(
+        store
+            .voiceprint(tenant, "alice", &model_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.enrollment_audio(tenant, "alice").await.unwrap().len(),
+        1,
+        "audio retained with consent"
+    );
+    assert!(store.decision(tenant, "v-same").await.unwrap().is_some());
+
+    // Redelivery of a decided job: the same decision bytes, nothing applied twice.
+    h.publish(&enroll).await;
+    let answers = h.decisions("e-1", 2).await;
+    assert_eq!(
+        answers[0], answers[1],
+        "a redelivered job gets the identical decision"
+    );
+    assert_eq!(
+        store
+            .profile(tenant, "alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .samples,
+        1
+    );
+
+    // Refusals with stable codes.
+    h.publish(&verification(
+        tenant,
+        "nobody",
+        "v-unknown",
+        wav(ALICE_VERIFY),
+    ))
+    .await;
+    assert_eq!(
+        h.decision("v-unknown").await.error_code.as_deref(),
+        Some("profile_not_found")
+    );
+    h.publish(&enrollment(
+        tenant,
+        "carol",
+        "e-no-consent",
+        wav(ALICE_ENROLL),
+    ))
+    .await;
+    assert_eq!(
+        h.decision("e-no-consent").await.error_code.as_deref(),
+        Some("consent_required")
+    );
+
+    // Malformed jobs: bad audio inside a valid event, and bytes that are no event.
+    h.publish(&consent(tenant, "dave", "c-dave", true)).await;
+    h.decision("c-dave").await;
+    h.publish(&enrollment(
+        tenant,
+        "dave",
+        "e-bad-wav",
+        b"definitely not a wav file".to_vec(),
+    ))
+    .await;
+    let bad = h.decision("e-bad-wav").await;
+    assert_eq!(
+        (bad.decision, bad.error_code.as_deref()),
+        (DecisionKind::Error, Some("not_wav"))
+    );
+    let garbage_key = key(tenant, "eve");
+    h.publish_raw(
+        &h.topics.verification.clone(),
+        garbage_key.as_bytes(),
+        b"\x00\x01random bytes",
+    )
+    .await;
+
+    let mut dead = h
+        .bus
+        .subscribe(
+            &format!("{prefix}dlq-reader"),
+            std::slice::from_ref(&h.topics.dead_letter),
+        )
+        .await
+        .unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        let m = tokio::time::timeout(Duration::from_secs(120), dead.next())
+            .await
+            .expect("dead letter")
+            .unwrap();
+        let record: DeadLetter = h.registry.decode(&m.payload).unwrap();
+        codes.push(record.error_code.clone());
+        if record.error_code == "bad_framing" {
+            assert_eq!(
+                record.payload, b"\x00\x01random bytes",
+                "original bytes kept"
+            );
+            let position = record.request_id.clone();
+            let d = h.decision(&position).await;
+            assert_eq!(d.error_code.as_deref(), Some("bad_framing"));
+        }
+    }
+    codes.sort();
+    assert_eq!(codes, vec!["bad_framing", "not_wav"]);
+    h.stop_processor().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_on_embedded_bus_and_file_store() {
+    let store = Arc::new(FileStore::open(&scratch_dir("e2e").join("timbre.redb")).unwrap());
+    e2e(Arc::new(MemoryBus::new(10_000)), store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_on_kafka_and_cassandra() {
+    let (Some(kafka), Some(cql)) = (kafka_url(), cql_nodes()) else {
+        return;
+    };
+    let store = connect_store(&format!("cql://{cql}/{}", unique("e2e")))
+        .await
+        .unwrap();
+    e2e(connect_bus(&kafka).unwrap(), store).await;
+}
