@@ -3,7 +3,9 @@
 pub mod adapters;
 pub mod audio;
 pub mod backends;
+pub mod config;
 pub mod domain;
+pub mod engine;
 pub mod eval;
 pub mod metrics;
 pub mod model;

@@ -166,6 +166,20 @@ impl Harness {
         self.seen[request_id].clone()
     }
 
+    /// Reads the next decision, whatever its request.
+    pub async fn next_decision(&mut self) -> Decision {
+        let m = tokio::time::timeout(Duration::from_secs(180), self.decisions.next())
+            .await
+            .expect("a decision within 180 s")
+            .expect("decisions subscription");
+        let d: Decision = self.registry.decode(&m.payload).expect("decision decodes");
+        self.seen
+            .entry(d.request_id.clone())
+            .or_default()
+            .push(m.payload);
+        d
+    }
+
     async fn read_until(&mut self, request_id: &str, count: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
         while self.seen.get(request_id).map_or(0, Vec::len) < count {

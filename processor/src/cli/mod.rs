@@ -1,5 +1,7 @@
 //! Command-line entry points; each subcommand lives in its own module.
 
+mod demo;
+mod engine;
 mod speech;
 
 use std::path::PathBuf;
@@ -25,6 +27,15 @@ pub struct ModelArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the stream processor on the configured bus and store.
+    Run(engine::RunCmd),
+    /// Run everything in one process on the embedded bus and a local file store.
+    Up(engine::UpCmd),
+    /// Create or upgrade the store schema.
+    Migrate(engine::MigrateCmd),
+    /// Topic catalogue commands.
+    #[command(subcommand)]
+    Topics(engine::TopicsCmd),
     /// Speaker-model information.
     Model(speech::ModelCmd),
     /// Print the embedding of a WAV file.
@@ -43,6 +54,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Run(cmd) => cmd.run(),
+        Command::Up(cmd) => cmd.run(),
+        Command::Migrate(cmd) => cmd.run(),
+        Command::Topics(cmd) => cmd.run(),
         Command::Model(cmd) => cmd.run(),
         Command::Embed(cmd) => cmd.run(),
         Command::Compare(cmd) => cmd.run(),

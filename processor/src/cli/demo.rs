@@ -1,0 +1,154 @@
+//! The quick-start demo: real recordings go through the real pipeline as
+//! events, and the decisions come back from the decisions topic.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use timbre::domain::now_ms;
+use timbre::ports::Bus;
+use timbre::topics::TopicNames;
+use timbre_schemas::{
+    ConsentChanged, Contract, Decision, EnrollmentRequested, Registry, Request,
+    VerificationRequested,
+};
+
+/// The demo tenant; `timbre up --demo` lets it enroll from one 8 s recording.
+pub const TENANT: &str = "demo";
+/// Net speech that enrolls in the demo tenant.
+pub const ENROLLMENT_TARGET_MILLIS: u64 = 6_000;
+/// Two utterances of one speaker and one of another (LibriSpeech test-other).
+const ENROLL: &str = "test-other/1688/1688-142285-0000.wav";
+const SAME: &str = "test-other/1688/1688-142285-0005.wav";
+const OTHER: &str = "test-other/1998/1998-15444-0000.wav";
+
+pub async fn run(bus: Arc<dyn Bus>, topics: &TopicNames, audio_dir: &Path) -> Result<()> {
+    let registry = Registry::new();
+    let read = |f: &str| {
+        std::fs::read(audio_dir.join(f))
+            .with_context(|| format!("reading {}", audio_dir.join(f).display()))
+    };
+    let run_id = format!("{:x}", now_ms());
+    let user = format!("speaker-1688-{run_id}");
+    let id = |s: &str| format!("{s}-{run_id}");
+    let mut decisions = bus
+        .subscribe(
+            &format!("demo-{run_id}"),
+            std::slice::from_ref(&topics.decisions),
+        )
+        .await?;
+    let steps: Vec<(&str, &str, Request)> = vec![
+        (
+            "consent",
+            "grant consent",
+            Request::Consent(ConsentChanged {
+                request_id: id("consent"),
+                tenant: TENANT.into(),
+                user_id: user.clone(),
+                occurred_at: now_ms(),
+                schema_version: ConsentChanged::CURRENT_VERSION,
+                trace: None,
+                granted: true,
+                purpose: timbre::pipeline::BIOMETRIC_PURPOSE.into(),
+                retain_audio: true,
+            }),
+        ),
+        (
+            "enroll",
+            ENROLL,
+            enrollment(&id("enroll"), &user, read(ENROLL)?),
+        ),
+        (
+            "verify same speaker",
+            SAME,
+            verification(&id("verify-same"), &user, read(SAME)?),
+        ),
+        (
+            "verify other speaker",
+            OTHER,
+            verification(&id("verify-other"), &user, read(OTHER)?),
+        ),
+        (
+            "verify malformed audio",
+            "(text bytes)",
+            verification(&id("verify-bad"), &user, b"not a wav".to_vec()),
+        ),
+    ];
+    println!(
+        "{:<22} {:<40} {:<9} {:>6} {:>8}  reasons / error",
+        "step", "input", "decision", "score", "speech"
+    );
+    for (step, input, request) in &steps {
+        let topic = match request {
+            Request::Consent(_) => &topics.consent,
+            Request::Enrollment(_) => &topics.enrollment,
+            _ => &topics.verification,
+        };
+        bus.publish(
+            topic,
+            request.message_key().as_bytes(),
+            &registry.encode_request(request)?,
+        )
+        .await?;
+        let decision: Decision = loop {
+            let m = decisions.next().await?;
+            let d: Decision = registry.decode(&m.payload)?;
+            if d.request_id == request.request_id() {
+                break d;
+            }
+        };
+        println!(
+            "{:<22} {:<40} {:<9} {:>6} {:>7.1}s  {}",
+            step,
+            input,
+            format!("{:?}", decision.decision).to_lowercase(),
+            decision.score.map_or("-".into(), |s| format!("{s:.3}")),
+            decision.speech_millis as f64 / 1000.0,
+            decision
+                .error_code
+                .clone()
+                .unwrap_or_else(|| decision.reasons.join(","))
+        );
+        if step.starts_with("verify same")
+            && decision.decision != timbre_schemas::DecisionKind::Accept
+        {
+            bail!("the enrolled speaker was not accepted: {decision:?}");
+        }
+        if step.starts_with("verify other")
+            && decision.decision == timbre_schemas::DecisionKind::Accept
+        {
+            bail!("another speaker was accepted: {decision:?}");
+        }
+    }
+    Ok(())
+}
+
+fn enrollment(request_id: &str, user: &str, audio: Vec<u8>) -> Request {
+    Request::Enrollment(EnrollmentRequested {
+        request_id: request_id.into(),
+        tenant: TENANT.into(),
+        user_id: user.into(),
+        occurred_at: now_ms(),
+        schema_version: EnrollmentRequested::CURRENT_VERSION,
+        trace: None,
+        audio,
+        audio_uri: None,
+        channel: None,
+    })
+}
+
+fn verification(request_id: &str, user: &str, audio: Vec<u8>) -> Request {
+    Request::Verification(VerificationRequested {
+        request_id: request_id.into(),
+        tenant: TENANT.into(),
+        user_id: user.into(),
+        occurred_at: now_ms(),
+        schema_version: VerificationRequested::CURRENT_VERSION,
+        trace: None,
+        audio,
+        audio_uri: None,
+        session_id: None,
+        expected_phrase: None,
+        channel: None,
+    })
+}

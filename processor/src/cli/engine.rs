@@ -1,0 +1,226 @@
+//! Engine commands: run, up (all-in-one), migrate, topics.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use timbre::config::Config;
+use timbre::engine::Engine;
+use tokio_util::sync::CancellationToken;
+
+use super::demo;
+
+/// Options shared by engine commands.
+#[derive(clap::Args, Clone)]
+pub struct ConfigArgs {
+    /// TOML config file (defaults, then this file, then TIMBRE__* variables).
+    #[arg(long, short, env = "TIMBRE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config> {
+        Ok(Config::load(self.config.as_deref(), std::env::vars())?)
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn shutdown_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                s.recv().await;
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate => {}
+        }
+        tracing::info!("shutdown requested");
+        token.cancel();
+    });
+}
+
+/// `timbre run`: the processor on the configured bus and store.
+#[derive(clap::Args)]
+pub struct RunCmd {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+impl RunCmd {
+    pub fn run(self) -> Result<()> {
+        let config = self.config.load()?;
+        runtime()?.block_on(async move {
+            let embedded = config.bus.starts_with("embedded");
+            let engine = Engine::connect(config).await?;
+            if embedded {
+                // The embedded bus lives in this process: nothing else creates its topics.
+                engine.apply_topics(Some(1)).await?;
+                engine.store.migrate().await?;
+            }
+            let token = CancellationToken::new();
+            shutdown_on_signal(token.clone());
+            engine.run(token).await?;
+            Ok(())
+        })
+    }
+}
+
+/// `timbre up`: everything in one process on the embedded bus and a local
+/// file store, with the real model.
+#[derive(clap::Args)]
+pub struct UpCmd {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Enroll and verify bundled speakers through the pipeline, print the
+    /// decisions, and exit.
+    #[arg(long)]
+    demo: bool,
+    /// Folder of the demo recordings.
+    #[arg(long, default_value = "tests/fixtures/librispeech-r")]
+    demo_audio: PathBuf,
+}
+
+impl UpCmd {
+    pub fn run(self) -> Result<()> {
+        let mut config = self.config.load()?;
+        if !config.bus.starts_with("embedded") {
+            bail!(
+                "`timbre up` runs on the embedded bus; use `timbre run` for {}",
+                config.bus
+            );
+        }
+        if self.demo {
+            // The demo must not collide with a running engine's metrics port.
+            config.listen.set_port(0);
+            let demo_policy = timbre::domain::Policy {
+                enrollment_target_millis: demo::ENROLLMENT_TARGET_MILLIS,
+                ..config.policy.clone()
+            };
+            config
+                .tenants
+                .entry(demo::TENANT.into())
+                .or_insert(demo_policy);
+        }
+        runtime()?.block_on(async move {
+            let engine = Engine::connect(config).await?;
+            engine.apply_topics(Some(1)).await?;
+            engine.store.migrate().await?;
+            let token = CancellationToken::new();
+            shutdown_on_signal(token.clone());
+            if !self.demo {
+                engine.run(token).await?;
+                return Ok(());
+            }
+            let (bus, topics) = (engine.bus.clone(), engine.topics.clone());
+            let runner_token = token.clone();
+            let runner = tokio::spawn(async move { engine.run(runner_token).await });
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(600),
+                demo::run(bus, &topics, &self.demo_audio),
+            )
+            .await
+            .context("demo timed out")?;
+            token.cancel();
+            runner.await??;
+            outcome
+        })
+    }
+}
+
+/// `timbre migrate`: creates or upgrades the store schema.
+#[derive(clap::Args)]
+pub struct MigrateCmd {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Store URL (overrides the config).
+    #[arg(long)]
+    store: Option<String>,
+}
+
+impl MigrateCmd {
+    pub fn run(self) -> Result<()> {
+        let config = self.config.load()?;
+        let url = self.store.unwrap_or(config.store);
+        runtime()?.block_on(async move {
+            let store = timbre::backends::connect_store(&url).await?;
+            let version = store.migrate().await?;
+            println!("store schema at version {version}");
+            Ok(())
+        })
+    }
+}
+
+/// `timbre topics …`.
+#[derive(clap::Subcommand)]
+pub enum TopicsCmd {
+    /// Creates missing topics of the catalogue and reports drift.
+    Apply(TopicsApply),
+}
+
+impl TopicsCmd {
+    pub fn run(self) -> Result<()> {
+        match self {
+            TopicsCmd::Apply(cmd) => cmd.run(),
+        }
+    }
+}
+
+/// `timbre topics apply`.
+#[derive(clap::Args)]
+pub struct TopicsApply {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Bus URL (overrides the config).
+    #[arg(long)]
+    bus: Option<String>,
+    /// Cap on the replication factor (e.g. 1 for a single broker).
+    #[arg(long)]
+    replication: Option<i16>,
+    /// Topic name prefix (overrides the config).
+    #[arg(long)]
+    prefix: Option<String>,
+}
+
+impl TopicsApply {
+    pub fn run(self) -> Result<()> {
+        let mut config = self.config.load()?;
+        if let Some(bus) = self.bus {
+            config.bus = bus;
+        }
+        if let Some(prefix) = self.prefix {
+            config.topic_prefix = prefix;
+        }
+        let bus = timbre::backends::connect_bus(&config.bus)?;
+        runtime()?.block_on(async move {
+            let specs = timbre::topics::catalogue(&config.topic_prefix, self.replication);
+            let drift = bus.ensure_topics(&specs).await?;
+            for spec in &specs {
+                println!(
+                    "{}\t{} partitions\treplication {}",
+                    spec.name, spec.partitions, spec.replication
+                );
+            }
+            for line in &drift {
+                println!("drift: {line}");
+            }
+            if drift.is_empty() {
+                Ok(())
+            } else {
+                bail!("{} topic(s) differ from the catalogue", drift.len())
+            }
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! Engine configuration: defaults in code, then a TOML file, then
+//! `TIMBRE__SECTION__KEY=value` environment variables (`__` separates levels;
+//! values are parsed as TOML literals, else taken as strings).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::audio::AudioLimits;
+use crate::domain::Policy;
+
+/// Everything `timbre run` / `timbre up` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `kafka://host:port[,…][?options]` or `embedded://`.
+    pub bus: String,
+    /// `cql://[user:pass@]host:port[,…]/keyspace[?replication_factor=N]` or `file://path`.
+    pub store: String,
+    /// Prepended to every topic name (namespacing a deployment).
+    pub topic_prefix: String,
+    /// Consumer group of the processors.
+    pub group: String,
+    /// Scoring worker threads (default: one per core).
+    pub workers: usize,
+    /// Samples queued for the workers beyond those being scored.
+    pub scoring_queue: usize,
+    /// Concurrent jobs (jobs of one user always run in order).
+    pub lanes: usize,
+    /// Directory of the model weights (default `~/.cache/timbre/models`).
+    pub model_dir: Option<PathBuf>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub listen: SocketAddr,
+    /// Audio acceptance limits.
+    pub audio: AudioLimits,
+    /// Decision policy of tenants without their own.
+    pub policy: Policy,
+    /// Per-tenant policies.
+    pub tenants: HashMap<String, Policy>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bus: "embedded://".into(),
+            store: "file://timbre-data/timbre.redb".into(),
+            topic_prefix: String::new(),
+            group: "timbre-processor".into(),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            scoring_queue: 16,
+            lanes: 32,
+            model_dir: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            audio: AudioLimits::default(),
+            policy: Policy::default(),
+            tenants: HashMap::new(),
+        }
+    }
+}
+
+/// Configuration errors.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// The file or an override is not valid.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then `file` (if given), then `TIMBRE__…` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = file {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+            let overlay: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            merge(&mut value, overlay);
+        }
+        for (key, raw) in env {
+            let Some(path) = key.strip_prefix("TIMBRE__") else {
+                continue;
+            };
+            let parts: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+            let literal = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.clone()));
+            set(&mut value, &parts, literal);
+        }
+        value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn set(value: &mut toml::Value, path: &[String], leaf: toml::Value) {
+    let Some((first, rest)) = path.split_first() else {
+        *value = leaf;
+        return;
+    };
+    if !value.is_table() {
+        *value = toml::Value::Table(toml::Table::new());
+    }
+    let table = value.as_table_mut().expect("made a table above");
+    let child = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    set(child, rest, leaf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_defaults_file_and_environment() {
+        let dir = std::env::temp_dir().join(format!("timbre-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("timbre.toml");
+        std::fs::write(
+            &file,
+            "bus = \"kafka://k:9092\"\nworkers = 3\n[policy]\naccept_threshold = 0.6\n[tenants.acme]\nconsent_required = false\n",
+        )
+        .unwrap();
+        let env = [
+            ("TIMBRE__WORKERS".to_string(), "5".to_string()),
+            (
+                "TIMBRE__STORE".to_string(),
+                "cql://db:9042/timbre".to_string(),
+            ),
+            (
+                "TIMBRE__POLICY__REJECT_THRESHOLD".to_string(),
+                "0.3".to_string(),
+            ),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(&file), env).unwrap();
+        assert_eq!(c.bus, "kafka://k:9092");
+        assert_eq!(c.workers, 5, "env beats file");
+        assert_eq!(c.store, "cql://db:9042/timbre");
+        assert_eq!(
+            (c.policy.accept_threshold, c.policy.reject_threshold),
+            (0.6, 0.3)
+        );
+        assert!(!c.tenants["acme"].consent_required);
+        assert_eq!(
+            c.tenants["acme"].accept_threshold,
+            Policy::default().accept_threshold
+        );
+        assert_eq!(c.lanes, Config::default().lanes, "defaults fill the rest");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let env = [("TIMBRE__WORKRES".to_string(), "2".to_string())];
+        assert!(matches!(
+            Config::load(None, env),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

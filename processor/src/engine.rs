@@ -1,0 +1,167 @@
+//! Wiring: builds the ports from configuration, runs the processor and the
+//! operations endpoints (`/metrics`, `/healthz`, `/readyz`).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::backends::{connect_bus, connect_store};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::model::{SpeakerModel, default_model_dir};
+use crate::pipeline::scoring_pool::ScoringPool;
+use crate::pipeline::{Policies, Processor, ProcessorConfig};
+use crate::ports::{Bus, Store};
+use crate::topics::{TopicNames, catalogue};
+
+/// Startup failures of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Bus connection or topic setup failed.
+    #[error(transparent)]
+    Bus(#[from] crate::ports::BusError),
+    /// Store connection or migration failed.
+    #[error(transparent)]
+    Store(#[from] crate::ports::StoreError),
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    /// The operations listener could not bind.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, std::io::Error),
+}
+
+/// The connected ports of one engine.
+pub struct Engine {
+    /// Bus of the deployment.
+    pub bus: Arc<dyn Bus>,
+    /// Store of the deployment.
+    pub store: Arc<dyn Store>,
+    /// Topic names.
+    pub topics: TopicNames,
+    /// Metrics shared by every component.
+    pub metrics: Metrics,
+    config: Config,
+}
+
+impl Engine {
+    /// Connects the bus and the store named by `config`.
+    pub async fn connect(config: Config) -> Result<Self, EngineError> {
+        let bus = connect_bus(&config.bus)?;
+        let store = connect_store(&config.store).await?;
+        Ok(Self {
+            bus,
+            store,
+            topics: TopicNames::with_prefix(&config.topic_prefix),
+            metrics: Metrics::new(),
+            config,
+        })
+    }
+
+    /// Creates missing topics (replication capped at `max_replication`);
+    /// returns drift lines.
+    pub async fn apply_topics(
+        &self,
+        max_replication: Option<i16>,
+    ) -> Result<Vec<String>, EngineError> {
+        Ok(self
+            .bus
+            .ensure_topics(&catalogue(&self.config.topic_prefix, max_replication))
+            .await?)
+    }
+
+    /// Runs the processor and the operations endpoints until `shutdown`.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
+        let dir = self
+            .config
+            .model_dir
+            .clone()
+            .unwrap_or_else(default_model_dir);
+        let model = Arc::new(SpeakerModel::load(&dir)?);
+        tracing::info!(model = %model.id(), workers = self.config.workers, "model loaded");
+        let pool = Arc::new(ScoringPool::new(
+            model,
+            self.config.workers,
+            self.config.scoring_queue,
+            self.config.audio,
+        ));
+        let processor = Processor::new(
+            self.bus.clone(),
+            self.store.clone(),
+            pool.clone(),
+            ProcessorConfig {
+                group: self.config.group.clone(),
+                topics: self.topics.clone(),
+                lanes: self.config.lanes,
+                policies: Policies {
+                    default: self.config.policy.clone(),
+                    tenants: self.config.tenants.clone(),
+                },
+                ..ProcessorConfig::default()
+            },
+            self.metrics.clone(),
+        );
+        let listener = tokio::net::TcpListener::bind(self.config.listen)
+            .await
+            .map_err(|e| EngineError::Listen(self.config.listen, e))?;
+        tracing::info!(addr = %self.config.listen, "operations endpoints listening");
+        let ops = ops_router(OpsState {
+            bus: self.bus.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            pool,
+        });
+        let ops_shutdown = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, ops)
+                .with_graceful_shutdown(async move { ops_shutdown.cancelled().await })
+                .await
+        });
+        let result = processor.run(shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = server.await;
+        Ok(result?)
+    }
+}
+
+#[derive(Clone)]
+struct OpsState {
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    pool: Arc<ScoringPool>,
+}
+
+fn ops_router(state: OpsState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<OpsState>) -> (StatusCode, String) {
+    match (s.bus.ping().await, s.store.ping().await) {
+        (Ok(()), Ok(())) => (StatusCode::OK, "ready".into()),
+        (bus, store) => {
+            let why = [
+                bus.err().map(|e| e.to_string()),
+                store.err().map(|e| e.to_string()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ");
+            (StatusCode::SERVICE_UNAVAILABLE, why)
+        }
+    }
+}
+
+async fn metrics(State(s): State<OpsState>) -> String {
+    s.metrics.scoring_queue_depth.set(s.pool.depth() as i64);
+    s.metrics.render()
+}
