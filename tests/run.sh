@@ -33,4 +33,4 @@ set +a
 # the servers do not answer.
 export TIMBRE_REQUIRE_SERVICES=1
 
-cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --all-targets --locked --no-fail-fast "$@"

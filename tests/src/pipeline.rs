@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use timbre::audio::AudioLimits;
 use timbre::domain::Policy;
+use timbre::domain::now_ms;
 use timbre::metrics::Metrics;
 use timbre::model::{SpeakerModel, default_model_dir};
 use timbre::pipeline::scoring_pool::ScoringPool;
@@ -15,8 +16,8 @@ use timbre::pipeline::{Policies, Processor, ProcessorConfig};
 use timbre::ports::{Bus, Store, Subscription};
 use timbre::topics::{TopicNames, catalogue};
 use timbre_schemas::{
-    ConsentChanged, Contract, Decision, EnrollmentRequested, Registry, Request,
-    VerificationRequested, message_key,
+    ConsentChanged, Decision, EnrollmentRequested, Registry, Request, VerificationRequested,
+    message_key,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -206,55 +207,40 @@ pub fn wav(relative: &str) -> Vec<u8> {
     .expect("fixture")
 }
 
-fn envelope_now() -> i64 {
-    timbre::domain::now_ms()
-}
-
 /// A consent event.
 pub fn consent(tenant: &str, user: &str, request_id: &str, granted: bool) -> Request {
-    Request::Consent(ConsentChanged {
-        request_id: request_id.into(),
-        tenant: tenant.into(),
-        user_id: user.into(),
-        occurred_at: envelope_now(),
-        schema_version: ConsentChanged::CURRENT_VERSION,
-        trace: None,
+    let purpose = timbre::pipeline::BIOMETRIC_PURPOSE;
+    Request::Consent(ConsentChanged::new(
+        request_id,
+        tenant,
+        user,
+        now_ms(),
         granted,
-        purpose: timbre::pipeline::BIOMETRIC_PURPOSE.into(),
-        retain_audio: true,
-    })
+        purpose,
+        true,
+    ))
 }
 
 /// An enrollment job.
 pub fn enrollment(tenant: &str, user: &str, request_id: &str, audio: Vec<u8>) -> Request {
-    Request::Enrollment(EnrollmentRequested {
-        request_id: request_id.into(),
-        tenant: tenant.into(),
-        user_id: user.into(),
-        occurred_at: envelope_now(),
-        schema_version: EnrollmentRequested::CURRENT_VERSION,
-        trace: None,
+    Request::Enrollment(EnrollmentRequested::new(
+        request_id,
+        tenant,
+        user,
+        now_ms(),
         audio,
-        audio_uri: None,
-        channel: None,
-    })
+    ))
 }
 
 /// A verification job.
 pub fn verification(tenant: &str, user: &str, request_id: &str, audio: Vec<u8>) -> Request {
-    Request::Verification(VerificationRequested {
-        request_id: request_id.into(),
-        tenant: tenant.into(),
-        user_id: user.into(),
-        occurred_at: envelope_now(),
-        schema_version: VerificationRequested::CURRENT_VERSION,
-        trace: None,
+    Request::Verification(VerificationRequested::new(
+        request_id,
+        tenant,
+        user,
+        now_ms(),
         audio,
-        audio_uri: None,
-        session_id: None,
-        expected_phrase: None,
-        channel: None,
-    })
+    ))
 }
 
 /// The partition key of a user.

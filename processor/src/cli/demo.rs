@@ -9,8 +9,7 @@ use timbre::domain::now_ms;
 use timbre::ports::Bus;
 use timbre::topics::TopicNames;
 use timbre_schemas::{
-    ConsentChanged, Contract, Decision, EnrollmentRequested, Registry, Request,
-    VerificationRequested,
+    ConsentChanged, Decision, EnrollmentRequested, Registry, Request, VerificationRequested,
 };
 
 /// The demo tenant; `timbre up --demo` lets it enroll from one 8 s recording.
@@ -41,17 +40,15 @@ pub async fn run(bus: Arc<dyn Bus>, topics: &TopicNames, audio_dir: &Path) -> Re
         (
             "consent",
             "grant consent",
-            Request::Consent(ConsentChanged {
-                request_id: id("consent"),
-                tenant: TENANT.into(),
-                user_id: user.clone(),
-                occurred_at: now_ms(),
-                schema_version: ConsentChanged::CURRENT_VERSION,
-                trace: None,
-                granted: true,
-                purpose: timbre::pipeline::BIOMETRIC_PURPOSE.into(),
-                retain_audio: true,
-            }),
+            Request::Consent(ConsentChanged::new(
+                id("consent"),
+                TENANT,
+                user.clone(),
+                now_ms(),
+                true,
+                timbre::pipeline::BIOMETRIC_PURPOSE,
+                true,
+            )),
         ),
         (
             "enroll",
@@ -124,31 +121,21 @@ pub async fn run(bus: Arc<dyn Bus>, topics: &TopicNames, audio_dir: &Path) -> Re
 }
 
 fn enrollment(request_id: &str, user: &str, audio: Vec<u8>) -> Request {
-    Request::Enrollment(EnrollmentRequested {
-        request_id: request_id.into(),
-        tenant: TENANT.into(),
-        user_id: user.into(),
-        occurred_at: now_ms(),
-        schema_version: EnrollmentRequested::CURRENT_VERSION,
-        trace: None,
+    Request::Enrollment(EnrollmentRequested::new(
+        request_id,
+        TENANT,
+        user,
+        now_ms(),
         audio,
-        audio_uri: None,
-        channel: None,
-    })
+    ))
 }
 
 fn verification(request_id: &str, user: &str, audio: Vec<u8>) -> Request {
-    Request::Verification(VerificationRequested {
-        request_id: request_id.into(),
-        tenant: TENANT.into(),
-        user_id: user.into(),
-        occurred_at: now_ms(),
-        schema_version: VerificationRequested::CURRENT_VERSION,
-        trace: None,
+    Request::Verification(VerificationRequested::new(
+        request_id,
+        TENANT,
+        user,
+        now_ms(),
         audio,
-        audio_uri: None,
-        session_id: None,
-        expected_phrase: None,
-        channel: None,
-    })
+    ))
 }

@@ -9,7 +9,7 @@ use timbre_schemas::{
 };
 
 use super::Processor;
-use super::scoring_pool::ScoreError;
+use super::scoring_pool::{ScoreError, Scored};
 use crate::domain::policy::{self, Verdict};
 use crate::domain::{Consent, JobCommit, Policy, Profile, ProfileStatus, Voiceprint, now_ms};
 use crate::model::cosine;
@@ -103,7 +103,40 @@ fn score_failure(request: &Request, err: &ScoreError) -> Handled {
     error_decision(request, err.code(), &err.to_string(), content_error)
 }
 
+/// The profile after an opt-out: biometrics and progress gone, history kept.
+fn opted_out(profile: Profile, now: i64) -> Profile {
+    Profile {
+        status: ProfileStatus::OptedOut,
+        samples: 0,
+        net_speech_millis: 0,
+        sessions: 0,
+        learning_progress: 0.0,
+        updated_at: now,
+        ..profile
+    }
+}
+
 impl Processor {
+    /// Scores inline audio on the worker pool; a refusal comes back as the
+    /// finished error decision (plus dead letter for bad audio).
+    async fn score_audio(&self, request: &Request, audio: &[u8]) -> Result<Scored, Handled> {
+        if audio.is_empty() {
+            return Err(error_decision(
+                request,
+                "audio_uri_unsupported",
+                "audio must be inline",
+                true,
+            ));
+        }
+        let scored = self
+            .scoring
+            .score(audio.to_vec())
+            .await
+            .map_err(|e| score_failure(request, &e))?;
+        self.metrics.scoring_seconds.observe(scored.worker_seconds);
+        Ok(scored)
+    }
+
     pub(super) async fn handle_request(&self, request: &Request) -> Result<Handled, StoreError> {
         match request {
             Request::Enrollment(job) => self.enroll(request, job).await,
@@ -144,19 +177,10 @@ impl Processor {
                 false,
             ));
         }
-        if job.audio.is_empty() {
-            return Ok(error_decision(
-                request,
-                "audio_uri_unsupported",
-                "audio must be inline",
-                true,
-            ));
-        }
-        let scored = match self.scoring.score(job.audio.clone()).await {
+        let scored = match self.score_audio(request, &job.audio).await {
             Ok(s) => s,
-            Err(e) => return Ok(score_failure(request, &e)),
+            Err(refused) => return Ok(refused),
         };
-        self.metrics.scoring_seconds.observe(scored.worker_seconds);
         let model_id = self.scoring.model_id();
         let mut decision = base(request, DecisionKind::Applied);
         decision.speech_millis = scored.speech_millis as i64;
@@ -298,19 +322,10 @@ impl Processor {
                 false,
             ));
         };
-        if job.audio.is_empty() {
-            return Ok(error_decision(
-                request,
-                "audio_uri_unsupported",
-                "audio must be inline",
-                true,
-            ));
-        }
-        let scored = match self.scoring.score(job.audio.clone()).await {
+        let scored = match self.score_audio(request, &job.audio).await {
             Ok(s) => s,
-            Err(e) => return Ok(score_failure(request, &e)),
+            Err(refused) => return Ok(refused),
         };
-        self.metrics.scoring_seconds.observe(scored.worker_seconds);
         let mut d = base(request, DecisionKind::Retry);
         d.speech_millis = scored.speech_millis as i64;
         d.model_id = Some(model_id);
@@ -417,17 +432,7 @@ impl Processor {
         if job.purpose == BIOMETRIC_PURPOSE {
             if !job.granted {
                 commit.erase_biometrics_of = Some(job.user_id.clone());
-                if let Some(p) = profile.as_mut() {
-                    *p = Profile {
-                        status: ProfileStatus::OptedOut,
-                        samples: 0,
-                        net_speech_millis: 0,
-                        sessions: 0,
-                        learning_progress: 0.0,
-                        updated_at: now,
-                        ..p.clone()
-                    };
-                }
+                profile = profile.map(|p| opted_out(p, now));
             } else if let Some(p) = profile
                 .as_mut()
                 .filter(|p| p.status == ProfileStatus::OptedOut)
@@ -489,15 +494,10 @@ impl Processor {
             ProfileCommandKind::OptOut => {
                 commit.erase_biometrics_of = Some(job.user_id.clone());
                 d.reasons = vec!["opted_out".into()];
-                Profile {
-                    status: ProfileStatus::OptedOut,
-                    samples: 0,
-                    net_speech_millis: 0,
-                    sessions: 0,
-                    learning_progress: 0.0,
-                    updated_at: now,
-                    ..existing.unwrap_or_else(|| new_profile(&job.tenant, &job.user_id, now))
-                }
+                opted_out(
+                    existing.unwrap_or_else(|| new_profile(&job.tenant, &job.user_id, now)),
+                    now,
+                )
             }
             ProfileCommandKind::Delete
             | ProfileCommandKind::GreylistAdd

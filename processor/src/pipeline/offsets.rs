@@ -24,6 +24,8 @@ impl OffsetTracker {
             .partitions
             .entry((topic.to_string(), partition))
             .or_default();
+        // The first offset read is where the group already stands.
+        p.committed.get_or_insert(offset);
         p.in_flight.insert(offset);
         p.highest_seen = Some(p.highest_seen.map_or(offset, |h| h.max(offset)));
     }

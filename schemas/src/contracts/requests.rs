@@ -168,6 +168,79 @@ shared!(ConsentChanged);
 shared!(ProfileCommand);
 shared!(RescoreRequested);
 
+impl EnrollmentRequested {
+    /// An enrollment with inline WAV audio and every optional field empty.
+    pub fn new(
+        request_id: impl Into<String>,
+        tenant: impl Into<String>,
+        user_id: impl Into<String>,
+        occurred_at: i64,
+        audio: Vec<u8>,
+    ) -> Self {
+        Self {
+            request_id: request_id.into(),
+            tenant: tenant.into(),
+            user_id: user_id.into(),
+            occurred_at,
+            schema_version: Self::CURRENT_VERSION,
+            trace: None,
+            audio,
+            audio_uri: None,
+            channel: None,
+        }
+    }
+}
+
+impl VerificationRequested {
+    /// A verification with inline WAV audio and every optional field empty.
+    pub fn new(
+        request_id: impl Into<String>,
+        tenant: impl Into<String>,
+        user_id: impl Into<String>,
+        occurred_at: i64,
+        audio: Vec<u8>,
+    ) -> Self {
+        Self {
+            request_id: request_id.into(),
+            tenant: tenant.into(),
+            user_id: user_id.into(),
+            occurred_at,
+            schema_version: Self::CURRENT_VERSION,
+            trace: None,
+            audio,
+            audio_uri: None,
+            session_id: None,
+            expected_phrase: None,
+            channel: None,
+        }
+    }
+}
+
+impl ConsentChanged {
+    /// A consent change for `purpose`, with no trace context.
+    pub fn new(
+        request_id: impl Into<String>,
+        tenant: impl Into<String>,
+        user_id: impl Into<String>,
+        occurred_at: i64,
+        granted: bool,
+        purpose: impl Into<String>,
+        retain_audio: bool,
+    ) -> Self {
+        Self {
+            request_id: request_id.into(),
+            tenant: tenant.into(),
+            user_id: user_id.into(),
+            occurred_at,
+            schema_version: Self::CURRENT_VERSION,
+            trace: None,
+            granted,
+            purpose: purpose.into(),
+            retain_audio,
+        }
+    }
+}
+
 impl Contract for EnrollmentRequested {
     const KIND: RecordKind = RecordKind::EnrollmentRequested;
     const CURRENT_VERSION: SchemaVersion = 1;
