@@ -9,7 +9,7 @@ use std::time::Duration;
 use timbre::adapters::file_store::FileStore;
 use timbre::adapters::memory_bus::MemoryBus;
 use timbre::backends::{connect_bus, connect_store};
-use timbre::domain::ProfileStatus;
+use timbre::domain::{JobCommit, ProfileStatus, Voiceprint};
 use timbre::ports::{Bus, Store};
 use timbre_schemas::{DeadLetter, DecisionKind, ProfileStatus as WireStatus};
 use timbre_tests::pipeline::{Harness, consent, enrollment, key, verification, wav};
@@ -120,6 +120,29 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         h.decision("e-no-consent").await.error_code.as_deref(),
         Some("consent_required")
     );
+
+    // A voiceprint of another model only: the profile must re-enroll.
+    let mut legacy = store.profile(tenant, "alice").await.unwrap().unwrap();
+    legacy.user_id = "frank".into();
+    let old_print = store.voiceprint(tenant, "alice", &model_id).await.unwrap().unwrap();
+    let seed = JobCommit {
+        tenant: tenant.into(),
+        request_id: "seed-frank".into(),
+        decision: b"seed".to_vec(),
+        profile: Some(legacy),
+        voiceprint: Some(Voiceprint {
+            user_id: "frank".into(),
+            model_id: "older-model@sha256:000000000000".into(),
+            ..old_print
+        }),
+        ..JobCommit::default()
+    };
+    store.commit(&seed).await.unwrap();
+    h.publish(&verification(tenant, "frank", "v-frank", wav(ALICE_VERIFY))).await;
+    let d = h.decision("v-frank").await;
+    assert_eq!(d.error_code.as_deref(), Some("re_enroll_required"));
+    assert_eq!(d.profile_status, Some(WireStatus::ReEnroll));
+    assert_eq!(store.profile(tenant, "frank").await.unwrap().unwrap().status, ProfileStatus::ReEnroll);
 
     // Malformed jobs: bad audio inside a valid event, and bytes that are no event.
     h.publish(&consent(tenant, "dave", "c-dave", true)).await;

@@ -315,12 +315,19 @@ impl Processor {
             .voiceprint(&job.tenant, &job.user_id, &model_id)
             .await?
         else {
-            return Ok(error_decision(
+            // The active model changed and this user's voiceprint was not
+            // rebuilt: the profile must enroll again under the new model.
+            let mut h = error_decision(
                 request,
                 "re_enroll_required",
                 "no voiceprint under the active model",
                 false,
-            ));
+            );
+            profile.status = ProfileStatus::ReEnroll;
+            profile.updated_at = now;
+            with_progress(&mut h.decision, &profile, policy);
+            h.commit.profile = Some(profile);
+            return Ok(h);
         };
         let scored = match self.score_audio(request, &job.audio).await {
             Ok(s) => s,

@@ -168,10 +168,20 @@ impl Processor {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(done) = finished_rx.recv() => {
-                    self.finish(&mut tracker, &*subscription, done)?;
+                    self.finish(&mut tracker, &*subscription, done);
                 }
                 message = subscription.next() => {
-                    let message = message?;
+                    let message = match message {
+                        Ok(m) => m,
+                        Err(BusError::Closed) => break,
+                        Err(err) => {
+                            // Broker hiccups surface here; the client reconnects
+                            // on its own, so wait a little and poll again.
+                            tracing::warn!(error = %err, "consume failed, polling again");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
                     self.metrics.jobs_consumed.with_label_values(&[message.topic.as_str()]).inc();
                     tracker.start(&message.topic, message.partition, message.offset);
                     self.metrics.jobs_in_flight.set(tracker.in_flight() as i64);
@@ -203,7 +213,7 @@ impl Processor {
             let _ = task.await;
         }
         while let Ok(done) = finished_rx.try_recv() {
-            self.finish(&mut tracker, &*subscription, done)?;
+            self.finish(&mut tracker, &*subscription, done);
         }
         subscription.close().await?;
         tracing::info!("processor stopped");
@@ -215,12 +225,15 @@ impl Processor {
         tracker: &mut OffsetTracker,
         subscription: &dyn crate::ports::Subscription,
         done: Finished,
-    ) -> Result<(), BusError> {
-        if let Some(next) = tracker.finish(&done.topic, done.partition, done.offset) {
-            subscription.commit(&done.topic, done.partition, next)?;
+    ) {
+        if let Some(next) = tracker.finish(&done.topic, done.partition, done.offset)
+            && let Err(err) = subscription.commit(&done.topic, done.partition, next)
+        {
+            // A later commit covers this offset too; until then a crash
+            // only means redelivery, which is idempotent.
+            tracing::warn!(error = %err, topic = %done.topic, partition = done.partition, "offset commit failed");
         }
         self.metrics.jobs_in_flight.set(tracker.in_flight() as i64);
-        Ok(())
     }
 
     /// Handles one message to completion, retrying transient failures.
