@@ -91,7 +91,13 @@ impl Config {
             let Some(path) = key.strip_prefix("TIMBRE__") else {
                 continue;
             };
-            let parts: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+            // Field names are case-insensitive; tenant ids are not.
+            let mut parts: Vec<String> = path.split("__").map(str::to_string).collect();
+            for i in 0..parts.len() {
+                if i == 0 || parts[i - 1] != "tenants" {
+                    parts[i] = parts[i].to_lowercase();
+                }
+            }
             let literal = toml::from_str::<toml::Table>(&format!("v = {raw}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))
@@ -159,6 +165,10 @@ mod tests {
                 "TIMBRE__POLICY__REJECT_THRESHOLD".to_string(),
                 "0.3".to_string(),
             ),
+            (
+                "TIMBRE__TENANTS__GlobexCorp__FREE_FAILURES".to_string(),
+                "5".to_string(),
+            ),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let c = Config::load(Some(&file), env).unwrap();
@@ -175,6 +185,10 @@ mod tests {
             Policy::default().accept_threshold
         );
         assert_eq!(c.lanes, Config::default().lanes, "defaults fill the rest");
+        assert_eq!(
+            c.tenants["GlobexCorp"].free_failures, 5,
+            "tenant ids keep their case"
+        );
     }
 
     #[test]

@@ -124,7 +124,11 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
     // A voiceprint of another model only: the profile must re-enroll.
     let mut legacy = store.profile(tenant, "alice").await.unwrap().unwrap();
     legacy.user_id = "frank".into();
-    let old_print = store.voiceprint(tenant, "alice", &model_id).await.unwrap().unwrap();
+    let old_print = store
+        .voiceprint(tenant, "alice", &model_id)
+        .await
+        .unwrap()
+        .unwrap();
     let seed = JobCommit {
         tenant: tenant.into(),
         request_id: "seed-frank".into(),
@@ -138,11 +142,48 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         ..JobCommit::default()
     };
     store.commit(&seed).await.unwrap();
-    h.publish(&verification(tenant, "frank", "v-frank", wav(ALICE_VERIFY))).await;
+    h.publish(&verification(tenant, "frank", "v-frank", wav(ALICE_VERIFY)))
+        .await;
     let d = h.decision("v-frank").await;
     assert_eq!(d.error_code.as_deref(), Some("re_enroll_required"));
     assert_eq!(d.profile_status, Some(WireStatus::ReEnroll));
-    assert_eq!(store.profile(tenant, "frank").await.unwrap().unwrap().status, ProfileStatus::ReEnroll);
+    assert_eq!(
+        store
+            .profile(tenant, "frank")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        ProfileStatus::ReEnroll
+    );
+
+    // A job keyed for another user, a reused request id, a withdrawn consent.
+    let misrouted = verification(tenant, "alice", "v-wrong-key", wav(ALICE_VERIFY));
+    let bytes = h.registry.encode_request(&misrouted).unwrap();
+    h.publish_raw(
+        &h.topics.verification.clone(),
+        key(tenant, "mallory").as_bytes(),
+        &bytes,
+    )
+    .await;
+    assert_eq!(
+        h.decision("v-wrong-key").await.error_code.as_deref(),
+        Some("wrong_key")
+    );
+    h.publish(&verification(tenant, "nobody", "v-same", wav(ALICE_VERIFY)))
+        .await;
+    let conflict = h.decisions("v-same", 2).await;
+    let conflict: timbre_schemas::Decision = h.registry.decode(&conflict[1]).unwrap();
+    assert_eq!(conflict.error_code.as_deref(), Some("request_id_conflict"));
+    assert_eq!(conflict.user_id, "nobody", "never another user's decision");
+    h.publish(&consent(tenant, "gina", "c-gina", false)).await;
+    h.decision("c-gina").await;
+    h.publish(&enrollment(tenant, "gina", "e-gina", wav(ALICE_ENROLL)))
+        .await;
+    assert_eq!(
+        h.decision("e-gina").await.error_code.as_deref(),
+        Some("consent_withdrawn")
+    );
 
     // Malformed jobs: bad audio inside a valid event, and bytes that are no event.
     h.publish(&consent(tenant, "dave", "c-dave", true)).await;
@@ -176,7 +217,7 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         .await
         .unwrap();
     let mut codes = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..4 {
         let m = tokio::time::timeout(Duration::from_secs(120), dead.next())
             .await
             .expect("dead letter")
@@ -194,7 +235,10 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         }
     }
     codes.sort();
-    assert_eq!(codes, vec!["bad_framing", "not_wav"]);
+    assert_eq!(
+        codes,
+        vec!["bad_framing", "not_wav", "request_id_conflict", "wrong_key"]
+    );
     h.stop_processor().await;
 }
 

@@ -56,11 +56,13 @@ impl KafkaConfig {
             let (k, v) = pair
                 .split_once('=')
                 .ok_or_else(|| BusError::Config(format!("kafka option `{pair}` needs a value")))?;
-            if k == "sasl.password" {
-                return Err(BusError::Config(
-                    "put the SASL password in TIMBRE_KAFKA_SASL_PASSWORD, not in the url".into(),
-                ));
+            // Secrets never travel in the URL, which ends up in configs and logs.
+            if k.contains("password") || k.contains("secret") || k.ends_with(".pem") {
+                return Err(BusError::Config(format!(
+                    "`{k}` is a secret: use TIMBRE_KAFKA_SASL_PASSWORD or a file-based option, not the url"
+                )));
             }
+
             options.push((k.to_string(), v.to_string()));
         }
         Ok(Self {
@@ -328,8 +330,15 @@ mod tests {
             !format!("{c:?}").contains("svc"),
             "option values are not printed"
         );
-        let err = KafkaConfig::from_url("kafka://b1:9092?sasl.password=x").unwrap_err();
-        assert_eq!(err.code(), "bus_config");
+        for secret in [
+            "sasl.password=x",
+            "ssl.key.password=x",
+            "sasl.oauthbearer.client.secret=x",
+            "ssl.key.pem=x",
+        ] {
+            let err = KafkaConfig::from_url(&format!("kafka://b1:9092?{secret}")).unwrap_err();
+            assert_eq!(err.code(), "bus_config", "{secret}");
+        }
         assert!(KafkaConfig::from_url("embedded://").is_err());
     }
 }

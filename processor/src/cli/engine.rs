@@ -97,10 +97,7 @@ impl UpCmd {
     pub fn run(self) -> Result<()> {
         let mut config = self.config.load()?;
         if !config.bus.starts_with("embedded") {
-            bail!(
-                "`timbre up` runs on the embedded bus; use `timbre run` for {}",
-                config.bus
-            );
+            bail!("`timbre up` runs on the embedded bus; use `timbre run` for another bus");
         }
         if self.demo {
             // The demo must not collide with a running engine's metrics port.

@@ -1,5 +1,6 @@
 //! Command-line entry points; each subcommand lives in its own module.
 
+mod bench_pipeline;
 mod demo;
 mod engine;
 mod speech;

@@ -291,12 +291,15 @@ impl EvalCmd {
 pub enum BenchCmd {
     /// Embedding real-time factor (features + network, decoding excluded).
     Embed(BenchEmbed),
+    /// Verifications through the whole processor: throughput and latency.
+    Pipeline(super::bench_pipeline::BenchPipeline),
 }
 
 impl BenchCmd {
     pub fn run(self) -> Result<()> {
         match self {
             BenchCmd::Embed(cmd) => cmd.run(),
+            BenchCmd::Pipeline(cmd) => cmd.run(),
         }
     }
 }

@@ -169,6 +169,15 @@ impl Processor {
             .consent(&job.tenant, &job.user_id, BIOMETRIC_PURPOSE)
             .await?;
         let consented = consent.as_ref().is_some_and(|c| c.granted);
+        // An explicit withdrawal always wins, whatever the tenant's policy.
+        if consent.as_ref().is_some_and(|c| !c.granted) {
+            return Ok(error_decision(
+                request,
+                "consent_withdrawn",
+                "the user withdrew consent to voice biometrics",
+                false,
+            ));
+        }
         if policy.consent_required && !consented {
             return Ok(error_decision(
                 request,
@@ -208,9 +217,19 @@ impl Processor {
                 None
             }
             _ => {
-                self.store
+                let current = self
+                    .store
                     .voiceprint(&job.tenant, &job.user_id, &model_id)
-                    .await?
+                    .await?;
+                if current.is_none() && profile.samples > 0 {
+                    // Samples taken under another model do not count toward
+                    // a voiceprint of this one.
+                    profile = Profile {
+                        created_at: profile.created_at,
+                        ..new_profile(&job.tenant, &job.user_id, now)
+                    };
+                }
+                current
             }
         };
         let (embedding, weight) = policy::merge_embedding(current.as_ref(), &scored.embedding, 1.0);

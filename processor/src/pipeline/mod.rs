@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use timbre_schemas::{
-    Contract, DeadLetter, Decision, DecisionKind, JobKind, Limits, Registry, SchemaError,
+    Contract, DeadLetter, Decision, DecisionKind, JobKind, Limits, Registry, Request, SchemaError,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -248,8 +248,24 @@ impl Processor {
                 offset = message.offset,
                 request_id = tracing::field::Empty
             );
-            match self.try_process(&message).instrument(span).await {
+            match self.try_process(&message).instrument(span.clone()).await {
                 Ok(()) => break,
+                Err(err) if err.is_permanent() => {
+                    // Retrying cannot help (a corrupt stored row, an
+                    // unencodable event): answer with an error decision and
+                    // dead-letter the job instead of stalling its lane.
+                    tracing::error!(parent: &span, error = %err, "job failed permanently, dead-lettering");
+                    let code = err.code();
+                    if self
+                        .reject_undecodable(&message, code, &err.to_string())
+                        .await
+                        .is_ok()
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "job failed, retrying");
                     tokio::time::sleep(delay).await;
@@ -265,18 +281,61 @@ impl Processor {
     async fn try_process(&self, message: &Message) -> Result<(), ProcessError> {
         let request = match self.registry.decode_request(&message.payload) {
             Ok(r) => r,
-            Err(e) => return self.reject_undecodable(message, &e).await,
+            Err(e) => {
+                return self
+                    .reject_undecodable(message, e.code(), &e.to_string())
+                    .await;
+            }
         };
         if let Err(e) = request.validate(&self.limits) {
-            return self.reject_undecodable(message, &e).await;
+            return self
+                .reject_undecodable(message, e.code(), &e.to_string())
+                .await;
         }
         tracing::Span::current().record("request_id", request.request_id());
         let key = request.message_key();
+        // Jobs of one user must share a partition and a lane, or they could
+        // run concurrently and race on the profile (e.g. around a cooldown).
+        if message.key.as_deref() != Some(key.as_bytes()) {
+            let refused = handlers::error_decision(
+                &request,
+                "wrong_key",
+                "the message key must be tenant/user_id",
+                true,
+            );
+            return self.conclude(message, &request, refused).await;
+        }
         if let Some(previous) = self
             .store
             .decision(request.tenant(), request.request_id())
             .await?
         {
+            let earlier: Decision = self.registry.decode(&previous)?;
+            if earlier.user_id != request.user_id() || earlier.job != request.job() {
+                // Never answer one user's job with another's decision.
+                let mut conflict = handlers::error_decision(
+                    &request,
+                    "request_id_conflict",
+                    "this request_id was already used by another job",
+                    true,
+                );
+                let bytes = self.registry.encode(&conflict.decision)?;
+                if let Some((code, reason)) = conflict.dead_letter.take() {
+                    self.dead_letter(
+                        message,
+                        Some(request.request_id()),
+                        Some(request.tenant()),
+                        &code,
+                        &reason,
+                    )
+                    .await?;
+                }
+                self.bus
+                    .publish(&self.topics.decisions, key.as_bytes(), &bytes)
+                    .await?;
+                self.count(&conflict.decision);
+                return Ok(());
+            }
             tracing::debug!(
                 request_id = request.request_id(),
                 "redelivered job, republishing its decision"
@@ -287,6 +346,18 @@ impl Processor {
             return Ok(());
         }
         let handled: Handled = self.handle_request(&request).await?;
+        self.conclude(message, &request, handled).await
+    }
+
+    /// Stores a job's state and decision together, then publishes the decision
+    /// (and the dead letter of a content error).
+    async fn conclude(
+        &self,
+        message: &Message,
+        request: &Request,
+        handled: Handled,
+    ) -> Result<(), ProcessError> {
+        let key = request.message_key();
         let bytes = self.registry.encode(&handled.decision)?;
         if let Some((code, reason)) = &handled.dead_letter {
             self.dead_letter(
@@ -320,7 +391,8 @@ impl Processor {
     async fn reject_undecodable(
         &self,
         message: &Message,
-        err: &SchemaError,
+        code: &str,
+        detail: &str,
     ) -> Result<(), ProcessError> {
         let envelope = self.registry.peek_envelope(&message.payload).ok();
         let request_id = envelope
@@ -348,17 +420,11 @@ impl Processor {
             now,
             now,
         );
-        decision.error_code = Some(err.code().into());
-        decision.error_message = Some(err.to_string());
-        decision.reasons = vec![err.code().into()];
-        self.dead_letter(
-            message,
-            Some(&request_id),
-            tenant.as_deref(),
-            err.code(),
-            &err.to_string(),
-        )
-        .await?;
+        decision.error_code = Some(code.into());
+        decision.error_message = Some(detail.into());
+        decision.reasons = vec![code.into()];
+        self.dead_letter(message, Some(&request_id), tenant.as_deref(), code, detail)
+            .await?;
         let bytes = self.registry.encode(&decision)?;
         let key = message
             .key
@@ -368,7 +434,7 @@ impl Processor {
             .publish(&self.topics.decisions, &key, &bytes)
             .await?;
         self.count(&decision);
-        tracing::info!(request_id = %request_id, code = err.code(), "undecodable job dead-lettered");
+        tracing::info!(request_id = %request_id, code, "undecodable job dead-lettered");
         Ok(())
     }
 
@@ -439,7 +505,8 @@ fn lane_of(key: Option<&[u8]>, lanes: usize) -> usize {
     (h % lanes as u64) as usize
 }
 
-/// Failures worth retrying (the job is not lost, it is tried again).
+/// Failures while handling a job: transient ones are retried (the job is not
+/// lost), permanent ones end in an error decision and a dead letter.
 #[derive(Debug, thiserror::Error)]
 enum ProcessError {
     #[error(transparent)]
@@ -448,4 +515,24 @@ enum ProcessError {
     Store(#[from] crate::ports::StoreError),
     #[error(transparent)]
     Schema(#[from] SchemaError),
+}
+
+impl ProcessError {
+    fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ProcessError::Schema(_)
+                | ProcessError::Store(
+                    crate::ports::StoreError::Corrupt(_) | crate::ports::StoreError::Config(_)
+                )
+        )
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ProcessError::Bus(e) => e.code(),
+            ProcessError::Store(e) => e.code(),
+            ProcessError::Schema(e) => e.code(),
+        }
+    }
 }

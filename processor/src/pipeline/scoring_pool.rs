@@ -55,6 +55,9 @@ pub enum ScoreError {
     /// The pool is shutting down.
     #[error("scoring pool stopped")]
     Stopped,
+    /// Scoring this input panicked (a defect, reported instead of crashing).
+    #[error("internal error while scoring this audio")]
+    Panicked,
 }
 
 impl ScoreError {
@@ -64,6 +67,7 @@ impl ScoreError {
             ScoreError::Audio(e) => e.code(),
             ScoreError::Model(e) => e.code(),
             ScoreError::Stopped => "scoring_stopped",
+            ScoreError::Panicked => "scoring_panicked",
         }
     }
 }
@@ -126,17 +130,23 @@ impl ScoringPool {
         self.pool.spawn(move || {
             let _enter = span.enter();
             let start = Instant::now();
-            let result = decode_wav(&wav, &limits)
-                .map_err(ScoreError::from)
-                .and_then(|audio| {
-                    let embedding = embedder.embed(&audio.samples)?;
-                    Ok(Scored {
-                        embedding,
-                        speech_millis: audio.speech_millis,
-                        duration_millis: audio.duration_millis,
-                        worker_seconds: start.elapsed().as_secs_f64(),
+            // A panic on crafted input must not take the process down (rayon
+            // aborts on an unhandled panic): it becomes a refusal of that job.
+            let work = std::panic::AssertUnwindSafe(|| {
+                decode_wav(&wav, &limits)
+                    .map_err(ScoreError::from)
+                    .and_then(|audio| {
+                        let embedding = embedder.embed(&audio.samples)?;
+                        Ok(Scored {
+                            embedding,
+                            speech_millis: audio.speech_millis,
+                            duration_millis: audio.duration_millis,
+                            worker_seconds: start.elapsed().as_secs_f64(),
+                        })
                     })
-                });
+            });
+            let result =
+                std::panic::catch_unwind(work).unwrap_or_else(|_| Err(ScoreError::Panicked));
             drop(permit);
             let _ = tx.send(result);
         });
