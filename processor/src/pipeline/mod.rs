@@ -146,11 +146,16 @@ impl Processor {
             let (tx, mut rx) = mpsc::channel::<Message>(self.lane_queue);
             let this = self.clone();
             let done = finished_tx.clone();
+            let stop = shutdown.clone();
             lane_tasks.push(tokio::spawn(async move {
                 while let Some(message) = rx.recv().await {
                     let (topic, partition, offset) =
                         (message.topic.clone(), message.partition, message.offset);
-                    this.process(message).await;
+                    if !this.process(message, &stop).await {
+                        // Abandoned at shutdown: not finished, so its offset
+                        // is not committed and the job is redelivered.
+                        continue;
+                    }
                     let _ = done.send(Finished {
                         topic,
                         partition,
@@ -195,10 +200,13 @@ impl Processor {
                             let (topic, partition) = (message.topic.clone(), message.partition);
                             subscription.pause(&topic, partition)?;
                             self.metrics.paused_partitions.inc();
-                            let sent = lane.send(message).await;
+                            let sent = tokio::select! {
+                                sent = lane.send(message) => sent.is_ok(),
+                                _ = shutdown.cancelled() => false,
+                            };
                             subscription.resume(&topic, partition)?;
                             self.metrics.paused_partitions.dec();
-                            if sent.is_err() {
+                            if !sent {
                                 break;
                             }
                         }
@@ -236,8 +244,9 @@ impl Processor {
         self.metrics.jobs_in_flight.set(tracker.in_flight() as i64);
     }
 
-    /// Handles one message to completion, retrying transient failures.
-    async fn process(&self, message: Message) {
+    /// Handles one message to completion, retrying transient failures;
+    /// returns false when shutdown interrupted the retries.
+    async fn process(&self, message: Message, shutdown: &CancellationToken) -> bool {
         let started = Instant::now();
         let mut delay = RETRY_MIN;
         loop {
@@ -263,12 +272,16 @@ impl Processor {
                     {
                         break;
                     }
-                    tokio::time::sleep(delay).await;
+                    if !backoff(delay, shutdown).await {
+                        return false;
+                    }
                     delay = (delay * 2).min(RETRY_MAX);
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "job failed, retrying");
-                    tokio::time::sleep(delay).await;
+                    if !backoff(delay, shutdown).await {
+                        return false;
+                    }
                     delay = (delay * 2).min(RETRY_MAX);
                 }
             }
@@ -276,6 +289,7 @@ impl Processor {
         self.metrics
             .job_seconds
             .observe(started.elapsed().as_secs_f64());
+        true
     }
 
     async fn try_process(&self, message: &Message) -> Result<(), ProcessError> {
@@ -492,6 +506,14 @@ impl Processor {
             .decisions
             .with_label_values(&[job.as_str(), decision.as_str()])
             .inc();
+    }
+}
+
+/// Waits `delay` before a retry; false if shutdown came first.
+async fn backoff(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = shutdown.cancelled() => false,
     }
 }
 
