@@ -169,9 +169,22 @@ impl Harness {
 
     /// Reads the next decision, whatever its request.
     pub async fn next_decision(&mut self) -> Decision {
-        let m = tokio::time::timeout(Duration::from_secs(180), self.decisions.next())
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        self.read_one(deadline, "any request").await
+    }
+
+    async fn read_until(&mut self, request_id: &str, count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        while self.seen.get(request_id).map_or(0, Vec::len) < count {
+            self.read_one(deadline, request_id).await;
+        }
+    }
+
+    /// Reads one decision and records its raw bytes under its request id.
+    async fn read_one(&mut self, deadline: tokio::time::Instant, waiting_for: &str) -> Decision {
+        let m = tokio::time::timeout_at(deadline, self.decisions.next())
             .await
-            .expect("a decision within 180 s")
+            .unwrap_or_else(|_| panic!("no decision for {waiting_for} within 180 s"))
             .expect("decisions subscription");
         let d: Decision = self.registry.decode(&m.payload).expect("decision decodes");
         self.seen
@@ -179,21 +192,6 @@ impl Harness {
             .or_default()
             .push(m.payload);
         d
-    }
-
-    async fn read_until(&mut self, request_id: &str, count: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-        while self.seen.get(request_id).map_or(0, Vec::len) < count {
-            let m = tokio::time::timeout_at(deadline, self.decisions.next())
-                .await
-                .unwrap_or_else(|_| panic!("no decision for {request_id} within 180 s"))
-                .expect("decisions subscription");
-            let d: Decision = self.registry.decode(&m.payload).expect("decision decodes");
-            self.seen
-                .entry(d.request_id.clone())
-                .or_default()
-                .push(m.payload);
-        }
     }
 }
 

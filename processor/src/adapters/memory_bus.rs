@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
+use crate::domain::key_slot;
 use crate::ports::{Bus, BusError, Message, Subscription, TopicSpec};
 
 type Record = (Option<Vec<u8>>, Vec<u8>);
@@ -83,17 +84,6 @@ impl MemoryBus {
     }
 }
 
-/// Kafka's default partitioner is murmur2; any stable hash keeps one key on
-/// one partition, which is all ordering needs.
-fn partition_for(key: &[u8], partitions: usize) -> usize {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in key {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h as usize % partitions
-}
-
 #[async_trait]
 impl Bus for MemoryBus {
     async fn publish(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), BusError> {
@@ -108,7 +98,9 @@ impl Bus for MemoryBus {
                     .get(topic)
                     .map(Vec::len)
                     .ok_or_else(|| BusError::Topic(format!("unknown topic {topic}")))?;
-                let p = partition_for(key, partitions);
+                // Kafka's partitioner is murmur2; any stable hash keeps one key on one
+                // partition, which is all ordering needs.
+                let p = key_slot(key, partitions);
                 let low = state.low_watermark(topic, p as i32);
                 let log = &mut state.topics.get_mut(topic).expect("checked above")[p];
                 // Drop what every subscribed group has committed (or, with no

@@ -31,7 +31,7 @@ use handlers::Handled;
 use offsets::OffsetTracker;
 use scoring_pool::ScoringPool;
 
-use crate::domain::{Policy, now_ms};
+use crate::domain::{Policy, key_slot, now_ms};
 use crate::metrics::Metrics;
 use crate::ports::{Bus, BusError, Message, Store};
 use crate::topics::TopicNames;
@@ -190,7 +190,7 @@ impl Processor {
                     self.metrics.jobs_consumed.with_label_values(&[message.topic.as_str()]).inc();
                     tracker.start(&message.topic, message.partition, message.offset);
                     self.metrics.jobs_in_flight.set(tracker.in_flight() as i64);
-                    let lane = &lanes[lane_of(message.key.as_deref(), self.lanes)];
+                    let lane = &lanes[key_slot(message.key.as_deref().unwrap_or_default(), self.lanes)];
                     match lane.try_send(message) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(message)) => {
@@ -515,16 +515,6 @@ async fn backoff(delay: Duration, shutdown: &CancellationToken) -> bool {
         _ = tokio::time::sleep(delay) => true,
         _ = shutdown.cancelled() => false,
     }
-}
-
-/// Same key → same lane, so one user's jobs are applied in order.
-fn lane_of(key: Option<&[u8]>, lanes: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.unwrap_or_default() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % lanes as u64) as usize
 }
 
 /// Failures while handling a job: transient ones are retried (the job is not
