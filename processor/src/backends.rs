@@ -7,7 +7,7 @@ use crate::adapters::cql::{CqlConfig, CqlStore};
 use crate::adapters::file_store::FileStore;
 use crate::adapters::kafka::{KafkaBus, KafkaConfig};
 use crate::adapters::memory_bus::MemoryBus;
-use crate::ports::{Bus, BusError, Store, StoreError};
+use crate::ports::{AccessStore, Bus, BusError, Store, StoreError};
 
 /// Messages an embedded partition holds before publishers wait.
 pub const EMBEDDED_PARTITION_CAPACITY: usize = 10_000;
@@ -20,15 +20,31 @@ pub fn connect_bus(url: &str) -> Result<Arc<dyn Bus>, BusError> {
     Ok(Arc::new(KafkaBus::connect(KafkaConfig::from_url(url)?)?))
 }
 
-/// `cql://[user:pass@]host:port[,…]/keyspace[?replication_factor=N]` or `file://path`.
-pub async fn connect_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+/// One store connection seen through both of its ports.
+#[derive(Clone)]
+pub struct Stores {
+    /// Biometric state of the pipeline.
+    pub state: Arc<dyn Store>,
+    /// API access state of the HTTP adapter.
+    pub access: Arc<dyn AccessStore>,
+}
+
+/// `cql://[user[:pass]@]host:port[,…]/keyspace[?replication_factor=N]` or `file://path`.
+pub async fn connect_store(url: &str) -> Result<Stores, StoreError> {
     if let Some(path) = url.strip_prefix("file://") {
         if path.is_empty() {
             return Err(StoreError::Config("file:// needs a path".into()));
         }
-        return Ok(Arc::new(FileStore::open(&PathBuf::from(path))?));
+        // One handle: a redb file can be opened once per process.
+        let store = Arc::new(FileStore::open(&PathBuf::from(path))?);
+        return Ok(Stores {
+            state: store.clone(),
+            access: store,
+        });
     }
-    Ok(Arc::new(
-        CqlStore::connect(CqlConfig::from_url(url)?).await?,
-    ))
+    let store = Arc::new(CqlStore::connect(CqlConfig::from_url(url)?).await?);
+    Ok(Stores {
+        state: store.clone(),
+        access: store,
+    })
 }

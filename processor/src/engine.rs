@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::model::{SpeakerModel, default_model_dir};
 use crate::pipeline::scoring_pool::ScoringPool;
 use crate::pipeline::{Policies, Processor, ProcessorConfig};
-use crate::ports::{Bus, Store};
+use crate::ports::{AccessStore, Bus, Store};
 use crate::topics::{TopicNames, catalogue};
 
 /// Startup failures of the engine.
@@ -41,6 +41,8 @@ pub struct Engine {
     pub bus: Arc<dyn Bus>,
     /// Store of the deployment.
     pub store: Arc<dyn Store>,
+    /// API access state (same store connection).
+    pub access: Arc<dyn AccessStore>,
     /// Topic names.
     pub topics: TopicNames,
     /// Metrics shared by every component.
@@ -52,10 +54,11 @@ impl Engine {
     /// Connects the bus and the store named by `config`.
     pub async fn connect(config: Config) -> Result<Self, EngineError> {
         let bus = connect_bus(&config.bus)?;
-        let store = connect_store(&config.store).await?;
+        let stores = connect_store(&config.store).await?;
         Ok(Self {
             bus,
-            store,
+            store: stores.state,
+            access: stores.access,
             topics: TopicNames::with_prefix(&config.topic_prefix),
             metrics: Metrics::new(),
             config,

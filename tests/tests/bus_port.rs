@@ -110,7 +110,40 @@ async fn bus_contract(bus: Arc<dyn Bus>) {
     assert_eq!(redelivered, (COMMITTED..MESSAGES).collect::<Vec<_>>());
     again.close().await.unwrap();
 
+    tail_contract(bus.as_ref(), &topic).await;
     assert!(bus.ping().await.is_ok());
+}
+
+/// Tails start at the end and each one sees every later message.
+async fn tail_contract(bus: &dyn Bus, topic: &str) {
+    let mut tails = [
+        bus.tail(topic).await.unwrap(),
+        bus.tail(topic).await.unwrap(),
+    ];
+    // Kafka resolves "the end" on the first fetch, so publish markers until
+    // each tail has seen one; the numbered messages above must never appear.
+    for tail in &mut tails {
+        'positioned: loop {
+            bus.publish(topic, b"tenant/marker", b"marker")
+                .await
+                .unwrap();
+            while let Ok(m) = tokio::time::timeout(Duration::from_millis(500), tail.next()).await {
+                let m = m.unwrap();
+                assert_eq!(m.payload, b"marker", "a tail starts at the end");
+                break 'positioned;
+            }
+        }
+    }
+    bus.publish(topic, b"tenant/final", b"final").await.unwrap();
+    for tail in &mut tails {
+        loop {
+            let m = next(tail).await;
+            if m.payload == b"final" {
+                break;
+            }
+            assert_eq!(m.payload, b"marker");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,7 +69,7 @@ async fn kill_nine_mid_run_loses_nothing_and_applies_once() {
     let prefix = format!("{}.", unique("crash"));
     let store_url = format!("cql://{cql}/{}", unique("crash"));
     let bus = connect_bus(&kafka).unwrap();
-    let store = connect_store(&store_url).await.unwrap();
+    let store = connect_store(&store_url).await.unwrap().state;
     store.migrate().await.unwrap();
     assert!(
         bus.ensure_topics(&catalogue(&prefix, Some(1)))

@@ -141,6 +141,7 @@ async fn malformed_jobs_on_kafka_and_cassandra() {
     };
     let store = connect_store(&format!("cql://{cql}/{}", unique("bad")))
         .await
-        .unwrap();
+        .unwrap()
+        .state;
     malformed(connect_bus(&kafka).unwrap(), store).await;
 }

@@ -255,6 +255,7 @@ async fn pipeline_on_kafka_and_cassandra() {
     };
     let store = connect_store(&format!("cql://{cql}/{}", unique("e2e")))
         .await
-        .unwrap();
+        .unwrap()
+        .state;
     e2e(connect_bus(&kafka).unwrap(), store).await;
 }

@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use timbre::adapters::file_store::FileStore;
 use timbre::backends::connect_store;
-use timbre::domain::{Consent, JobCommit, Profile, ProfileStatus, Voiceprint};
-use timbre::ports::Store;
+use timbre::domain::{
+    ApiKey, ChallengeSession, Consent, JobCommit, Profile, ProfileStatus, Voiceprint, now_ms,
+};
+use timbre::ports::{AccessStore, Store};
 use timbre_tests::{cql_nodes, scratch_dir, unique};
 
 fn profile(tenant: &str, user: &str, status: ProfileStatus) -> Profile {
@@ -157,16 +159,154 @@ async fn store_contract(store: Arc<dyn Store>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_store_honours_the_contract() {
     let path = scratch_dir("store").join("timbre.redb");
-    store_contract(Arc::new(FileStore::open(&path).unwrap())).await;
+    let store = Arc::new(FileStore::open(&path).unwrap());
+    store_contract(store.clone()).await;
+    access_contract(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cql_store_honours_the_contract() {
     let Some(nodes) = cql_nodes() else { return };
-    let store = connect_store(&format!("cql://{nodes}/{}", unique("ks")))
+    let stores = connect_store(&format!("cql://{nodes}/{}", unique("ks")))
         .await
         .unwrap();
-    store_contract(store).await;
+    store_contract(stores.state.clone()).await;
+    access_contract(stores.access).await;
+}
+
+/// The API access port: keys, single-use sessions and tokens, usage counters.
+async fn access_contract(store: Arc<dyn AccessStore>) {
+    let now = now_ms();
+    let key = ApiKey {
+        key_id: unique("key"),
+        tenant: "acme".into(),
+        name: "ci".into(),
+        secret_hash: "ab".repeat(32),
+        created_at: now,
+        expires_at: 0,
+    };
+    assert_eq!(store.api_key(&key.key_id).await.unwrap(), None);
+    store.put_api_key(&key).await.unwrap();
+    assert_eq!(store.api_key(&key.key_id).await.unwrap(), Some(key.clone()));
+
+    let session = ChallengeSession {
+        tenant: "acme".into(),
+        session_id: unique("s"),
+        user_id: "u1".into(),
+        challenge: "4 7 1 9".into(),
+        created_at: now,
+        expires_at: now + 60_000,
+    };
+    store.put_session(&session).await.unwrap();
+    assert_eq!(
+        store
+            .take_session("other", &session.session_id, now)
+            .await
+            .unwrap(),
+        None,
+        "another tenant cannot take the session"
+    );
+    let (a, b) = tokio::join!(
+        store.take_session("acme", &session.session_id, now),
+        store.take_session("acme", &session.session_id, now)
+    );
+    let winners: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(
+        winners,
+        vec![session.clone()],
+        "exactly one concurrent taker wins"
+    );
+    let expired = ChallengeSession {
+        session_id: unique("s"),
+        expires_at: now + 1_000,
+        ..session.clone()
+    };
+    store.put_session(&expired).await.unwrap();
+    assert_eq!(
+        store
+            .take_session("acme", &expired.session_id, now + 2_000)
+            .await
+            .unwrap(),
+        None,
+        "an expired session is refused"
+    );
+
+    let jti = unique("jti");
+    let (first, second) = tokio::join!(
+        store.spend_token(&jti, now + 60_000),
+        store.spend_token(&jti, now + 60_000)
+    );
+    assert_eq!(
+        [first.unwrap(), second.unwrap()]
+            .iter()
+            .filter(|x| **x)
+            .count(),
+        1,
+        "a token is spent once"
+    );
+    assert!(!store.spend_token(&jti, now + 60_000).await.unwrap());
+    assert!(
+        store
+            .spend_token(&unique("jti"), now + 60_000)
+            .await
+            .unwrap()
+    );
+
+    let counts = |pairs: &[(&str, i64)]| -> Vec<(String, i64)> {
+        pairs.iter().map(|(m, n)| (m.to_string(), *n)).collect()
+    };
+    store
+        .add_usage(
+            "acme",
+            &key.key_id,
+            "2026-11-21",
+            &counts(&[("requests", 2)]),
+        )
+        .await
+        .unwrap();
+    store
+        .add_usage(
+            "acme",
+            &key.key_id,
+            "2026-11-22",
+            &counts(&[("requests", 1), ("decision:accept", 1)]),
+        )
+        .await
+        .unwrap();
+    store
+        .add_usage(
+            "acme",
+            &key.key_id,
+            "2026-11-22",
+            &counts(&[("requests", 3)]),
+        )
+        .await
+        .unwrap();
+    store
+        .add_usage(
+            "other",
+            &key.key_id,
+            "2026-11-22",
+            &counts(&[("requests", 100)]),
+        )
+        .await
+        .unwrap();
+    let mut usage: Vec<(String, String, i64)> = store
+        .usage("acme", &key.key_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.day, u.metric, u.count))
+        .collect();
+    usage.sort();
+    assert_eq!(
+        usage,
+        vec![
+            ("2026-11-21".into(), "requests".into(), 2),
+            ("2026-11-22".into(), "decision:accept".into(), 1),
+            ("2026-11-22".into(), "requests".into(), 4),
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,33 +10,52 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlTimestamp, CqlValue};
 
-use crate::domain::{Consent, JobCommit, Profile, ProfileStatus, Voiceprint, now_ms};
-use crate::ports::{Store, StoreError};
+use crate::domain::{
+    ApiKey, ChallengeSession, Consent, JobCommit, Profile, ProfileStatus, UsageCount, Voiceprint,
+    now_ms,
+};
+use crate::ports::{AccessStore, Store, StoreError};
 
 /// Decisions are an audit trail, kept for 90 days.
 const DECISION_TTL_SECONDS: u32 = 90 * 24 * 3600;
 
 /// Versioned migrations; each statement is idempotent (`IF NOT EXISTS`).
-const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
-    1,
-    "profiles, voiceprints, consent, enrollment audio, decisions",
-    &[
-        "CREATE TABLE IF NOT EXISTS {ks}.profiles (tenant text, user_id text, status text, samples int, \
+const MIGRATIONS: &[(u32, &str, &[&str])] = &[
+    (
+        1,
+        "profiles, voiceprints, consent, enrollment audio, decisions",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.profiles (tenant text, user_id text, status text, samples int, \
          net_speech_ms bigint, learning_progress float, sessions int, failures int, cooldown_until timestamp, \
          created_at timestamp, updated_at timestamp, PRIMARY KEY ((tenant, user_id)))",
-        "CREATE TABLE IF NOT EXISTS {ks}.voiceprints (tenant text, user_id text, model_id text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.voiceprints (tenant text, user_id text, model_id text, \
          embedding blob, weight float, updated_at timestamp, PRIMARY KEY ((tenant, user_id), model_id))",
-        "CREATE TABLE IF NOT EXISTS {ks}.consent (tenant text, user_id text, purpose text, granted boolean, \
+            "CREATE TABLE IF NOT EXISTS {ks}.consent (tenant text, user_id text, purpose text, granted boolean, \
          retain_audio boolean, updated_at timestamp, PRIMARY KEY ((tenant, user_id), purpose))",
-        "CREATE TABLE IF NOT EXISTS {ks}.enrollment_audio (tenant text, user_id text, request_id text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.enrollment_audio (tenant text, user_id text, request_id text, \
          audio blob, PRIMARY KEY ((tenant, user_id), request_id))",
-        "CREATE TABLE IF NOT EXISTS {ks}.decisions (tenant text, request_id text, payload blob, \
+            "CREATE TABLE IF NOT EXISTS {ks}.decisions (tenant text, request_id text, payload blob, \
          PRIMARY KEY ((tenant, request_id))) WITH default_time_to_live = {decision_ttl}",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        "api keys, challenge sessions, spent tokens, usage counters",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.api_keys (key_id text PRIMARY KEY, tenant text, name text, \
+             secret_hash text, created_at timestamp, expires_at timestamp)",
+            "CREATE TABLE IF NOT EXISTS {ks}.challenge_sessions (tenant text, session_id text, user_id text, \
+             challenge text, created_at timestamp, expires_at timestamp, PRIMARY KEY ((tenant, session_id)))",
+            "CREATE TABLE IF NOT EXISTS {ks}.spent_tokens (jti text PRIMARY KEY, spent_at timestamp)",
+            "CREATE TABLE IF NOT EXISTS {ks}.usage (tenant text, key_id text, day text, metric text, \
+             n counter, PRIMARY KEY ((tenant, key_id), day, metric))",
+        ],
+    ),
+];
 
-/// Where and how to connect, parsed from `cql://[user:pass@]host:port[,host:port]/keyspace[?replication_factor=N]`.
-#[derive(Debug, Clone, PartialEq)]
+/// Where and how to connect, parsed from
+/// `cql://[user[:pass]@]host:port[,host:port]/keyspace[?replication_factor=N]`.
+#[derive(Clone, PartialEq)]
 pub struct CqlConfig {
     /// Contact points.
     pub nodes: Vec<String>,
@@ -46,6 +65,17 @@ pub struct CqlConfig {
     pub replication_factor: u32,
     /// Optional credentials.
     pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for CqlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CqlConfig")
+            .field("nodes", &self.nodes)
+            .field("keyspace", &self.keyspace)
+            .field("replication_factor", &self.replication_factor)
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .finish()
+    }
 }
 
 impl CqlConfig {
@@ -63,9 +93,9 @@ impl CqlConfig {
             .ok_or_else(|| bad("missing keyspace"))?;
         let (credentials, hosts) = match authority.rsplit_once('@') {
             Some((cred, hosts)) => {
-                let (u, p) = cred
-                    .split_once(':')
-                    .ok_or_else(|| bad("credentials need user:password"))?;
+                // Without `:password` the password comes from TIMBRE_CQL_PASSWORD
+                // at connect, which keeps it out of configs.
+                let (u, p) = cred.split_once(':').unwrap_or((cred, ""));
                 (Some((u.to_string(), p.to_string())), hosts)
             }
             None => (None, authority),
@@ -129,6 +159,18 @@ struct Statements {
     put_decision: PreparedStatement,
     erase_voiceprints: PreparedStatement,
     erase_audio: PreparedStatement,
+    access: AccessStatements,
+}
+
+struct AccessStatements {
+    put_key: PreparedStatement,
+    key: PreparedStatement,
+    put_session: PreparedStatement,
+    session: PreparedStatement,
+    delete_session: PreparedStatement,
+    spend_token: PreparedStatement,
+    add_usage: PreparedStatement,
+    usage: PreparedStatement,
 }
 
 /// A [`Store`] on a CQL cluster.
@@ -172,6 +214,10 @@ impl CqlStore {
     pub async fn connect(config: CqlConfig) -> Result<Self, StoreError> {
         let mut builder = SessionBuilder::new().known_nodes(&config.nodes);
         if let Some((user, pass)) = &config.credentials {
+            let pass = match pass.as_str() {
+                "" => std::env::var("TIMBRE_CQL_PASSWORD").unwrap_or_default(),
+                p => p.to_string(),
+            };
             builder = builder.user(user, pass);
         }
         let session = builder.build().await.map_err(unavailable)?;
@@ -238,6 +284,41 @@ impl CqlStore {
                         .await?,
                     erase_audio: p(format!("DELETE FROM {ks}.enrollment_audio WHERE tenant = ? AND user_id = ?"))
                         .await?,
+                    access: AccessStatements {
+                        put_key: p(format!(
+                            "INSERT INTO {ks}.api_keys (key_id, tenant, name, secret_hash, created_at, expires_at) \
+                             VALUES (?, ?, ?, ?, ?, ?)"
+                        ))
+                        .await?,
+                        key: p(format!(
+                            "SELECT tenant, name, secret_hash, created_at, expires_at FROM {ks}.api_keys WHERE key_id = ?"
+                        ))
+                        .await?,
+                        put_session: p(format!(
+                            "INSERT INTO {ks}.challenge_sessions (tenant, session_id, user_id, challenge, created_at, \
+                             expires_at) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?"
+                        ))
+                        .await?,
+                        session: p(format!(
+                            "SELECT user_id, challenge, created_at, expires_at FROM {ks}.challenge_sessions \
+                             WHERE tenant = ? AND session_id = ?"
+                        ))
+                        .await?,
+                        delete_session: p(format!(
+                            "DELETE FROM {ks}.challenge_sessions WHERE tenant = ? AND session_id = ? IF EXISTS"
+                        ))
+                        .await?,
+                        spend_token: p(format!(
+                            "INSERT INTO {ks}.spent_tokens (jti, spent_at) VALUES (?, ?) IF NOT EXISTS USING TTL ?"
+                        ))
+                        .await?,
+                        add_usage: p(format!(
+                            "UPDATE {ks}.usage SET n = n + ? WHERE tenant = ? AND key_id = ? AND day = ? AND metric = ?"
+                        ))
+                        .await?,
+                        usage: p(format!("SELECT day, metric, n FROM {ks}.usage WHERE tenant = ? AND key_id = ?"))
+                            .await?,
+                    },
                 })
             })
             .await
@@ -518,6 +599,183 @@ impl Store for CqlStore {
     }
 }
 
+/// Whether a lightweight transaction applied (its first column, `[applied]`).
+fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, StoreError> {
+    let row = result
+        .into_rows_result()
+        .map_err(corrupt)?
+        .first_row::<scylla::value::Row>()
+        .map_err(corrupt)?;
+    match row.columns.first() {
+        Some(Some(CqlValue::Boolean(b))) => Ok(*b),
+        other => Err(corrupt(format!("lwt result without [applied]: {other:?}"))),
+    }
+}
+
+/// Seconds from `now` to `until`, at least one (a CQL TTL of 0 means forever).
+fn ttl_seconds(until: i64, now: i64) -> i32 {
+    ((until - now).max(0) / 1000 + 1).min(i64::from(i32::MAX)) as i32
+}
+
+#[async_trait]
+impl AccessStore for CqlStore {
+    async fn put_api_key(&self, k: &ApiKey) -> Result<(), StoreError> {
+        let s = &self.statements().await?.access;
+        self.session
+            .execute_unpaged(
+                &s.put_key,
+                (
+                    &k.key_id,
+                    &k.tenant,
+                    &k.name,
+                    &k.secret_hash,
+                    CqlTimestamp(k.created_at),
+                    CqlTimestamp(k.expires_at),
+                ),
+            )
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let s = &self.statements().await?.access;
+        let row = self
+            .session
+            .execute_unpaged(&s.key, (key_id,))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row::<(String, String, String, CqlTimestamp, CqlTimestamp)>()
+            .map_err(corrupt)?;
+        Ok(
+            row.map(|(tenant, name, secret_hash, created, expires)| ApiKey {
+                key_id: key_id.to_string(),
+                tenant,
+                name,
+                secret_hash,
+                created_at: created.0,
+                expires_at: expires.0,
+            }),
+        )
+    }
+
+    async fn put_session(&self, c: &ChallengeSession) -> Result<(), StoreError> {
+        let s = &self.statements().await?.access;
+        self.session
+            .execute_unpaged(
+                &s.put_session,
+                (
+                    &c.tenant,
+                    &c.session_id,
+                    &c.user_id,
+                    &c.challenge,
+                    CqlTimestamp(c.created_at),
+                    CqlTimestamp(c.expires_at),
+                    ttl_seconds(c.expires_at, c.created_at),
+                ),
+            )
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn take_session(
+        &self,
+        tenant: &str,
+        session_id: &str,
+        now: i64,
+    ) -> Result<Option<ChallengeSession>, StoreError> {
+        let s = &self.statements().await?.access;
+        let row = self
+            .session
+            .execute_unpaged(&s.session, (tenant, session_id))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row::<(String, String, CqlTimestamp, CqlTimestamp)>()
+            .map_err(corrupt)?;
+        let Some((user_id, challenge, created, expires)) = row else {
+            return Ok(None);
+        };
+        // Of concurrent takers, only the one whose conditional delete
+        // applies gets the session.
+        let result = self
+            .session
+            .execute_unpaged(&s.delete_session, (tenant, session_id))
+            .await
+            .map_err(unavailable)?;
+        if !applied(result)? || expires.0 <= now {
+            return Ok(None);
+        }
+        Ok(Some(ChallengeSession {
+            tenant: tenant.to_string(),
+            session_id: session_id.to_string(),
+            user_id,
+            challenge,
+            created_at: created.0,
+            expires_at: expires.0,
+        }))
+    }
+
+    async fn spend_token(&self, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let s = &self.statements().await?.access;
+        let now = now_ms();
+        let result = self
+            .session
+            .execute_unpaged(
+                &s.spend_token,
+                (jti, CqlTimestamp(now), ttl_seconds(expires_at, now)),
+            )
+            .await
+            .map_err(unavailable)?;
+        applied(result)
+    }
+
+    async fn add_usage(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        day: &str,
+        counts: &[(String, i64)],
+    ) -> Result<(), StoreError> {
+        let s = &self.statements().await?.access;
+        let updates = counts.iter().map(|(metric, n)| {
+            self.session.execute_unpaged(
+                &s.add_usage,
+                (scylla::value::Counter(*n), tenant, key_id, day, metric),
+            )
+        });
+        for result in futures::future::join_all(updates).await {
+            result.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn usage(&self, tenant: &str, key_id: &str) -> Result<Vec<UsageCount>, StoreError> {
+        let s = &self.statements().await?.access;
+        self.session
+            .execute_unpaged(&s.usage, (tenant, key_id))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .rows::<(String, String, scylla::value::Counter)>()
+            .map_err(corrupt)?
+            .map(|r| {
+                r.map(|(day, metric, n)| UsageCount {
+                    day,
+                    metric,
+                    count: n.0,
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(corrupt)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,6 +790,12 @@ mod tests {
         assert_eq!(c.keyspace, "timbre");
         assert_eq!(c.replication_factor, 3);
         assert_eq!(c.credentials, Some(("app".into(), "s3cret".into())));
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "debug output hides the password"
+        );
+        let c = CqlConfig::from_url("cql://app@db:9042/timbre").unwrap();
+        assert_eq!(c.credentials, Some(("app".into(), String::new())));
         for bad in [
             "file:///x",
             "cql://host:9042",

@@ -6,10 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::domain::{Consent, JobCommit, Profile, Voiceprint};
-use crate::ports::{Store, StoreError};
+use crate::domain::{
+    ApiKey, ChallengeSession, Consent, JobCommit, Profile, UsageCount, Voiceprint,
+};
+use crate::ports::{AccessStore, Store, StoreError};
 
 const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
 const VOICEPRINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("voiceprints");
@@ -17,9 +19,14 @@ const CONSENT: TableDefinition<&str, &[u8]> = TableDefinition::new("consent");
 const AUDIO: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollment_audio");
 const DECISIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("decisions");
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("challenge_sessions");
+/// Spent token id → the token's expiry (ms), after which the mark is pruned.
+const SPENT_TOKENS: TableDefinition<&str, i64> = TableDefinition::new("spent_tokens");
+const USAGE: TableDefinition<&str, i64> = TableDefinition::new("usage");
 
 /// Version of the file layout; bumped with each migration.
-const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_VERSION: u32 = 2;
 /// Separates key parts; ids never contain control characters (validated at decode).
 const SEP: char = '\u{1f}';
 
@@ -98,7 +105,18 @@ impl Store for FileStore {
     async fn migrate(&self) -> Result<u32, StoreError> {
         self.blocking(|db| {
             let tx = db.begin_write().map_err(unavailable)?;
-            for table in [PROFILES, VOICEPRINTS, CONSENT, AUDIO, DECISIONS] {
+            for table in [
+                PROFILES,
+                VOICEPRINTS,
+                CONSENT,
+                AUDIO,
+                DECISIONS,
+                API_KEYS,
+                SESSIONS,
+            ] {
+                tx.open_table(table).map_err(unavailable)?;
+            }
+            for table in [SPENT_TOKENS, USAGE] {
                 tx.open_table(table).map_err(unavailable)?;
             }
             tx.open_table(META)
@@ -231,5 +249,147 @@ impl Store for FileStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.blocking(|db| db.begin_read().map(drop).map_err(unavailable))
             .await
+    }
+}
+
+#[async_trait]
+impl AccessStore for FileStore {
+    async fn put_api_key(&self, api_key: &ApiKey) -> Result<(), StoreError> {
+        let k = api_key.key_id.clone();
+        let v = encode(api_key);
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            tx.open_table(API_KEYS)
+                .map_err(unavailable)?
+                .insert(k.as_str(), v.as_slice())
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
+        self.get(API_KEYS, key_id.to_string())
+            .await?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
+    async fn put_session(&self, session: &ChallengeSession) -> Result<(), StoreError> {
+        let k = key(&[&session.tenant, &session.session_id]);
+        let v = encode(session);
+        let now = session.created_at;
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = tx.open_table(SESSIONS).map_err(unavailable)?;
+                // Expired sessions are pruned here; sessions live minutes, so
+                // the table stays small.
+                t.retain(|_, v| {
+                    serde_json::from_slice::<ChallengeSession>(v).is_ok_and(|s| s.expires_at > now)
+                })
+                .map_err(unavailable)?;
+                t.insert(k.as_str(), v.as_slice()).map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn take_session(
+        &self,
+        tenant: &str,
+        session_id: &str,
+        now: i64,
+    ) -> Result<Option<ChallengeSession>, StoreError> {
+        let k = key(&[tenant, session_id]);
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let taken = tx
+                .open_table(SESSIONS)
+                .map_err(unavailable)?
+                .remove(k.as_str())
+                .map_err(unavailable)?
+                .map(|v| decode::<ChallengeSession>(v.value()))
+                .transpose()?;
+            tx.commit().map_err(unavailable)?;
+            Ok(taken.filter(|s| s.expires_at > now))
+        })
+        .await
+    }
+
+    async fn spend_token(&self, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let jti = jti.to_string();
+        let now = crate::domain::now_ms();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let first = {
+                let mut t = tx.open_table(SPENT_TOKENS).map_err(unavailable)?;
+                t.retain(|_, expiry| expiry > now).map_err(unavailable)?;
+                t.insert(jti.as_str(), expires_at)
+                    .map_err(unavailable)?
+                    .is_none()
+            };
+            tx.commit().map_err(unavailable)?;
+            Ok(first)
+        })
+        .await
+    }
+
+    async fn add_usage(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        day: &str,
+        counts: &[(String, i64)],
+    ) -> Result<(), StoreError> {
+        let keys: Vec<(String, i64)> = counts
+            .iter()
+            .map(|(metric, n)| (key(&[tenant, key_id, day, metric]), *n))
+            .collect();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = tx.open_table(USAGE).map_err(unavailable)?;
+                for (k, n) in keys {
+                    let current = t
+                        .get(k.as_str())
+                        .map_err(unavailable)?
+                        .map_or(0, |v| v.value());
+                    t.insert(k.as_str(), current + n).map_err(unavailable)?;
+                }
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn usage(&self, tenant: &str, key_id: &str) -> Result<Vec<UsageCount>, StoreError> {
+        let prefix = key(&[tenant, key_id, ""]);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = match tx.open_table(USAGE) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let mut out = Vec::new();
+            for entry in t
+                .range(prefix.as_str()..prefix_end(&prefix[..prefix.len() - 1]).as_str())
+                .map_err(unavailable)?
+            {
+                let (k, v) = entry.map_err(unavailable)?;
+                let mut parts = k.value().rsplitn(3, SEP);
+                let metric = parts.next().unwrap_or_default().to_string();
+                let day = parts.next().unwrap_or_default().to_string();
+                out.push(UsageCount {
+                    day,
+                    metric,
+                    count: v.value(),
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 }

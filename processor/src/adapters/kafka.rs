@@ -181,6 +181,33 @@ impl Bus for KafkaBus {
         Ok(Box::new(KafkaSubscription { consumer }))
     }
 
+    async fn tail(&self, topic: &str) -> Result<Box<dyn Subscription>, BusError> {
+        let partitions = self
+            .partition_counts(vec![topic.to_string()])
+            .await?
+            .pop()
+            .and_then(|(_, n)| n)
+            .ok_or_else(|| BusError::Topic(format!("unknown topic {topic}")))?;
+        // Manual assignment at the end: no group join (which would add
+        // seconds of rebalancing per replica) and nothing to commit.
+        let consumer: StreamConsumer = self
+            .config
+            .client_config()
+            .set("group.id", format!("timbre-tail-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(unavailable)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset(topic, p, Offset::End)
+                .map_err(unavailable)?;
+        }
+        consumer.assign(&tpl).map_err(unavailable)?;
+        Ok(Box::new(KafkaSubscription { consumer }))
+    }
+
     async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<Vec<String>, BusError> {
         let new_topics: Vec<NewTopic<'_>> = topics
             .iter()

@@ -160,6 +160,25 @@ impl Bus for MemoryBus {
         }))
     }
 
+    async fn tail(&self, topic: &str) -> Result<Box<dyn Subscription>, BusError> {
+        let state = self.lock();
+        let logs = state
+            .topics
+            .get(topic)
+            .ok_or_else(|| BusError::Topic(format!("unknown topic {topic}")))?;
+        let positions = (0..logs.len())
+            .map(|p| (topic.to_string(), p as i32, logs[p].end()))
+            .collect();
+        Ok(Box::new(MemorySubscription {
+            bus: self.clone(),
+            // Not registered in `groups`: a tail never holds back retention.
+            group: String::new(),
+            positions,
+            cursor: 0,
+            paused: Mutex::new(HashSet::new()),
+        }))
+    }
+
     async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<Vec<String>, BusError> {
         let mut state = self.lock();
         let mut drift = Vec::new();

@@ -152,7 +152,7 @@ impl MigrateCmd {
         let config = self.config.load()?;
         let url = self.store.unwrap_or(config.store);
         runtime()?.block_on(async move {
-            let store = timbre::backends::connect_store(&url).await?;
+            let store = timbre::backends::connect_store(&url).await?.state;
             let version = store.migrate().await?;
             println!("store schema at version {version}");
             Ok(())

@@ -1,9 +1,11 @@
 //! Domain records and decision rules: what the engine knows about a user and
 //! how it decides. No IO here.
 
+mod access;
 pub mod policy;
 mod records;
 
+pub use access::{ApiKey, ChallengeSession, UsageCount, utc_day};
 pub use policy::Policy;
 pub use records::{Consent, JobCommit, Profile, ProfileStatus, Voiceprint};
 

@@ -81,6 +81,11 @@ pub trait Bus: Send + Sync {
         topics: &[String],
     ) -> Result<Box<dyn Subscription>, BusError>;
 
+    /// Reads every partition of `topic` from its current end, outside any
+    /// consumer group: each tail sees every message published after it is
+    /// positioned (how each HTTP adapter replica receives all decisions).
+    async fn tail(&self, topic: &str) -> Result<Box<dyn Subscription>, BusError>;
+
     /// Creates the topics that are missing; returns a line per topic that
     /// exists with a different partition count (drift is reported, never fixed
     /// by deleting data).

@@ -1,0 +1,46 @@
+//! API access state: keys, challenge sessions, spent tokens and usage. Kept
+//! in the same store as the biometric state, so every adapter replica sees
+//! the same revocations.
+
+use async_trait::async_trait;
+
+use crate::domain::{ApiKey, ChallengeSession, UsageCount};
+use crate::ports::StoreError;
+
+/// What the HTTP adapter persists.
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    /// Stores a new key (the secret's hash, never the secret).
+    async fn put_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+
+    /// Looks a key up by its public id.
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Stores a challenge session until it expires.
+    async fn put_session(&self, session: &ChallengeSession) -> Result<(), StoreError>;
+
+    /// Takes a session out: returns it to exactly one caller, ever; `None`
+    /// when it does not exist, was taken, or has expired at `now`.
+    async fn take_session(
+        &self,
+        tenant: &str,
+        session_id: &str,
+        now: i64,
+    ) -> Result<Option<ChallengeSession>, StoreError>;
+
+    /// Marks token id `jti` as used; true only for the first call. The mark
+    /// may be forgotten after `expires_at`, when the token is invalid anyway.
+    async fn spend_token(&self, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
+
+    /// Adds to usage counters of a key on a day.
+    async fn add_usage(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        day: &str,
+        counts: &[(String, i64)],
+    ) -> Result<(), StoreError>;
+
+    /// Every usage counter of a key, by day then metric.
+    async fn usage(&self, tenant: &str, key_id: &str) -> Result<Vec<UsageCount>, StoreError>;
+}
