@@ -40,6 +40,83 @@ pub struct Config {
     pub policy: Policy,
     /// Per-tenant policies.
     pub tenants: HashMap<String, Policy>,
+    /// The HTTP adapter (`timbre serve`, and `timbre up`).
+    pub api: ApiConfig,
+}
+
+/// A secret setting: never shown by `Debug`, so it cannot reach a log line.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no secret was configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "<unset>" } else { "<redacted>" })
+    }
+}
+
+/// Settings of the HTTP adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where the API (and its `/healthz`, `/readyz`, `/metrics`) is served.
+    pub listen: SocketAddr,
+    /// Key of the HMAC that hashes API keys at rest (set it in production:
+    /// without it a leaked key table can be checked offline).
+    pub key_pepper: Secret,
+    /// HS256 key of voice tokens; every replica needs the same one. When
+    /// unset, a random per-process key is used (single-replica only).
+    pub token_signing_key: Secret,
+    /// Lifetime of a voice token.
+    pub token_ttl_secs: u64,
+    /// Lifetime of a `start-auth` challenge.
+    pub session_ttl_secs: u64,
+    /// Whether `POST /v1/keys/demo` mints short-lived keys (off in production).
+    pub demo_keys: bool,
+    /// Tenant of demo keys.
+    pub demo_tenant: String,
+    /// Lifetime of a demo key.
+    pub demo_key_ttl_secs: u64,
+    /// Requests per key per minute (per replica).
+    pub rate_limit_per_minute: u32,
+    /// How long a request waits for its decision before answering 202.
+    pub wait_timeout_ms: u64,
+    /// Hard limit on any request's handling time.
+    pub request_timeout_ms: u64,
+    /// Largest request body (uploads included).
+    pub max_upload_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            key_pepper: Secret::default(),
+            token_signing_key: Secret::default(),
+            token_ttl_secs: 300,
+            session_ttl_secs: 120,
+            demo_keys: false,
+            demo_tenant: "demo".into(),
+            demo_key_ttl_secs: 3600,
+            rate_limit_per_minute: 120,
+            wait_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            // The largest inline audio a job may carry, plus multipart framing.
+            max_upload_bytes: timbre_schemas::Limits::default().max_audio_bytes + 64 * 1024,
+        }
+    }
 }
 
 impl Default for Config {
@@ -57,6 +134,7 @@ impl Default for Config {
             audio: AudioLimits::default(),
             policy: Policy::default(),
             tenants: HashMap::new(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -170,6 +248,10 @@ mod tests {
                 "5".to_string(),
             ),
             ("UNRELATED".to_string(), "x".to_string()),
+            (
+                "TIMBRE__API__TOKEN_SIGNING_KEY".to_string(),
+                "k3y-from-env".to_string(),
+            ),
         ];
         let c = Config::load(Some(&file), env).unwrap();
         assert_eq!(c.bus, "kafka://k:9092");
@@ -185,6 +267,11 @@ mod tests {
             Policy::default().accept_threshold
         );
         assert_eq!(c.lanes, Config::default().lanes, "defaults fill the rest");
+        assert_eq!(c.api.token_signing_key.expose(), "k3y-from-env");
+        assert!(
+            !format!("{c:?}").contains("k3y-from-env"),
+            "secrets never show in debug output"
+        );
         assert_eq!(
             c.tenants["GlobexCorp"].free_failures, 5,
             "tenant ids keep their case"

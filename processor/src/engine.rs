@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{ApiParts, ApiState};
 use crate::backends::{connect_bus, connect_store};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -75,6 +76,40 @@ impl Engine {
             .bus
             .ensure_topics(&catalogue(&self.config.topic_prefix, max_replication))
             .await?)
+    }
+
+    /// Serves the HTTP API on `api.listen` until `shutdown`.
+    pub async fn serve_api(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
+        let addr = self.config.api.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| EngineError::Listen(addr, e))?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "api listening");
+        let state = ApiState::new(
+            ApiParts {
+                bus: self.bus.clone(),
+                store: self.store.clone(),
+                access: self.access.clone(),
+                topics: self.topics.clone(),
+                metrics: self.metrics.clone(),
+            },
+            &self.config,
+        );
+        Ok(crate::api::serve(state, listener, shutdown).await?)
+    }
+
+    /// Runs the processor and the API together until `shutdown`; either one
+    /// failing stops both.
+    pub async fn run_with_api(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
+        let stop_both = |r: Result<(), EngineError>| {
+            shutdown.cancel();
+            r
+        };
+        let (processor, api) = tokio::join!(
+            async { stop_both(self.run(shutdown.clone()).await) },
+            async { stop_both(self.serve_api(shutdown.clone()).await) },
+        );
+        processor.and(api)
     }
 
     /// Runs the processor and the operations endpoints until `shutdown`.

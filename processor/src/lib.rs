@@ -1,6 +1,7 @@
 //! Timbre: a voice-biometrics engine built as an event-driven stream processor.
 
 pub mod adapters;
+pub mod api;
 pub mod audio;
 pub mod backends;
 pub mod config;

@@ -2,7 +2,8 @@
 //! registry): names follow `timbre_<what>_<unit>[_total]`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// The pipeline's metrics.
@@ -25,6 +26,10 @@ pub struct Metrics {
     pub jobs_in_flight: IntGauge,
     /// Partitions paused for backpressure.
     pub paused_partitions: IntGauge,
+    /// HTTP requests of the API by route and status.
+    pub api_requests: IntCounterVec,
+    /// HTTP request time of the API by route (publish to decision included).
+    pub api_seconds: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -51,10 +56,23 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
+        let buckets = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let api_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "timbre_api_request_seconds",
+                "API request time by route, decision wait included.",
+            )
+            .buckets(buckets.clone()),
+            &["route"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(api_seconds.clone()))
+            .expect("unique metric");
         let histogram = |name: &str, help: &str| {
-            let buckets = vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ];
+            let buckets = buckets.clone();
             let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
                 .expect("valid metric");
             registry
@@ -92,6 +110,12 @@ impl Metrics {
                 "timbre_paused_partitions",
                 "Partitions paused for backpressure.",
             ),
+            api_requests: counter(
+                "timbre_api_requests_total",
+                "API requests by route and status.",
+                &["route", "status"],
+            ),
+            api_seconds,
             registry,
         }
     }

@@ -54,7 +54,7 @@ pub fn decode_wav(bytes: &[u8], limits: &AudioLimits) -> Result<DecodedAudio, Au
     if bytes.is_empty() {
         return Err(AudioError::Empty);
     }
-    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+    if !is_wav_container(bytes) {
         return Err(AudioError::NotWav("missing RIFF/WAVE header".into()));
     }
     let reader = hound::WavReader::new(Cursor::new(bytes)).map_err(header_error)?;
@@ -176,4 +176,10 @@ fn check_levels(samples: &[f32], limits: &AudioLimits) -> Result<(), AudioError>
         });
     }
     Ok(())
+}
+
+/// Whether `bytes` start like a RIFF/WAVE file (what the API checks before
+/// accepting an upload; decoding decides the rest).
+pub fn is_wav_container(bytes: &[u8]) -> bool {
+    bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WAVE"
 }

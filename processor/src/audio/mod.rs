@@ -7,7 +7,7 @@ pub mod fbank;
 mod resample;
 pub mod vad;
 
-pub use decode::{AudioLimits, DecodedAudio, decode_wav};
+pub use decode::{AudioLimits, DecodedAudio, decode_wav, is_wav_container};
 pub use error::AudioError;
 pub use resample::resample_to;
 

@@ -118,7 +118,7 @@ impl UpCmd {
             let token = CancellationToken::new();
             shutdown_on_signal(token.clone());
             if !self.demo {
-                engine.run(token).await?;
+                engine.run_with_api(token).await?;
                 return Ok(());
             }
             let (bus, topics) = (engine.bus.clone(), engine.topics.clone());
@@ -133,6 +133,80 @@ impl UpCmd {
             token.cancel();
             runner.await??;
             outcome
+        })
+    }
+}
+
+/// `timbre serve`: the HTTP adapter on the configured bus and store.
+#[derive(clap::Args)]
+pub struct ServeCmd {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+impl ServeCmd {
+    pub fn run(self) -> Result<()> {
+        let config = self.config.load()?;
+        if config.bus.starts_with("embedded") {
+            bail!("the embedded bus lives in one process: use `timbre up`, which serves the api too");
+        }
+        runtime()?.block_on(async move {
+            let engine = Engine::connect(config).await?;
+            let token = CancellationToken::new();
+            shutdown_on_signal(token.clone());
+            engine.serve_api(token).await?;
+            Ok(())
+        })
+    }
+}
+
+/// `timbre keys …`: API keys.
+#[derive(clap::Subcommand)]
+pub enum KeysCmd {
+    /// Mints an API key for a tenant and prints it once (only its hash is stored).
+    Create(KeysCreate),
+}
+
+/// `timbre keys create`.
+#[derive(clap::Args)]
+pub struct KeysCreate {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Tenant the key acts for.
+    #[arg(long)]
+    tenant: String,
+    /// Label for the operator.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Days until the key expires (0 = never).
+    #[arg(long, default_value_t = 0)]
+    expires_in_days: u32,
+}
+
+impl KeysCmd {
+    pub fn run(self) -> Result<()> {
+        let KeysCmd::Create(cmd) = self;
+        let config = cmd.config.load()?;
+        if cmd.tenant.is_empty() || cmd.tenant.contains('/') || cmd.tenant.chars().any(char::is_control) {
+            bail!("tenant must be non-empty, without '/' or control characters");
+        }
+        runtime()?.block_on(async move {
+            let stores = timbre::backends::connect_store(&config.store).await?;
+            if config.store.starts_with("file://") {
+                // The embedded store has no separate migrate step in the quick start.
+                stores.state.migrate().await?;
+            }
+            let now = timbre::domain::now_ms();
+            let expires = match cmd.expires_in_days {
+                0 => 0,
+                d => now + i64::from(d) * 86_400_000,
+            };
+            let hasher = timbre::api::keys::KeyHasher::new(config.api.key_pepper.expose().as_bytes());
+            let minted = hasher.mint(&cmd.tenant, &cmd.name, now, expires);
+            stores.access.put_api_key(&minted.record).await?;
+            eprintln!("api key for tenant {} (shown once; only its hash is stored):", cmd.tenant);
+            println!("{}", minted.plaintext);
+            Ok(())
         })
     }
 }

@@ -30,8 +30,14 @@ pub struct ModelArgs {
 enum Command {
     /// Run the stream processor on the configured bus and store.
     Run(engine::RunCmd),
-    /// Run everything in one process on the embedded bus and a local file store.
+    /// Run everything (processor and HTTP API) in one process on the embedded
+    /// bus and a local file store.
     Up(engine::UpCmd),
+    /// Run the HTTP API adapter on the configured bus and store.
+    Serve(engine::ServeCmd),
+    /// API key commands.
+    #[command(subcommand)]
+    Keys(engine::KeysCmd),
     /// Create or upgrade the store schema.
     Migrate(engine::MigrateCmd),
     /// Topic catalogue commands.
@@ -57,6 +63,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(cmd) => cmd.run(),
         Command::Up(cmd) => cmd.run(),
+        Command::Serve(cmd) => cmd.run(),
+        Command::Keys(cmd) => cmd.run(),
         Command::Migrate(cmd) => cmd.run(),
         Command::Topics(cmd) => cmd.run(),
         Command::Model(cmd) => cmd.run(),

@@ -70,6 +70,19 @@ pub fn utc_day(ms: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
+/// RFC 3339 UTC time of a millisecond timestamp, e.g. `2026-11-22T06:41:21.000Z`.
+pub fn utc_rfc3339(ms: i64) -> String {
+    let of_day = ms.rem_euclid(86_400_000);
+    format!(
+        "{}T{:02}:{:02}:{:02}.{:03}Z",
+        utc_day(ms),
+        of_day / 3_600_000,
+        of_day / 60_000 % 60,
+        of_day / 1000 % 60,
+        of_day % 1000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +93,6 @@ mod tests {
         assert_eq!(utc_day(951_782_400_000), "2000-02-29");
         assert_eq!(utc_day(1_795_305_599_999), "2026-11-21");
         assert_eq!(utc_day(1_795_305_600_000), "2026-11-22");
+        assert_eq!(utc_rfc3339(1_795_329_681_007), "2026-11-22T06:41:21.007Z");
     }
 }

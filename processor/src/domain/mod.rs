@@ -5,7 +5,7 @@ mod access;
 pub mod policy;
 mod records;
 
-pub use access::{ApiKey, ChallengeSession, UsageCount, utc_day};
+pub use access::{ApiKey, ChallengeSession, UsageCount, utc_day, utc_rfc3339};
 pub use policy::Policy;
 pub use records::{Consent, JobCommit, Profile, ProfileStatus, Voiceprint};
 

@@ -1,0 +1,129 @@
+//! Who is calling: API key → tenant, per-key rate limits, usage counters.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+
+use super::{ApiError, ApiState, keys};
+use crate::domain::{now_ms, utc_day};
+
+/// An authenticated caller: every handler that takes one is tenant-scoped.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Tenant the key acts for; every read and write is scoped to it.
+    pub tenant: String,
+    /// Public id of the key (usage is counted per key).
+    pub key_id: String,
+}
+
+fn presented_key(parts: &Parts) -> Option<&str> {
+    if let Some(v) = parts.headers.get("x-api-key") {
+        return v.to_str().ok();
+    }
+    let auth = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+    auth.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let (key_id, secret) = presented_key(parts)
+            .and_then(keys::parse)
+            .ok_or_else(ApiError::unauthorized)?;
+        let stored = state
+            .inner
+            .access
+            .api_key(key_id)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        if stored.expired(now_ms()) || !state.inner.keys.verify(secret, &stored) {
+            return Err(ApiError::unauthorized());
+        }
+        let caller = Caller {
+            tenant: stored.tenant,
+            key_id: stored.key_id,
+        };
+        if let Err(retry_after_ms) = state.inner.limiter.admit(&caller.key_id, now_ms()) {
+            record_usage(state, &caller, vec![("throttled".into(), 1)]).await;
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests for this api key",
+            )
+            .with("retryAfterMs", retry_after_ms)
+            .with("scope", "minute"));
+        }
+        record_usage(state, &caller, vec![("requests".into(), 1)]).await;
+        Ok(caller)
+    }
+}
+
+/// Fixed one-minute windows per key. Each replica counts its own requests:
+/// with N replicas behind a balancer a key gets up to N × the limit.
+pub struct RateLimiter {
+    per_minute: u32,
+    windows: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl RateLimiter {
+    /// A limiter admitting `per_minute` requests per key and minute.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            windows: Mutex::default(),
+        }
+    }
+
+    /// Counts a request of `key` at `now`; `Err(ms until the next window)`
+    /// when over the limit.
+    pub fn admit(&self, key: &str, now: i64) -> Result<(), i64> {
+        let minute = now.div_euclid(60_000);
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if windows.len() > 100_000 {
+            windows.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = windows.entry(key.to_string()).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        if entry.1 >= self.per_minute {
+            return Err((minute + 1) * 60_000 - now);
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
+/// Adds to the caller's usage counters of today. A failed write is logged,
+/// not surfaced: usage is reporting, not a gate.
+pub async fn record_usage(state: &ApiState, caller: &Caller, counts: Vec<(String, i64)>) {
+    let day = utc_day(now_ms());
+    if let Err(e) = state
+        .inner
+        .access
+        .add_usage(&caller.tenant, &caller.key_id, &day, &counts)
+        .await
+    {
+        tracing::warn!(error = %e, "usage not recorded");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_per_key_and_minute() {
+        let limiter = RateLimiter::new(2);
+        let t = 1_800_000_000_000 - 1_800_000_000_000 % 60_000 + 10_000;
+        assert_eq!(limiter.admit("a", t), Ok(()));
+        assert_eq!(limiter.admit("a", t + 1), Ok(()));
+        assert_eq!(limiter.admit("a", t + 2), Err(50_000 - 2));
+        assert_eq!(limiter.admit("b", t + 3), Ok(()), "keys are independent");
+        assert_eq!(limiter.admit("a", t + 50_000), Ok(()), "next minute");
+    }
+}

@@ -1,0 +1,118 @@
+//! The round trip of one job: validate, publish, wait for its decision.
+
+use axum::http::{HeaderMap, StatusCode};
+use timbre_schemas::{Decision, DecisionKind, Request};
+
+use super::auth::{Caller, record_usage};
+use super::views::decision_name;
+use super::{ApiError, ApiState};
+
+/// What became of a submitted job.
+pub enum Outcome {
+    /// Decided within the wait.
+    Decided(Decision),
+    /// Not decided within the wait; poll `GET /v1/decisions/{request_id}`.
+    Pending(String),
+}
+
+/// The request id of a new job: the caller's `Idempotency-Key` (so a retried
+/// HTTP call maps to the same job and the same decision), or a fresh UUID.
+pub fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(uuid::Uuid::new_v4().to_string()),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.len() <= 128)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1–128 visible ASCII characters",
+                )
+            }),
+    }
+}
+
+/// Publishes `request` and waits for its decision; records usage.
+pub async fn submit(state: &ApiState, caller: &Caller, request: Request) -> Result<Outcome, ApiError> {
+    let inner = &state.inner;
+    request
+        .validate(&inner.limits)
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let (tenant, request_id) = (request.tenant().to_string(), request.request_id().to_string());
+    // A retried call whose job was already decided gets the same answer.
+    if let Some(done) = inner.waiter.stored(&tenant, &request_id).await? {
+        return Ok(Outcome::Decided(done));
+    }
+    let payload = inner
+        .registry
+        .encode_request(&request)
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let topic = match &request {
+        Request::Enrollment(_) => &inner.topics.enrollment,
+        Request::Verification(_) => &inner.topics.verification,
+        Request::Consent(_) => &inner.topics.consent,
+        Request::Profile(_) => &inner.topics.profile,
+        Request::Rescore(_) => &inner.topics.rescore,
+    };
+    let pending = inner.waiter.register(&tenant, &request_id);
+    inner
+        .bus
+        .publish(topic, request.message_key().as_bytes(), &payload)
+        .await?;
+    tracing::debug!(request_id = %request_id, topic = %topic, "job published");
+    let outcome = match inner.waiter.wait(pending, state.wait_timeout()).await? {
+        Some(d) => Outcome::Decided(d),
+        None => Outcome::Pending(request_id),
+    };
+    let mut counts = Vec::new();
+    if let Outcome::Decided(d) = &outcome {
+        counts.push((format!("decision:{}", decision_name(d.decision)), 1));
+        let reasons: std::collections::BTreeSet<&String> =
+            d.reasons.iter().chain(d.error_code.iter()).collect();
+        counts.extend(reasons.into_iter().map(|r| (format!("reason:{r}"), 1)));
+    } else {
+        counts.push(("pending".to_string(), 1));
+    }
+    record_usage(state, caller, counts).await;
+    Ok(outcome)
+}
+
+/// The 202 answer of a job that is still being decided.
+pub fn pending(request_id: &str) -> (StatusCode, axum::Json<serde_json::Value>) {
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({
+            "request_id": request_id,
+            "status": "pending",
+            "poll": format!("/v1/decisions/{request_id}"),
+        })),
+    )
+}
+
+/// An ERROR decision as an HTTP error with the decision's stable code.
+pub fn refused(d: &Decision) -> ApiError {
+    let code = d.error_code.clone().unwrap_or_else(|| "error".into());
+    let status = match code.as_str() {
+        "profile_not_found" => StatusCode::NOT_FOUND,
+        "consent_required" | "consent_withdrawn" | "not_enrolled" | "re_enroll_required"
+        | "opted_out" | "request_id_conflict" => StatusCode::CONFLICT,
+        "store_unavailable" | "bus_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    let message = d
+        .error_message
+        .clone()
+        .unwrap_or_else(|| "the job was refused".into());
+    ApiError::new(status, code, message).with("request_id", d.request_id.clone())
+}
+
+/// `Err(refused)` for ERROR decisions.
+pub fn ok_or_refused(d: Decision) -> Result<Decision, ApiError> {
+    if d.decision == DecisionKind::Error {
+        Err(refused(&d))
+    } else {
+        Ok(d)
+    }
+}

@@ -1,0 +1,147 @@
+//! The HTTP adapter: every request becomes a job event on the bus and every
+//! response is built from that job's decision event. It holds no biometric
+//! logic; it authenticates, limits, publishes, waits and translates.
+//!
+//! - [`keys`]: API keys, hashed at rest.
+//! - [`auth`]: the authenticated caller, per-key rate limits, usage counters.
+//! - [`tokens`]: single-use voice tokens (JWT).
+//! - [`waiter`]: how a request meets its decision (bus tail + store backstop).
+//! - `routes`, `jobs`, `views`: the handlers, the job round trip, the JSON shapes.
+
+pub mod auth;
+mod error;
+mod form;
+mod jobs;
+pub mod keys;
+mod routes;
+pub mod tokens;
+mod views;
+pub mod waiter;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use timbre_schemas::{Limits, Registry};
+
+pub use error::ApiError;
+
+use crate::config::{ApiConfig, Config};
+use crate::metrics::Metrics;
+use crate::pipeline::Policies;
+use crate::ports::{AccessStore, Bus, Store};
+use crate::topics::TopicNames;
+
+/// The OpenAPI 3.1 document of this API (tested against the router).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn Store>,
+    access: Arc<dyn AccessStore>,
+    topics: TopicNames,
+    registry: Arc<Registry>,
+    limits: Limits,
+    policies: Policies,
+    waiter: waiter::DecisionWaiter,
+    keys: keys::KeyHasher,
+    tokens: tokens::TokenSigner,
+    limiter: auth::RateLimiter,
+    metrics: Metrics,
+    config: ApiConfig,
+}
+
+/// The ports and settings the adapter is built from.
+pub struct ApiParts {
+    /// Bus the jobs go to and decisions come from.
+    pub bus: Arc<dyn Bus>,
+    /// Biometric state (decisions, profiles) to read back.
+    pub store: Arc<dyn Store>,
+    /// Keys, sessions, spent tokens, usage.
+    pub access: Arc<dyn AccessStore>,
+    /// Topic names of the deployment.
+    pub topics: TopicNames,
+    /// Metrics to serve on `/metrics`.
+    pub metrics: Metrics,
+}
+
+impl ApiState {
+    /// Builds the adapter state from the ports and the configuration.
+    pub fn new(parts: ApiParts, config: &Config) -> Self {
+        let registry = Arc::new(Registry::new());
+        let api = config.api.clone();
+        if api.key_pepper.is_empty() {
+            tracing::warn!("api.key_pepper is unset: api key hashes are not peppered");
+        }
+        if api.token_signing_key.is_empty() {
+            tracing::warn!("api.token_signing_key is unset: voice tokens verify on this replica only");
+        }
+        Self {
+            inner: Arc::new(Inner {
+                waiter: waiter::DecisionWaiter::new(parts.store.clone(), registry.clone()),
+                keys: keys::KeyHasher::new(api.key_pepper.expose().as_bytes()),
+                tokens: tokens::TokenSigner::new(
+                    api.token_signing_key.expose().as_bytes(),
+                    api.token_ttl_secs,
+                ),
+                limiter: auth::RateLimiter::new(api.rate_limit_per_minute),
+                bus: parts.bus,
+                store: parts.store,
+                access: parts.access,
+                topics: parts.topics,
+                registry,
+                limits: Limits::default(),
+                policies: Policies {
+                    default: config.policy.clone(),
+                    tenants: config.tenants.clone(),
+                },
+                metrics: parts.metrics,
+                config: api,
+            }),
+        }
+    }
+
+    /// The key hasher (for minting keys outside the server, e.g. the CLI).
+    pub fn keys(&self) -> &keys::KeyHasher {
+        &self.inner.keys
+    }
+
+    fn wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.config.wait_timeout_ms)
+    }
+}
+
+/// Serves the API on `listener` until `shutdown`, then drains in-flight
+/// requests.
+pub async fn serve(
+    state: ApiState,
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), crate::ports::BusError> {
+    let tail = state
+        .inner
+        .waiter
+        .start(
+            state.inner.bus.clone(),
+            &state.inner.topics.decisions,
+            shutdown.clone(),
+        )
+        .await?;
+    let app: Router = routes::router(state);
+    let graceful = shutdown.clone();
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { graceful.cancelled().await })
+        .await
+    {
+        tracing::error!(error = %e, "api server failed");
+    }
+    shutdown.cancel();
+    let _ = tail.await;
+    Ok(())
+}

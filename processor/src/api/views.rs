@@ -1,0 +1,76 @@
+//! JSON shapes of decisions as the API returns them.
+
+use serde_json::{Value, json};
+use timbre_schemas::{Decision, DecisionKind, ProfileStatus};
+
+/// Lower-case wire name of a decision.
+pub fn decision_name(kind: DecisionKind) -> &'static str {
+    match kind {
+        DecisionKind::Accept => "accept",
+        DecisionKind::Retry => "retry",
+        DecisionKind::Reject => "reject",
+        DecisionKind::Cooldown => "cooldown",
+        DecisionKind::Applied => "applied",
+        DecisionKind::Error => "error",
+    }
+}
+
+/// Wire name of a profile status.
+pub fn status_name(status: Option<ProfileStatus>) -> Option<&'static str> {
+    status.map(|s| match s {
+        ProfileStatus::NotEnrolled => "NOT_ENROLLED",
+        ProfileStatus::Enrolled => "ENROLLED",
+        ProfileStatus::ReEnroll => "RE_ENROLL",
+        ProfileStatus::OptedOut => "OPTED_OUT",
+    })
+}
+
+/// The main reason code of a decision.
+pub fn reason(d: &Decision) -> Option<String> {
+    d.error_code.clone().or_else(|| d.reasons.first().cloned())
+}
+
+/// Every field of a decision, as `GET /v1/decisions/{id}` returns it.
+pub fn decision(d: &Decision) -> Value {
+    let mut v = json!({
+        "request_id": d.request_id,
+        "user_id": d.user_id,
+        "job": format!("{:?}", d.job).to_lowercase(),
+        "decision": decision_name(d.decision),
+        "status": status_name(d.profile_status),
+        "reason": reason(d),
+        "reasons": d.reasons,
+        "speech_millis": d.speech_millis,
+        "learning_progress": d.learning_progress,
+        "enrollment_progress": d.enrollment_progress,
+        "model": d.model_id,
+        "processed_at": d.processed_at,
+    });
+    let obj = v.as_object_mut().expect("object literal");
+    if let Some(c) = d.confidence {
+        obj.insert("confidence".into(), json!(c));
+    }
+    if let Some(s) = d.score {
+        obj.insert("score".into(), json!(s));
+    }
+    if let Some(s) = &d.signals {
+        obj.insert(
+            "signals".into(),
+            json!({"voice": s.voice, "phrase": s.phrase, "liveness": s.liveness}),
+        );
+    }
+    if let Some(t) = &d.thresholds {
+        obj.insert(
+            "thresholds".into(),
+            json!({"accept": t.accept, "reject": t.reject}),
+        );
+    }
+    if let Some(ms) = d.retry_after_ms {
+        obj.insert("retryAfterMs".into(), json!(ms));
+    }
+    if let Some(code) = &d.error_code {
+        obj.insert("error".into(), json!(code));
+        obj.insert("message".into(), json!(d.error_message));
+    }
+    v
+}
