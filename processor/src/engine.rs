@@ -84,7 +84,18 @@ impl Engine {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| EngineError::Listen(addr, e))?;
-        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "api listening");
+        self.serve_api_on(listener, shutdown).await
+    }
+
+    /// Serves the HTTP API on a bound listener until `shutdown`.
+    pub async fn serve_api_on(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), EngineError> {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "api listening");
+        }
         let state = ApiState::new(
             ApiParts {
                 bus: self.bus.clone(),

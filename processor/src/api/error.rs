@@ -121,15 +121,18 @@ pub async fn json_errors(
     }
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("not_found", "no such route"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this route"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "method not allowed on this route")
+        }
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
             "unsupported_media_type",
             "wrong content type for this route",
         ),
-        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
-            ("invalid_request", "the request body is not valid for this route")
-        }
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => (
+            "invalid_request",
+            "the request body is not valid for this route",
+        ),
         s if s.is_server_error() => ("internal", "internal error"),
         _ => ("invalid_request", "the request was refused"),
     };

@@ -55,7 +55,9 @@ fn multipart_error(e: MultipartError) -> ApiError {
 }
 
 /// Reads every part; the `audio` part must be WAV by declared type and bytes.
-pub async fn read(multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>) -> Result<AudioForm, ApiError> {
+pub async fn read(
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<AudioForm, ApiError> {
     let mut multipart = multipart.map_err(|e| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -93,7 +95,10 @@ pub async fn read(multipart: Result<Multipart, axum::extract::multipart::Multipa
         }
     }
     let audio = audio.ok_or_else(|| {
-        ApiError::bad_request("missing_field", "form field `audio` (a WAV file) is required")
+        ApiError::bad_request(
+            "missing_field",
+            "form field `audio` (a WAV file) is required",
+        )
     })?;
     Ok(AudioForm { fields, audio })
 }

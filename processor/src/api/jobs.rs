@@ -35,12 +35,19 @@ pub fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
 }
 
 /// Publishes `request` and waits for its decision; records usage.
-pub async fn submit(state: &ApiState, caller: &Caller, request: Request) -> Result<Outcome, ApiError> {
+pub async fn submit(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request,
+) -> Result<Outcome, ApiError> {
     let inner = &state.inner;
     request
         .validate(&inner.limits)
         .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-    let (tenant, request_id) = (request.tenant().to_string(), request.request_id().to_string());
+    let (tenant, request_id) = (
+        request.tenant().to_string(),
+        request.request_id().to_string(),
+    );
     // A retried call whose job was already decided gets the same answer.
     if let Some(done) = inner.waiter.stored(&tenant, &request_id).await? {
         return Ok(Outcome::Decided(done));
@@ -96,8 +103,12 @@ pub fn refused(d: &Decision) -> ApiError {
     let code = d.error_code.clone().unwrap_or_else(|| "error".into());
     let status = match code.as_str() {
         "profile_not_found" => StatusCode::NOT_FOUND,
-        "consent_required" | "consent_withdrawn" | "not_enrolled" | "re_enroll_required"
-        | "opted_out" | "request_id_conflict" => StatusCode::CONFLICT,
+        "consent_required"
+        | "consent_withdrawn"
+        | "not_enrolled"
+        | "re_enroll_required"
+        | "opted_out"
+        | "request_id_conflict" => StatusCode::CONFLICT,
         "store_unavailable" | "bus_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };

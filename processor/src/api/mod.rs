@@ -80,7 +80,9 @@ impl ApiState {
             tracing::warn!("api.key_pepper is unset: api key hashes are not peppered");
         }
         if api.token_signing_key.is_empty() {
-            tracing::warn!("api.token_signing_key is unset: voice tokens verify on this replica only");
+            tracing::warn!(
+                "api.token_signing_key is unset: voice tokens verify on this replica only"
+            );
         }
         Self {
             inner: Arc::new(Inner {

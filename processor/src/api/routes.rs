@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use timbre_schemas::{
-    ConsentChanged, Contract, DecisionKind, EnrollmentRequested, ProfileCommand, ProfileCommandKind,
-    Request, VerificationRequested,
+    ConsentChanged, Contract, DecisionKind, EnrollmentRequested, ProfileCommand,
+    ProfileCommandKind, Request, VerificationRequested,
 };
 
 use super::auth::Caller;
@@ -61,14 +61,29 @@ async fn observe(
         .to_string();
     let started = Instant::now();
     let limit = Duration::from_millis(state.inner.config.request_timeout_ms);
-    let response = match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "request_timeout",
-            "the request took too long",
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    // Refused from the headers, so the client can stop sending; bodies
+    // without a length are cut off by the body limit as they stream.
+    let response = if announced.is_some_and(|n| n > state.inner.config.max_upload_bytes) {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than the configured limit",
         )
-        .into_response(),
+        .into_response()
+    } else {
+        match tokio::time::timeout(limit, next.run(request)).await {
+            Ok(r) => r,
+            Err(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request_timeout",
+                "the request took too long",
+            )
+            .into_response(),
+        }
     };
     let m = &state.inner.metrics;
     m.api_requests
@@ -325,7 +340,10 @@ async fn verify_voice(
         .take_session(&caller.tenant, session_id, now_ms())
         .await?
         .ok_or_else(|| {
-            ApiError::bad_request("session_invalid", "unknown, expired or already used session")
+            ApiError::bad_request(
+                "session_invalid",
+                "unknown, expired or already used session",
+            )
         })?;
     if session.user_id != user_id {
         return Err(ApiError::bad_request(
@@ -415,7 +433,8 @@ async fn usage(State(state): State<ApiState>, caller: Caller) -> Result<Json<Val
         .access
         .usage(&caller.tenant, &caller.key_id)
         .await?;
-    let mut totals = json!({"requests": 0, "throttled": 0, "pending": 0, "decisions": {}, "reasons": {}});
+    let mut totals =
+        json!({"requests": 0, "throttled": 0, "pending": 0, "decisions": {}, "reasons": {}});
     let mut days: std::collections::BTreeMap<String, Value> = Default::default();
     for c in &counts {
         let day = days.entry(c.day.clone()).or_insert_with(|| {

@@ -49,7 +49,13 @@ impl TokenSigner {
     }
 
     /// Mints a token for `user_id` at `now_secs`.
-    pub fn mint(&self, tenant: &str, user_id: &str, request_id: &str, now_secs: i64) -> (String, VoiceClaims) {
+    pub fn mint(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        request_id: &str,
+        now_secs: i64,
+    ) -> (String, VoiceClaims) {
         let mut jti = [0u8; 16];
         rand::rng().fill_bytes(&mut jti);
         let claims = VoiceClaims {

@@ -106,7 +106,11 @@ impl DecisionWaiter {
     }
 
     /// The stored decision of a request, if it was decided.
-    pub async fn stored(&self, tenant: &str, request_id: &str) -> Result<Option<Decision>, StoreError> {
+    pub async fn stored(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<Option<Decision>, StoreError> {
         let Some(bytes) = self.store.decision(tenant, request_id).await? else {
             return Ok(None);
         };
@@ -117,7 +121,11 @@ impl DecisionWaiter {
     }
 
     /// Waits up to `timeout` for the decision of `pending`; `None` on timeout.
-    pub async fn wait(&self, mut pending: Pending, timeout: Duration) -> Result<Option<Decision>, StoreError> {
+    pub async fn wait(
+        &self,
+        mut pending: Pending,
+        timeout: Duration,
+    ) -> Result<Option<Decision>, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tail_gone = false;
         loop {

@@ -148,7 +148,9 @@ impl ServeCmd {
     pub fn run(self) -> Result<()> {
         let config = self.config.load()?;
         if config.bus.starts_with("embedded") {
-            bail!("the embedded bus lives in one process: use `timbre up`, which serves the api too");
+            bail!(
+                "the embedded bus lives in one process: use `timbre up`, which serves the api too"
+            );
         }
         runtime()?.block_on(async move {
             let engine = Engine::connect(config).await?;
@@ -187,7 +189,10 @@ impl KeysCmd {
     pub fn run(self) -> Result<()> {
         let KeysCmd::Create(cmd) = self;
         let config = cmd.config.load()?;
-        if cmd.tenant.is_empty() || cmd.tenant.contains('/') || cmd.tenant.chars().any(char::is_control) {
+        if cmd.tenant.is_empty()
+            || cmd.tenant.contains('/')
+            || cmd.tenant.chars().any(char::is_control)
+        {
             bail!("tenant must be non-empty, without '/' or control characters");
         }
         runtime()?.block_on(async move {
@@ -201,10 +206,14 @@ impl KeysCmd {
                 0 => 0,
                 d => now + i64::from(d) * 86_400_000,
             };
-            let hasher = timbre::api::keys::KeyHasher::new(config.api.key_pepper.expose().as_bytes());
+            let hasher =
+                timbre::api::keys::KeyHasher::new(config.api.key_pepper.expose().as_bytes());
             let minted = hasher.mint(&cmd.tenant, &cmd.name, now, expires);
             stores.access.put_api_key(&minted.record).await?;
-            eprintln!("api key for tenant {} (shown once; only its hash is stored):", cmd.tenant);
+            eprintln!(
+                "api key for tenant {} (shown once; only its hash is stored):",
+                cmd.tenant
+            );
             println!("{}", minted.plaintext);
             Ok(())
         })

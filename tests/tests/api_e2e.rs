@@ -1,0 +1,697 @@
+//! The HTTP API end to end over real HTTP, on the embedded default and on
+//! real Kafka + Cassandra: real recordings, real model, real decisions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use timbre::api::keys::KeyHasher;
+use timbre::config::Config;
+use timbre::domain::now_ms;
+use timbre::engine::Engine;
+use timbre_tests::pipeline::wav;
+use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
+use tokio_util::sync::CancellationToken;
+
+const ALICE_ENROLL: &str = "librispeech-r/test-other/1688/1688-142285-0000.wav";
+const ALICE_VERIFY: &str = "librispeech-r/test-other/1688/1688-142285-0005.wav";
+const IMPOSTOR: &str = "librispeech-r/test-other/1998/1998-15444-0000.wav";
+const RATE_LIMIT: usize = 40;
+
+/// One adapter replica's base URL and a client.
+#[derive(Clone)]
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(addr: std::net::SocketAddr) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.send().await.expect("http round trip");
+        let status = resp.status();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = resp.bytes().await.unwrap();
+        if ctype.starts_with("application/json") {
+            (status, serde_json::from_slice(&body).unwrap())
+        } else {
+            (status, Value::String(String::from_utf8_lossy(&body).into()))
+        }
+    }
+
+    async fn post(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("x-api-key", key)
+                .json(&body),
+        )
+        .await
+    }
+
+    async fn get(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        self.send(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .header("authorization", format!("Bearer {key}")),
+        )
+        .await
+    }
+
+    async fn upload(
+        &self,
+        key: &str,
+        path: &str,
+        fields: &[(&str, &str)],
+        audio: Vec<u8>,
+        mime: &str,
+    ) -> (StatusCode, Value) {
+        let mut form = Form::new();
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        form = form.part(
+            "audio",
+            Part::bytes(audio)
+                .file_name("a.wav")
+                .mime_str(mime)
+                .unwrap(),
+        );
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("x-api-key", key)
+                .multipart(form),
+        )
+        .await
+    }
+}
+
+struct Deployment {
+    api: Api,
+    acme: String,
+    acme_burst: String,
+    globex: String,
+    config: Config,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn config(bus: &str, store: &str) -> Config {
+    let env = [
+        ("TIMBRE__BUS", bus.to_string()),
+        ("TIMBRE__STORE", store.to_string()),
+        ("TIMBRE__TOPIC_PREFIX", format!("{}.", unique("api"))),
+        ("TIMBRE__GROUP", unique("processor")),
+        ("TIMBRE__WORKERS", "1".into()),
+        ("TIMBRE__LISTEN", "127.0.0.1:0".into()),
+        ("TIMBRE__POLICY__ENROLLMENT_TARGET_MILLIS", "6000".into()),
+        ("TIMBRE__POLICY__FREE_FAILURES", "2".into()),
+        ("TIMBRE__POLICY__BASE_COOLDOWN_MILLIS", "2000".into()),
+        ("TIMBRE__API__KEY_PEPPER", "test-pepper".into()),
+        ("TIMBRE__API__TOKEN_SIGNING_KEY", "test-signing-key".into()),
+        ("TIMBRE__API__RATE_LIMIT_PER_MINUTE", RATE_LIMIT.to_string()),
+        (
+            "TIMBRE__API__MAX_UPLOAD_BYTES",
+            (4 * 1024 * 1024).to_string(),
+        ),
+    ];
+    Config::load(None, env.map(|(k, v)| (k.to_string(), v))).unwrap()
+}
+
+async fn mint(engine: &Engine, config: &Config, tenant: &str) -> String {
+    let minted =
+        KeyHasher::new(config.api.key_pepper.expose().as_bytes()).mint(tenant, "test", now_ms(), 0);
+    engine.access.put_api_key(&minted.record).await.unwrap();
+    minted.plaintext
+}
+
+/// Starts processor + API in this process on `bus`/`store`.
+async fn deploy(bus: &str, store: &str) -> Deployment {
+    let config = config(bus, store);
+    let engine = Arc::new(Engine::connect(config.clone()).await.unwrap());
+    assert!(engine.apply_topics(Some(1)).await.unwrap().is_empty());
+    engine.store.migrate().await.unwrap();
+    let acme = mint(&engine, &config, "acme").await;
+    let acme_burst = mint(&engine, &config, "acme").await;
+    let globex = mint(&engine, &config, "globex").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = Api::new(listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let (processor, api) = tokio::join!(
+            engine.run(token.clone()),
+            engine.serve_api_on(listener, token.clone())
+        );
+        processor.unwrap();
+        api.unwrap();
+    });
+    Deployment {
+        api,
+        acme,
+        acme_burst,
+        globex,
+        config,
+        shutdown,
+        task,
+    }
+}
+
+/// A second adapter replica (no processor) on the same bus and store.
+async fn replica(config: &Config, shutdown: CancellationToken) -> Api {
+    let engine = Engine::connect(config.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = Api::new(listener.local_addr().unwrap());
+    tokio::spawn(async move { engine.serve_api_on(listener, shutdown).await.unwrap() });
+    api
+}
+
+/// Requests past the per-key limit get 429 with a retry hint, and the key
+/// recovers in the next window; other keys are unaffected.
+async fn rate_limit(api: &Api, key: &str, other: &str) {
+    let mut throttled = None;
+    for _ in 0..=RATE_LIMIT {
+        let (status, body) = api.get(key, "/v1/usage").await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            throttled = Some(body);
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let body = throttled.expect("the limit is enforced");
+    assert_eq!(body["error"], "rate_limited");
+    assert_eq!(body["scope"], "minute");
+    let wait = body["retryAfterMs"].as_u64().unwrap();
+    assert!(wait <= 60_000, "{body}");
+    assert_eq!(api.get(other, "/v1/usage").await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(wait + 200)).await;
+    let (status, usage) = api.get(key, "/v1/usage").await;
+    assert_eq!(status, StatusCode::OK, "recovered in the next window");
+    assert!(
+        usage["totals"]["throttled"].as_i64().unwrap() >= 1,
+        "{usage}"
+    );
+}
+
+/// Announces a body over the limit and reads the answer without sending it:
+/// the server must refuse from the headers alone (a client streaming the
+/// body would race the early close).
+async fn announce_oversized_upload(api: &Api, key: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = api.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /enroll HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {key}\r\nconnection: close\r\n\
+         content-type: multipart/form-data; boundary=b\r\ncontent-length: {}\r\n\r\n",
+        5 * 1024 * 1024
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut raw)).await;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(body.trim()).unwrap_or(Value::Null),
+    )
+}
+
+/// The whole flow of an integrator.
+async fn flow(d: &Deployment) {
+    let (api, acme, globex) = (&d.api, d.acme.as_str(), d.globex.as_str());
+    let user = unique("alice");
+
+    let (status, body) = api
+        .post("tmb_nope", "/create-profile", json!({"user_id": user}))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+
+    let (status, body) = api
+        .post(acme, "/create-profile", json!({"user_id": user}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["created"].as_bool(), body["status"].as_str()),
+        (Some(true), Some("NOT_ENROLLED"))
+    );
+    let (_, again) = api
+        .post(acme, "/create-profile", json!({"user_id": user}))
+        .await;
+    assert_eq!(again["created"], false, "idempotent: {again}");
+
+    let fields = [("user_id", user.as_str())];
+    let (status, body) = api
+        .upload(acme, "/enroll", &fields, wav(ALICE_ENROLL), "audio/wav")
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("consent_required")),
+        "{body}"
+    );
+    let (status, body) = api
+        .post(
+            acme,
+            "/v1/consent",
+            json!({"user_id": user, "granted": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let text = b"this is not audio".to_vec();
+    let (status, body) = api
+        .upload(acme, "/enroll", &fields, text.clone(), "text/plain")
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("unsupported_media_type")
+        )
+    );
+    let (status, body) = api
+        .upload(acme, "/enroll", &fields, text, "application/octet-stream")
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("not_wav"))
+    );
+    let (status, body) = announce_oversized_upload(api, acme).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
+
+    let (status, body) = api
+        .upload(acme, "/enroll", &fields, wav(ALICE_ENROLL), "audio/wav")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ENROLLED", "{body}");
+    assert!(body["speech_millis"].as_i64().unwrap() > 6_000);
+
+    let (status, genuine) = api
+        .upload(
+            acme,
+            "/v1/voice/verify",
+            &fields,
+            wav(ALICE_VERIFY),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{genuine}");
+    assert_eq!(genuine["decision"], "accept", "{genuine}");
+    assert_eq!(genuine["signals"]["voice"], "high");
+    assert_eq!(genuine["signals"]["liveness"], "not_checked");
+    assert_eq!(genuine["retries"], 2);
+    assert!(genuine["model"].as_str().unwrap().starts_with("campplus"));
+    let (status, impostor) = api
+        .upload(
+            acme,
+            "/v1/voice/verify",
+            &fields,
+            wav(IMPOSTOR),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{impostor}");
+    assert_eq!(impostor["decision"], "reject", "{impostor}");
+    assert_eq!(impostor["retries"], 1, "{impostor}");
+
+    // Tenants are isolated: globex cannot see or use acme's user or decisions.
+    let (status, body) = api
+        .upload(
+            globex,
+            "/v1/voice/verify",
+            &fields,
+            wav(ALICE_VERIFY),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("profile_not_found")),
+        "{body}"
+    );
+    assert_eq!(
+        api.get(globex, &format!("/v1/user-learning/{user}"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let accepted_id = genuine["request_id"].as_str().unwrap();
+    assert_eq!(
+        api.get(globex, &format!("/v1/decisions/{accepted_id}"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, stored) = api.get(acme, &format!("/v1/decisions/{accepted_id}")).await;
+    assert_eq!(
+        (status, stored["decision"].as_str()),
+        (StatusCode::OK, Some("accept")),
+        "{stored}"
+    );
+
+    // Challenge → single-use session → single-use token.
+    let (status, challenge) = api
+        .post(acme, "/start-auth", json!({"user_id": user}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{challenge}");
+    assert_eq!(
+        challenge["challenge"].as_str().unwrap().split(' ').count(),
+        6
+    );
+    let session = challenge["session_id"].as_str().unwrap();
+    let session_fields = [("user_id", user.as_str()), ("session_id", session)];
+    let (status, won) = api
+        .upload(
+            acme,
+            "/verify-voice",
+            &session_fields,
+            wav(ALICE_VERIFY),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{won}");
+    assert_eq!(
+        (won["success"].as_bool(), won["decision"].as_str()),
+        (Some(true), Some("accept")),
+        "{won}"
+    );
+    let (status, body) = api
+        .upload(
+            acme,
+            "/verify-voice",
+            &session_fields,
+            wav(ALICE_VERIFY),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("session_invalid")),
+        "sessions are single use"
+    );
+    let token = json!({"token": won["voiceToken"]});
+    let (_, foreign) = api.post(globex, "/verify-token", token.clone()).await;
+    assert_eq!(foreign["valid"], false, "another tenant's token is invalid");
+    let (_, first) = api.post(acme, "/verify-token", token.clone()).await;
+    assert_eq!(
+        (first["valid"].as_bool(), first["user_id"].as_str()),
+        (Some(true), Some(user.as_str())),
+        "{first}"
+    );
+    let (_, second) = api.post(acme, "/verify-token", token).await;
+    assert_eq!(
+        (second["valid"].as_bool(), second["reason"].as_str()),
+        (Some(false), Some("already_used"))
+    );
+
+    // A challenge answered by another voice fails without a token.
+    let (_, challenge) = api
+        .post(acme, "/start-auth", json!({"user_id": user}))
+        .await;
+    let session_fields = [
+        ("user_id", user.as_str()),
+        ("session_id", challenge["session_id"].as_str().unwrap()),
+    ];
+    let (_, lost) = api
+        .upload(
+            acme,
+            "/verify-voice",
+            &session_fields,
+            wav(IMPOSTOR),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(
+        (lost["success"].as_bool(), lost["code"].as_str()),
+        (Some(false), Some("voice_mismatch")),
+        "{lost}"
+    );
+    assert!(lost.get("voiceToken").is_none());
+
+    // Repeated failures lead to a cooldown, which ends.
+    let mut cooldown = None;
+    for _ in 0..4 {
+        let (status, body) = api
+            .upload(
+                acme,
+                "/v1/voice/verify",
+                &fields,
+                wav(IMPOSTOR),
+                "audio/wav",
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["decision"] == "cooldown" {
+            cooldown = Some(body);
+            break;
+        }
+        assert_eq!(body["decision"], "reject", "{body}");
+    }
+    let cooldown = cooldown.expect("a cooldown after repeated failures");
+    assert_eq!(cooldown["reason"], "cooldown");
+    let wait = cooldown["retryAfterMs"].as_u64().expect("retryAfterMs");
+    assert!(wait > 0 && wait <= 2_000 * 4, "{cooldown}");
+    let (_, still) = api
+        .upload(
+            acme,
+            "/v1/voice/verify",
+            &fields,
+            wav(ALICE_VERIFY),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(
+        still["decision"], "cooldown",
+        "even the genuine voice waits: {still}"
+    );
+    tokio::time::sleep(Duration::from_millis(
+        still["retryAfterMs"].as_u64().unwrap() + 100,
+    ))
+    .await;
+    let (_, recovered) = api
+        .upload(
+            acme,
+            "/v1/voice/verify",
+            &fields,
+            wav(ALICE_VERIFY),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(recovered["decision"], "accept", "{recovered}");
+
+    let (status, learning) = api.get(acme, &format!("/v1/user-learning/{user}")).await;
+    assert_eq!(status, StatusCode::OK, "{learning}");
+    assert_eq!(
+        (learning["status"].as_str(), learning["samples"].as_i64()),
+        (Some("ENROLLED"), Some(1))
+    );
+    assert!(
+        learning["sessions"].as_i64().unwrap() >= 2,
+        "accepts refine: {learning}"
+    );
+    assert!(
+        learning["learning_progress"].as_f64().unwrap() > 0.5,
+        "{learning}"
+    );
+
+    let (_, usage) = api.get(acme, "/v1/usage").await;
+    let totals = &usage["totals"];
+    assert!(
+        totals["decisions"]["accept"].as_i64().unwrap() >= 3,
+        "{usage}"
+    );
+    assert!(
+        totals["decisions"]["reject"].as_i64().unwrap() >= 1,
+        "{usage}"
+    );
+    assert!(
+        totals["reasons"]["voice_mismatch"].as_i64().unwrap() >= 1,
+        "{usage}"
+    );
+    assert!(
+        totals["reasons"]["cooldown"].as_i64().unwrap() >= 2,
+        "{usage}"
+    );
+    assert_eq!(usage["by_day"].as_array().unwrap().len(), 1);
+    let (_, globex_usage) = api.get(globex, "/v1/usage").await;
+    assert!(
+        globex_usage["totals"]["decisions"].get("accept").is_none(),
+        "usage is per key: {globex_usage}"
+    );
+}
+
+/// Operations routes, the OpenAPI document against the router, and JSON errors.
+async fn operations(api: &Api) {
+    let (status, _) = api.get("", "/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, metrics) = api.get("", "/metrics").await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("timbre_api_requests_total")
+    );
+    let (_, doc) = api.get("", "/openapi.json").await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 15, "every route is documented");
+    for (path, ops) in paths {
+        let concrete = path.replace("{user_id}", "u").replace("{request_id}", "r");
+        for method in ["GET", "POST", "PUT", "DELETE"] {
+            let req = api
+                .http
+                .request(method.parse().unwrap(), format!("{}{concrete}", api.base));
+            let (status, body) = api.send(req).await;
+            let documented = ops.get(method.to_lowercase()).is_some();
+            assert_ne!(body["error"], "not_found", "{method} {path} is routed");
+            if documented {
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is not routed"
+                );
+                assert_eq!(body["error"], "method_not_allowed");
+            }
+        }
+    }
+    let (status, body) = api.get("", "/no/such/route").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+/// Two adapter replicas each get their own decisions, and a token minted on
+/// one is spent for both (revocation lives in the store).
+async fn replicas(d: &Deployment, second: &Api) {
+    let user = unique("bob");
+    let fields = [("user_id", user.as_str())];
+    let key = d.globex.as_str();
+    let (status, body) = second
+        .post(key, "/create-profile", json!({"user_id": user}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    second
+        .post(
+            key,
+            "/v1/consent",
+            json!({"user_id": user, "granted": true}),
+        )
+        .await;
+    let (_, enrolled) = d
+        .api
+        .upload(key, "/enroll", &fields, wav(ALICE_ENROLL), "audio/wav")
+        .await;
+    assert_eq!(enrolled["status"], "ENROLLED", "{enrolled}");
+    let (a, b) = tokio::join!(
+        d.api.upload(
+            key,
+            "/v1/voice/verify",
+            &fields,
+            wav(ALICE_VERIFY),
+            "audio/wav"
+        ),
+        second.upload(key, "/v1/voice/verify", &fields, wav(IMPOSTOR), "audio/wav"),
+    );
+    assert_eq!(
+        (a.0, a.1["decision"].as_str()),
+        (StatusCode::OK, Some("accept")),
+        "{}",
+        a.1
+    );
+    assert_eq!(
+        (b.0, b.1["decision"].as_str()),
+        (StatusCode::OK, Some("reject")),
+        "{}",
+        b.1
+    );
+    let (_, challenge) = second
+        .post(key, "/start-auth", json!({"user_id": user}))
+        .await;
+    let session_fields = [
+        ("user_id", user.as_str()),
+        ("session_id", challenge["session_id"].as_str().unwrap()),
+    ];
+    let (_, won) = d
+        .api
+        .upload(
+            key,
+            "/verify-voice",
+            &session_fields,
+            wav(ALICE_VERIFY),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(
+        won["success"], true,
+        "a session started on one replica is answered on another: {won}"
+    );
+    let token = json!({"token": won["voiceToken"]});
+    let (_, first) = second.post(key, "/verify-token", token.clone()).await;
+    assert_eq!(first["valid"], true, "{first}");
+    let (_, again) = d.api.post(key, "/verify-token", token).await;
+    assert_eq!(again["valid"], false, "spent on the other replica");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_end_to_end_on_the_embedded_backend() {
+    let store = format!(
+        "file://{}",
+        scratch_dir("api").join("timbre.redb").display()
+    );
+    let d = deploy("embedded://", &store).await;
+    tokio::join!(
+        flow(&d),
+        rate_limit(&d.api, &d.acme_burst, &d.globex),
+        operations(&d.api)
+    );
+    d.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), d.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_end_to_end_on_kafka_and_cassandra() {
+    let (Some(kafka), Some(cql)) = (kafka_url(), cql_nodes()) else {
+        return;
+    };
+    let d = deploy(&kafka, &format!("cql://{cql}/{}", unique("api"))).await;
+    let second = replica(&d.config, d.shutdown.clone()).await;
+    tokio::join!(
+        flow(&d),
+        rate_limit(&d.api, &d.acme_burst, &d.globex),
+        replicas(&d, &second)
+    );
+    d.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(60), d.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
