@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: where the real services are, and
 //! unique names so tests share one Kafka and one Cassandra without colliding.
 
+pub mod api;
 pub mod pipeline;
 
 use std::path::PathBuf;
@@ -11,16 +12,20 @@ fn services_required() -> bool {
 }
 
 fn service(var: &str, what: &str) -> Option<String> {
+    required(var, what, "start it with tests/services/services.sh start")
+}
+
+/// The value of `var` naming a service or tool the test needs: when unset,
+/// a failure under the test command (`TIMBRE_REQUIRE_SERVICES=1`), else a
+/// printed skip. `hint` tells how to provide it.
+pub fn required(var: &str, what: &str, hint: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(v),
-        _ if services_required() => panic!(
-            "{what} is required by the test command but {var} is unset; \
-             start it with tests/services/services.sh start"
-        ),
+        _ if services_required() => {
+            panic!("{what} is required by the test command but {var} is unset; {hint}")
+        }
         _ => {
-            eprintln!(
-                "SKIPPED: {what} not configured ({var} unset); run tests/run.sh to test against it"
-            );
+            eprintln!("SKIPPED: {what} not configured ({var} unset); {hint}");
             None
         }
     }

@@ -1,185 +1,30 @@
 //! The HTTP API end to end over real HTTP, on the embedded default and on
 //! real Kafka + Cassandra: real recordings, real model, real decisions.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
-use timbre::api::keys::KeyHasher;
-use timbre::config::Config;
-use timbre::domain::now_ms;
-use timbre::engine::Engine;
+use timbre_tests::api::{Api, Deployment, deploy, replica};
 use timbre_tests::pipeline::wav;
 use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
-use tokio_util::sync::CancellationToken;
 
 const ALICE_ENROLL: &str = "librispeech-r/test-other/1688/1688-142285-0000.wav";
 const ALICE_VERIFY: &str = "librispeech-r/test-other/1688/1688-142285-0005.wav";
 const IMPOSTOR: &str = "librispeech-r/test-other/1998/1998-15444-0000.wav";
 const RATE_LIMIT: usize = 40;
 
-/// One adapter replica's base URL and a client.
-#[derive(Clone)]
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(addr: std::net::SocketAddr) -> Self {
-        Self {
-            base: format!("http://{addr}"),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let resp = req.send().await.expect("http round trip");
-        let status = resp.status();
-        let ctype = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        let body = resp.bytes().await.unwrap();
-        if ctype.starts_with("application/json") {
-            (status, serde_json::from_slice(&body).unwrap())
-        } else {
-            (status, Value::String(String::from_utf8_lossy(&body).into()))
-        }
-    }
-
-    async fn post(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .header("x-api-key", key)
-                .json(&body),
-        )
-        .await
-    }
-
-    async fn get(&self, key: &str, path: &str) -> (StatusCode, Value) {
-        self.send(
-            self.http
-                .get(format!("{}{path}", self.base))
-                .header("authorization", format!("Bearer {key}")),
-        )
-        .await
-    }
-
-    async fn upload(
-        &self,
-        key: &str,
-        path: &str,
-        fields: &[(&str, &str)],
-        audio: Vec<u8>,
-        mime: &str,
-    ) -> (StatusCode, Value) {
-        let mut form = Form::new();
-        for (k, v) in fields {
-            form = form.text(k.to_string(), v.to_string());
-        }
-        form = form.part(
-            "audio",
-            Part::bytes(audio)
-                .file_name("a.wav")
-                .mime_str(mime)
-                .unwrap(),
-        );
-        self.send(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .header("x-api-key", key)
-                .multipart(form),
-        )
-        .await
-    }
-}
-
-struct Deployment {
-    api: Api,
-    acme: String,
-    acme_burst: String,
-    globex: String,
-    config: Config,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn config(bus: &str, store: &str) -> Config {
-    let env = [
-        ("TIMBRE__BUS", bus.to_string()),
-        ("TIMBRE__STORE", store.to_string()),
-        ("TIMBRE__TOPIC_PREFIX", format!("{}.", unique("api"))),
-        ("TIMBRE__GROUP", unique("processor")),
-        ("TIMBRE__WORKERS", "1".into()),
-        ("TIMBRE__LISTEN", "127.0.0.1:0".into()),
+fn settings() -> Vec<(&'static str, String)> {
+    vec![
         ("TIMBRE__POLICY__ENROLLMENT_TARGET_MILLIS", "6000".into()),
         ("TIMBRE__POLICY__FREE_FAILURES", "2".into()),
         ("TIMBRE__POLICY__BASE_COOLDOWN_MILLIS", "2000".into()),
-        ("TIMBRE__API__KEY_PEPPER", "test-pepper".into()),
-        ("TIMBRE__API__TOKEN_SIGNING_KEY", "test-signing-key".into()),
         ("TIMBRE__API__RATE_LIMIT_PER_MINUTE", RATE_LIMIT.to_string()),
         (
             "TIMBRE__API__MAX_UPLOAD_BYTES",
             (4 * 1024 * 1024).to_string(),
         ),
-    ];
-    Config::load(None, env.map(|(k, v)| (k.to_string(), v))).unwrap()
-}
-
-async fn mint(engine: &Engine, config: &Config, tenant: &str) -> String {
-    let minted =
-        KeyHasher::new(config.api.key_pepper.expose().as_bytes()).mint(tenant, "test", now_ms(), 0);
-    engine.access.put_api_key(&minted.record).await.unwrap();
-    minted.plaintext
-}
-
-/// Starts processor + API in this process on `bus`/`store`.
-async fn deploy(bus: &str, store: &str) -> Deployment {
-    let config = config(bus, store);
-    let engine = Arc::new(Engine::connect(config.clone()).await.unwrap());
-    assert!(engine.apply_topics(Some(1)).await.unwrap().is_empty());
-    engine.store.migrate().await.unwrap();
-    let acme = mint(&engine, &config, "acme").await;
-    let acme_burst = mint(&engine, &config, "acme").await;
-    let globex = mint(&engine, &config, "globex").await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = Api::new(listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let (processor, api) = tokio::join!(
-            engine.run(token.clone()),
-            engine.serve_api_on(listener, token.clone())
-        );
-        processor.unwrap();
-        api.unwrap();
-    });
-    Deployment {
-        api,
-        acme,
-        acme_burst,
-        globex,
-        config,
-        shutdown,
-        task,
-    }
-}
-
-/// A second adapter replica (no processor) on the same bus and store.
-async fn replica(config: &Config, shutdown: CancellationToken) -> Api {
-    let engine = Engine::connect(config.clone()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = Api::new(listener.local_addr().unwrap());
-    tokio::spawn(async move { engine.serve_api_on(listener, shutdown).await.unwrap() });
-    api
+    ]
 }
 
 /// Requests past the per-key limit get 429 with a retry hint, and the key
@@ -664,7 +509,7 @@ async fn api_end_to_end_on_the_embedded_backend() {
         "file://{}",
         scratch_dir("api").join("timbre.redb").display()
     );
-    let d = deploy("embedded://", &store).await;
+    let d = deploy("embedded://", &store, settings()).await;
     tokio::join!(
         flow(&d),
         rate_limit(&d.api, &d.acme_burst, &d.globex),
@@ -682,7 +527,12 @@ async fn api_end_to_end_on_kafka_and_cassandra() {
     let (Some(kafka), Some(cql)) = (kafka_url(), cql_nodes()) else {
         return;
     };
-    let d = deploy(&kafka, &format!("cql://{cql}/{}", unique("api"))).await;
+    let d = deploy(
+        &kafka,
+        &format!("cql://{cql}/{}", unique("api")),
+        settings(),
+    )
+    .await;
     let second = replica(&d.config, d.shutdown.clone()).await;
     tokio::join!(
         flow(&d),

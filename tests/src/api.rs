@@ -1,0 +1,191 @@
+//! Running the API in-process for tests, and a small client for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use timbre::api::keys::KeyHasher;
+use timbre::config::Config;
+use timbre::domain::now_ms;
+use timbre::engine::Engine;
+use tokio_util::sync::CancellationToken;
+
+use crate::unique;
+
+/// One adapter replica's base URL and a client.
+#[derive(Clone)]
+pub struct Api {
+    /// `http://host:port`.
+    pub base: String,
+    /// The client.
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    /// A client of the server at `addr`.
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Sends a request; JSON bodies are parsed, others returned as a string.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.send().await.expect("http round trip");
+        let status = resp.status();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = resp.bytes().await.unwrap();
+        if ctype.starts_with("application/json") {
+            (status, serde_json::from_slice(&body).unwrap())
+        } else {
+            (status, Value::String(String::from_utf8_lossy(&body).into()))
+        }
+    }
+
+    /// POSTs JSON with an `x-api-key`.
+    pub async fn post(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("x-api-key", key)
+                .json(&body),
+        )
+        .await
+    }
+
+    /// GETs with the key as a bearer token.
+    pub async fn get(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        self.send(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .header("authorization", format!("Bearer {key}")),
+        )
+        .await
+    }
+
+    /// POSTs a multipart form with an `audio` part.
+    pub async fn upload(
+        &self,
+        key: &str,
+        path: &str,
+        fields: &[(&str, &str)],
+        audio: Vec<u8>,
+        mime: &str,
+    ) -> (StatusCode, Value) {
+        let mut form = Form::new();
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        form = form.part(
+            "audio",
+            Part::bytes(audio)
+                .file_name("a.wav")
+                .mime_str(mime)
+                .unwrap(),
+        );
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("x-api-key", key)
+                .multipart(form),
+        )
+        .await
+    }
+}
+
+/// A processor and an API server running in this process.
+pub struct Deployment {
+    /// Client of the API.
+    pub api: Api,
+    /// Key of tenant `acme`.
+    pub acme: String,
+    /// A second key of tenant `acme`.
+    pub acme_burst: String,
+    /// Key of tenant `globex`.
+    pub globex: String,
+    /// The config it runs with.
+    pub config: Config,
+    /// Stops it.
+    pub shutdown: CancellationToken,
+    /// Finishes when it stopped.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// A test deployment's config: unique topics and group, ephemeral ports,
+/// then `settings` (`TIMBRE__…` pairs) on top.
+pub fn config(bus: &str, store: &str, settings: Vec<(&str, String)>) -> Config {
+    let base = vec![
+        ("TIMBRE__BUS", bus.to_string()),
+        ("TIMBRE__STORE", store.to_string()),
+        ("TIMBRE__TOPIC_PREFIX", format!("{}.", unique("api"))),
+        ("TIMBRE__GROUP", unique("processor")),
+        ("TIMBRE__WORKERS", "1".into()),
+        ("TIMBRE__LISTEN", "127.0.0.1:0".into()),
+        ("TIMBRE__API__KEY_PEPPER", "test-pepper".into()),
+        ("TIMBRE__API__TOKEN_SIGNING_KEY", "test-signing-key".into()),
+    ];
+    let env = base
+        .into_iter()
+        .chain(settings)
+        .map(|(k, v)| (k.to_string(), v));
+    Config::load(None, env).unwrap()
+}
+
+/// Mints an API key of `tenant` straight into the store.
+pub async fn mint(engine: &Engine, config: &Config, tenant: &str) -> String {
+    let minted =
+        KeyHasher::new(config.api.key_pepper.expose().as_bytes()).mint(tenant, "test", now_ms(), 0);
+    engine.access.put_api_key(&minted.record).await.unwrap();
+    minted.plaintext
+}
+
+/// Starts processor + API in this process on `bus`/`store`.
+pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> Deployment {
+    let config = config(bus, store, settings);
+    let engine = Arc::new(Engine::connect(config.clone()).await.unwrap());
+    assert!(engine.apply_topics(Some(1)).await.unwrap().is_empty());
+    engine.store.migrate().await.unwrap();
+    let acme = mint(&engine, &config, "acme").await;
+    let acme_burst = mint(&engine, &config, "acme").await;
+    let globex = mint(&engine, &config, "globex").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = Api::new(listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let (processor, api) = tokio::join!(
+            engine.run(token.clone()),
+            engine.serve_api_on(listener, token.clone())
+        );
+        processor.unwrap();
+        api.unwrap();
+    });
+    Deployment {
+        api,
+        acme,
+        acme_burst,
+        globex,
+        config,
+        shutdown,
+        task,
+    }
+}
+
+/// A second adapter replica (no processor) on the same bus and store.
+pub async fn replica(config: &Config, shutdown: CancellationToken) -> Api {
+    let engine = Engine::connect(config.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = Api::new(listener.local_addr().unwrap());
+    tokio::spawn(async move { engine.serve_api_on(listener, shutdown).await.unwrap() });
+    api
+}
