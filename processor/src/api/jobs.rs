@@ -10,7 +10,7 @@ use super::{ApiError, ApiState};
 /// What became of a submitted job.
 pub enum Outcome {
     /// Decided within the wait.
-    Decided(Decision),
+    Decided(Box<Decision>),
     /// Not decided within the wait; poll `GET /v1/decisions/{request_id}`.
     Pending(String),
 }
@@ -50,7 +50,7 @@ pub async fn submit(
     );
     // A retried call whose job was already decided gets the same answer.
     if let Some(done) = inner.waiter.stored(&tenant, &request_id).await? {
-        return Ok(Outcome::Decided(done));
+        return Ok(Outcome::Decided(Box::new(done)));
     }
     let payload = inner
         .registry
@@ -70,7 +70,7 @@ pub async fn submit(
         .await?;
     tracing::debug!(request_id = %request_id, topic = %topic, "job published");
     let outcome = match inner.waiter.wait(pending, state.wait_timeout()).await? {
-        Some(d) => Outcome::Decided(d),
+        Some(d) => Outcome::Decided(Box::new(d)),
         None => Outcome::Pending(request_id),
     };
     let mut counts = Vec::new();
@@ -120,7 +120,7 @@ pub fn refused(d: &Decision) -> ApiError {
 }
 
 /// `Err(refused)` for ERROR decisions.
-pub fn ok_or_refused(d: Decision) -> Result<Decision, ApiError> {
+pub fn ok_or_refused(d: Box<Decision>) -> Result<Box<Decision>, ApiError> {
     if d.decision == DecisionKind::Error {
         Err(refused(&d))
     } else {
