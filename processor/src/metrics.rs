@@ -26,6 +26,8 @@ pub struct Metrics {
     pub jobs_in_flight: IntGauge,
     /// Partitions paused for backpressure.
     pub paused_partitions: IntGauge,
+    /// Messages of the assigned request partitions the group has not committed.
+    pub consumer_lag: IntGauge,
     /// HTTP requests of the API by route and status.
     pub api_requests: IntCounterVec,
     /// HTTP request time of the API by route (publish to decision included).
@@ -109,6 +111,10 @@ impl Metrics {
             paused_partitions: gauge(
                 "timbre_paused_partitions",
                 "Partitions paused for backpressure.",
+            ),
+            consumer_lag: gauge(
+                "timbre_consumer_lag",
+                "Request messages of the assigned partitions not yet committed.",
             ),
             api_requests: counter(
                 "timbre_api_requests_total",

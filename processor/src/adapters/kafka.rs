@@ -6,11 +6,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use crate::ports::{Bus, BusError, Message, Subscription, TopicSpec};
@@ -160,10 +166,14 @@ impl Bus for KafkaBus {
         group: &str,
         topics: &[String],
     ) -> Result<Box<dyn Subscription>, BusError> {
-        let consumer: StreamConsumer = self
+        let context = GroupContext::default();
+        let events = context.clone();
+        let consumer: StreamConsumer<GroupContext> = self
             .config
             .client_config()
             .set("group.id", group)
+            // Feeds the consumer-lag gauge.
+            .set("statistics.interval.ms", "5000")
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
@@ -174,11 +184,11 @@ impl Bus for KafkaBus {
             // poll loop keeps polling while partitions are paused, so the
             // poll interval is never starved by slow scoring.
             .set("max.poll.interval.ms", "300000")
-            .create()
+            .create_with_context(context)
             .map_err(unavailable)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(unavailable)?;
-        Ok(Box::new(KafkaSubscription { consumer }))
+        Ok(Box::new(KafkaSubscription { consumer, events }))
     }
 
     async fn tail(&self, topic: &str) -> Result<Box<dyn Subscription>, BusError> {
@@ -190,14 +200,14 @@ impl Bus for KafkaBus {
             .ok_or_else(|| BusError::Topic(format!("unknown topic {topic}")))?;
         // Manual assignment at the end: no group join (which would add
         // seconds of rebalancing per replica) and nothing to commit.
-        let consumer: StreamConsumer = self
+        let consumer: StreamConsumer<GroupContext> = self
             .config
             .client_config()
             .set("group.id", format!("timbre-tail-{}", uuid::Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
-            .create()
+            .create_with_context(GroupContext::default())
             .map_err(unavailable)?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions as i32 {
@@ -205,7 +215,10 @@ impl Bus for KafkaBus {
                 .map_err(unavailable)?;
         }
         consumer.assign(&tpl).map_err(unavailable)?;
-        Ok(Box::new(KafkaSubscription { consumer }))
+        Ok(Box::new(KafkaSubscription {
+            consumer,
+            events: GroupContext::default(),
+        }))
     }
 
     async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<Vec<String>, BusError> {
@@ -269,8 +282,46 @@ impl Bus for KafkaBus {
     }
 }
 
+/// What librdkafka reports from its own threads: revoked partitions and lag.
+#[derive(Clone, Default)]
+struct GroupContext {
+    revoked: Arc<Mutex<Vec<(String, i32)>>>,
+    /// Sum of the assigned partitions' lag (0 until the first statistics).
+    lag: Arc<AtomicI64>,
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+            for p in partitions.elements() {
+                tracing::info!(
+                    topic = p.topic(),
+                    partition = p.partition(),
+                    "partition revoked"
+                );
+                revoked.push((p.topic().to_string(), p.partition()));
+            }
+        }
+    }
+}
+
 struct KafkaSubscription {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<GroupContext>,
+    events: GroupContext,
 }
 
 impl KafkaSubscription {
@@ -324,6 +375,20 @@ impl Subscription for KafkaSubscription {
         self.consumer
             .resume(&Self::partition(topic, partition))
             .map_err(unavailable)
+    }
+
+    fn take_revoked(&mut self) -> Vec<(String, i32)> {
+        std::mem::take(
+            &mut *self
+                .events
+                .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    fn lag(&self) -> Option<i64> {
+        Some(self.events.lag.load(Ordering::Relaxed)).filter(|l| *l >= 0)
     }
 
     async fn close(self: Box<Self>) -> Result<(), BusError> {

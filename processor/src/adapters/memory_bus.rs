@@ -293,6 +293,24 @@ impl Subscription for MemorySubscription {
         Ok(())
     }
 
+    fn lag(&self) -> Option<i64> {
+        let state = self.bus.lock();
+        Some(
+            self.positions
+                .iter()
+                .map(|(topic, partition, _)| {
+                    let end = state.topics[topic.as_str()][*partition as usize].end();
+                    let committed = state
+                        .committed
+                        .get(&(self.group.clone(), topic.clone(), *partition))
+                        .copied()
+                        .unwrap_or(0);
+                    (end - committed).max(0)
+                })
+                .sum(),
+        )
+    }
+
     async fn close(self: Box<Self>) -> Result<(), BusError> {
         Ok(())
     }

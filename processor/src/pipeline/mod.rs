@@ -15,7 +15,7 @@ mod handlers;
 mod offsets;
 pub mod scoring_pool;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,9 @@ struct Finished {
 /// skipped, because skipping would lose it.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often parked messages retry their lanes (lanes also wake the reader
+/// whenever a job finishes).
+const UNPARK_INTERVAL: Duration = Duration::from_millis(5);
 
 impl Processor {
     /// Wires a processor from its ports.
@@ -167,6 +170,12 @@ impl Processor {
         }
         drop(finished_tx);
         let mut tracker = OffsetTracker::default();
+        // Messages waiting for a full lane, by partition. A parked partition
+        // is paused and its later messages queue behind, which keeps every
+        // key in order, while other partitions keep flowing.
+        let mut parked: HashMap<(String, i32), VecDeque<Message>> = HashMap::new();
+        let mut unpark = tokio::time::interval(UNPARK_INTERVAL);
+        unpark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(group = %self.group, lanes = self.lanes, "processor running");
         loop {
             tokio::select! {
@@ -174,8 +183,21 @@ impl Processor {
                 _ = shutdown.cancelled() => break,
                 Some(done) = finished_rx.recv() => {
                     self.finish(&mut tracker, &*subscription, done);
+                    self.unpark(&mut parked, &lanes, &*subscription);
+                }
+                _ = unpark.tick(), if !parked.is_empty() => {
+                    self.unpark(&mut parked, &lanes, &*subscription);
                 }
                 message = subscription.next() => {
+                    for (topic, partition) in subscription.take_revoked() {
+                        tracker.forget(&topic, partition);
+                        if parked.remove(&(topic, partition)).is_some() {
+                            self.metrics.paused_partitions.dec();
+                        }
+                    }
+                    if let Some(lag) = subscription.lag() {
+                        self.metrics.consumer_lag.set(lag);
+                    }
                     let message = match message {
                         Ok(m) => m,
                         Err(BusError::Closed) => break,
@@ -190,31 +212,30 @@ impl Processor {
                     self.metrics.jobs_consumed.with_label_values(&[message.topic.as_str()]).inc();
                     tracker.start(&message.topic, message.partition, message.offset);
                     self.metrics.jobs_in_flight.set(tracker.in_flight() as i64);
+                    let slot = (message.topic.clone(), message.partition);
+                    if let Some(queue) = parked.get_mut(&slot) {
+                        // Fetched before the pause took effect.
+                        queue.push_back(message);
+                        continue;
+                    }
                     let lane = &lanes[key_slot(message.key.as_deref().unwrap_or_default(), self.lanes)];
                     match lane.try_send(message) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(message)) => {
-                            // Stop fetching this partition while its lane is
-                            // busy; the consumer keeps polling, so the group
-                            // membership stays alive.
-                            let (topic, partition) = (message.topic.clone(), message.partition);
-                            subscription.pause(&topic, partition)?;
-                            self.metrics.paused_partitions.inc();
-                            let sent = tokio::select! {
-                                sent = lane.send(message) => sent.is_ok(),
-                                _ = shutdown.cancelled() => false,
-                            };
-                            subscription.resume(&topic, partition)?;
-                            self.metrics.paused_partitions.dec();
-                            if !sent {
-                                break;
+                            if let Err(err) = subscription.pause(&slot.0, slot.1) {
+                                // Parking alone keeps order; pausing only saves fetches.
+                                tracing::warn!(error = %err, topic = %slot.0, partition = slot.1, "pause failed");
                             }
+                            self.metrics.paused_partitions.inc();
+                            parked.insert(slot, VecDeque::from([message]));
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => break,
                     }
                 }
             }
         }
+        // Parked messages were never started: uncommitted, so redelivered.
+        drop(parked);
         tracing::info!(in_flight = tracker.in_flight(), "draining");
         drop(lanes);
         for task in lane_tasks {
@@ -226,6 +247,41 @@ impl Processor {
         subscription.close().await?;
         tracing::info!("processor stopped");
         Ok(())
+    }
+
+    /// Hands parked messages to their lanes in order; resumes a partition
+    /// whose queue emptied.
+    fn unpark(
+        &self,
+        parked: &mut HashMap<(String, i32), VecDeque<Message>>,
+        lanes: &[mpsc::Sender<Message>],
+        subscription: &dyn crate::ports::Subscription,
+    ) {
+        let mut resumed = Vec::new();
+        for (slot, queue) in parked.iter_mut() {
+            while let Some(message) = queue.pop_front() {
+                let lane = &lanes[key_slot(message.key.as_deref().unwrap_or_default(), self.lanes)];
+                match lane.try_send(message) {
+                    Ok(()) => {}
+                    Err(
+                        mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m),
+                    ) => {
+                        queue.push_front(m);
+                        break;
+                    }
+                }
+            }
+            if queue.is_empty() {
+                resumed.push(slot.clone());
+            }
+        }
+        for slot in resumed {
+            parked.remove(&slot);
+            if let Err(err) = subscription.resume(&slot.0, slot.1) {
+                tracing::warn!(error = %err, topic = %slot.0, partition = slot.1, "resume failed");
+            }
+            self.metrics.paused_partitions.dec();
+        }
     }
 
     fn finish(

@@ -46,6 +46,12 @@ impl OffsetTracker {
         Some(next)
     }
 
+    /// Stops tracking a partition this member lost: finishes of its
+    /// in-flight jobs are ignored, and a new assignment starts afresh.
+    pub fn forget(&mut self, topic: &str, partition: i32) {
+        self.partitions.remove(&(topic.to_string(), partition));
+    }
+
     /// Jobs read and not finished.
     pub fn in_flight(&self) -> usize {
         self.partitions.values().map(|p| p.in_flight.len()).sum()
@@ -72,6 +78,19 @@ mod tests {
             t.finish("jobs", 1, 0),
             Some(1),
             "partitions are independent"
+        );
+        t.start("jobs", 2, 5);
+        t.forget("jobs", 2);
+        assert_eq!(
+            t.finish("jobs", 2, 5),
+            None,
+            "a revoked partition commits nothing"
+        );
+        t.start("jobs", 2, 3);
+        assert_eq!(
+            t.finish("jobs", 2, 3),
+            Some(4),
+            "reassigned: tracked afresh"
         );
     }
 }

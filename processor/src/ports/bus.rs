@@ -111,6 +111,18 @@ pub trait Subscription: Send {
     /// Resumes a paused partition.
     fn resume(&self, topic: &str, partition: i32) -> Result<(), BusError>;
 
+    /// Partitions taken from this member by a rebalance since the last call;
+    /// their in-flight work must not be tracked further.
+    fn take_revoked(&mut self) -> Vec<(String, i32)> {
+        Vec::new()
+    }
+
+    /// Messages of the assigned partitions not yet committed by the group,
+    /// when known.
+    fn lag(&self) -> Option<i64> {
+        None
+    }
+
     /// Commits what is marked and leaves the group.
     async fn close(self: Box<Self>) -> Result<(), BusError>;
 }

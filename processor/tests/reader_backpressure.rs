@@ -1,0 +1,138 @@
+//! A full lane parks its partition without stalling the others. The
+//! embedder here is a gate (this tests the reader's scheduling, not the
+//! model): enrollment jobs of one user pile up behind it while another
+//! user's consent job, on another partition and lane, is still decided.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use timbre::adapters::file_store::FileStore;
+use timbre::adapters::memory_bus::MemoryBus;
+use timbre::audio::AudioLimits;
+use timbre::domain::{Policy, key_slot};
+use timbre::metrics::Metrics;
+use timbre::model::ModelError;
+use timbre::pipeline::scoring_pool::{Embedder, ScoringPool};
+use timbre::pipeline::{BIOMETRIC_PURPOSE, Policies, Processor, ProcessorConfig};
+use timbre::ports::{Bus, Store};
+use timbre::topics::{TopicNames, catalogue};
+use timbre_schemas::{ConsentChanged, Decision, EnrollmentRequested, Registry, message_key};
+use tokio_util::sync::CancellationToken;
+
+const LANES: usize = 4;
+
+/// Blocks every embedding until opened.
+struct Gate {
+    open: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Embedder for Gate {
+    fn embed(&self, _: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.changed.wait(open).unwrap();
+        }
+        Ok(vec![0.1; 192])
+    }
+
+    fn model_id(&self) -> String {
+        "gate@test".into()
+    }
+}
+
+/// A user whose key lands on a lane other than `avoid`'s lane.
+fn user_on_other_lane(tenant: &str, avoid: &str) -> String {
+    let lane = |u: &str| key_slot(message_key(tenant, u).as_bytes(), LANES);
+    (0..)
+        .map(|i| format!("user{i}"))
+        .find(|u| lane(u) != lane(avoid))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_lane_does_not_stall_other_partitions() {
+    let wav = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/librispeech-r/test-other/1688/1688-142285-0005.wav"
+    ))
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("timbre-park-{}", uuid::Uuid::new_v4()));
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(1_000));
+    let store: Arc<dyn Store> = Arc::new(FileStore::open(&dir.join("t.redb")).unwrap());
+    store.migrate().await.unwrap();
+    bus.ensure_topics(&catalogue("", Some(1))).await.unwrap();
+    let gate = Arc::new(Gate {
+        open: Mutex::new(false),
+        changed: Condvar::new(),
+    });
+    let pool = Arc::new(ScoringPool::new(gate.clone(), 1, 0, AudioLimits::default()));
+    let topics = TopicNames::with_prefix("");
+    let policy = Policy {
+        consent_required: false,
+        ..Policy::default()
+    };
+    let processor = Processor::new(
+        bus.clone(),
+        store,
+        pool,
+        ProcessorConfig {
+            topics: topics.clone(),
+            lanes: LANES,
+            lane_queue: 1,
+            policies: Policies {
+                default: policy,
+                ..Policies::default()
+            },
+            ..ProcessorConfig::default()
+        },
+        Metrics::new(),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(processor.run(shutdown.clone()));
+    let registry = Registry::new();
+    let mut decisions = bus
+        .subscribe("observer", std::slice::from_ref(&topics.decisions))
+        .await
+        .unwrap();
+
+    // One job scoring (held by the gate), one queued, the rest parked.
+    let busy = "busy";
+    for i in 0..5 {
+        let job = EnrollmentRequested::new(format!("e{i}"), "t", busy, 1, wav.clone());
+        let bytes = registry.encode(&job).unwrap();
+        bus.publish(&topics.enrollment, message_key("t", busy).as_bytes(), &bytes)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = user_on_other_lane("t", busy);
+    let consent = ConsentChanged::new("c1", "t", &other, 1, true, BIOMETRIC_PURPOSE, true);
+    bus.publish(
+        &topics.consent,
+        message_key("t", &other).as_bytes(),
+        &registry.encode(&consent).unwrap(),
+    )
+    .await
+    .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), decisions.next())
+        .await
+        .expect("the other partition is decided while the busy lane waits")
+        .unwrap();
+    let first: Decision = registry.decode(&first.payload).unwrap();
+    assert_eq!(first.request_id, "c1");
+
+    *gate.open.lock().unwrap() = true;
+    gate.changed.notify_all();
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        let m = tokio::time::timeout(Duration::from_secs(30), decisions.next())
+            .await
+            .expect("parked jobs are decided once the lane frees")
+            .unwrap();
+        order.push(registry.decode::<Decision>(&m.payload).unwrap().request_id);
+    }
+    assert_eq!(order, ["e0", "e1", "e2", "e3", "e4"], "one user's jobs stay in order");
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
