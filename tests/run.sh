@@ -11,8 +11,9 @@ missing=()
 command -v cargo >/dev/null 2>&1 || missing+=("cargo (rustup: https://rustup.rs, or apt-get install cargo)")
 command -v cc >/dev/null 2>&1 || missing+=("a C toolchain (apt-get install build-essential)")
 command -v make >/dev/null 2>&1 || missing+=("make (apt-get install make)")
-command -v python3 >/dev/null 2>&1 || missing+=("python3 with pip (apt-get install python3 python3-pip)")
+command -v python3 >/dev/null 2>&1 || missing+=("python3 with pip and venv (apt-get install python3 python3-pip python3-venv)")
 command -v java >/dev/null 2>&1 || missing+=("java 17 (apt-get install openjdk-17-jdk-headless)")
+pkg-config --exists openssl 2>/dev/null || missing+=("OpenSSL headers for Kafka TLS/SASL (apt-get install pkg-config libssl-dev)")
 command -v mvn >/dev/null 2>&1 || missing+=("maven (apt-get install maven)")
 if ((${#missing[@]})); then
   printf 'missing prerequisite: %s\n' "${missing[@]}" >&2
@@ -20,6 +21,16 @@ if ((${#missing[@]})); then
 fi
 
 processor/scripts/fetch-model.sh
+
+# Property-based OpenAPI testing of the live API (tests/tests/api_openapi.rs).
+TIMBRE_SCHEMATHESIS=$(tests/tools/schemathesis.sh)
+export TIMBRE_SCHEMATHESIS
+
+# The Helm chart: lint, render and validate offline (builds helm and
+# kubeconform with Go on first use); tests/tests/helm_chart.rs renders it
+# with the helm binary whose path check.sh prints.
+TIMBRE_HELM=$(tests/helm/check.sh)
+export TIMBRE_HELM
 
 services=tests/services/services.sh
 cleanup() { "$services" stop || true; }
