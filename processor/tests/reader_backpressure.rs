@@ -101,9 +101,13 @@ async fn a_full_lane_does_not_stall_other_partitions() {
     for i in 0..5 {
         let job = EnrollmentRequested::new(format!("e{i}"), "t", busy, 1, wav.clone());
         let bytes = registry.encode(&job).unwrap();
-        bus.publish(&topics.enrollment, message_key("t", busy).as_bytes(), &bytes)
-            .await
-            .unwrap();
+        bus.publish(
+            &topics.enrollment,
+            message_key("t", busy).as_bytes(),
+            &bytes,
+        )
+        .await
+        .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let other = user_on_other_lane("t", busy);
@@ -132,7 +136,11 @@ async fn a_full_lane_does_not_stall_other_partitions() {
             .unwrap();
         order.push(registry.decode::<Decision>(&m.payload).unwrap().request_id);
     }
-    assert_eq!(order, ["e0", "e1", "e2", "e3", "e4"], "one user's jobs stay in order");
+    assert_eq!(
+        order,
+        ["e0", "e1", "e2", "e3", "e4"],
+        "one user's jobs stay in order"
+    );
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }

@@ -113,6 +113,8 @@ pub struct Deployment {
     pub acme_burst: String,
     /// Key of tenant `globex`.
     pub globex: String,
+    /// Key of tenant `initech`.
+    pub initech: String,
     /// The config it runs with.
     pub config: Config,
     /// Stops it.
@@ -158,6 +160,7 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
     let acme = mint(&engine, &config, "acme").await;
     let acme_burst = mint(&engine, &config, "acme").await;
     let globex = mint(&engine, &config, "globex").await;
+    let initech = mint(&engine, &config, "initech").await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = Api::new(listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
@@ -175,6 +178,7 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
         acme,
         acme_burst,
         globex,
+        initech,
         config,
         shutdown,
         task,

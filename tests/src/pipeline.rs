@@ -241,6 +241,25 @@ pub fn verification(tenant: &str, user: &str, request_id: &str, audio: Vec<u8>) 
     ))
 }
 
+/// A profile command.
+pub fn profile_command(
+    tenant: &str,
+    user: &str,
+    request_id: &str,
+    command: timbre_schemas::ProfileCommandKind,
+) -> Request {
+    Request::Profile(timbre_schemas::ProfileCommand {
+        request_id: request_id.into(),
+        tenant: tenant.into(),
+        user_id: user.into(),
+        occurred_at: now_ms(),
+        schema_version: 1,
+        trace: None,
+        command,
+        reason: Some("test".into()),
+    })
+}
+
 /// The partition key of a user.
 pub fn key(tenant: &str, user: &str) -> String {
     message_key(tenant, user)

@@ -436,7 +436,7 @@ async fn operations(api: &Api) {
 async fn replicas(d: &Deployment, second: &Api) {
     let user = unique("bob");
     let fields = [("user_id", user.as_str())];
-    let key = d.globex.as_str();
+    let key = d.initech.as_str();
     let (status, body) = second
         .post(key, "/create-profile", json!({"user_id": user}))
         .await;

@@ -11,8 +11,11 @@ use timbre::adapters::memory_bus::MemoryBus;
 use timbre::backends::{connect_bus, connect_store};
 use timbre::domain::{JobCommit, ProfileStatus, Voiceprint};
 use timbre::ports::{Bus, Store};
+use timbre_schemas::ProfileCommandKind;
 use timbre_schemas::{DeadLetter, DecisionKind, ProfileStatus as WireStatus};
-use timbre_tests::pipeline::{Harness, consent, enrollment, key, verification, wav};
+use timbre_tests::pipeline::{
+    Harness, consent, enrollment, key, profile_command, verification, wav,
+};
 use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
 
 const ALICE_ENROLL: &str = "librispeech-r/test-other/1688/1688-142285-0000.wav";
@@ -239,7 +242,104 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         codes,
         vec!["bad_framing", "not_wav", "request_id_conflict", "wrong_key"]
     );
+    watchlist_and_delete(&mut h, store.as_ref(), tenant).await;
     h.stop_processor().await;
+}
+
+/// One speaker holds two accounts; listing one refuses that voice on the
+/// other too, unlisting restores it, and a deleted profile is gone.
+async fn watchlist_and_delete(h: &mut Harness, store: &dyn Store, tenant: &str) {
+    for user in ["wl-alice", "wl-mallory"] {
+        h.publish(&consent(tenant, user, &format!("c-{user}"), true))
+            .await;
+        h.decision(&format!("c-{user}")).await;
+        h.publish(&enrollment(
+            tenant,
+            user,
+            &format!("e-{user}"),
+            wav(ALICE_ENROLL),
+        ))
+        .await;
+        assert_eq!(
+            h.decision(&format!("e-{user}")).await.profile_status,
+            Some(WireStatus::Enrolled)
+        );
+    }
+    let list = profile_command(
+        tenant,
+        "wl-mallory",
+        "g-add",
+        ProfileCommandKind::GreylistAdd,
+    );
+    h.publish(&list).await;
+    assert_eq!(h.decision("g-add").await.reasons, ["watchlisted"]);
+    h.publish(&verification(
+        tenant,
+        "wl-alice",
+        "v-listed",
+        wav(ALICE_VERIFY),
+    ))
+    .await;
+    let listed = h.decision("v-listed").await;
+    assert_eq!(listed.decision, DecisionKind::Reject, "{listed:?}");
+    assert_eq!(listed.reasons, ["watchlist_match"]);
+    assert!(
+        listed.score.unwrap() > 0.5,
+        "the voice itself matches: {listed:?}"
+    );
+    let unlist = profile_command(
+        tenant,
+        "wl-mallory",
+        "g-rm",
+        ProfileCommandKind::GreylistRemove,
+    );
+    h.publish(&unlist).await;
+    h.decision("g-rm").await;
+    h.publish(&verification(
+        tenant,
+        "wl-alice",
+        "v-unlisted",
+        wav(ALICE_VERIFY),
+    ))
+    .await;
+    assert_eq!(
+        h.decision("v-unlisted").await.decision,
+        DecisionKind::Accept
+    );
+
+    let delete = profile_command(tenant, "wl-alice", "d-alice", ProfileCommandKind::Delete);
+    h.publish(&delete).await;
+    assert_eq!(h.decision("d-alice").await.reasons, ["profile_deleted"]);
+    assert_eq!(store.profile(tenant, "wl-alice").await.unwrap(), None);
+    assert!(
+        store
+            .enrollment_audio(tenant, "wl-alice")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .consent(tenant, "wl-alice", timbre::pipeline::BIOMETRIC_PURPOSE)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store.profile(tenant, "wl-mallory").await.unwrap().is_some(),
+        "others untouched"
+    );
+    h.publish(&verification(
+        tenant,
+        "wl-alice",
+        "v-deleted",
+        wav(ALICE_VERIFY),
+    ))
+    .await;
+    assert_eq!(
+        h.decision("v-deleted").await.error_code.as_deref(),
+        Some("profile_not_found")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

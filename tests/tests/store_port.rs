@@ -5,7 +5,8 @@ use std::sync::Arc;
 use timbre::adapters::file_store::FileStore;
 use timbre::backends::connect_store;
 use timbre::domain::{
-    ApiKey, ChallengeSession, Consent, JobCommit, Profile, ProfileStatus, Voiceprint, now_ms,
+    ApiKey, ChallengeSession, Consent, JobCommit, Profile, ProfileStatus, Voiceprint,
+    WatchlistEntry, now_ms,
 };
 use timbre::ports::{AccessStore, Store};
 use timbre_tests::{cql_nodes, scratch_dir, unique};
@@ -66,7 +67,7 @@ async fn store_contract(store: Arc<dyn Store>) {
         voiceprint: Some(voiceprint.clone()),
         consent: Some(consent.clone()),
         enrollment_audio: Some((user.into(), audio.clone())),
-        erase_biometrics_of: None,
+        ..JobCommit::default()
     };
     store.commit(&commit).await.unwrap();
 
@@ -154,6 +155,115 @@ async fn store_contract(store: Arc<dyn Store>) {
         store.decision(tenant, "req-1").await.unwrap(),
         Some(b"decision-bytes".to_vec())
     );
+    watchlist_and_delete(store.as_ref(), tenant).await;
+}
+
+/// Watchlist entries by model, and a profile deletion that takes every row
+/// of that user and nothing else.
+async fn watchlist_and_delete(store: &dyn Store, tenant: &str) {
+    let entry = |user: &str, model: &str| WatchlistEntry {
+        tenant: tenant.into(),
+        user_id: user.into(),
+        model_id: model.into(),
+        embedding: vec![0.5, -0.25],
+        reason: "fraud".into(),
+        added_at: 7,
+    };
+    for (i, (user, model)) in [("w1", "m1"), ("w2", "m1"), ("w2", "m2")]
+        .iter()
+        .enumerate()
+    {
+        let commit = JobCommit {
+            tenant: tenant.into(),
+            request_id: format!("wl-{i}"),
+            decision: b"d".to_vec(),
+            watchlist_add: Some(entry(user, model)),
+            ..JobCommit::default()
+        };
+        store.commit(&commit).await.unwrap();
+    }
+    let mut m1 = store.watchlist(tenant, "m1").await.unwrap();
+    m1.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    assert_eq!(m1, vec![entry("w1", "m1"), entry("w2", "m1")]);
+    assert!(
+        store
+            .watchlist("other-tenant", "m1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let unlist = JobCommit {
+        tenant: tenant.into(),
+        request_id: "wl-rm".into(),
+        decision: b"d".to_vec(),
+        watchlist_remove_of: Some("w2".into()),
+        ..JobCommit::default()
+    };
+    store.commit(&unlist).await.unwrap();
+    assert_eq!(
+        store.watchlist(tenant, "m1").await.unwrap(),
+        vec![entry("w1", "m1")]
+    );
+    assert!(store.watchlist(tenant, "m2").await.unwrap().is_empty());
+
+    for user in ["u1", "u2"] {
+        let setup = JobCommit {
+            tenant: tenant.into(),
+            request_id: format!("setup-{user}"),
+            decision: b"d".to_vec(),
+            profile: Some(profile(tenant, user, ProfileStatus::Enrolled)),
+            consent: Some(Consent {
+                tenant: tenant.into(),
+                user_id: user.into(),
+                purpose: "voice_biometrics".into(),
+                granted: true,
+                retain_audio: true,
+                updated_at: 1,
+            }),
+            enrollment_audio: Some((user.into(), b"RIFF".to_vec())),
+            ..JobCommit::default()
+        };
+        store.commit(&setup).await.unwrap();
+    }
+    let delete = JobCommit {
+        tenant: tenant.into(),
+        request_id: "del".into(),
+        decision: b"d".to_vec(),
+        delete_profile_of: Some("u1".into()),
+        ..JobCommit::default()
+    };
+    store.commit(&delete).await.unwrap();
+    assert_eq!(store.profile(tenant, "u1").await.unwrap(), None);
+    assert_eq!(
+        store
+            .consent(tenant, "u1", "voice_biometrics")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .enrollment_audio(tenant, "u1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.decision(tenant, "del").await.unwrap(),
+        Some(b"d".to_vec())
+    );
+    assert!(
+        store.profile(tenant, "u2").await.unwrap().is_some(),
+        "others untouched"
+    );
+    assert!(
+        store
+            .consent(tenant, "u2", "voice_biometrics")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.enrollment_audio(tenant, "u2").await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

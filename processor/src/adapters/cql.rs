@@ -12,7 +12,7 @@ use scylla::value::{CqlTimestamp, CqlValue};
 
 use crate::domain::{
     ApiKey, ChallengeSession, Consent, JobCommit, Profile, ProfileStatus, UsageCount, Voiceprint,
-    now_ms,
+    WatchlistEntry, now_ms,
 };
 use crate::ports::{AccessStore, Store, StoreError};
 
@@ -49,6 +49,14 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             "CREATE TABLE IF NOT EXISTS {ks}.spent_tokens (jti text PRIMARY KEY, spent_at timestamp)",
             "CREATE TABLE IF NOT EXISTS {ks}.usage (tenant text, key_id text, day text, metric text, \
              n counter, PRIMARY KEY ((tenant, key_id), day, metric))",
+        ],
+    ),
+    (
+        3,
+        "watchlist",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.watchlist (tenant text, user_id text, model_id text, \
+             embedding blob, reason text, added_at timestamp, PRIMARY KEY ((tenant), user_id, model_id))",
         ],
     ),
 ];
@@ -160,6 +168,11 @@ struct Statements {
     erase_voiceprints: PreparedStatement,
     erase_audio: PreparedStatement,
     access: AccessStatements,
+    watchlist: PreparedStatement,
+    put_watchlist: PreparedStatement,
+    remove_watchlist: PreparedStatement,
+    delete_profile: PreparedStatement,
+    delete_consent: PreparedStatement,
 }
 
 struct AccessStatements {
@@ -212,7 +225,14 @@ fn blob_to_embedding(b: &[u8]) -> Result<Vec<f32>, StoreError> {
 impl CqlStore {
     /// Connects to the cluster (the keyspace may not exist yet: `migrate` creates it).
     pub async fn connect(config: CqlConfig) -> Result<Self, StoreError> {
-        let mut builder = SessionBuilder::new().known_nodes(&config.nodes);
+        // Client-side, monotonic write timestamps: a quick re-enroll after an
+        // erase is ordered by when this process wrote it, not by which
+        // coordinator's clock stamped it.
+        let mut builder = SessionBuilder::new()
+            .known_nodes(&config.nodes)
+            .timestamp_generator(std::sync::Arc::new(
+                scylla::policies::timestamp_generator::MonotonicTimestampGenerator::new(),
+            ));
         if let Some((user, pass)) = &config.credentials {
             let pass = match pass.as_str() {
                 "" => std::env::var("TIMBRE_CQL_PASSWORD").unwrap_or_default(),
@@ -283,6 +303,21 @@ impl CqlStore {
                     erase_voiceprints: p(format!("DELETE FROM {ks}.voiceprints WHERE tenant = ? AND user_id = ?"))
                         .await?,
                     erase_audio: p(format!("DELETE FROM {ks}.enrollment_audio WHERE tenant = ? AND user_id = ?"))
+                        .await?,
+                    watchlist: p(format!(
+                        "SELECT user_id, model_id, embedding, reason, added_at FROM {ks}.watchlist WHERE tenant = ?"
+                    ))
+                    .await?,
+                    put_watchlist: p(format!(
+                        "INSERT INTO {ks}.watchlist (tenant, user_id, model_id, embedding, reason, added_at) \
+                         VALUES (?, ?, ?, ?, ?, ?)"
+                    ))
+                    .await?,
+                    remove_watchlist: p(format!("DELETE FROM {ks}.watchlist WHERE tenant = ? AND user_id = ?"))
+                        .await?,
+                    delete_profile: p(format!("DELETE FROM {ks}.profiles WHERE tenant = ? AND user_id = ?"))
+                        .await?,
+                    delete_consent: p(format!("DELETE FROM {ks}.consent WHERE tenant = ? AND user_id = ?"))
                         .await?,
                     access: AccessStatements {
                         put_key: p(format!(
@@ -501,6 +536,39 @@ impl Store for CqlStore {
             .map_err(corrupt)
     }
 
+    async fn watchlist(
+        &self,
+        tenant: &str,
+        model_id: &str,
+    ) -> Result<Vec<WatchlistEntry>, StoreError> {
+        let s = self.statements().await?;
+        let rows = self
+            .session
+            .execute_unpaged(&s.watchlist, (tenant,))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?;
+        let mut out = Vec::new();
+        for row in rows
+            .rows::<(String, String, Vec<u8>, String, CqlTimestamp)>()
+            .map_err(corrupt)?
+        {
+            let (user_id, model, blob, reason, added) = row.map_err(corrupt)?;
+            if model == model_id {
+                out.push(WatchlistEntry {
+                    tenant: tenant.to_string(),
+                    user_id,
+                    model_id: model,
+                    embedding: blob_to_embedding(&blob)?,
+                    reason,
+                    added_at: added.0,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     async fn decision(
         &self,
         tenant: &str,
@@ -538,6 +606,33 @@ impl Store for CqlStore {
                 batch.append_statement(stmt.clone());
                 values.push(vec![text(&c.tenant), text(user)]);
             }
+        }
+        if let Some(user) = &c.delete_profile_of {
+            for stmt in [
+                &s.erase_voiceprints,
+                &s.erase_audio,
+                &s.delete_consent,
+                &s.remove_watchlist,
+                &s.delete_profile,
+            ] {
+                batch.append_statement(stmt.clone());
+                values.push(vec![text(&c.tenant), text(user)]);
+            }
+        }
+        if let Some(user) = &c.watchlist_remove_of {
+            batch.append_statement(s.remove_watchlist.clone());
+            values.push(vec![text(&c.tenant), text(user)]);
+        }
+        if let Some(w) = &c.watchlist_add {
+            batch.append_statement(s.put_watchlist.clone());
+            values.push(vec![
+                text(&w.tenant),
+                text(&w.user_id),
+                text(&w.model_id),
+                CqlValue::Blob(embedding_to_blob(&w.embedding)),
+                text(&w.reason),
+                ts(w.added_at),
+            ]);
         }
         if let Some(p) = &c.profile {
             batch.append_statement(s.put_profile.clone());

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::domain::{
-    ApiKey, ChallengeSession, Consent, JobCommit, Profile, UsageCount, Voiceprint,
+    ApiKey, ChallengeSession, Consent, JobCommit, Profile, UsageCount, Voiceprint, WatchlistEntry,
 };
 use crate::ports::{AccessStore, Store, StoreError};
 
@@ -24,9 +24,11 @@ const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("challenge_s
 /// Spent token id → the token's expiry (ms), after which the mark is pruned.
 const SPENT_TOKENS: TableDefinition<&str, i64> = TableDefinition::new("spent_tokens");
 const USAGE: TableDefinition<&str, i64> = TableDefinition::new("usage");
+/// tenant · user · model → entry.
+const WATCHLIST: TableDefinition<&str, &[u8]> = TableDefinition::new("watchlist");
 
 /// Version of the file layout; bumped with each migration.
-const SCHEMA_VERSION: u32 = 2;
+const SCHEMA_VERSION: u32 = 3;
 /// Separates key parts; ids never contain control characters (validated at decode).
 const SEP: char = '\u{1f}';
 
@@ -113,6 +115,7 @@ impl Store for FileStore {
                 DECISIONS,
                 API_KEYS,
                 SESSIONS,
+                WATCHLIST,
             ] {
                 tx.open_table(table).map_err(unavailable)?;
             }
@@ -183,6 +186,36 @@ impl Store for FileStore {
         .await
     }
 
+    async fn watchlist(
+        &self,
+        tenant: &str,
+        model_id: &str,
+    ) -> Result<Vec<WatchlistEntry>, StoreError> {
+        let prefix = key(&[tenant, ""]);
+        let model_id = model_id.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = match tx.open_table(WATCHLIST) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let mut out = Vec::new();
+            for entry in t
+                .range(prefix.as_str()..prefix_end(&prefix[..prefix.len() - 1]).as_str())
+                .map_err(unavailable)?
+            {
+                let (_, v) = entry.map_err(unavailable)?;
+                let listed: WatchlistEntry = decode(v.value())?;
+                if listed.model_id == model_id {
+                    out.push(listed);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn decision(
         &self,
         tenant: &str,
@@ -196,14 +229,36 @@ impl Store for FileStore {
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(unavailable)?;
             {
-                if let Some(user) = &c.erase_biometrics_of {
+                let clear = |tables: &[TableDefinition<&str, &[u8]>], user: &str| {
                     let prefix = key(&[&c.tenant, user, ""]);
                     let end = prefix_end(&prefix[..prefix.len() - 1]);
-                    for table in [VOICEPRINTS, AUDIO] {
-                        let mut t = tx.open_table(table).map_err(unavailable)?;
+                    for table in tables {
+                        let mut t = tx.open_table(*table).map_err(unavailable)?;
                         t.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
                             .map_err(unavailable)?;
                     }
+                    Ok::<_, StoreError>(())
+                };
+                if let Some(user) = &c.erase_biometrics_of {
+                    clear(&[VOICEPRINTS, AUDIO], user)?;
+                }
+                if let Some(user) = &c.delete_profile_of {
+                    clear(&[VOICEPRINTS, AUDIO, CONSENT, WATCHLIST], user)?;
+                    tx.open_table(PROFILES)
+                        .map_err(unavailable)?
+                        .remove(key(&[&c.tenant, user]).as_str())
+                        .map_err(unavailable)?;
+                }
+                if let Some(user) = &c.watchlist_remove_of {
+                    clear(&[WATCHLIST], user)?;
+                }
+                if let Some(w) = &c.watchlist_add {
+                    let mut t = tx.open_table(WATCHLIST).map_err(unavailable)?;
+                    t.insert(
+                        key(&[&w.tenant, &w.user_id, &w.model_id]).as_str(),
+                        encode(w).as_slice(),
+                    )
+                    .map_err(unavailable)?;
                 }
                 if let Some(p) = &c.profile {
                     let mut t = tx.open_table(PROFILES).map_err(unavailable)?;

@@ -7,7 +7,7 @@ mod records;
 
 pub use access::{ApiKey, ChallengeSession, UsageCount, utc_day, utc_rfc3339};
 pub use policy::Policy;
-pub use records::{Consent, JobCommit, Profile, ProfileStatus, Voiceprint};
+pub use records::{Consent, JobCommit, Profile, ProfileStatus, Voiceprint, WatchlistEntry};
 
 /// Milliseconds since the Unix epoch (the one clock of the engine).
 pub fn now_ms() -> i64 {

@@ -81,6 +81,24 @@ pub struct Voiceprint {
     pub updated_at: i64,
 }
 
+/// A voice on the tenant's watchlist: verifications whose voice matches it
+/// are rejected, whatever user they claim to be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchlistEntry {
+    /// Tenant id.
+    pub tenant: String,
+    /// User whose voiceprint was listed.
+    pub user_id: String,
+    /// Model of the embedding.
+    pub model_id: String,
+    /// Unit embedding of the listed voice.
+    pub embedding: Vec<f32>,
+    /// Free-text reason for the audit trail.
+    pub reason: String,
+    /// When it was listed (ms since the epoch).
+    pub added_at: i64,
+}
+
 /// Consent of a user for a purpose.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Consent {
@@ -118,4 +136,10 @@ pub struct JobCommit {
     pub enrollment_audio: Option<(String, Vec<u8>)>,
     /// Erase the user's voiceprints and stored audio (opt-out, delete).
     pub erase_biometrics_of: Option<String>,
+    /// Delete the user's profile, consent and watchlist entries too.
+    pub delete_profile_of: Option<String>,
+    /// Put a voice on the watchlist.
+    pub watchlist_add: Option<WatchlistEntry>,
+    /// Take a user's voice off the watchlist.
+    pub watchlist_remove_of: Option<String>,
 }

@@ -11,7 +11,9 @@ use timbre_schemas::{
 use super::Processor;
 use super::scoring_pool::{ScoreError, Scored};
 use crate::domain::policy::{self, Verdict};
-use crate::domain::{Consent, JobCommit, Policy, Profile, ProfileStatus, Voiceprint, now_ms};
+use crate::domain::{
+    Consent, JobCommit, Policy, Profile, ProfileStatus, Voiceprint, WatchlistEntry, now_ms,
+};
 use crate::model::cosine;
 use crate::ports::StoreError;
 
@@ -348,10 +350,17 @@ impl Processor {
             h.commit.profile = Some(profile);
             return Ok(h);
         };
+        let watchlist = self.store.watchlist(&job.tenant, &model_id).await?;
         let scored = match self.score_audio(request, &job.audio).await {
             Ok(s) => s,
             Err(refused) => return Ok(refused),
         };
+        // A listed user, or a voice matching any listed voice, is refused
+        // whoever it claims to be.
+        let watchlisted = watchlist.iter().any(|w| {
+            w.user_id == job.user_id
+                || cosine(&scored.embedding, &w.embedding) >= policy.accept_threshold
+        });
         let mut d = base(request, DecisionKind::Retry);
         d.speech_millis = scored.speech_millis as i64;
         d.model_id = Some(model_id);
@@ -368,7 +377,11 @@ impl Processor {
             });
         }
         let score = cosine(&scored.embedding, &voiceprint.embedding);
-        let verdict = policy::verdict(score, policy);
+        let verdict = if watchlisted {
+            Verdict::Reject
+        } else {
+            policy::verdict(score, policy)
+        };
         d.score = Some(score);
         d.confidence = Some(policy::confidence(score, policy));
         d.bio_result = Some(match policy::bio_result(score, policy) {
@@ -416,7 +429,9 @@ impl Processor {
                     DecisionKind::Reject
                 };
                 reasons.push(
-                    if verdict == Verdict::Retry {
+                    if watchlisted {
+                        "watchlist_match"
+                    } else if verdict == Verdict::Retry {
                         "voice_uncertain"
                     } else {
                         "voice_mismatch"
@@ -525,15 +540,58 @@ impl Processor {
                     now,
                 )
             }
-            ProfileCommandKind::Delete
-            | ProfileCommandKind::GreylistAdd
-            | ProfileCommandKind::GreylistRemove => {
-                return Ok(error_decision(
-                    request,
-                    "unsupported_command",
-                    "delete and watchlist commands are not handled by this version",
-                    false,
-                ));
+            ProfileCommandKind::Delete => {
+                // Everything about the user goes; the decision stays as the audit record.
+                commit.delete_profile_of = Some(job.user_id.clone());
+                d.reasons = vec![
+                    if existing.is_some() {
+                        "profile_deleted"
+                    } else {
+                        "profile_absent"
+                    }
+                    .into(),
+                ];
+                return Ok(Handled {
+                    decision: d,
+                    commit,
+                    dead_letter: None,
+                });
+            }
+            ProfileCommandKind::GreylistAdd => {
+                let model_id = self.scoring.model_id();
+                let Some(voiceprint) = self
+                    .store
+                    .voiceprint(&job.tenant, &job.user_id, &model_id)
+                    .await?
+                else {
+                    return Ok(error_decision(
+                        request,
+                        "not_enrolled",
+                        "only an enrolled voice can be put on the watchlist",
+                        false,
+                    ));
+                };
+                commit.watchlist_add = Some(WatchlistEntry {
+                    tenant: job.tenant.clone(),
+                    user_id: job.user_id.clone(),
+                    model_id,
+                    embedding: voiceprint.embedding,
+                    reason: job.reason.clone().unwrap_or_default(),
+                    added_at: now,
+                });
+                d.reasons = vec!["watchlisted".into()];
+                match existing {
+                    Some(p) => p,
+                    None => new_profile(&job.tenant, &job.user_id, now),
+                }
+            }
+            ProfileCommandKind::GreylistRemove => {
+                commit.watchlist_remove_of = Some(job.user_id.clone());
+                d.reasons = vec!["unwatchlisted".into()];
+                match existing {
+                    Some(p) => p,
+                    None => new_profile(&job.tenant, &job.user_id, now),
+                }
             }
         };
         with_progress(&mut d, &profile, policy);

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::domain::{Consent, JobCommit, Profile, Voiceprint};
+use crate::domain::{Consent, JobCommit, Profile, Voiceprint, WatchlistEntry};
 
 /// Store failures; [`StoreError::code`] is stable.
 #[derive(Debug, Error)]
@@ -61,6 +61,13 @@ pub trait Store: Send + Sync {
         tenant: &str,
         user_id: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// The tenant's watchlist under a model.
+    async fn watchlist(
+        &self,
+        tenant: &str,
+        model_id: &str,
+    ) -> Result<Vec<WatchlistEntry>, StoreError>;
 
     /// The decision already recorded for a job, if any.
     async fn decision(&self, tenant: &str, request_id: &str)
