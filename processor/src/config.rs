@@ -32,6 +32,9 @@ pub struct Config {
     pub lanes: usize,
     /// Directory of the model weights (default `~/.cache/timbre/models`).
     pub model_dir: Option<PathBuf>,
+    /// More models the workers load next to the default one (re-scoring
+    /// targets): `[{ name = "campplus-2027", dir = "/models/next" }]`.
+    pub extra_models: Vec<ExtraModel>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub listen: SocketAddr,
     /// Audio acceptance limits.
@@ -42,6 +45,17 @@ pub struct Config {
     pub tenants: HashMap<String, Policy>,
     /// The HTTP adapter (`timbre serve`, and `timbre up`).
     pub api: ApiConfig,
+}
+
+/// A model loaded besides the default one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraModel {
+    /// Declared model name; the id is `name@sha256:<weights hash>`.
+    pub name: String,
+    /// Weights directory (default: `model_dir`).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
 }
 
 /// A secret setting: never shown by `Debug`, so it cannot reach a log line.
@@ -134,6 +148,7 @@ impl Default for Config {
             scoring_queue: 16,
             lanes: 32,
             model_dir: None,
+            extra_models: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             audio: AudioLimits::default(),
             policy: Policy::default(),

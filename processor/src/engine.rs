@@ -14,7 +14,7 @@ use crate::backends::{connect_bus, connect_store};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{SpeakerModel, default_model_dir};
-use crate::pipeline::scoring_pool::ScoringPool;
+use crate::pipeline::scoring_pool::{Embedder, ScoringPool};
 use crate::pipeline::{Policies, Processor, ProcessorConfig};
 use crate::ports::{AccessStore, Bus, Store};
 use crate::topics::{TopicNames, catalogue};
@@ -132,12 +132,21 @@ impl Engine {
             .unwrap_or_else(default_model_dir);
         let model = Arc::new(SpeakerModel::load(&dir)?);
         tracing::info!(model = %model.id(), workers = self.config.workers, "model loaded");
-        let pool = Arc::new(ScoringPool::new(
-            model,
-            self.config.workers,
-            self.config.scoring_queue,
-            self.config.audio,
-        ));
+        let mut extra: Vec<Arc<dyn Embedder>> = Vec::new();
+        for m in &self.config.extra_models {
+            let loaded = SpeakerModel::load_named(m.dir.as_deref().unwrap_or(&dir), &m.name)?;
+            tracing::info!(model = %loaded.id(), "extra model loaded");
+            extra.push(Arc::new(loaded));
+        }
+        let pool = Arc::new(
+            ScoringPool::new(
+                model,
+                self.config.workers,
+                self.config.scoring_queue,
+                self.config.audio,
+            )
+            .with_models(extra),
+        );
         let processor = Processor::new(
             self.bus.clone(),
             self.store.clone(),

@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod ports;
+pub mod rescore;
 pub mod topics;

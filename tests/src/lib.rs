@@ -60,3 +60,19 @@ pub fn scratch_dir(prefix: &str) -> PathBuf {
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
+
+/// The `timbre` binary next to this test's build (cargo builds it for the workspace).
+pub fn timbre_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target profile dir");
+    let bin = dir.join("timbre");
+    assert!(
+        bin.is_file(),
+        "{} missing: build it with `cargo build -p timbre`",
+        bin.display()
+    );
+    bin
+}

@@ -3,7 +3,6 @@
 //! are byte-identical, and state is applied once.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -11,26 +10,10 @@ use timbre::backends::{connect_bus, connect_store};
 use timbre::topics::{TopicNames, catalogue};
 use timbre_schemas::{Contract, Decision, ProfileCommand, ProfileCommandKind, Registry, Request};
 use timbre_tests::pipeline::{consent, enrollment, wav};
-use timbre_tests::{cql_nodes, kafka_url, unique};
+use timbre_tests::{cql_nodes, kafka_url, timbre_binary, unique};
 
 const USERS: usize = 50;
 const JOBS_PER_USER: usize = 20;
-
-/// The `timbre` binary next to this test's build (cargo builds it for the workspace).
-fn timbre_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target profile dir");
-    let bin = dir.join("timbre");
-    assert!(
-        bin.is_file(),
-        "{} missing: build it with `cargo build -p timbre`",
-        bin.display()
-    );
-    bin
-}
 
 fn spawn_processor(bus: &str, store: &str, prefix: &str) -> Child {
     Command::new(timbre_binary())

@@ -11,8 +11,8 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlTimestamp, CqlValue};
 
 use crate::domain::{
-    ApiKey, ChallengeSession, Consent, JobCommit, Profile, ProfileStatus, UsageCount, Voiceprint,
-    WatchlistEntry, now_ms,
+    ApiKey, ChallengeSession, Consent, JobCommit, Profile, ProfileStatus, RescoreResult,
+    RescoreRun, RunState, TenantModel, UsageCount, Voiceprint, WatchlistEntry, now_ms,
 };
 use crate::ports::{AccessStore, Store, StoreError};
 
@@ -57,6 +57,20 @@ const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         &[
             "CREATE TABLE IF NOT EXISTS {ks}.watchlist (tenant text, user_id text, model_id text, \
              embedding blob, reason text, added_at timestamp, PRIMARY KEY ((tenant), user_id, model_id))",
+        ],
+    ),
+    (
+        4,
+        "tenant models, users by tenant, re-scoring runs and results",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.tenant_models (tenant text PRIMARY KEY, active_model text, \
+             previous_model text, updated_at timestamp)",
+            "CREATE TABLE IF NOT EXISTS {ks}.users_by_tenant (tenant text, user_id text, status text, \
+             PRIMARY KEY ((tenant), user_id))",
+            "CREATE TABLE IF NOT EXISTS {ks}.rescore_runs (tenant text, target_model text, source_model text, \
+             state text, started_at timestamp, updated_at timestamp, PRIMARY KEY ((tenant), target_model))",
+            "CREATE TABLE IF NOT EXISTS {ks}.rescore_results (tenant text, target_model text, user_id text, \
+             ok boolean, detail text, updated_at timestamp, PRIMARY KEY ((tenant, target_model), user_id))",
         ],
     ),
 ];
@@ -173,6 +187,21 @@ struct Statements {
     remove_watchlist: PreparedStatement,
     delete_profile: PreparedStatement,
     delete_consent: PreparedStatement,
+    models: ModelStatements,
+}
+
+struct ModelStatements {
+    tenant_model: PreparedStatement,
+    put_tenant_model: PreparedStatement,
+    users: PreparedStatement,
+    users_after: PreparedStatement,
+    put_user: PreparedStatement,
+    delete_user: PreparedStatement,
+    run: PreparedStatement,
+    put_run: PreparedStatement,
+    results: PreparedStatement,
+    put_result: PreparedStatement,
+    delete_voiceprint: PreparedStatement,
 }
 
 struct AccessStatements {
@@ -223,6 +252,42 @@ fn blob_to_embedding(b: &[u8]) -> Result<Vec<f32>, StoreError> {
 }
 
 impl CqlStore {
+    /// Fills `users_by_tenant` from the profiles written before it existed
+    /// (one full scan, paged; rows are idempotent).
+    async fn index_existing_users(&self) -> Result<(), StoreError> {
+        let ks = &self.config.keyspace;
+        let insert = self
+            .session
+            .prepare(format!(
+                "INSERT INTO {ks}.users_by_tenant (tenant, user_id, status) VALUES (?, ?, ?)"
+            ))
+            .await
+            .map_err(unavailable)?;
+        let mut rows = self
+            .session
+            .query_iter(
+                format!("SELECT tenant, user_id, status FROM {ks}.profiles"),
+                &[],
+            )
+            .await
+            .map_err(unavailable)?
+            .rows_stream::<(String, String, String)>()
+            .map_err(corrupt)?;
+        let mut indexed = 0u64;
+        while let Some(row) = futures::TryStreamExt::try_next(&mut rows)
+            .await
+            .map_err(unavailable)?
+        {
+            self.session
+                .execute_unpaged(&insert, row)
+                .await
+                .map_err(unavailable)?;
+            indexed += 1;
+        }
+        tracing::info!(keyspace = %ks, users = indexed, "indexed existing users by tenant");
+        Ok(())
+    }
+
     /// Connects to the cluster (the keyspace may not exist yet: `migrate` creates it).
     pub async fn connect(config: CqlConfig) -> Result<Self, StoreError> {
         // Client-side, monotonic write timestamps: a quick re-enroll after an
@@ -319,6 +384,55 @@ impl CqlStore {
                         .await?,
                     delete_consent: p(format!("DELETE FROM {ks}.consent WHERE tenant = ? AND user_id = ?"))
                         .await?,
+                    models: ModelStatements {
+                        tenant_model: p(format!(
+                            "SELECT active_model, previous_model, updated_at FROM {ks}.tenant_models WHERE tenant = ?"
+                        ))
+                        .await?,
+                        put_tenant_model: p(format!(
+                            "INSERT INTO {ks}.tenant_models (tenant, active_model, previous_model, updated_at) \
+                             VALUES (?, ?, ?, ?)"
+                        ))
+                        .await?,
+                        users: p(format!(
+                            "SELECT user_id, status FROM {ks}.users_by_tenant WHERE tenant = ? LIMIT ?"
+                        ))
+                        .await?,
+                        users_after: p(format!(
+                            "SELECT user_id, status FROM {ks}.users_by_tenant WHERE tenant = ? AND user_id > ? LIMIT ?"
+                        ))
+                        .await?,
+                        put_user: p(format!(
+                            "INSERT INTO {ks}.users_by_tenant (tenant, user_id, status) VALUES (?, ?, ?)"
+                        ))
+                        .await?,
+                        delete_user: p(format!("DELETE FROM {ks}.users_by_tenant WHERE tenant = ? AND user_id = ?"))
+                            .await?,
+                        run: p(format!(
+                            "SELECT source_model, state, started_at, updated_at FROM {ks}.rescore_runs \
+                             WHERE tenant = ? AND target_model = ?"
+                        ))
+                        .await?,
+                        put_run: p(format!(
+                            "INSERT INTO {ks}.rescore_runs (tenant, target_model, source_model, state, started_at, \
+                             updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                        ))
+                        .await?,
+                        results: p(format!(
+                            "SELECT user_id, ok, detail, updated_at FROM {ks}.rescore_results \
+                             WHERE tenant = ? AND target_model = ?"
+                        ))
+                        .await?,
+                        put_result: p(format!(
+                            "INSERT INTO {ks}.rescore_results (tenant, target_model, user_id, ok, detail, updated_at) \
+                             VALUES (?, ?, ?, ?, ?, ?)"
+                        ))
+                        .await?,
+                        delete_voiceprint: p(format!(
+                            "DELETE FROM {ks}.voiceprints WHERE tenant = ? AND user_id = ? AND model_id = ?"
+                        ))
+                        .await?,
+                    },
                     access: AccessStatements {
                         put_key: p(format!(
                             "INSERT INTO {ks}.api_keys (key_id, tenant, name, secret_hash, created_at, expires_at) \
@@ -411,6 +525,9 @@ impl Store for CqlStore {
                     .replace("{ks}", ks)
                     .replace("{decision_ttl}", &DECISION_TTL_SECONDS.to_string()))
                 .await?;
+            }
+            if *v == 4 {
+                self.index_existing_users().await?;
             }
             self.session
                 .execute_unpaged(&record, (*v as i32, *description, CqlTimestamp(now_ms())))
@@ -607,6 +724,17 @@ impl Store for CqlStore {
                 values.push(vec![text(&c.tenant), text(user)]);
             }
         }
+        if let Some(r) = &c.rescore_result {
+            batch.append_statement(s.models.put_result.clone());
+            values.push(vec![
+                text(&r.tenant),
+                text(&r.target_model),
+                text(&r.user_id),
+                CqlValue::Boolean(r.ok),
+                text(&r.detail),
+                ts(r.updated_at),
+            ]);
+        }
         if let Some(user) = &c.delete_profile_of {
             for stmt in [
                 &s.erase_voiceprints,
@@ -614,6 +742,7 @@ impl Store for CqlStore {
                 &s.delete_consent,
                 &s.remove_watchlist,
                 &s.delete_profile,
+                &s.models.delete_user,
             ] {
                 batch.append_statement(stmt.clone());
                 values.push(vec![text(&c.tenant), text(user)]);
@@ -635,6 +764,13 @@ impl Store for CqlStore {
             ]);
         }
         if let Some(p) = &c.profile {
+            // The per-tenant index that re-scoring pages through.
+            batch.append_statement(s.models.put_user.clone());
+            values.push(vec![
+                text(&p.tenant),
+                text(&p.user_id),
+                text(p.status.as_str()),
+            ]);
             batch.append_statement(s.put_profile.clone());
             values.push(vec![
                 text(&p.tenant),
@@ -683,6 +819,172 @@ impl Store for CqlStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn tenant_model(&self, tenant: &str) -> Result<Option<TenantModel>, StoreError> {
+        let s = &self.statements().await?.models;
+        let row = self
+            .session
+            .execute_unpaged(&s.tenant_model, (tenant,))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row::<(String, Option<String>, CqlTimestamp)>()
+            .map_err(corrupt)?;
+        Ok(
+            row.map(|(active_model, previous_model, updated)| TenantModel {
+                tenant: tenant.to_string(),
+                active_model,
+                previous_model,
+                updated_at: updated.0,
+            }),
+        )
+    }
+
+    async fn put_tenant_model(&self, m: &TenantModel) -> Result<(), StoreError> {
+        let s = &self.statements().await?.models;
+        self.session
+            .execute_unpaged(
+                &s.put_tenant_model,
+                (
+                    &m.tenant,
+                    &m.active_model,
+                    &m.previous_model,
+                    CqlTimestamp(m.updated_at),
+                ),
+            )
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn users(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, ProfileStatus)>, StoreError> {
+        let s = &self.statements().await?.models;
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let result = match after {
+            Some(a) => {
+                self.session
+                    .execute_unpaged(&s.users_after, (tenant, a, limit))
+                    .await
+            }
+            None => {
+                self.session
+                    .execute_unpaged(&s.users, (tenant, limit))
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
+        result
+            .into_rows_result()
+            .map_err(corrupt)?
+            .rows::<(String, String)>()
+            .map_err(corrupt)?
+            .map(|r| {
+                let (user, status) = r.map_err(corrupt)?;
+                let status = ProfileStatus::parse(&status)
+                    .ok_or_else(|| corrupt(format!("status {status}")))?;
+                Ok((user, status))
+            })
+            .collect()
+    }
+
+    async fn rescore_run(
+        &self,
+        tenant: &str,
+        target_model: &str,
+    ) -> Result<Option<RescoreRun>, StoreError> {
+        let s = &self.statements().await?.models;
+        let row = self
+            .session
+            .execute_unpaged(&s.run, (tenant, target_model))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row::<(String, String, CqlTimestamp, CqlTimestamp)>()
+            .map_err(corrupt)?;
+        row.map(|(source_model, state, started, updated)| {
+            Ok(RescoreRun {
+                tenant: tenant.to_string(),
+                target_model: target_model.to_string(),
+                source_model,
+                state: RunState::parse(&state)
+                    .ok_or_else(|| corrupt(format!("run state {state}")))?,
+                started_at: started.0,
+                updated_at: updated.0,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_rescore_run(&self, r: &RescoreRun) -> Result<(), StoreError> {
+        let s = &self.statements().await?.models;
+        self.session
+            .execute_unpaged(
+                &s.put_run,
+                (
+                    &r.tenant,
+                    &r.target_model,
+                    &r.source_model,
+                    r.state.as_str(),
+                    CqlTimestamp(r.started_at),
+                    CqlTimestamp(r.updated_at),
+                ),
+            )
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn rescore_results(
+        &self,
+        tenant: &str,
+        target_model: &str,
+    ) -> Result<Vec<RescoreResult>, StoreError> {
+        let s = &self.statements().await?.models;
+        let mut pages = self
+            .session
+            .execute_iter(s.results.clone(), (tenant, target_model))
+            .await
+            .map_err(unavailable)?
+            .rows_stream::<(String, bool, String, CqlTimestamp)>()
+            .map_err(corrupt)?;
+        let mut out = Vec::new();
+        while let Some(row) = futures::TryStreamExt::try_next(&mut pages)
+            .await
+            .map_err(unavailable)?
+        {
+            let (user_id, ok, detail, updated) = row;
+            out.push(RescoreResult {
+                tenant: tenant.to_string(),
+                target_model: target_model.to_string(),
+                user_id,
+                ok,
+                detail,
+                updated_at: updated.0,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn delete_voiceprint(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        model_id: &str,
+    ) -> Result<(), StoreError> {
+        let s = &self.statements().await?.models;
+        self.session
+            .execute_unpaged(&s.delete_voiceprint, (tenant, user_id, model_id))
+            .await
+            .map(drop)
+            .map_err(unavailable)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

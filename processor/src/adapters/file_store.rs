@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::domain::{
-    ApiKey, ChallengeSession, Consent, JobCommit, Profile, UsageCount, Voiceprint, WatchlistEntry,
+    ApiKey, ChallengeSession, Consent, JobCommit, Profile, ProfileStatus, RescoreResult,
+    RescoreRun, TenantModel, UsageCount, Voiceprint, WatchlistEntry,
 };
 use crate::ports::{AccessStore, Store, StoreError};
 
@@ -26,9 +27,14 @@ const SPENT_TOKENS: TableDefinition<&str, i64> = TableDefinition::new("spent_tok
 const USAGE: TableDefinition<&str, i64> = TableDefinition::new("usage");
 /// tenant · user · model → entry.
 const WATCHLIST: TableDefinition<&str, &[u8]> = TableDefinition::new("watchlist");
+const TENANT_MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenant_models");
+/// tenant · target model → run.
+const RESCORE_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("rescore_runs");
+/// tenant · target model · user → result.
+const RESCORE_RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rescore_results");
 
 /// Version of the file layout; bumped with each migration.
-const SCHEMA_VERSION: u32 = 3;
+const SCHEMA_VERSION: u32 = 4;
 /// Separates key parts; ids never contain control characters (validated at decode).
 const SEP: char = '\u{1f}';
 
@@ -82,6 +88,23 @@ impl FileStore {
             .map_err(unavailable)?
     }
 
+    async fn put(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        k: String,
+        v: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            tx.open_table(table)
+                .map_err(unavailable)?
+                .insert(k.as_str(), v.as_slice())
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
     async fn get(
         &self,
         table: TableDefinition<'static, &'static str, &'static [u8]>,
@@ -116,6 +139,9 @@ impl Store for FileStore {
                 API_KEYS,
                 SESSIONS,
                 WATCHLIST,
+                TENANT_MODELS,
+                RESCORE_RUNS,
+                RESCORE_RESULTS,
             ] {
                 tx.open_table(table).map_err(unavailable)?;
             }
@@ -252,6 +278,14 @@ impl Store for FileStore {
                 if let Some(user) = &c.watchlist_remove_of {
                     clear(&[WATCHLIST], user)?;
                 }
+                if let Some(r) = &c.rescore_result {
+                    let mut t = tx.open_table(RESCORE_RESULTS).map_err(unavailable)?;
+                    t.insert(
+                        key(&[&r.tenant, &r.target_model, &r.user_id]).as_str(),
+                        encode(r).as_slice(),
+                    )
+                    .map_err(unavailable)?;
+                }
                 if let Some(w) = &c.watchlist_add {
                     let mut t = tx.open_table(WATCHLIST).map_err(unavailable)?;
                     t.insert(
@@ -296,6 +330,117 @@ impl Store for FileStore {
                 )
                 .map_err(unavailable)?;
             }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn tenant_model(&self, tenant: &str) -> Result<Option<TenantModel>, StoreError> {
+        self.get(TENANT_MODELS, tenant.to_string())
+            .await?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
+    async fn put_tenant_model(&self, model: &TenantModel) -> Result<(), StoreError> {
+        self.put(TENANT_MODELS, model.tenant.clone(), encode(model))
+            .await
+    }
+
+    async fn users(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, ProfileStatus)>, StoreError> {
+        let prefix = key(&[tenant, ""]);
+        let start = match after {
+            // Just past `after` (keys sort bytewise; SEP-joined, so appending
+            // the smallest char moves past exactly that key).
+            Some(a) => format!("{}\u{0}", key(&[tenant, a])),
+            None => prefix.clone(),
+        };
+        let end = prefix_end(&prefix[..prefix.len() - 1]);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = match tx.open_table(PROFILES) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let mut out = Vec::new();
+            for entry in t.range(start.as_str()..end.as_str()).map_err(unavailable)? {
+                let (_, v) = entry.map_err(unavailable)?;
+                let p: Profile = decode(v.value())?;
+                out.push((p.user_id, p.status));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn rescore_run(
+        &self,
+        tenant: &str,
+        target_model: &str,
+    ) -> Result<Option<RescoreRun>, StoreError> {
+        self.get(RESCORE_RUNS, key(&[tenant, target_model]))
+            .await?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
+    async fn put_rescore_run(&self, run: &RescoreRun) -> Result<(), StoreError> {
+        self.put(
+            RESCORE_RUNS,
+            key(&[&run.tenant, &run.target_model]),
+            encode(run),
+        )
+        .await
+    }
+
+    async fn rescore_results(
+        &self,
+        tenant: &str,
+        target_model: &str,
+    ) -> Result<Vec<RescoreResult>, StoreError> {
+        let prefix = key(&[tenant, target_model, ""]);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = match tx.open_table(RESCORE_RESULTS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let mut out = Vec::new();
+            for entry in t
+                .range(prefix.as_str()..prefix_end(&prefix[..prefix.len() - 1]).as_str())
+                .map_err(unavailable)?
+            {
+                let (_, v) = entry.map_err(unavailable)?;
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_voiceprint(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        model_id: &str,
+    ) -> Result<(), StoreError> {
+        let k = key(&[tenant, user_id, model_id]);
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            tx.open_table(VOICEPRINTS)
+                .map_err(unavailable)?
+                .remove(k.as_str())
+                .map_err(unavailable)?;
             tx.commit().map_err(unavailable)
         })
         .await

@@ -256,9 +256,16 @@ impl Bus for KafkaBus {
                 }
             }
         }
-        let counts = self
-            .partition_counts(topics.iter().map(|t| t.name.clone()).collect())
-            .await?;
+        // A topic just created can take a moment to show in metadata.
+        let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+        let mut counts = self.partition_counts(names.clone()).await?;
+        for _ in 0..50 {
+            if counts.iter().all(|(_, n)| n.is_some()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            counts = self.partition_counts(names.clone()).await?;
+        }
         let mut drift = Vec::new();
         for (spec, (name, count)) in topics.iter().zip(counts) {
             match count {

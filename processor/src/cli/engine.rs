@@ -19,18 +19,18 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    fn load(&self) -> Result<Config> {
+    pub(super) fn load(&self) -> Result<Config> {
         Ok(Config::load(self.config.as_deref(), std::env::vars())?)
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
 }
 
-fn shutdown_on_signal(token: CancellationToken) {
+pub(super) fn shutdown_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]

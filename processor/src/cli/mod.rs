@@ -3,6 +3,7 @@
 mod bench_pipeline;
 mod demo;
 mod engine;
+mod rescore;
 mod speech;
 
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ enum Command {
     /// Run everything (processor and HTTP API) in one process on the embedded
     /// bus and a local file store.
     Up(engine::UpCmd),
+    /// Re-score a tenant's voiceprints under a new model, then cut over.
+    Rescore(rescore::RescoreCmd),
     /// Run the HTTP API adapter on the configured bus and store.
     Serve(engine::ServeCmd),
     /// API key commands.
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Run(cmd) => cmd.run(),
         Command::Up(cmd) => cmd.run(),
         Command::Serve(cmd) => cmd.run(),
+        Command::Rescore(cmd) => cmd.run(),
         Command::Keys(cmd) => cmd.run(),
         Command::Migrate(cmd) => cmd.run(),
         Command::Topics(cmd) => cmd.run(),

@@ -2,10 +2,12 @@
 //! how it decides. No IO here.
 
 mod access;
+mod models;
 pub mod policy;
 mod records;
 
 pub use access::{ApiKey, ChallengeSession, UsageCount, utc_day, utc_rfc3339};
+pub use models::{RescoreResult, RescoreRun, RunState, TenantModel};
 pub use policy::Policy;
 pub use records::{Consent, JobCommit, Profile, ProfileStatus, Voiceprint, WatchlistEntry};
 

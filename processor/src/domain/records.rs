@@ -142,4 +142,6 @@ pub struct JobCommit {
     pub watchlist_add: Option<WatchlistEntry>,
     /// Take a user's voice off the watchlist.
     pub watchlist_remove_of: Option<String>,
+    /// Outcome of a re-scoring job.
+    pub rescore_result: Option<super::RescoreResult>,
 }

@@ -88,6 +88,11 @@ impl fmt::Display for ModelId {
 }
 
 /// Default weights directory: `$TIMBRE_MODEL_DIR`, else `~/.cache/timbre/models`.
+/// Id of the default model (name and pinned weights), known without loading it.
+pub fn default_model_id() -> ModelId {
+    ModelId::new(MODEL_NAME, WEIGHTS_SHA256)
+}
+
 pub fn default_model_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("TIMBRE_MODEL_DIR") {
         return PathBuf::from(dir);
@@ -106,6 +111,13 @@ pub struct SpeakerModel {
 impl SpeakerModel {
     /// Loads and verifies the weights in `dir`.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        Self::load_named(dir, MODEL_NAME)
+    }
+
+    /// Loads the checksum-verified weights from `dir` under a declared model
+    /// name: the id is `name@sha256:<weights>`, so one set of weights can be
+    /// deployed under a new id (a re-scoring target, a calibration change).
+    pub fn load_named(dir: &Path, name: &str) -> Result<Self, ModelError> {
         let path = dir.join(WEIGHTS_FILE);
         if !path.is_file() {
             return Err(ModelError::WeightsMissing(path));
@@ -118,7 +130,7 @@ impl SpeakerModel {
                 expected: WEIGHTS_SHA256.into(),
             });
         }
-        Self::load_with_id(&path, ModelId::new(MODEL_NAME, &actual))
+        Self::load_with_id(&path, ModelId::new(name, &actual))
     }
 
     /// Loads weights from an explicit file under a declared id (used when a

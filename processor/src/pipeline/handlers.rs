@@ -4,15 +4,16 @@
 
 use timbre_schemas::{
     BioResult, ConsentChanged, Decision, DecisionKind, EnrollmentRequested, JobKind,
-    ProfileCommand, ProfileCommandKind, ProfileStatus as WireStatus, Request, Signals, Thresholds,
-    VerificationRequested,
+    ProfileCommand, ProfileCommandKind, ProfileStatus as WireStatus, Request, RescoreRequested,
+    Signals, Thresholds, VerificationRequested,
 };
 
 use super::Processor;
-use super::scoring_pool::{ScoreError, Scored};
+use super::scoring_pool::{Priority, ScoreError, Scored};
 use crate::domain::policy::{self, Verdict};
 use crate::domain::{
-    Consent, JobCommit, Policy, Profile, ProfileStatus, Voiceprint, WatchlistEntry, now_ms,
+    Consent, JobCommit, Policy, Profile, ProfileStatus, RescoreResult, Voiceprint, WatchlistEntry,
+    now_ms,
 };
 use crate::model::cosine;
 use crate::ports::StoreError;
@@ -121,7 +122,13 @@ fn opted_out(profile: Profile, now: i64) -> Profile {
 impl Processor {
     /// Scores inline audio on the worker pool; a refusal comes back as the
     /// finished error decision (plus dead letter for bad audio).
-    async fn score_audio(&self, request: &Request, audio: &[u8]) -> Result<Scored, Handled> {
+    async fn score_audio(
+        &self,
+        request: &Request,
+        audio: &[u8],
+        model_id: &str,
+        priority: Priority,
+    ) -> Result<Scored, Handled> {
         if audio.is_empty() {
             return Err(error_decision(
                 request,
@@ -132,7 +139,7 @@ impl Processor {
         }
         let scored = self
             .scoring
-            .score(audio.to_vec())
+            .score_with(audio.to_vec(), model_id, priority)
             .await
             .map_err(|e| score_failure(request, &e))?;
         self.metrics.scoring_seconds.observe(scored.worker_seconds);
@@ -145,13 +152,99 @@ impl Processor {
             Request::Verification(job) => self.verify(request, job).await,
             Request::Consent(job) => self.change_consent(request, job).await,
             Request::Profile(job) => self.profile_command(request, job).await,
-            Request::Rescore(_) => Ok(error_decision(
-                request,
-                "unsupported_job",
-                "re-scoring jobs are not handled by this version",
-                false,
-            )),
+            Request::Rescore(job) => self.rescore(request, job).await,
         }
+    }
+
+    /// The model a tenant scores with: the recorded one, else the default.
+    async fn model_for(&self, tenant: &str) -> Result<String, StoreError> {
+        Ok(self
+            .store
+            .tenant_model(tenant)
+            .await?
+            .map_or_else(|| self.scoring.model_id(), |m| m.active_model))
+    }
+
+    /// Rebuilds one user's voiceprint under the run's target model from the
+    /// retained enrollment audio, as a shadow: live traffic keeps using the
+    /// active model until the tenant cuts over.
+    async fn rescore(
+        &self,
+        request: &Request,
+        job: &RescoreRequested,
+    ) -> Result<Handled, StoreError> {
+        let now = now_ms();
+        let failed = |code: &str, message: &str| {
+            let mut h = error_decision(request, code, message, false);
+            h.commit.rescore_result = Some(RescoreResult {
+                tenant: job.tenant.clone(),
+                target_model: job.to_model.clone(),
+                user_id: job.user_id.clone(),
+                ok: false,
+                detail: code.to_string(),
+                updated_at: now,
+            });
+            h
+        };
+        let enrolled = self
+            .store
+            .profile(&job.tenant, &job.user_id)
+            .await?
+            .is_some_and(|p| p.status == ProfileStatus::Enrolled);
+        if !enrolled {
+            return Ok(failed("not_enrolled", "only enrolled users are re-scored"));
+        }
+        let audio = self
+            .store
+            .enrollment_audio(&job.tenant, &job.user_id)
+            .await?;
+        if audio.is_empty() {
+            return Ok(failed(
+                "no_retained_audio",
+                "no enrollment audio was retained (consent without retain_audio)",
+            ));
+        }
+        let mut shadow: Option<Voiceprint> = None;
+        for (_, wav) in &audio {
+            let scored = match self
+                .score_audio(request, wav, &job.to_model, Priority::Background)
+                .await
+            {
+                Ok(s) => s,
+                Err(refused) => {
+                    let code = refused.decision.error_code.unwrap_or_default();
+                    return Ok(failed(&code, "retained audio could not be scored"));
+                }
+            };
+            let (embedding, weight) =
+                policy::merge_embedding(shadow.as_ref(), &scored.embedding, 1.0);
+            shadow = Some(Voiceprint {
+                tenant: job.tenant.clone(),
+                user_id: job.user_id.clone(),
+                model_id: job.to_model.clone(),
+                embedding,
+                weight,
+                updated_at: now,
+            });
+        }
+        let mut d = base(request, DecisionKind::Applied);
+        d.model_id = Some(job.to_model.clone());
+        d.reasons = vec!["voiceprint_rebuilt".into()];
+        let mut commit = commit_for(request);
+        commit.voiceprint = shadow;
+        commit.rescore_result = Some(RescoreResult {
+            tenant: job.tenant.clone(),
+            target_model: job.to_model.clone(),
+            user_id: job.user_id.clone(),
+            ok: true,
+            detail: String::new(),
+            updated_at: now,
+        });
+        Ok(Handled {
+            decision: d,
+            commit,
+            dead_letter: None,
+        })
     }
 
     async fn enroll(
@@ -188,11 +281,14 @@ impl Processor {
                 false,
             ));
         }
-        let scored = match self.score_audio(request, &job.audio).await {
+        let model_id = self.model_for(&job.tenant).await?;
+        let scored = match self
+            .score_audio(request, &job.audio, &model_id, Priority::Live)
+            .await
+        {
             Ok(s) => s,
             Err(refused) => return Ok(refused),
         };
-        let model_id = self.scoring.model_id();
         let mut decision = base(request, DecisionKind::Applied);
         decision.speech_millis = scored.speech_millis as i64;
         decision.model_id = Some(model_id.clone());
@@ -330,7 +426,7 @@ impl Processor {
                 dead_letter: None,
             });
         }
-        let model_id = self.scoring.model_id();
+        let model_id = self.model_for(&job.tenant).await?;
         let Some(voiceprint) = self
             .store
             .voiceprint(&job.tenant, &job.user_id, &model_id)
@@ -351,7 +447,10 @@ impl Processor {
             return Ok(h);
         };
         let watchlist = self.store.watchlist(&job.tenant, &model_id).await?;
-        let scored = match self.score_audio(request, &job.audio).await {
+        let scored = match self
+            .score_audio(request, &job.audio, &model_id, Priority::Live)
+            .await
+        {
             Ok(s) => s,
             Err(refused) => return Ok(refused),
         };
@@ -558,7 +657,7 @@ impl Processor {
                 });
             }
             ProfileCommandKind::GreylistAdd => {
-                let model_id = self.scoring.model_id();
+                let model_id = self.model_for(&job.tenant).await?;
                 let Some(voiceprint) = self
                     .store
                     .voiceprint(&job.tenant, &job.user_id, &model_id)

@@ -58,6 +58,9 @@ pub enum ScoreError {
     /// Scoring this input panicked (a defect, reported instead of crashing).
     #[error("internal error while scoring this audio")]
     Panicked,
+    /// The workers do not have this model loaded.
+    #[error("model {0} is not loaded by this processor (config extra_models)")]
+    ModelUnavailable(String),
 }
 
 impl ScoreError {
@@ -68,15 +71,28 @@ impl ScoreError {
             ScoreError::Model(e) => e.code(),
             ScoreError::Stopped => "scoring_stopped",
             ScoreError::Panicked => "scoring_panicked",
+            ScoreError::ModelUnavailable(_) => "model_unavailable",
         }
     }
 }
 
+/// Who is asking: live traffic, or background work (re-scoring) that may
+/// only use part of the workers so live jobs never queue behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Enrollment and verification jobs.
+    Live,
+    /// Bulk re-scoring.
+    Background,
+}
+
 /// The worker pool.
 pub struct ScoringPool {
-    embedder: Arc<dyn Embedder>,
+    /// The default model first, then the extra ones.
+    embedders: Vec<Arc<dyn Embedder>>,
     pool: Arc<rayon::ThreadPool>,
     permits: Arc<Semaphore>,
+    background: Arc<Semaphore>,
     capacity: usize,
     limits: AudioLimits,
 }
@@ -97,17 +113,30 @@ impl ScoringPool {
             .build()
             .expect("spawning scoring threads");
         Self {
-            embedder,
+            embedders: vec![embedder],
             pool: Arc::new(pool),
             permits: Arc::new(Semaphore::new(workers + queue)),
+            // Background work holds at most half the workers (at least one).
+            background: Arc::new(Semaphore::new((workers / 2).max(1))),
             capacity: workers + queue,
             limits,
         }
     }
 
-    /// Id of the model the workers run.
+    /// Adds models the workers can also score with (re-scoring targets).
+    pub fn with_models(mut self, extra: impl IntoIterator<Item = Arc<dyn Embedder>>) -> Self {
+        self.embedders.extend(extra);
+        self
+    }
+
+    /// Id of the default model.
     pub fn model_id(&self) -> String {
-        self.embedder.model_id()
+        self.embedders[0].model_id()
+    }
+
+    /// Ids of every loaded model, the default first.
+    pub fn model_ids(&self) -> Vec<String> {
+        self.embedders.iter().map(|e| e.model_id()).collect()
     }
 
     /// Samples admitted and not yet finished.
@@ -115,8 +144,35 @@ impl ScoringPool {
         self.capacity - self.permits.available_permits()
     }
 
-    /// Decodes and embeds one WAV payload on a worker thread.
+    /// Decodes and embeds one WAV payload on a worker thread with the
+    /// default model.
     pub async fn score(&self, wav: Vec<u8>) -> Result<Scored, ScoreError> {
+        self.score_with(wav, &self.model_id(), Priority::Live).await
+    }
+
+    /// Decodes and embeds one WAV payload with the model `model_id`.
+    pub async fn score_with(
+        &self,
+        wav: Vec<u8>,
+        model_id: &str,
+        priority: Priority,
+    ) -> Result<Scored, ScoreError> {
+        let embedder = self
+            .embedders
+            .iter()
+            .find(|e| e.model_id() == model_id)
+            .cloned()
+            .ok_or_else(|| ScoreError::ModelUnavailable(model_id.to_string()))?;
+        let background = match priority {
+            Priority::Live => None,
+            Priority::Background => Some(
+                self.background
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ScoreError::Stopped)?,
+            ),
+        };
         let permit = self
             .permits
             .clone()
@@ -124,7 +180,6 @@ impl ScoringPool {
             .await
             .map_err(|_| ScoreError::Stopped)?;
         let (tx, rx) = oneshot::channel();
-        let embedder = self.embedder.clone();
         let limits = self.limits;
         let span = tracing::Span::current();
         self.pool.spawn(move || {
@@ -148,6 +203,7 @@ impl ScoringPool {
             let result =
                 std::panic::catch_unwind(work).unwrap_or_else(|_| Err(ScoreError::Panicked));
             drop(permit);
+            drop(background);
             let _ = tx.send(result);
         });
         rx.await.map_err(|_| ScoreError::Stopped)?

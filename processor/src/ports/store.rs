@@ -3,7 +3,10 @@
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::domain::{Consent, JobCommit, Profile, Voiceprint, WatchlistEntry};
+use crate::domain::{
+    Consent, JobCommit, Profile, ProfileStatus, RescoreResult, RescoreRun, TenantModel, Voiceprint,
+    WatchlistEntry,
+};
 
 /// Store failures; [`StoreError::code`] is stable.
 #[derive(Debug, Error)]
@@ -75,6 +78,45 @@ pub trait Store: Send + Sync {
 
     /// Writes a job's state changes and its decision as one unit.
     async fn commit(&self, commit: &JobCommit) -> Result<(), StoreError>;
+
+    /// The model a tenant uses, when one was recorded (else the default).
+    async fn tenant_model(&self, tenant: &str) -> Result<Option<TenantModel>, StoreError>;
+
+    /// Records the model a tenant uses (one row: a cutover is atomic).
+    async fn put_tenant_model(&self, model: &TenantModel) -> Result<(), StoreError>;
+
+    /// A page of a tenant's users in id order, after `after`.
+    async fn users(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, ProfileStatus)>, StoreError>;
+
+    /// A re-scoring run.
+    async fn rescore_run(
+        &self,
+        tenant: &str,
+        target_model: &str,
+    ) -> Result<Option<RescoreRun>, StoreError>;
+
+    /// Records a re-scoring run.
+    async fn put_rescore_run(&self, run: &RescoreRun) -> Result<(), StoreError>;
+
+    /// Every per-user outcome of a run.
+    async fn rescore_results(
+        &self,
+        tenant: &str,
+        target_model: &str,
+    ) -> Result<Vec<RescoreResult>, StoreError>;
+
+    /// Deletes a user's voiceprint under one model.
+    async fn delete_voiceprint(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        model_id: &str,
+    ) -> Result<(), StoreError>;
 
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
