@@ -342,6 +342,25 @@ fn probes_hit_the_real_routes_on_the_ports_the_binaries_listen_on() {
     assert_eq!(config.policy.max_voiceprint_weight, 20.0);
     assert_eq!(config.tenants["acme"].accept_threshold, 0.55);
     assert_eq!(config.tenants["GlobexCorp"].free_failures, 5);
+    // The processors load the re-scoring target, and the Job runs for one tenant.
+    assert_eq!(config.extra_models.len(), 1);
+    assert_eq!(config.extra_models[0].name, "campplus-next");
+    let job = r
+        .all("Job")
+        .find(|d| s(&d["metadata"]["name"]).contains("-rescore-"))
+        .expect("the rescore Job");
+    let job = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        argv(container(job, "rescore")),
+        [
+            "timbre",
+            "rescore",
+            "--to-model",
+            "campplus-next@sha256:92f29b94e694",
+            "--tenant",
+            "acme"
+        ]
+    );
     let adapter = &r.one("Deployment", "adapter")["spec"]["template"]["spec"];
     let api = load_config(r, adapter, container(adapter, "adapter")).api;
     assert_eq!(

@@ -128,6 +128,14 @@ scoring_queue = {{ int64 .Values.processor.scoringQueue }}
 lanes = {{ int64 .Values.processor.lanes }}
 model_dir = {{ toJson .Values.model.dir }}
 listen = {{ printf "0.0.0.0:%d" (int64 .Values.processor.port) | toJson }}
+{{- range .Values.config.extraModels }}
+
+[[extra_models]]
+name = {{ toJson .name }}
+{{- with .dir }}
+dir = {{ toJson . }}
+{{- end }}
+{{- end }}
 {{- with .Values.config.audio }}
 
 [audio]
