@@ -252,6 +252,59 @@ fn blob_to_embedding(b: &[u8]) -> Result<Vec<f32>, StoreError> {
 }
 
 impl CqlStore {
+    /// The first row of a prepared query, if any.
+    async fn one<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Option<R>, StoreError>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        self.session
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row::<R>()
+            .map_err(corrupt)
+    }
+
+    /// Every row of a prepared query (one page: callers bound the size).
+    async fn all<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        self.session
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .rows::<R>()
+            .map_err(corrupt)?
+            .collect::<Result<_, _>>()
+            .map_err(corrupt)
+    }
+
+    /// Runs a prepared write.
+    async fn exec(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<(), StoreError> {
+        self.session
+            .execute_unpaged(statement, values)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
     /// Fills `users_by_tenant` from the profiles written before it existed
     /// (one full scan, paged; rows are idempotent).
     async fn index_existing_users(&self) -> Result<(), StoreError> {
@@ -541,14 +594,8 @@ impl Store for CqlStore {
     async fn profile(&self, tenant: &str, user_id: &str) -> Result<Option<Profile>, StoreError> {
         let s = self.statements().await?;
         let row = self
-            .session
-            .execute_unpaged(&s.profile, (tenant, user_id))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(corrupt)?
-            .maybe_first_row::<ProfileRow>()
-            .map_err(corrupt)?;
+            .one::<ProfileRow>(&s.profile, (tenant, user_id))
+            .await?;
         row.map(
             |(
                 status,
@@ -588,14 +635,8 @@ impl Store for CqlStore {
     ) -> Result<Option<Voiceprint>, StoreError> {
         let s = self.statements().await?;
         let row = self
-            .session
-            .execute_unpaged(&s.voiceprint, (tenant, user_id, model_id))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(corrupt)?
-            .maybe_first_row::<(Vec<u8>, f32, CqlTimestamp)>()
-            .map_err(corrupt)?;
+            .one::<(Vec<u8>, f32, CqlTimestamp)>(&s.voiceprint, (tenant, user_id, model_id))
+            .await?;
         row.map(|(blob, weight, updated)| {
             Ok(Voiceprint {
                 tenant: tenant.into(),
@@ -617,14 +658,8 @@ impl Store for CqlStore {
     ) -> Result<Option<Consent>, StoreError> {
         let s = self.statements().await?;
         let row = self
-            .session
-            .execute_unpaged(&s.consent, (tenant, user_id, purpose))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(corrupt)?
-            .maybe_first_row::<(bool, bool, CqlTimestamp)>()
-            .map_err(corrupt)?;
+            .one::<(bool, bool, CqlTimestamp)>(&s.consent, (tenant, user_id, purpose))
+            .await?;
         Ok(row.map(|(granted, retain_audio, updated)| Consent {
             tenant: tenant.into(),
             user_id: user_id.into(),
@@ -641,16 +676,7 @@ impl Store for CqlStore {
         user_id: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let s = self.statements().await?;
-        self.session
-            .execute_unpaged(&s.audio, (tenant, user_id))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(corrupt)?
-            .rows::<(String, Vec<u8>)>()
-            .map_err(corrupt)?
-            .collect::<Result<_, _>>()
-            .map_err(corrupt)
+        self.all(&s.audio, (tenant, user_id)).await
     }
 
     async fn watchlist(
@@ -659,19 +685,10 @@ impl Store for CqlStore {
         model_id: &str,
     ) -> Result<Vec<WatchlistEntry>, StoreError> {
         let s = self.statements().await?;
-        let rows = self
-            .session
-            .execute_unpaged(&s.watchlist, (tenant,))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(corrupt)?;
+        let rows: Vec<(String, String, Vec<u8>, String, CqlTimestamp)> =
+            self.all(&s.watchlist, (tenant,)).await?;
         let mut out = Vec::new();
-        for row in rows
-            .rows::<(String, String, Vec<u8>, String, CqlTimestamp)>()
-            .map_err(corrupt)?
-        {
-            let (user_id, model, blob, reason, added) = row.map_err(corrupt)?;
+        for (user_id, model, blob, reason, added) in rows {
             if model == model_id {
                 out.push(WatchlistEntry {
                     tenant: tenant.to_string(),
@@ -693,14 +710,8 @@ impl Store for CqlStore {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let s = self.statements().await?;
         Ok(self
-            .session
-            .execute_unpaged(&s.decision, (tenant, request_id))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(corrupt)?
-            .maybe_first_row::<(Vec<u8>,)>()
-            .map_err(corrupt)?
+            .one::<(Vec<u8>,)>(&s.decision, (tenant, request_id))
+            .await?
             .map(|(p,)| p))
     }
 
@@ -824,14 +835,8 @@ impl Store for CqlStore {
     async fn tenant_model(&self, tenant: &str) -> Result<Option<TenantModel>, StoreError> {
         let s = &self.statements().await?.models;
         let row = self
-            .session
-            .execute_unpaged(&s.tenant_model, (tenant,))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(corrupt)?
-            .maybe_first_row::<(String, Option<String>, CqlTimestamp)>()
-            .map_err(corrupt)?;
+            .one::<(String, Option<String>, CqlTimestamp)>(&s.tenant_model, (tenant,))
+            .await?;
         Ok(
             row.map(|(active_model, previous_model, updated)| TenantModel {
                 tenant: tenant.to_string(),
@@ -844,19 +849,16 @@ impl Store for CqlStore {
 
     async fn put_tenant_model(&self, m: &TenantModel) -> Result<(), StoreError> {
         let s = &self.statements().await?.models;
-        self.session
-            .execute_unpaged(
-                &s.put_tenant_model,
-                (
-                    &m.tenant,
-                    &m.active_model,
-                    &m.previous_model,
-                    CqlTimestamp(m.updated_at),
-                ),
-            )
-            .await
-            .map(drop)
-            .map_err(unavailable)
+        self.exec(
+            &s.put_tenant_model,
+            (
+                &m.tenant,
+                &m.active_model,
+                &m.previous_model,
+                CqlTimestamp(m.updated_at),
+            ),
+        )
+        .await
     }
 
     async fn users(
@@ -867,26 +869,12 @@ impl Store for CqlStore {
     ) -> Result<Vec<(String, ProfileStatus)>, StoreError> {
         let s = &self.statements().await?.models;
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let result = match after {
-            Some(a) => {
-                self.session
-                    .execute_unpaged(&s.users_after, (tenant, a, limit))
-                    .await
-            }
-            None => {
-                self.session
-                    .execute_unpaged(&s.users, (tenant, limit))
-                    .await
-            }
-        }
-        .map_err(unavailable)?;
-        result
-            .into_rows_result()
-            .map_err(corrupt)?
-            .rows::<(String, String)>()
-            .map_err(corrupt)?
-            .map(|r| {
-                let (user, status) = r.map_err(corrupt)?;
+        let rows: Vec<(String, String)> = match after {
+            Some(a) => self.all(&s.users_after, (tenant, a, limit)).await?,
+            None => self.all(&s.users, (tenant, limit)).await?,
+        };
+        rows.into_iter()
+            .map(|(user, status)| {
                 let status = ProfileStatus::parse(&status)
                     .ok_or_else(|| corrupt(format!("status {status}")))?;
                 Ok((user, status))
@@ -901,14 +889,8 @@ impl Store for CqlStore {
     ) -> Result<Option<RescoreRun>, StoreError> {
         let s = &self.statements().await?.models;
         let row = self
-            .session
-            .execute_unpaged(&s.run, (tenant, target_model))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(corrupt)?
-            .maybe_first_row::<(String, String, CqlTimestamp, CqlTimestamp)>()
-            .map_err(corrupt)?;
+            .one::<(String, String, CqlTimestamp, CqlTimestamp)>(&s.run, (tenant, target_model))
+            .await?;
         row.map(|(source_model, state, started, updated)| {
             Ok(RescoreRun {
                 tenant: tenant.to_string(),
@@ -925,21 +907,18 @@ impl Store for CqlStore {
 
     async fn put_rescore_run(&self, r: &RescoreRun) -> Result<(), StoreError> {
         let s = &self.statements().await?.models;
-        self.session
-            .execute_unpaged(
-                &s.put_run,
-                (
-                    &r.tenant,
-                    &r.target_model,
-                    &r.source_model,
-                    r.state.as_str(),
-                    CqlTimestamp(r.started_at),
-                    CqlTimestamp(r.updated_at),
-                ),
-            )
-            .await
-            .map(drop)
-            .map_err(unavailable)
+        self.exec(
+            &s.put_run,
+            (
+                &r.tenant,
+                &r.target_model,
+                &r.source_model,
+                r.state.as_str(),
+                CqlTimestamp(r.started_at),
+                CqlTimestamp(r.updated_at),
+            ),
+        )
+        .await
     }
 
     async fn rescore_results(
@@ -980,11 +959,8 @@ impl Store for CqlStore {
         model_id: &str,
     ) -> Result<(), StoreError> {
         let s = &self.statements().await?.models;
-        self.session
-            .execute_unpaged(&s.delete_voiceprint, (tenant, user_id, model_id))
+        self.exec(&s.delete_voiceprint, (tenant, user_id, model_id))
             .await
-            .map(drop)
-            .map_err(unavailable)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -1018,34 +994,25 @@ fn ttl_seconds(until: i64, now: i64) -> i32 {
 impl AccessStore for CqlStore {
     async fn put_api_key(&self, k: &ApiKey) -> Result<(), StoreError> {
         let s = &self.statements().await?.access;
-        self.session
-            .execute_unpaged(
-                &s.put_key,
-                (
-                    &k.key_id,
-                    &k.tenant,
-                    &k.name,
-                    &k.secret_hash,
-                    CqlTimestamp(k.created_at),
-                    CqlTimestamp(k.expires_at),
-                ),
-            )
-            .await
-            .map(drop)
-            .map_err(unavailable)
+        self.exec(
+            &s.put_key,
+            (
+                &k.key_id,
+                &k.tenant,
+                &k.name,
+                &k.secret_hash,
+                CqlTimestamp(k.created_at),
+                CqlTimestamp(k.expires_at),
+            ),
+        )
+        .await
     }
 
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
         let s = &self.statements().await?.access;
         let row = self
-            .session
-            .execute_unpaged(&s.key, (key_id,))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(corrupt)?
-            .maybe_first_row::<(String, String, String, CqlTimestamp, CqlTimestamp)>()
-            .map_err(corrupt)?;
+            .one::<(String, String, String, CqlTimestamp, CqlTimestamp)>(&s.key, (key_id,))
+            .await?;
         Ok(
             row.map(|(tenant, name, secret_hash, created, expires)| ApiKey {
                 key_id: key_id.to_string(),
@@ -1060,22 +1027,19 @@ impl AccessStore for CqlStore {
 
     async fn put_session(&self, c: &ChallengeSession) -> Result<(), StoreError> {
         let s = &self.statements().await?.access;
-        self.session
-            .execute_unpaged(
-                &s.put_session,
-                (
-                    &c.tenant,
-                    &c.session_id,
-                    &c.user_id,
-                    &c.challenge,
-                    CqlTimestamp(c.created_at),
-                    CqlTimestamp(c.expires_at),
-                    ttl_seconds(c.expires_at, c.created_at),
-                ),
-            )
-            .await
-            .map(drop)
-            .map_err(unavailable)
+        self.exec(
+            &s.put_session,
+            (
+                &c.tenant,
+                &c.session_id,
+                &c.user_id,
+                &c.challenge,
+                CqlTimestamp(c.created_at),
+                CqlTimestamp(c.expires_at),
+                ttl_seconds(c.expires_at, c.created_at),
+            ),
+        )
+        .await
     }
 
     async fn take_session(
@@ -1086,14 +1050,8 @@ impl AccessStore for CqlStore {
     ) -> Result<Option<ChallengeSession>, StoreError> {
         let s = &self.statements().await?.access;
         let row = self
-            .session
-            .execute_unpaged(&s.session, (tenant, session_id))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(corrupt)?
-            .maybe_first_row::<(String, String, CqlTimestamp, CqlTimestamp)>()
-            .map_err(corrupt)?;
+            .one::<(String, String, CqlTimestamp, CqlTimestamp)>(&s.session, (tenant, session_id))
+            .await?;
         let Some((user_id, challenge, created, expires)) = row else {
             return Ok(None);
         };
@@ -1153,23 +1111,16 @@ impl AccessStore for CqlStore {
 
     async fn usage(&self, tenant: &str, key_id: &str) -> Result<Vec<UsageCount>, StoreError> {
         let s = &self.statements().await?.access;
-        self.session
-            .execute_unpaged(&s.usage, (tenant, key_id))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(corrupt)?
-            .rows::<(String, String, scylla::value::Counter)>()
-            .map_err(corrupt)?
-            .map(|r| {
-                r.map(|(day, metric, n)| UsageCount {
-                    day,
-                    metric,
-                    count: n.0,
-                })
+        let rows: Vec<(String, String, scylla::value::Counter)> =
+            self.all(&s.usage, (tenant, key_id)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(day, metric, n)| UsageCount {
+                day,
+                metric,
+                count: n.0,
             })
-            .collect::<Result<_, _>>()
-            .map_err(corrupt)
+            .collect())
     }
 }
 

@@ -88,6 +88,35 @@ impl FileStore {
             .map_err(unavailable)?
     }
 
+    /// Every `(key, value)` whose key starts with the `parts` (whole parts).
+    async fn scan(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        parts: &[&str],
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut prefix = key(parts);
+        prefix.push(SEP);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = match tx.open_table(table) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let end = prefix_end(&prefix[..prefix.len() - SEP.len_utf8()]);
+            let mut out = Vec::new();
+            for entry in t
+                .range(prefix.as_str()..end.as_str())
+                .map_err(unavailable)?
+            {
+                let (k, v) = entry.map_err(unavailable)?;
+                out.push((k.value().to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn put(
         &self,
         table: TableDefinition<'static, &'static str, &'static [u8]>,
@@ -194,22 +223,12 @@ impl Store for FileStore {
         tenant: &str,
         user_id: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let prefix = key(&[tenant, user_id, ""]);
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(unavailable)?;
-            let t = tx.open_table(AUDIO).map_err(unavailable)?;
-            let mut out = Vec::new();
-            for entry in t
-                .range(prefix.as_str()..prefix_end(&prefix[..prefix.len() - 1]).as_str())
-                .map_err(unavailable)?
-            {
-                let (k, v) = entry.map_err(unavailable)?;
-                let request_id = k.value().rsplit(SEP).next().unwrap_or_default().to_string();
-                out.push((request_id, v.value().to_vec()));
-            }
-            Ok(out)
-        })
-        .await
+        Ok(self
+            .scan(AUDIO, &[tenant, user_id])
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k.rsplit(SEP).next().unwrap_or_default().to_string(), v))
+            .collect())
     }
 
     async fn watchlist(
@@ -217,29 +236,14 @@ impl Store for FileStore {
         tenant: &str,
         model_id: &str,
     ) -> Result<Vec<WatchlistEntry>, StoreError> {
-        let prefix = key(&[tenant, ""]);
-        let model_id = model_id.to_string();
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(unavailable)?;
-            let t = match tx.open_table(WATCHLIST) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(unavailable(e)),
-            };
-            let mut out = Vec::new();
-            for entry in t
-                .range(prefix.as_str()..prefix_end(&prefix[..prefix.len() - 1]).as_str())
-                .map_err(unavailable)?
-            {
-                let (_, v) = entry.map_err(unavailable)?;
-                let listed: WatchlistEntry = decode(v.value())?;
-                if listed.model_id == model_id {
-                    out.push(listed);
-                }
+        let mut out = Vec::new();
+        for (_, v) in self.scan(WATCHLIST, &[tenant]).await? {
+            let listed: WatchlistEntry = decode(&v)?;
+            if listed.model_id == model_id {
+                out.push(listed);
             }
-            Ok(out)
-        })
-        .await
+        }
+        Ok(out)
     }
 
     async fn decision(
@@ -407,25 +411,11 @@ impl Store for FileStore {
         tenant: &str,
         target_model: &str,
     ) -> Result<Vec<RescoreResult>, StoreError> {
-        let prefix = key(&[tenant, target_model, ""]);
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(unavailable)?;
-            let t = match tx.open_table(RESCORE_RESULTS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(unavailable(e)),
-            };
-            let mut out = Vec::new();
-            for entry in t
-                .range(prefix.as_str()..prefix_end(&prefix[..prefix.len() - 1]).as_str())
-                .map_err(unavailable)?
-            {
-                let (_, v) = entry.map_err(unavailable)?;
-                out.push(decode(v.value())?);
-            }
-            Ok(out)
-        })
-        .await
+        self.scan(RESCORE_RESULTS, &[tenant, target_model])
+            .await?
+            .iter()
+            .map(|(_, v)| decode(v))
+            .collect()
     }
 
     async fn delete_voiceprint(
@@ -455,17 +445,8 @@ impl Store for FileStore {
 #[async_trait]
 impl AccessStore for FileStore {
     async fn put_api_key(&self, api_key: &ApiKey) -> Result<(), StoreError> {
-        let k = api_key.key_id.clone();
-        let v = encode(api_key);
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
-            tx.open_table(API_KEYS)
-                .map_err(unavailable)?
-                .insert(k.as_str(), v.as_slice())
-                .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)
-        })
-        .await
+        self.put(API_KEYS, api_key.key_id.clone(), encode(api_key))
+            .await
     }
 
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
