@@ -1,6 +1,7 @@
 //! Command-line entry points; each subcommand lives in its own module.
 
 mod bench_pipeline;
+mod bench_rescore;
 mod demo;
 mod engine;
 mod rescore;

@@ -293,6 +293,8 @@ pub enum BenchCmd {
     Embed(BenchEmbed),
     /// Verifications through the whole processor: throughput and latency.
     Pipeline(super::bench_pipeline::BenchPipeline),
+    /// Bulk re-scoring through the pipeline: audio seconds per wall second.
+    Rescore(super::bench_rescore::BenchRescore),
 }
 
 impl BenchCmd {
@@ -300,6 +302,7 @@ impl BenchCmd {
         match self {
             BenchCmd::Embed(cmd) => cmd.run(),
             BenchCmd::Pipeline(cmd) => cmd.run(),
+            BenchCmd::Rescore(cmd) => cmd.run(),
         }
     }
 }
