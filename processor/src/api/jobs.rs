@@ -98,6 +98,43 @@ pub fn pending(request_id: &str) -> (StatusCode, axum::Json<serde_json::Value>) 
     )
 }
 
+/// How a job handler stops early: an error, or a job still being decided
+/// (`202` with the id to poll).
+pub enum Early {
+    /// An error answer.
+    Error(ApiError),
+    /// Not decided within the wait.
+    Pending(String),
+}
+
+impl<E: Into<ApiError>> From<E> for Early {
+    fn from(e: E) -> Self {
+        Early::Error(e.into())
+    }
+}
+
+impl axum::response::IntoResponse for Early {
+    fn into_response(self) -> axum::response::Response {
+        match self {
+            Early::Error(e) => e.into_response(),
+            Early::Pending(id) => pending(&id).into_response(),
+        }
+    }
+}
+
+/// Submits a job and returns its decision; a refusal becomes an error
+/// answer and a slow decision a `202`.
+pub async fn decide(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request,
+) -> Result<Box<Decision>, Early> {
+    match submit(state, caller, request).await? {
+        Outcome::Decided(d) => Ok(ok_or_refused(d)?),
+        Outcome::Pending(id) => Err(Early::Pending(id)),
+    }
+}
+
 /// An ERROR decision as an HTTP error with the decision's stable code.
 pub fn refused(d: &Decision) -> ApiError {
     let code = d.error_code.clone().unwrap_or_else(|| "error".into());

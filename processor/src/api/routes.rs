@@ -18,7 +18,7 @@ use timbre_schemas::{
 };
 
 use super::auth::Caller;
-use super::jobs::{Outcome, ok_or_refused, pending, request_id, submit};
+use super::jobs::{Early, decide, request_id};
 use super::{ApiError, ApiState, OPENAPI, error, form, views};
 use crate::domain::{ChallengeSession, ProfileStatus, now_ms, policy, utc_rfc3339};
 use crate::pipeline::BIOMETRIC_PURPOSE;
@@ -124,7 +124,7 @@ async fn create_profile(
     caller: Caller,
     headers: HeaderMap,
     Body(body): Body<UserRef>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Early> {
     let job = ProfileCommand {
         request_id: request_id(&headers)?,
         tenant: caller.tenant.clone(),
@@ -135,10 +135,7 @@ async fn create_profile(
         command: ProfileCommandKind::Create,
         reason: None,
     };
-    let d = match submit(&state, &caller, Request::Profile(job)).await? {
-        Outcome::Decided(d) => ok_or_refused(d)?,
-        Outcome::Pending(id) => return Ok(pending(&id).into_response()),
-    };
+    let d = decide(&state, &caller, Request::Profile(job)).await?;
     let created = d.reasons.iter().any(|r| r == "profile_created");
     Ok(Json(json!({
         "request_id": d.request_id,
@@ -166,7 +163,7 @@ async fn consent(
     caller: Caller,
     headers: HeaderMap,
     Body(body): Body<ConsentBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Early> {
     let job = ConsentChanged::new(
         request_id(&headers)?,
         caller.tenant.clone(),
@@ -176,10 +173,7 @@ async fn consent(
         BIOMETRIC_PURPOSE,
         body.retain_audio,
     );
-    let d = match submit(&state, &caller, Request::Consent(job)).await? {
-        Outcome::Decided(d) => ok_or_refused(d)?,
-        Outcome::Pending(id) => return Ok(pending(&id).into_response()),
-    };
+    let d = decide(&state, &caller, Request::Consent(job)).await?;
     Ok(Json(json!({
         "request_id": d.request_id,
         "user_id": d.user_id,
@@ -195,7 +189,7 @@ async fn enroll(
     caller: Caller,
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Early> {
     let form = form::read(multipart).await?;
     let mut job = EnrollmentRequested::new(
         request_id(&headers)?,
@@ -205,10 +199,7 @@ async fn enroll(
         form.audio.clone(),
     );
     job.channel = form.optional("channel").map(str::to_string);
-    let d = match submit(&state, &caller, Request::Enrollment(job)).await? {
-        Outcome::Decided(d) => ok_or_refused(d)?,
-        Outcome::Pending(id) => return Ok(pending(&id).into_response()),
-    };
+    let d = decide(&state, &caller, Request::Enrollment(job)).await?;
     let status = if d.reasons.iter().any(|r| r == "NOT_ENOUGH_SPEECH") {
         Some("NOT_ENOUGH_SPEECH")
     } else {
@@ -245,7 +236,7 @@ async fn verify(
     caller: Caller,
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Early> {
     let form = form::read(multipart).await?;
     let mut job = VerificationRequested::new(
         request_id(&headers)?,
@@ -256,10 +247,7 @@ async fn verify(
     );
     job.expected_phrase = form.optional("phrase").map(str::to_string);
     job.channel = form.optional("channel").map(str::to_string);
-    let d = match submit(&state, &caller, Request::Verification(job)).await? {
-        Outcome::Decided(d) => ok_or_refused(d)?,
-        Outcome::Pending(id) => return Ok(pending(&id).into_response()),
-    };
+    let d = decide(&state, &caller, Request::Verification(job)).await?;
     let mut body = views::decision(&d);
     body["retries"] = json!(retries_left(&state, &caller.tenant, &d.user_id).await?);
     Ok(Json(body).into_response())
@@ -329,7 +317,7 @@ async fn verify_voice(
     caller: Caller,
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Early> {
     let form = form::read(multipart).await?;
     let user_id = form.required("user_id")?;
     let session_id = form.required("session_id")?;
@@ -349,7 +337,8 @@ async fn verify_voice(
         return Err(ApiError::bad_request(
             "session_user_mismatch",
             "the session was issued to another user",
-        ));
+        )
+        .into());
     }
     let mut job = VerificationRequested::new(
         request_id(&headers)?,
@@ -360,10 +349,7 @@ async fn verify_voice(
     );
     job.session_id = Some(session.session_id.clone());
     job.expected_phrase = Some(session.challenge.clone());
-    let d = match submit(&state, &caller, Request::Verification(job)).await? {
-        Outcome::Decided(d) => ok_or_refused(d)?,
-        Outcome::Pending(id) => return Ok(pending(&id).into_response()),
-    };
+    let d = decide(&state, &caller, Request::Verification(job)).await?;
     if d.decision == DecisionKind::Accept {
         let (token, _) =
             state
