@@ -1,6 +1,5 @@
 //! Command-line entry points; each subcommand lives in its own module.
 
-mod bench_pipeline;
 mod bench_rescore;
 mod demo;
 mod engine;

@@ -291,8 +291,6 @@ impl EvalCmd {
 pub enum BenchCmd {
     /// Embedding real-time factor (features + network, decoding excluded).
     Embed(BenchEmbed),
-    /// Verifications through the whole processor: throughput and latency.
-    Pipeline(super::bench_pipeline::BenchPipeline),
     /// Bulk re-scoring through the pipeline: audio seconds per wall second.
     Rescore(super::bench_rescore::BenchRescore),
 }
@@ -301,7 +299,6 @@ impl BenchCmd {
     pub fn run(self) -> Result<()> {
         match self {
             BenchCmd::Embed(cmd) => cmd.run(),
-            BenchCmd::Pipeline(cmd) => cmd.run(),
             BenchCmd::Rescore(cmd) => cmd.run(),
         }
     }
