@@ -71,7 +71,10 @@ impl BenchRescore {
         for u in read_manifest(&self.manifest)? {
             let wav = hound::WavReader::open(&u.path)?;
             let seconds = f64::from(wav.duration()) / f64::from(wav.spec().sample_rate);
-            by_speaker.entry(u.speaker).or_default().push((u.path, seconds));
+            by_speaker
+                .entry(u.speaker)
+                .or_default()
+                .push((u.path, seconds));
         }
         let speakers: Vec<_> = by_speaker.into_iter().take(self.speakers).collect();
         if speakers.is_empty() {
