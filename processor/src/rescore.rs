@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 use timbre_schemas::{Registry, Request, RescoreRequested};
 
@@ -165,8 +166,7 @@ impl Rescorer {
     /// how many. Safe to repeat: a job already done is not redone.
     pub async fn publish_pending(&self, run: &RescoreRun) -> Result<usize, RescoreError> {
         let outcomes: HashSet<String> = self
-            .store
-            .rescore_results(&run.tenant, &run.target_model)
+            .outcomes(run)
             .await?
             .into_iter()
             .map(|r| r.user_id)
@@ -177,8 +177,10 @@ impl Rescorer {
             if outcomes.contains(&user) {
                 continue;
             }
+            // Bounded whatever the lengths of model and user ids.
+            let digest = Sha256::digest(format!("{plan_id}\n{user}").as_bytes());
             let job = RescoreRequested {
-                request_id: format!("rescore/{plan_id}/{user}"),
+                request_id: format!("rescore-{}", hex::encode(&digest[..16])),
                 tenant: run.tenant.clone(),
                 user_id: user,
                 occurred_at: now_ms(),
@@ -212,7 +214,7 @@ impl Rescorer {
             .rescore_run(tenant, target)
             .await?
             .ok_or_else(|| RescoreError::NoRun(tenant.into(), target.into()))?;
-        let outcomes = self.store.rescore_results(tenant, target).await?;
+        let outcomes = self.outcomes(&run).await?;
         let enrolled: HashSet<String> = self.enrolled(tenant).await?.into_iter().collect();
         let mut done = 0;
         let mut failures = Vec::new();
@@ -315,6 +317,20 @@ impl Rescorer {
         run.updated_at = now_ms();
         self.store.put_rescore_run(&run).await?;
         Ok(visited)
+    }
+
+    /// Outcomes recorded by this run (not by an earlier run to the same target).
+    async fn outcomes(
+        &self,
+        run: &RescoreRun,
+    ) -> Result<Vec<crate::domain::RescoreResult>, RescoreError> {
+        Ok(self
+            .store
+            .rescore_results(&run.tenant, &run.target_model)
+            .await?
+            .into_iter()
+            .filter(|o| o.updated_at >= run.started_at)
+            .collect())
     }
 
     async fn run(&self, tenant: &str, target: &str) -> Result<RescoreRun, RescoreError> {

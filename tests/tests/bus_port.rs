@@ -21,6 +21,7 @@ fn spec(name: &str, partitions: i32) -> TopicSpec {
         retention_ms: 3_600_000,
         cleanup_policy: "delete".into(),
         key: "tenant/user_id".into(),
+        max_message_bytes: Some(16 << 20),
     }
 }
 
@@ -141,6 +142,18 @@ async fn tail_contract(bus: &dyn Bus, topic: &str) {
                 break;
             }
             assert_eq!(m.payload, b"marker");
+        }
+    }
+    // Jobs carry audio inline: a 3 MiB message goes through.
+    let big = vec![7u8; 3 << 20];
+    bus.publish(topic, b"tenant/big", &big).await.unwrap();
+    for tail in &mut tails {
+        loop {
+            let m = next(tail).await;
+            if m.payload.len() == big.len() {
+                assert_eq!(m.payload, big);
+                break;
+            }
         }
     }
 }

@@ -270,9 +270,25 @@ async fn rescore_cut_over_roll_back_and_finalize_on_the_embedded_backend() {
 
     rescorer.roll_back(TENANT, &target).await.unwrap();
     check_decisions(&mut jobs, &all, &source, "rolled-back").await;
-    // Planning again reuses the outcomes: nothing to redo, cutover at once.
+    // Marked RE_ENROLL under the target, the user still has its voiceprint
+    // under the source model: after the rollback it verifies again.
+    let back = jobs
+        .verify("no-audio", &all[0].2, "rolled-back-no-audio")
+        .await;
+    assert_eq!(
+        (back.decision, back.model_id.as_deref()),
+        (DecisionKind::Accept, Some(source.as_str())),
+        "{back:?}"
+    );
+    // A new run does not trust the outcomes of the rolled-back one.
     let again = rescorer.plan(TENANT, &target).await.unwrap();
-    assert_eq!(rescorer.publish_pending(&again).await.unwrap(), 0);
+    assert_eq!(
+        rescorer.publish_pending(&again).await.unwrap(),
+        all.len() + 1
+    );
+    while rescorer.progress(TENANT, &target).await.unwrap().pending > 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     rescorer.cut_over(TENANT, &target).await.unwrap();
     rescorer.finalize(TENANT, &target).await.unwrap();
     let (user, _, _) = &all[0];
@@ -443,7 +459,7 @@ async fn rescore_survives_kill_nine_on_kafka_and_cassandra() {
     for (id, copies) in jobs
         .seen
         .iter()
-        .filter(|(id, _)| id.starts_with("rescore/"))
+        .filter(|(id, _)| id.starts_with("rescore-"))
     {
         assert!(
             copies.windows(2).all(|w| w[0] == w[1]),

@@ -182,16 +182,13 @@ async fn watchlist_and_delete(store: &dyn Store, tenant: &str) {
         };
         store.commit(&commit).await.unwrap();
     }
-    let mut m1 = store.watchlist(tenant, "m1").await.unwrap();
-    m1.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-    assert_eq!(m1, vec![entry("w1", "m1"), entry("w2", "m1")]);
-    assert!(
-        store
-            .watchlist("other-tenant", "m1")
-            .await
-            .unwrap()
-            .is_empty()
+    let mut listed = store.watchlist(tenant).await.unwrap();
+    listed.sort_by(|a, b| (&a.user_id, &a.model_id).cmp(&(&b.user_id, &b.model_id)));
+    assert_eq!(
+        listed,
+        vec![entry("w1", "m1"), entry("w2", "m1"), entry("w2", "m2")]
     );
+    assert!(store.watchlist("other-tenant").await.unwrap().is_empty());
     let unlist = JobCommit {
         tenant: tenant.into(),
         request_id: "wl-rm".into(),
@@ -201,10 +198,10 @@ async fn watchlist_and_delete(store: &dyn Store, tenant: &str) {
     };
     store.commit(&unlist).await.unwrap();
     assert_eq!(
-        store.watchlist(tenant, "m1").await.unwrap(),
-        vec![entry("w1", "m1")]
+        store.watchlist(tenant).await.unwrap(),
+        vec![entry("w1", "m1")],
+        "every model's entry of the user is removed"
     );
-    assert!(store.watchlist(tenant, "m2").await.unwrap().is_empty());
 
     for user in ["u1", "u2"] {
         let setup = JobCommit {

@@ -496,9 +496,12 @@ impl CqlStore {
                             "SELECT tenant, name, secret_hash, created_at, expires_at FROM {ks}.api_keys WHERE key_id = ?"
                         ))
                         .await?,
+                        // Conditional like the delete that takes it: both get
+                        // Paxos timestamps, so a client clock ahead of the
+                        // cluster cannot make the insert outlive the delete.
                         put_session: p(format!(
                             "INSERT INTO {ks}.challenge_sessions (tenant, session_id, user_id, challenge, created_at, \
-                             expires_at) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?"
+                             expires_at) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
                         ))
                         .await?,
                         session: p(format!(
@@ -679,28 +682,22 @@ impl Store for CqlStore {
         self.all(&s.audio, (tenant, user_id)).await
     }
 
-    async fn watchlist(
-        &self,
-        tenant: &str,
-        model_id: &str,
-    ) -> Result<Vec<WatchlistEntry>, StoreError> {
+    async fn watchlist(&self, tenant: &str) -> Result<Vec<WatchlistEntry>, StoreError> {
         let s = self.statements().await?;
         let rows: Vec<(String, String, Vec<u8>, String, CqlTimestamp)> =
             self.all(&s.watchlist, (tenant,)).await?;
-        let mut out = Vec::new();
-        for (user_id, model, blob, reason, added) in rows {
-            if model == model_id {
-                out.push(WatchlistEntry {
+        rows.into_iter()
+            .map(|(user_id, model_id, blob, reason, added)| {
+                Ok(WatchlistEntry {
                     tenant: tenant.to_string(),
                     user_id,
-                    model_id: model,
+                    model_id,
                     embedding: blob_to_embedding(&blob)?,
                     reason,
                     added_at: added.0,
-                });
-            }
-        }
-        Ok(out)
+                })
+            })
+            .collect()
     }
 
     async fn decision(

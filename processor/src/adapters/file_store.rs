@@ -231,19 +231,12 @@ impl Store for FileStore {
             .collect())
     }
 
-    async fn watchlist(
-        &self,
-        tenant: &str,
-        model_id: &str,
-    ) -> Result<Vec<WatchlistEntry>, StoreError> {
-        let mut out = Vec::new();
-        for (_, v) in self.scan(WATCHLIST, &[tenant]).await? {
-            let listed: WatchlistEntry = decode(&v)?;
-            if listed.model_id == model_id {
-                out.push(listed);
-            }
-        }
-        Ok(out)
+    async fn watchlist(&self, tenant: &str) -> Result<Vec<WatchlistEntry>, StoreError> {
+        self.scan(WATCHLIST, &[tenant])
+            .await?
+            .iter()
+            .map(|(_, v)| decode(v))
+            .collect()
     }
 
     async fn decision(

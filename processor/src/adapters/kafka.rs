@@ -107,6 +107,8 @@ impl KafkaBus {
         let producer = config
             .client_config()
             .set("enable.idempotence", "true")
+            // Jobs carry up to 10 MiB of audio inline (topics allow 16 MiB).
+            .set("message.max.bytes", "16777216")
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("message.timeout.ms", "30000")
@@ -234,10 +236,20 @@ impl Bus for KafkaBus {
             })
             .collect();
         let retention: Vec<String> = topics.iter().map(|t| t.retention_ms.to_string()).collect();
+        let max_bytes: Vec<Option<String>> = topics
+            .iter()
+            .map(|t| t.max_message_bytes.map(|b| b.to_string()))
+            .collect();
         let new_topics: Vec<NewTopic<'_>> = new_topics
             .into_iter()
-            .zip(&retention)
-            .map(|(t, r)| t.set("retention.ms", r))
+            .zip(retention.iter().zip(&max_bytes))
+            .map(|(t, (r, m))| {
+                let t = t.set("retention.ms", r);
+                match m {
+                    Some(m) => t.set("max.message.bytes", m),
+                    None => t,
+                }
+            })
             .collect();
         let results = self
             .admin

@@ -48,8 +48,17 @@ pub async fn submit(
         request.tenant().to_string(),
         request.request_id().to_string(),
     );
-    // A retried call whose job was already decided gets the same answer.
+    // A retried call whose job was already decided gets the same answer,
+    // but only if it is the same job: an id reused for another user or kind
+    // is refused, as the processor would.
     if let Some(done) = inner.waiter.stored(&tenant, &request_id).await? {
+        if done.user_id != request.user_id() || done.job != request.job() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "request_id_conflict",
+                "this request id was already used by another job",
+            ));
+        }
         return Ok(Outcome::Decided(Box::new(done)));
     }
     let payload = inner

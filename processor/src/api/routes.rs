@@ -315,7 +315,6 @@ fn failure_text(code: &str) -> &'static str {
 async fn verify_voice(
     State(state): State<ApiState>,
     caller: Caller,
-    headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, Early> {
     let form = form::read(multipart).await?;
@@ -340,8 +339,10 @@ async fn verify_voice(
         )
         .into());
     }
+    // The job id comes from the session, never from the caller: one session,
+    // one job, and only that job's accept can mint this session's token.
     let mut job = VerificationRequested::new(
-        request_id(&headers)?,
+        format!("session-{}", session.session_id),
         caller.tenant.clone(),
         user_id,
         now_ms(),
@@ -350,7 +351,9 @@ async fn verify_voice(
     job.session_id = Some(session.session_id.clone());
     job.expected_phrase = Some(session.challenge.clone());
     let d = decide(&state, &caller, Request::Verification(job)).await?;
-    if d.decision == DecisionKind::Accept {
+    let for_this_session =
+        d.user_id == session.user_id && d.session_id.as_deref() == Some(&session.session_id);
+    if d.decision == DecisionKind::Accept && for_this_session {
         let (token, _) =
             state
                 .inner
@@ -401,7 +404,8 @@ async fn verify_token(
     if !state
         .inner
         .access
-        .spend_token(&claims.jti, claims.exp * 1000)
+        // The token is valid through second `exp`: keep the mark past it.
+        .spend_token(&claims.jti, (claims.exp + 1) * 1000)
         .await?
     {
         return Ok(invalid("already_used"));

@@ -40,6 +40,10 @@ pub struct RescoreCmd {
     /// Publish and follow, but leave the cutover to a later run.
     #[arg(long)]
     no_cutover: bool,
+    /// Refuse to cut over when more than this fraction of the enrolled users
+    /// failed to rebuild (they would all have to re-enroll).
+    #[arg(long, default_value_t = 0.1)]
+    max_failed_fraction: f64,
     /// Print the final progress as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -108,6 +112,18 @@ impl RescoreCmd {
             bar.finish();
             if self.no_cutover {
                 return self.report(&progress);
+            }
+            let failed = progress.failed as f64 / progress.enrolled.max(1) as f64;
+            if failed > self.max_failed_fraction {
+                self.report(&progress)?;
+                anyhow::bail!(
+                    "{} of {} users failed to rebuild ({:.0}%, limit {:.0}%): not cutting over; \
+                     see --status, fix and re-run, or raise --max-failed-fraction",
+                    progress.failed,
+                    progress.enrolled,
+                    failed * 100.0,
+                    self.max_failed_fraction * 100.0
+                );
             }
             let progress = rescorer.cut_over(tenant, target).await?;
             eprintln!(

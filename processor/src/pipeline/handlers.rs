@@ -213,6 +213,14 @@ impl Processor {
                 Ok(s) => s,
                 Err(refused) => {
                     let code = refused.decision.error_code.unwrap_or_default();
+                    if matches!(code.as_str(), "model_unavailable" | "scoring_stopped") {
+                        // This processor cannot score it now (a replica without
+                        // the target model, a shutdown): retry, never record a failure.
+                        return Err(StoreError::Unavailable(format!(
+                            "re-scoring to {}: {code}",
+                            job.to_model
+                        )));
+                    }
                     return Ok(failed(&code, "retained audio could not be scored"));
                 }
             };
@@ -231,6 +239,21 @@ impl Processor {
         d.model_id = Some(job.to_model.clone());
         d.reasons = vec!["voiceprint_rebuilt".into()];
         let mut commit = commit_for(request);
+        // A listed voice stays listed under the new model.
+        let listed = self
+            .store
+            .watchlist(&job.tenant)
+            .await?
+            .into_iter()
+            .find(|w| w.user_id == job.user_id);
+        if let (Some(entry), Some(v)) = (listed, &shadow) {
+            commit.watchlist_add = Some(WatchlistEntry {
+                model_id: job.to_model.clone(),
+                embedding: v.embedding.clone(),
+                added_at: now,
+                ..entry
+            });
+        }
         commit.voiceprint = shadow;
         commit.rescore_result = Some(RescoreResult {
             tenant: job.tenant.clone(),
@@ -392,13 +415,26 @@ impl Processor {
                 with_progress(&mut h.decision, &profile, policy);
                 return Ok(h);
             }
+            // RE_ENROLL is set only when the active model had no voiceprint;
+            // after a rollback (or a late rebuild) it has one again, and the
+            // user is enrolled as before. This runs in the user's lane, so it
+            // is ordered with the user's other jobs.
             ProfileStatus::ReEnroll => {
-                return Ok(error_decision(
-                    request,
-                    "re_enroll_required",
-                    "the voiceprint must be rebuilt",
-                    false,
-                ));
+                let model_id = self.model_for(&job.tenant).await?;
+                if self
+                    .store
+                    .voiceprint(&job.tenant, &job.user_id, &model_id)
+                    .await?
+                    .is_none()
+                {
+                    return Ok(error_decision(
+                        request,
+                        "re_enroll_required",
+                        "the voiceprint must be rebuilt",
+                        false,
+                    ));
+                }
+                profile.status = ProfileStatus::Enrolled;
             }
             ProfileStatus::OptedOut => {
                 return Ok(error_decision(
@@ -446,7 +482,7 @@ impl Processor {
             h.commit.profile = Some(profile);
             return Ok(h);
         };
-        let watchlist = self.store.watchlist(&job.tenant, &model_id).await?;
+        let watchlist = self.store.watchlist(&job.tenant).await?;
         let scored = match self
             .score_audio(request, &job.audio, &model_id, Priority::Live)
             .await
@@ -458,7 +494,8 @@ impl Processor {
         // whoever it claims to be.
         let watchlisted = watchlist.iter().any(|w| {
             w.user_id == job.user_id
-                || cosine(&scored.embedding, &w.embedding) >= policy.accept_threshold
+                || (w.model_id == model_id
+                    && cosine(&scored.embedding, &w.embedding) >= policy.accept_threshold)
         });
         let mut d = base(request, DecisionKind::Retry);
         d.speech_millis = scored.speech_millis as i64;
@@ -687,10 +724,15 @@ impl Processor {
             ProfileCommandKind::GreylistRemove => {
                 commit.watchlist_remove_of = Some(job.user_id.clone());
                 d.reasons = vec!["unwatchlisted".into()];
-                match existing {
-                    Some(p) => p,
-                    None => new_profile(&job.tenant, &job.user_id, now),
-                }
+                let Some(p) = existing else {
+                    // Nothing to allocate for a user who never existed.
+                    return Ok(Handled {
+                        decision: d,
+                        commit,
+                        dead_letter: None,
+                    });
+                };
+                p
             }
         };
         with_progress(&mut d, &profile, policy);

@@ -143,9 +143,12 @@ impl Processor {
             .subscribe(&self.group, &self.topics.requests())
             .await?;
         let (finished_tx, mut finished_rx) = mpsc::unbounded_channel::<Finished>();
-        let mut lanes = Vec::with_capacity(self.lanes);
-        let mut lane_tasks = Vec::with_capacity(self.lanes);
-        for _ in 0..self.lanes {
+        // Live lanes, then lanes of re-scoring jobs sized to the background
+        // workers, so bulk work never fills a lane a live job needs.
+        let total = self.lanes + self.scoring.background_slots();
+        let mut lanes = Vec::with_capacity(total);
+        let mut lane_tasks = Vec::with_capacity(total);
+        for _ in 0..total {
             let (tx, mut rx) = mpsc::channel::<Message>(self.lane_queue);
             let this = self.clone();
             let done = finished_tx.clone();
@@ -191,7 +194,10 @@ impl Processor {
                 message = subscription.next() => {
                     for (topic, partition) in subscription.take_revoked() {
                         tracker.forget(&topic, partition);
-                        if parked.remove(&(topic, partition)).is_some() {
+                        if parked.remove(&(topic.clone(), partition)).is_some() {
+                            // A pause outlives a revoke in librdkafka: undo it, or a
+                            // partition assigned back to us would never be fetched.
+                            let _ = subscription.resume(&topic, partition);
                             self.metrics.paused_partitions.dec();
                         }
                     }
@@ -218,8 +224,7 @@ impl Processor {
                         queue.push_back(message);
                         continue;
                     }
-                    let lane = &lanes[key_slot(message.key.as_deref().unwrap_or_default(), self.lanes)];
-                    match lane.try_send(message) {
+                    match self.lane_for(&lanes, &message).try_send(message) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(message)) => {
                             if let Err(err) = subscription.pause(&slot.0, slot.1) {
@@ -249,6 +254,22 @@ impl Processor {
         Ok(())
     }
 
+    /// The lane of a message: by key among the live lanes, or among the
+    /// background lanes for re-scoring jobs.
+    fn lane_for<'a>(
+        &self,
+        lanes: &'a [mpsc::Sender<Message>],
+        message: &Message,
+    ) -> &'a mpsc::Sender<Message> {
+        let key = message.key.as_deref().unwrap_or_default();
+        if message.topic == self.topics.rescore {
+            let background = lanes.len() - self.lanes;
+            &lanes[self.lanes + key_slot(key, background)]
+        } else {
+            &lanes[key_slot(key, self.lanes)]
+        }
+    }
+
     /// Hands parked messages to their lanes in order; resumes a partition
     /// whose queue emptied.
     fn unpark(
@@ -260,8 +281,7 @@ impl Processor {
         let mut resumed = Vec::new();
         for (slot, queue) in parked.iter_mut() {
             while let Some(message) = queue.pop_front() {
-                let lane = &lanes[key_slot(message.key.as_deref().unwrap_or_default(), self.lanes)];
-                match lane.try_send(message) {
+                match self.lane_for(lanes, &message).try_send(message) {
                     Ok(()) => {}
                     Err(
                         mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m),

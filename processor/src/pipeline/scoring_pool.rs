@@ -93,6 +93,7 @@ pub struct ScoringPool {
     pool: Arc<rayon::ThreadPool>,
     permits: Arc<Semaphore>,
     background: Arc<Semaphore>,
+    background_slots: usize,
     capacity: usize,
     limits: AudioLimits,
 }
@@ -118,6 +119,7 @@ impl ScoringPool {
             permits: Arc::new(Semaphore::new(workers + queue)),
             // Background work holds at most half the workers (at least one).
             background: Arc::new(Semaphore::new((workers / 2).max(1))),
+            background_slots: (workers / 2).max(1),
             capacity: workers + queue,
             limits,
         }
@@ -132,6 +134,11 @@ impl ScoringPool {
     /// Id of the default model.
     pub fn model_id(&self) -> String {
         self.embedders[0].model_id()
+    }
+
+    /// How many samples background work may score at once.
+    pub fn background_slots(&self) -> usize {
+        self.background_slots
     }
 
     /// Ids of every loaded model, the default first.

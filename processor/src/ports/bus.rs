@@ -35,6 +35,10 @@ pub struct TopicSpec {
     /// What the message key is (documentation; producers key by it).
     #[serde(default)]
     pub key: String,
+    /// Largest message the topic accepts (`max.message.bytes`), when above
+    /// the broker default (jobs carry audio inline).
+    #[serde(default)]
+    pub max_message_bytes: Option<i64>,
 }
 
 /// Bus failures; [`BusError::code`] is stable.

@@ -65,12 +65,9 @@ pub trait Store: Send + Sync {
         user_id: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
-    /// The tenant's watchlist under a model.
-    async fn watchlist(
-        &self,
-        tenant: &str,
-        model_id: &str,
-    ) -> Result<Vec<WatchlistEntry>, StoreError>;
+    /// The tenant's watchlist, every model (a listed user stays listed
+    /// across a model change; voices match only within their model).
+    async fn watchlist(&self, tenant: &str) -> Result<Vec<WatchlistEntry>, StoreError>;
 
     /// The decision already recorded for a job, if any.
     async fn decision(&self, tenant: &str, request_id: &str)
