@@ -545,3 +545,78 @@ async fn api_end_to_end_on_kafka_and_cassandra() {
         .unwrap()
         .unwrap();
 }
+
+/// With a wait shorter than any decision, job calls answer 202 and are
+/// polled; a challenge answer still waits for its decision and carries the
+/// voice token, because the spent session could never mint one later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_challenge_decision_still_mints_its_token() {
+    let store = format!(
+        "file://{}",
+        scratch_dir("api-slow").join("timbre.redb").display()
+    );
+    let mut slow = settings();
+    slow.push(("TIMBRE__API__WAIT_TIMEOUT_MS", "1".into()));
+    let d = deploy("embedded://", &store, slow).await;
+    let (api, acme) = (&d.api, d.acme.as_str());
+    let user = unique("slow");
+    let decided = |id: String| async move {
+        for _ in 0..300 {
+            let (status, body) = api.get(acme, &format!("/v1/decisions/{id}")).await;
+            if status == StatusCode::OK {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no decision for {id}");
+    };
+    let (status, body) = api
+        .post(acme, "/create-profile", json!({"user_id": user}))
+        .await;
+    if status == StatusCode::ACCEPTED {
+        decided(body["request_id"].as_str().unwrap().to_string()).await;
+    }
+    let (status, body) = api
+        .post(
+            acme,
+            "/v1/consent",
+            json!({"user_id": user, "granted": true}),
+        )
+        .await;
+    if status == StatusCode::ACCEPTED {
+        decided(body["request_id"].as_str().unwrap().to_string()).await;
+    }
+    let fields = [("user_id", user.as_str())];
+    let (status, body) = api
+        .upload(acme, "/enroll", &fields, wav(ALICE_ENROLL), "audio/wav")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the wait is 1 ms: {body}");
+    let enrolled = decided(body["request_id"].as_str().unwrap().to_string()).await;
+    assert_eq!(enrolled["status"], "ENROLLED", "{enrolled}");
+
+    let (status, challenge) = api
+        .post(acme, "/start-auth", json!({"user_id": user}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{challenge}");
+    let session = challenge["session_id"].as_str().unwrap();
+    let (status, won) = api
+        .upload(
+            acme,
+            "/verify-voice",
+            &[("user_id", user.as_str()), ("session_id", session)],
+            wav(ALICE_VERIFY),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{won}");
+    assert_eq!(won["decision"], "accept", "{won}");
+    let token = json!({"token": won["voiceToken"]});
+    let (_, checked) = api.post(acme, "/verify-token", token).await;
+    assert_eq!(checked["valid"], true, "{checked}");
+
+    d.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), d.task)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -1,5 +1,7 @@
 //! The round trip of one job: validate, publish, wait for its decision.
 
+use std::time::Duration;
+
 use axum::http::{HeaderMap, StatusCode};
 use timbre_schemas::{Decision, DecisionKind, Request};
 
@@ -142,6 +144,34 @@ pub async fn decide(
         Outcome::Decided(d) => Ok(ok_or_refused(d)?),
         Outcome::Pending(id) => Err(Early::Pending(id)),
     }
+}
+
+/// Like [`decide`], but past the usual wait keeps polling the store for the
+/// decision until shortly before the request timeout: a challenge session
+/// is spent when its job is submitted and only this answer can carry its
+/// voice token, so a `202` would strand a genuine user.
+pub async fn decide_within_request(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request,
+) -> Result<Box<Decision>, Early> {
+    let id = match decide(state, caller, request).await {
+        Err(Early::Pending(id)) => id,
+        decided => return decided,
+    };
+    let config = &state.inner.config;
+    // Leave a second for the answer before the request-timeout layer fires.
+    let budget = config
+        .request_timeout_ms
+        .saturating_sub(config.wait_timeout_ms.saturating_add(1_000));
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(budget);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(d) = state.inner.waiter.stored(&caller.tenant, &id).await? {
+            return Ok(ok_or_refused(Box::new(d))?);
+        }
+    }
+    Err(Early::Pending(id))
 }
 
 /// An ERROR decision as an HTTP error with the decision's stable code.

@@ -18,7 +18,7 @@ use timbre_schemas::{
 };
 
 use super::auth::Caller;
-use super::jobs::{Early, decide, request_id};
+use super::jobs::{Early, decide, decide_within_request, request_id};
 use super::{ApiError, ApiState, OPENAPI, error, form, views};
 use crate::domain::{ChallengeSession, ProfileStatus, now_ms, policy, utc_rfc3339};
 use crate::pipeline::BIOMETRIC_PURPOSE;
@@ -350,7 +350,7 @@ async fn verify_voice(
     );
     job.session_id = Some(session.session_id.clone());
     job.expected_phrase = Some(session.challenge.clone());
-    let d = decide(&state, &caller, Request::Verification(job)).await?;
+    let d = decide_within_request(&state, &caller, Request::Verification(job)).await?;
     let for_this_session =
         d.user_id == session.user_id && d.session_id.as_deref() == Some(&session.session_id);
     if d.decision == DecisionKind::Accept && for_this_session {
