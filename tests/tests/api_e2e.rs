@@ -546,6 +546,23 @@ async fn api_end_to_end_on_kafka_and_cassandra() {
         .unwrap();
 }
 
+/// The decision of a job call: its answer, or after a `202` the decision
+/// polled from `/v1/decisions`.
+async fn settled(api: &Api, key: &str, (status, body): (StatusCode, Value)) -> Value {
+    if status != StatusCode::ACCEPTED {
+        return body;
+    }
+    let id = body["request_id"].as_str().unwrap();
+    for _ in 0..300 {
+        let (status, body) = api.get(key, &format!("/v1/decisions/{id}")).await;
+        if status == StatusCode::OK {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no decision for {id}");
+}
+
 /// With a wait shorter than any decision, job calls answer 202 and are
 /// polled; a challenge answer still waits for its decision and carries the
 /// voice token, because the spent session could never mint one later.
@@ -560,38 +577,35 @@ async fn a_slow_challenge_decision_still_mints_its_token() {
     let d = deploy("embedded://", &store, slow).await;
     let (api, acme) = (&d.api, d.acme.as_str());
     let user = unique("slow");
-    let decided = |id: String| async move {
-        for _ in 0..300 {
-            let (status, body) = api.get(acme, &format!("/v1/decisions/{id}")).await;
-            if status == StatusCode::OK {
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("no decision for {id}");
-    };
-    let (status, body) = api
-        .post(acme, "/create-profile", json!({"user_id": user}))
-        .await;
-    if status == StatusCode::ACCEPTED {
-        decided(body["request_id"].as_str().unwrap().to_string()).await;
-    }
-    let (status, body) = api
-        .post(
+    settled(
+        api,
+        acme,
+        api.post(acme, "/create-profile", json!({"user_id": user}))
+            .await,
+    )
+    .await;
+    settled(
+        api,
+        acme,
+        api.post(
             acme,
             "/v1/consent",
             json!({"user_id": user, "granted": true}),
         )
-        .await;
-    if status == StatusCode::ACCEPTED {
-        decided(body["request_id"].as_str().unwrap().to_string()).await;
-    }
+        .await,
+    )
+    .await;
     let fields = [("user_id", user.as_str())];
-    let (status, body) = api
+    let answer = api
         .upload(acme, "/enroll", &fields, wav(ALICE_ENROLL), "audio/wav")
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "the wait is 1 ms: {body}");
-    let enrolled = decided(body["request_id"].as_str().unwrap().to_string()).await;
+    assert_eq!(
+        answer.0,
+        StatusCode::ACCEPTED,
+        "the wait is 1 ms: {}",
+        answer.1
+    );
+    let enrolled = settled(api, acme, answer).await;
     assert_eq!(enrolled["status"], "ENROLLED", "{enrolled}");
 
     let (status, challenge) = api

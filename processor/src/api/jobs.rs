@@ -36,11 +36,12 @@ pub fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
-/// Publishes `request` and waits for its decision; records usage.
+/// Publishes `request` and waits up to `wait` for its decision; records usage.
 pub async fn submit(
     state: &ApiState,
     caller: &Caller,
     request: Request,
+    wait: Duration,
 ) -> Result<Outcome, ApiError> {
     let inner = &state.inner;
     request
@@ -80,7 +81,7 @@ pub async fn submit(
         .publish(topic, request.message_key().as_bytes(), &payload)
         .await?;
     tracing::debug!(request_id = %request_id, topic = %topic, "job published");
-    let outcome = match inner.waiter.wait(pending, state.wait_timeout()).await? {
+    let outcome = match inner.waiter.wait(pending, wait).await? {
         Some(d) => Outcome::Decided(Box::new(d)),
         None => Outcome::Pending(request_id),
     };
@@ -140,38 +141,31 @@ pub async fn decide(
     caller: &Caller,
     request: Request,
 ) -> Result<Box<Decision>, Early> {
-    match submit(state, caller, request).await? {
-        Outcome::Decided(d) => Ok(ok_or_refused(d)?),
-        Outcome::Pending(id) => Err(Early::Pending(id)),
-    }
+    decide_waiting(state, caller, request, state.wait_timeout()).await
 }
 
-/// Like [`decide`], but past the usual wait keeps polling the store for the
-/// decision until shortly before the request timeout: a challenge session
-/// is spent when its job is submitted and only this answer can carry its
-/// voice token, so a `202` would strand a genuine user.
+/// Like [`decide`], but waits until shortly before the request timeout: a
+/// challenge session is spent when its job is submitted and only this
+/// answer can carry its voice token, so an early `202` would strand a
+/// genuine user.
 pub async fn decide_within_request(
     state: &ApiState,
     caller: &Caller,
     request: Request,
 ) -> Result<Box<Decision>, Early> {
-    let id = match decide(state, caller, request).await {
-        Err(Early::Pending(id)) => id,
-        decided => return decided,
-    };
-    let config = &state.inner.config;
-    // Leave a second for the answer before the request-timeout layer fires.
-    let budget = config
-        .request_timeout_ms
-        .saturating_sub(config.wait_timeout_ms.saturating_add(1_000));
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(budget);
-    while tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Some(d) = state.inner.waiter.stored(&caller.tenant, &id).await? {
-            return Ok(ok_or_refused(Box::new(d))?);
-        }
+    decide_waiting(state, caller, request, state.session_wait_timeout()).await
+}
+
+async fn decide_waiting(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request,
+    wait: Duration,
+) -> Result<Box<Decision>, Early> {
+    match submit(state, caller, request, wait).await? {
+        Outcome::Decided(d) => Ok(ok_or_refused(d)?),
+        Outcome::Pending(id) => Err(Early::Pending(id)),
     }
-    Err(Early::Pending(id))
 }
 
 /// An ERROR decision as an HTTP error with the decision's stable code.

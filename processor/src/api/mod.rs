@@ -117,6 +117,19 @@ impl ApiState {
     fn wait_timeout(&self) -> Duration {
         Duration::from_millis(self.inner.config.wait_timeout_ms)
     }
+
+    /// The wait of a challenge answer: a second short of the request
+    /// timeout (so the answer beats the timeout layer), never below the
+    /// usual wait.
+    fn session_wait_timeout(&self) -> Duration {
+        let config = &self.inner.config;
+        Duration::from_millis(
+            config
+                .request_timeout_ms
+                .saturating_sub(1_000)
+                .max(config.wait_timeout_ms),
+        )
+    }
 }
 
 /// Serves the API on `listener` until `shutdown`, then drains in-flight

@@ -113,13 +113,14 @@ impl ScoringPool {
             .thread_name(|i| format!("scoring-{i}"))
             .build()
             .expect("spawning scoring threads");
+        // Background work holds at most half the workers (at least one).
+        let background_slots = (workers / 2).max(1);
         Self {
             embedders: vec![embedder],
             pool: Arc::new(pool),
             permits: Arc::new(Semaphore::new(workers + queue)),
-            // Background work holds at most half the workers (at least one).
-            background: Arc::new(Semaphore::new((workers / 2).max(1))),
-            background_slots: (workers / 2).max(1),
+            background: Arc::new(Semaphore::new(background_slots)),
+            background_slots,
             capacity: workers + queue,
             limits,
         }
