@@ -104,6 +104,28 @@ async fn flow(d: &Deployment) {
         .await;
     assert_eq!(again["created"], false, "idempotent: {again}");
 
+    // An Idempotency-Key replays its own job, and is refused for another.
+    let keyed = |user_id: &str| {
+        api.http
+            .post(format!("{}/create-profile", api.base))
+            .header("x-api-key", acme)
+            .header("idempotency-key", format!("key-of-{user}"))
+            .json(&json!({"user_id": user_id}))
+    };
+    let (status, first) = api.send(keyed(&user)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, replay) = api.send(keyed(&user)).await;
+    assert_eq!(
+        (status, &replay["request_id"]),
+        (StatusCode::OK, &first["request_id"])
+    );
+    let (status, body) = api.send(keyed(&unique("mallory"))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("request_id_conflict")),
+        "{body}"
+    );
+
     let fields = [("user_id", user.as_str())];
     let (status, body) = api
         .upload(acme, "/enroll", &fields, wav(ALICE_ENROLL), "audio/wav")
