@@ -153,10 +153,18 @@ render() { # render <template> <out> KEY=VALUE...: replaces @KEY@
 # launch <svc> <java args...>: detached (setsid) so the JVM outlives this script
 # and a ^C in the caller's terminal; stdin closed for CI.
 launch() {
-  local svc=$1
+  local svc=$1 pid i
   shift
   setsid "$java" "$@" >>"$(log_file "$svc")" 2>&1 </dev/null &
-  echo $! >"$(pid_file "$svc")"
+  pid=$!
+  echo "$pid" >"$(pid_file "$svc")"
+  # The forked shell becomes the JVM only at exec; until then its command
+  # line is this script's and pid_alive would call the service dead.
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF " $(main_class "$svc") " && break
+    sleep 0.1
+  done
 }
 
 prepare_kafka() { # prepare_kafka <port> <controller port>
