@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use timbre::backends::connect_bus;
 use timbre::config::Config;
+use timbre::domain::BIOMETRIC_PURPOSE;
 use timbre::domain::{Policy, now_ms};
 use timbre::engine::{Engine, EngineError};
-use timbre::pipeline::BIOMETRIC_PURPOSE;
 use timbre::ports::{Bus, BusError};
 use timbre::topics::{TopicNames, catalogue};
 use timbre_schemas::{
@@ -176,14 +176,8 @@ impl BusTarget {
     }
 
     fn job(&self, request: &Request) -> Result<Job> {
-        let topic = match request {
-            Request::Consent(_) => &self.topics.consent,
-            Request::Enrollment(_) => &self.topics.enrollment,
-            Request::Verification(_) => &self.topics.verification,
-            _ => bail!("loadgen sends consent, enrollment and verification jobs only"),
-        };
         Ok(Job {
-            topic: topic.clone(),
+            topic: self.topics.for_job(request.job()).to_string(),
             key: request.message_key(),
             bytes: self.registry.encode_request(request)?,
         })

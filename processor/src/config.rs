@@ -41,7 +41,8 @@ pub struct Config {
     pub audio: AudioLimits,
     /// Decision policy of tenants without their own.
     pub policy: Policy,
-    /// Per-tenant policies.
+    /// Per-tenant policies: each names only the keys it changes, on top of
+    /// `policy`.
     pub tenants: HashMap<String, Policy>,
     /// The HTTP adapter (`timbre serve`, and `timbre up`).
     pub api: ApiConfig,
@@ -201,9 +202,33 @@ impl Config {
                 .unwrap_or_else(|| toml::Value::String(raw.clone()));
             set(&mut value, &parts, literal);
         }
+        layer_tenant_policies(&mut value);
         value
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+/// A tenant's entry overrides only the keys it names: each is laid over
+/// the global `[policy]` (itself already over the code defaults).
+fn layer_tenant_policies(value: &mut toml::Value) {
+    let Some(root) = value.as_table_mut() else {
+        return;
+    };
+    let global = root
+        .get("policy")
+        .cloned()
+        .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+    let Some(toml::Value::Table(tenants)) = root.get_mut("tenants") else {
+        return;
+    };
+    for (_, own) in tenants.iter_mut() {
+        let mut layered = global.clone();
+        merge(
+            &mut layered,
+            std::mem::replace(own, toml::Value::Boolean(false)),
+        );
+        *own = layered;
     }
 }
 
@@ -241,6 +266,36 @@ fn set(value: &mut toml::Value, path: &[String], leaf: toml::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_overrides_only_the_keys_it_names() {
+        let dir = std::env::temp_dir().join(format!("timbre-tenants-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("timbre.toml");
+        std::fs::write(
+            &file,
+            "[policy]\nenrollment_target_millis = 9000\nfree_failures = 7\n\
+             [tenants.acme]\nfree_failures = 2\n[tenants.initech]\naccept_threshold = 0.7\n",
+        )
+        .unwrap();
+        let env = [(
+            "TIMBRE__TENANTS__initech__ENROLLMENT_TARGET_MILLIS".to_string(),
+            "12000".to_string(),
+        )];
+        let c = Config::load(Some(&file), env).unwrap();
+        let (acme, initech) = (&c.tenants["acme"], &c.tenants["initech"]);
+        assert_eq!(
+            (acme.free_failures, acme.enrollment_target_millis),
+            (2, 9_000)
+        );
+        assert_eq!(
+            (initech.free_failures, initech.enrollment_target_millis),
+            (7, 12_000)
+        );
+        assert_eq!(initech.accept_threshold, 0.7);
+        assert_eq!(acme.accept_threshold, Policy::default().accept_threshold);
+        assert_eq!(c.policy.enrollment_target_millis, 9_000);
+    }
 
     #[test]
     fn layers_defaults_file_and_environment() {
@@ -282,8 +337,12 @@ mod tests {
         );
         assert!(!c.tenants["acme"].consent_required);
         assert_eq!(
-            c.tenants["acme"].accept_threshold,
-            Policy::default().accept_threshold
+            (
+                c.tenants["acme"].accept_threshold,
+                c.tenants["acme"].reject_threshold
+            ),
+            (0.6, 0.3),
+            "a tenant entry keeps the global policy's other keys"
         );
         assert_eq!(c.lanes, Config::default().lanes, "defaults fill the rest");
         assert_eq!(c.api.token_signing_key.expose(), "k3y-from-env");

@@ -12,11 +12,12 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiParts, ApiState};
 use crate::backends::{connect_bus, connect_store};
 use crate::config::Config;
+use crate::domain::Policies;
 use crate::metrics::Metrics;
 use crate::model::{SpeakerModel, default_model_dir};
-use crate::pipeline::scoring_pool::{Embedder, ScoringPool};
-use crate::pipeline::{Policies, Processor, ProcessorConfig};
-use crate::ports::{AccessStore, Bus, Store};
+use crate::pipeline::{Processor, ProcessorConfig};
+use crate::ports::{AccessStore, Bus, Embedder, Store};
+use crate::scoring::ScoringPool;
 use crate::topics::{TopicNames, catalogue};
 
 /// Startup failures of the engine.

@@ -48,8 +48,8 @@ impl RescoreError {
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            RescoreError::Store(e) => e.code(),
-            RescoreError::Bus(e) => e.code(),
+            RescoreError::Store(e) => e.code().as_str(),
+            RescoreError::Bus(e) => e.code().as_str(),
             RescoreError::AlreadyActive(..) => "rescore_already_active",
             RescoreError::NoRun(..) => "rescore_no_run",
             RescoreError::WrongState(..) => "rescore_wrong_state",

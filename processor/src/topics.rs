@@ -2,6 +2,7 @@
 //! the pipeline uses.
 
 use serde::Deserialize;
+use timbre_schemas::JobKind;
 
 use crate::ports::TopicSpec;
 
@@ -47,15 +48,31 @@ impl TopicNames {
         }
     }
 
+    /// The routing table: the topic that carries each kind of job.
+    pub fn for_job(&self, job: JobKind) -> &str {
+        match job {
+            JobKind::Enrollment => &self.enrollment,
+            JobKind::Verification => &self.verification,
+            JobKind::Consent => &self.consent,
+            JobKind::Profile => &self.profile,
+            JobKind::Rescore => &self.rescore,
+        }
+    }
+
+    /// The kind of job a request topic carries (the routing table read
+    /// backwards); `None` for other topics.
+    pub fn job_of(&self, topic: &str) -> Option<JobKind> {
+        JobKind::ALL
+            .into_iter()
+            .find(|&job| self.for_job(job) == topic)
+    }
+
     /// The request topics the processor consumes.
     pub fn requests(&self) -> Vec<String> {
-        vec![
-            self.enrollment.clone(),
-            self.verification.clone(),
-            self.consent.clone(),
-            self.profile.clone(),
-            self.rescore.clone(),
-        ]
+        JobKind::ALL
+            .into_iter()
+            .map(|job| self.for_job(job).to_string())
+            .collect()
     }
 }
 

@@ -52,6 +52,7 @@ fn code(bytes: &[u8]) -> &'static str {
     decode_wav(bytes, &AudioLimits::default())
         .unwrap_err()
         .code()
+        .as_str()
 }
 
 #[test]

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use timbre::audio::{AudioLimits, decode_wav};
-use timbre::model::{SpeakerModel, cosine, default_model_dir};
+use timbre::domain::policy::cosine;
+use timbre::model::{SpeakerModel, default_model_dir};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")

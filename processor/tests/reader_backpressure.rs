@@ -9,12 +9,11 @@ use std::time::Duration;
 use timbre::adapters::file_store::FileStore;
 use timbre::adapters::memory_bus::MemoryBus;
 use timbre::audio::AudioLimits;
-use timbre::domain::{Policy, key_slot};
+use timbre::domain::{BIOMETRIC_PURPOSE, Policies, Policy, key_slot};
 use timbre::metrics::Metrics;
-use timbre::model::ModelError;
-use timbre::pipeline::scoring_pool::{Embedder, ScoringPool};
-use timbre::pipeline::{BIOMETRIC_PURPOSE, Policies, Processor, ProcessorConfig};
-use timbre::ports::{Bus, Store};
+use timbre::pipeline::{Processor, ProcessorConfig};
+use timbre::ports::{Bus, EmbedError, Embedder, Store};
+use timbre::scoring::ScoringPool;
 use timbre::topics::{TopicNames, catalogue};
 use timbre_schemas::{ConsentChanged, Decision, EnrollmentRequested, Registry, message_key};
 use tokio_util::sync::CancellationToken;
@@ -28,7 +27,7 @@ struct Gate {
 }
 
 impl Embedder for Gate {
-    fn embed(&self, _: &[f32]) -> Result<Vec<f32>, ModelError> {
+    fn embed(&self, _: &[f32]) -> Result<Vec<f32>, EmbedError> {
         let mut open = self.open.lock().unwrap();
         while !*open {
             open = self.changed.wait(open).unwrap();

@@ -1,5 +1,6 @@
 //! Errors of encoding, decoding and validating contracts.
 
+use crate::code::Code;
 use crate::fingerprint::Fingerprint;
 
 /// Why a message could not be encoded, decoded or accepted.
@@ -66,15 +67,15 @@ pub enum SchemaError {
 
 impl SchemaError {
     /// Stable, machine-readable error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::BadFraming { .. } => "bad_framing",
-            Self::UnknownSchema { .. } => "unknown_schema",
-            Self::BadAvro { .. } => "bad_avro",
-            Self::WrongRecord { .. } => "wrong_record",
-            Self::InvalidField { .. } => "invalid_field",
-            Self::EncodeFailed { .. } => "encode_failed",
-            Self::BadSchema { .. } => "bad_schema",
+            Self::BadFraming { .. } => Code::BadFraming,
+            Self::UnknownSchema { .. } => Code::UnknownSchema,
+            Self::BadAvro { .. } => Code::BadAvro,
+            Self::WrongRecord { .. } => Code::WrongRecord,
+            Self::InvalidField { .. } => Code::InvalidField,
+            Self::EncodeFailed { .. } => Code::EncodeFailed,
+            Self::BadSchema { .. } => Code::BadSchema,
         }
     }
 

@@ -33,14 +33,17 @@
 //! # Ok::<(), timbre_schemas::SchemaError>(())
 //! ```
 
+mod code;
 pub mod contracts;
 mod error;
 pub mod fingerprint;
 pub mod framing;
+mod header;
 mod registry;
 mod scan;
 mod validate;
 
+pub use code::{Code, CodeClass};
 pub use contracts::{
     BioResult, ConsentChanged, Contract, DeadLetter, Decision, DecisionKind, EnrollmentRequested,
     JobKind, ProfileCommand, ProfileCommandKind, ProfileStatus, RecordKind, RescoreRequested,

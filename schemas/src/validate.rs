@@ -4,8 +4,8 @@
 //! blob decode fine. These checks run on every untrusted message so a bad
 //! job becomes an `invalid_field` decision instead of a surprise deeper in.
 
-use crate::contracts::{SchemaVersion, TraceContext};
 use crate::error::SchemaError;
+use crate::header::{SchemaVersion, TraceContext};
 
 /// Bounds applied by [`Contract::validate`](crate::Contract::validate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,13 +7,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use timbre::audio::AudioLimits;
-use timbre::domain::Policy;
-use timbre::domain::now_ms;
+use timbre::domain::{BIOMETRIC_PURPOSE, Policies, Policy, now_ms};
 use timbre::metrics::Metrics;
 use timbre::model::{SpeakerModel, default_model_dir};
-use timbre::pipeline::scoring_pool::ScoringPool;
-use timbre::pipeline::{Policies, Processor, ProcessorConfig};
+use timbre::pipeline::{Processor, ProcessorConfig};
 use timbre::ports::{Bus, Store, Subscription};
+use timbre::scoring::ScoringPool;
 use timbre::topics::{TopicNames, catalogue};
 use timbre_schemas::{
     ConsentChanged, Decision, EnrollmentRequested, Registry, Request, VerificationRequested,
@@ -131,13 +130,7 @@ impl Harness {
 
     /// Publishes a request to its topic, keyed by tenant/user.
     pub async fn publish(&self, request: &Request) {
-        let topic = match request {
-            Request::Enrollment(_) => &self.topics.enrollment,
-            Request::Verification(_) => &self.topics.verification,
-            Request::Consent(_) => &self.topics.consent,
-            Request::Profile(_) => &self.topics.profile,
-            Request::Rescore(_) => &self.topics.rescore,
-        };
+        let topic = self.topics.for_job(request.job());
         let bytes = self.registry.encode_request(request).expect("encode");
         self.bus
             .publish(topic, request.message_key().as_bytes(), &bytes)
@@ -207,7 +200,7 @@ pub fn wav(relative: &str) -> Vec<u8> {
 
 /// A consent event.
 pub fn consent(tenant: &str, user: &str, request_id: &str, granted: bool) -> Request {
-    let purpose = timbre::pipeline::BIOMETRIC_PURPOSE;
+    let purpose = BIOMETRIC_PURPOSE;
     Request::Consent(ConsentChanged::new(
         request_id,
         tenant,

@@ -94,13 +94,8 @@ async fn kill_nine_mid_run_loses_nothing_and_applies_once() {
     }
     assert_eq!(jobs.len(), 1_000);
     let publish = |job: &Request| {
-        let topic = match job {
-            Request::Consent(_) => &topics.consent,
-            Request::Enrollment(_) => &topics.enrollment,
-            _ => &topics.profile,
-        };
         (
-            topic.clone(),
+            topics.for_job(job.job()).to_string(),
             job.message_key(),
             registry.encode_request(job).unwrap(),
         )

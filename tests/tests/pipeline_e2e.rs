@@ -9,7 +9,7 @@ use std::time::Duration;
 use timbre::adapters::file_store::FileStore;
 use timbre::adapters::memory_bus::MemoryBus;
 use timbre::backends::{connect_bus, connect_store};
-use timbre::domain::{JobCommit, ProfileStatus, Voiceprint};
+use timbre::domain::{JobCommit, Mutation, ProfileStatus, Voiceprint};
 use timbre::ports::{Bus, Store};
 use timbre_schemas::ProfileCommandKind;
 use timbre_schemas::{DeadLetter, DecisionKind, ProfileStatus as WireStatus};
@@ -136,13 +136,14 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         tenant: tenant.into(),
         request_id: "seed-frank".into(),
         decision: b"seed".to_vec(),
-        profile: Some(legacy),
-        voiceprint: Some(Voiceprint {
-            user_id: "frank".into(),
-            model_id: "older-model@sha256:000000000000".into(),
-            ..old_print
-        }),
-        ..JobCommit::default()
+        mutations: vec![
+            Mutation::PutProfile(legacy),
+            Mutation::PutVoiceprint(Voiceprint {
+                user_id: "frank".into(),
+                model_id: "older-model@sha256:000000000000".into(),
+                ..old_print
+            }),
+        ],
     };
     store.commit(&seed).await.unwrap();
     h.publish(&verification(tenant, "frank", "v-frank", wav(ALICE_VERIFY)))
@@ -320,7 +321,7 @@ async fn watchlist_and_delete(h: &mut Harness, store: &dyn Store, tenant: &str) 
     );
     assert_eq!(
         store
-            .consent(tenant, "wl-alice", timbre::pipeline::BIOMETRIC_PURPOSE)
+            .consent(tenant, "wl-alice", timbre::domain::BIOMETRIC_PURPOSE)
             .await
             .unwrap(),
         None

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use timbre::backends::{connect_bus, connect_store};
 use timbre::config::Config;
+use timbre::domain::BIOMETRIC_PURPOSE;
 use timbre::engine::Engine;
 use timbre::model::default_model_id;
-use timbre::pipeline::BIOMETRIC_PURPOSE;
 use timbre::ports::{Bus, Store, Subscription};
 use timbre::rescore::Rescorer;
 use timbre::topics::{TopicNames, catalogue};
@@ -95,12 +95,7 @@ impl Jobs {
     }
 
     async fn publish(&self, request: &Request) {
-        let topic = match request {
-            Request::Enrollment(_) => &self.topics.enrollment,
-            Request::Verification(_) => &self.topics.verification,
-            Request::Consent(_) => &self.topics.consent,
-            _ => unreachable!("not used here"),
-        };
+        let topic = self.topics.for_job(request.job());
         let bytes = self.registry.encode_request(request).unwrap();
         self.bus
             .publish(topic, request.message_key().as_bytes(), &bytes)

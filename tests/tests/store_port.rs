@@ -5,7 +5,7 @@ use std::sync::Arc;
 use timbre::adapters::file_store::FileStore;
 use timbre::backends::connect_store;
 use timbre::domain::{
-    ApiKey, ChallengeSession, Consent, JobCommit, Profile, ProfileStatus, Voiceprint,
+    ApiKey, ChallengeSession, Consent, JobCommit, Mutation, Profile, ProfileStatus, Voiceprint,
     WatchlistEntry, now_ms,
 };
 use timbre::ports::{AccessStore, Store};
@@ -63,11 +63,15 @@ async fn store_contract(store: Arc<dyn Store>) {
         tenant: tenant.into(),
         request_id: "req-1".into(),
         decision: b"decision-bytes".to_vec(),
-        profile: Some(profile(tenant, user, ProfileStatus::Enrolled)),
-        voiceprint: Some(voiceprint.clone()),
-        consent: Some(consent.clone()),
-        enrollment_audio: Some((user.into(), audio.clone())),
-        ..JobCommit::default()
+        mutations: vec![
+            Mutation::PutProfile(profile(tenant, user, ProfileStatus::Enrolled)),
+            Mutation::PutVoiceprint(voiceprint.clone()),
+            Mutation::PutConsent(consent.clone()),
+            Mutation::RetainAudio {
+                user_id: user.into(),
+                wav: audio.clone(),
+            },
+        ],
     };
     store.commit(&commit).await.unwrap();
 
@@ -128,9 +132,12 @@ async fn store_contract(store: Arc<dyn Store>) {
         tenant: tenant.into(),
         request_id: "req-2".into(),
         decision: b"opted-out".to_vec(),
-        profile: Some(profile(tenant, user, ProfileStatus::OptedOut)),
-        erase_biometrics_of: Some(user.into()),
-        ..JobCommit::default()
+        mutations: vec![
+            Mutation::PutProfile(profile(tenant, user, ProfileStatus::OptedOut)),
+            Mutation::EraseBiometrics {
+                user_id: user.into(),
+            },
+        ],
     };
     store.commit(&opt_out).await.unwrap();
     assert_eq!(
@@ -177,8 +184,7 @@ async fn watchlist_and_delete(store: &dyn Store, tenant: &str) {
             tenant: tenant.into(),
             request_id: format!("wl-{i}"),
             decision: b"d".to_vec(),
-            watchlist_add: Some(entry(user, model)),
-            ..JobCommit::default()
+            mutations: vec![Mutation::Watchlist(entry(user, model))],
         };
         store.commit(&commit).await.unwrap();
     }
@@ -193,8 +199,9 @@ async fn watchlist_and_delete(store: &dyn Store, tenant: &str) {
         tenant: tenant.into(),
         request_id: "wl-rm".into(),
         decision: b"d".to_vec(),
-        watchlist_remove_of: Some("w2".into()),
-        ..JobCommit::default()
+        mutations: vec![Mutation::Unwatchlist {
+            user_id: "w2".into(),
+        }],
     };
     store.commit(&unlist).await.unwrap();
     assert_eq!(
@@ -208,17 +215,21 @@ async fn watchlist_and_delete(store: &dyn Store, tenant: &str) {
             tenant: tenant.into(),
             request_id: format!("setup-{user}"),
             decision: b"d".to_vec(),
-            profile: Some(profile(tenant, user, ProfileStatus::Enrolled)),
-            consent: Some(Consent {
-                tenant: tenant.into(),
-                user_id: user.into(),
-                purpose: "voice_biometrics".into(),
-                granted: true,
-                retain_audio: true,
-                updated_at: 1,
-            }),
-            enrollment_audio: Some((user.into(), b"RIFF".to_vec())),
-            ..JobCommit::default()
+            mutations: vec![
+                Mutation::PutProfile(profile(tenant, user, ProfileStatus::Enrolled)),
+                Mutation::PutConsent(Consent {
+                    tenant: tenant.into(),
+                    user_id: user.into(),
+                    purpose: "voice_biometrics".into(),
+                    granted: true,
+                    retain_audio: true,
+                    updated_at: 1,
+                }),
+                Mutation::RetainAudio {
+                    user_id: user.into(),
+                    wav: b"RIFF".to_vec(),
+                },
+            ],
         };
         store.commit(&setup).await.unwrap();
     }
@@ -226,8 +237,9 @@ async fn watchlist_and_delete(store: &dyn Store, tenant: &str) {
         tenant: tenant.into(),
         request_id: "del".into(),
         decision: b"d".to_vec(),
-        delete_profile_of: Some("u1".into()),
-        ..JobCommit::default()
+        mutations: vec![Mutation::DeleteUser {
+            user_id: "u1".into(),
+        }],
     };
     store.commit(&delete).await.unwrap();
     assert_eq!(store.profile(tenant, "u1").await.unwrap(), None);
@@ -426,8 +438,11 @@ async fn file_store_survives_a_restart() {
             tenant: "t".into(),
             request_id: "r".into(),
             decision: b"d".to_vec(),
-            profile: Some(profile("t", "u", ProfileStatus::NotEnrolled)),
-            ..JobCommit::default()
+            mutations: vec![Mutation::PutProfile(profile(
+                "t",
+                "u",
+                ProfileStatus::NotEnrolled,
+            ))],
         };
         store.commit(&commit).await.unwrap();
     }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::domain::{
-    ApiKey, ChallengeSession, Consent, JobCommit, Profile, ProfileStatus, RescoreResult,
+    ApiKey, ChallengeSession, Consent, JobCommit, Mutation, Profile, ProfileStatus, RescoreResult,
     RescoreRun, TenantModel, UsageCount, Voiceprint, WatchlistEntry,
 };
 use crate::ports::{AccessStore, Store, StoreError};
@@ -262,63 +262,53 @@ impl Store for FileStore {
                     }
                     Ok::<_, StoreError>(())
                 };
-                if let Some(user) = &c.erase_biometrics_of {
-                    clear(&[VOICEPRINTS, AUDIO], user)?;
-                }
-                if let Some(user) = &c.delete_profile_of {
-                    clear(&[VOICEPRINTS, AUDIO, CONSENT, WATCHLIST], user)?;
-                    tx.open_table(PROFILES)
+                let put = |table: TableDefinition<&str, &[u8]>, k: String, v: &[u8]| {
+                    tx.open_table(table)
                         .map_err(unavailable)?
-                        .remove(key(&[&c.tenant, user]).as_str())
-                        .map_err(unavailable)?;
-                }
-                if let Some(user) = &c.watchlist_remove_of {
-                    clear(&[WATCHLIST], user)?;
-                }
-                if let Some(r) = &c.rescore_result {
-                    let mut t = tx.open_table(RESCORE_RESULTS).map_err(unavailable)?;
-                    t.insert(
-                        key(&[&r.tenant, &r.target_model, &r.user_id]).as_str(),
-                        encode(r).as_slice(),
-                    )
-                    .map_err(unavailable)?;
-                }
-                if let Some(w) = &c.watchlist_add {
-                    let mut t = tx.open_table(WATCHLIST).map_err(unavailable)?;
-                    t.insert(
-                        key(&[&w.tenant, &w.user_id, &w.model_id]).as_str(),
-                        encode(w).as_slice(),
-                    )
-                    .map_err(unavailable)?;
-                }
-                if let Some(p) = &c.profile {
-                    let mut t = tx.open_table(PROFILES).map_err(unavailable)?;
-                    t.insert(key(&[&p.tenant, &p.user_id]).as_str(), encode(p).as_slice())
-                        .map_err(unavailable)?;
-                }
-                if let Some(v) = &c.voiceprint {
-                    let mut t = tx.open_table(VOICEPRINTS).map_err(unavailable)?;
-                    t.insert(
-                        key(&[&v.tenant, &v.user_id, &v.model_id]).as_str(),
-                        encode(v).as_slice(),
-                    )
-                    .map_err(unavailable)?;
-                }
-                if let Some(cs) = &c.consent {
-                    let mut t = tx.open_table(CONSENT).map_err(unavailable)?;
-                    t.insert(
-                        key(&[&cs.tenant, &cs.user_id, &cs.purpose]).as_str(),
-                        encode(cs).as_slice(),
-                    )
-                    .map_err(unavailable)?;
-                }
-                if let Some((user, wav)) = &c.enrollment_audio {
-                    let mut t = tx.open_table(AUDIO).map_err(unavailable)?;
-                    t.insert(
-                        key(&[&c.tenant, user, &c.request_id]).as_str(),
-                        wav.as_slice(),
-                    )
-                    .map_err(unavailable)?;
+                        .insert(k.as_str(), v)
+                        .map_err(unavailable)
+                        .map(drop)
+                };
+                for mutation in c.ordered() {
+                    match mutation {
+                        Mutation::EraseBiometrics { user_id } => {
+                            clear(&[VOICEPRINTS, AUDIO], user_id)?;
+                        }
+                        Mutation::DeleteUser { user_id } => {
+                            clear(&[VOICEPRINTS, AUDIO, CONSENT, WATCHLIST], user_id)?;
+                            tx.open_table(PROFILES)
+                                .map_err(unavailable)?
+                                .remove(key(&[&c.tenant, user_id]).as_str())
+                                .map_err(unavailable)?;
+                        }
+                        Mutation::Unwatchlist { user_id } => clear(&[WATCHLIST], user_id)?,
+                        Mutation::PutRescoreResult(r) => put(
+                            RESCORE_RESULTS,
+                            key(&[&r.tenant, &r.target_model, &r.user_id]),
+                            &encode(r),
+                        )?,
+                        Mutation::Watchlist(w) => put(
+                            WATCHLIST,
+                            key(&[&w.tenant, &w.user_id, &w.model_id]),
+                            &encode(w),
+                        )?,
+                        Mutation::PutProfile(p) => {
+                            put(PROFILES, key(&[&p.tenant, &p.user_id]), &encode(p))?;
+                        }
+                        Mutation::PutVoiceprint(v) => put(
+                            VOICEPRINTS,
+                            key(&[&v.tenant, &v.user_id, &v.model_id]),
+                            &encode(v),
+                        )?,
+                        Mutation::PutConsent(cs) => put(
+                            CONSENT,
+                            key(&[&cs.tenant, &cs.user_id, &cs.purpose]),
+                            &encode(cs),
+                        )?,
+                        Mutation::RetainAudio { user_id, wav } => {
+                            put(AUDIO, key(&[&c.tenant, user_id, &c.request_id]), wav)?;
+                        }
+                    }
                 }
                 let mut t = tx.open_table(DECISIONS).map_err(unavailable)?;
                 t.insert(

@@ -67,7 +67,7 @@ impl From<StoreError> for ApiError {
         tracing::warn!(error = %e, "store call failed");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            e.code(),
+            e.code().as_str(),
             "the store is unavailable, retry later",
         )
     }
@@ -78,9 +78,20 @@ impl From<BusError> for ApiError {
         tracing::warn!(error = %e, "bus call failed");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            e.code(),
+            e.code().as_str(),
             "the bus is unavailable, retry later",
         )
+    }
+}
+
+impl From<crate::client::ClientError> for ApiError {
+    fn from(e: crate::client::ClientError) -> Self {
+        use crate::client::ClientError;
+        match e {
+            ClientError::Schema(e) => Self::bad_request(e.code().as_str(), e.to_string()),
+            ClientError::Bus(e) => e.into(),
+            ClientError::Store(e) => e.into(),
+        }
     }
 }
 

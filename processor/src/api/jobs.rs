@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use timbre_schemas::{Decision, DecisionKind, Request};
+use timbre_schemas::{Code, Decision, DecisionKind, Request};
 
 use super::auth::{Caller, record_usage};
 use super::views::decision_name;
@@ -46,7 +46,7 @@ pub async fn submit(
     let inner = &state.inner;
     request
         .validate(&inner.limits)
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(e.code().as_str(), e.to_string()))?;
     let (tenant, request_id) = (
         request.tenant().to_string(),
         request.request_id().to_string(),
@@ -54,34 +54,19 @@ pub async fn submit(
     // A retried call whose job was already decided gets the same answer,
     // but only if it is the same job: an id reused for another user or kind
     // is refused, as the processor would.
-    if let Some(done) = inner.waiter.stored(&tenant, &request_id).await? {
+    if let Some(done) = inner.client.stored(&tenant, &request_id).await? {
         if done.user_id != request.user_id() || done.job != request.job() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "request_id_conflict",
+                Code::RequestIdConflict.as_str(),
                 "this request id was already used by another job",
             ));
         }
         return Ok(Outcome::Decided(Box::new(done)));
     }
-    let payload = inner
-        .registry
-        .encode_request(&request)
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-    let topic = match &request {
-        Request::Enrollment(_) => &inner.topics.enrollment,
-        Request::Verification(_) => &inner.topics.verification,
-        Request::Consent(_) => &inner.topics.consent,
-        Request::Profile(_) => &inner.topics.profile,
-        Request::Rescore(_) => &inner.topics.rescore,
-    };
-    let pending = inner.waiter.register(&tenant, &request_id);
-    inner
-        .bus
-        .publish(topic, request.message_key().as_bytes(), &payload)
-        .await?;
-    tracing::debug!(request_id = %request_id, topic = %topic, "job published");
-    let outcome = match inner.waiter.wait(pending, wait).await? {
+    let pending = inner.client.register(&tenant, &request_id);
+    inner.client.publish(&request).await?;
+    let outcome = match inner.client.wait(pending, wait).await? {
         Some(d) => Outcome::Decided(Box::new(d)),
         None => Outcome::Pending(request_id),
     };
@@ -171,17 +156,10 @@ async fn decide_waiting(
 /// An ERROR decision as an HTTP error with the decision's stable code.
 pub fn refused(d: &Decision) -> ApiError {
     let code = d.error_code.clone().unwrap_or_else(|| "error".into());
-    let status = match code.as_str() {
-        "profile_not_found" => StatusCode::NOT_FOUND,
-        "consent_required"
-        | "consent_withdrawn"
-        | "not_enrolled"
-        | "re_enroll_required"
-        | "opted_out"
-        | "request_id_conflict" => StatusCode::CONFLICT,
-        "store_unavailable" | "bus_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
+    let status = d
+        .error()
+        .and_then(|c| StatusCode::from_u16(c.http_status()).ok())
+        .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
     let message = d
         .error_message
         .clone()

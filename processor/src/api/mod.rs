@@ -5,30 +5,37 @@
 //! - [`keys`]: API keys, hashed at rest.
 //! - [`auth`]: the authenticated caller, per-key rate limits, usage counters.
 //! - [`tokens`]: single-use voice tokens (JWT).
-//! - [`waiter`]: how a request meets its decision (bus tail + store backstop).
-//! - `routes`, `jobs`, `views`: the handlers, the job round trip, the JSON shapes.
+//! - `jobs`: the job round trip over the shared [`JobClient`].
+//! - `router`: middleware and the route modules, each a room of its own:
+//!   `v1` (native API), `brief` (the product brief's routes), `ops`
+//!   (health, metrics, OpenAPI) and `dialects/` (vendor-compatible APIs).
+//! - `views`, `error`: the JSON shapes of decisions and errors.
 
 pub mod auth;
+mod brief;
+pub mod dialects;
 mod error;
 mod form;
 mod jobs;
 pub mod keys;
-mod routes;
+mod ops;
+mod router;
 pub mod tokens;
+mod v1;
 mod views;
-pub mod waiter;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use timbre_schemas::{Limits, Registry};
+use timbre_schemas::Limits;
 
 pub use error::ApiError;
 
+use crate::client::JobClient;
 use crate::config::{ApiConfig, Config};
+use crate::domain::Policies;
 use crate::metrics::Metrics;
-use crate::pipeline::Policies;
 use crate::ports::{AccessStore, Bus, Store};
 use crate::topics::TopicNames;
 
@@ -45,11 +52,9 @@ struct Inner {
     bus: Arc<dyn Bus>,
     store: Arc<dyn Store>,
     access: Arc<dyn AccessStore>,
-    topics: TopicNames,
-    registry: Arc<Registry>,
+    client: JobClient,
     limits: Limits,
     policies: Policies,
-    waiter: waiter::DecisionWaiter,
     keys: keys::KeyHasher,
     tokens: tokens::TokenSigner,
     limiter: auth::RateLimiter,
@@ -74,7 +79,6 @@ pub struct ApiParts {
 impl ApiState {
     /// Builds the adapter state from the ports and the configuration.
     pub fn new(parts: ApiParts, config: &Config) -> Self {
-        let registry = Arc::new(Registry::new());
         let api = config.api.clone();
         if api.key_pepper.is_empty() {
             tracing::warn!("api.key_pepper is unset: api key hashes are not peppered");
@@ -86,7 +90,7 @@ impl ApiState {
         }
         Self {
             inner: Arc::new(Inner {
-                waiter: waiter::DecisionWaiter::new(parts.store.clone(), registry.clone()),
+                client: JobClient::new(parts.bus.clone(), parts.topics, Some(parts.store.clone())),
                 keys: keys::KeyHasher::new(api.key_pepper.expose().as_bytes()),
                 tokens: tokens::TokenSigner::new(
                     api.token_signing_key.expose().as_bytes(),
@@ -96,8 +100,6 @@ impl ApiState {
                 bus: parts.bus,
                 store: parts.store,
                 access: parts.access,
-                topics: parts.topics,
-                registry,
                 limits: Limits::default(),
                 policies: Policies {
                     default: config.policy.clone(),
@@ -139,16 +141,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), crate::ports::BusError> {
-    let tail = state
-        .inner
-        .waiter
-        .start(
-            state.inner.bus.clone(),
-            &state.inner.topics.decisions,
-            shutdown.clone(),
-        )
-        .await?;
-    let app: Router = routes::router(state);
+    let tail = state.inner.client.start(shutdown.clone()).await?;
+    let app: Router = router::router(state);
     let graceful = shutdown.clone();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { graceful.cancelled().await })

@@ -25,11 +25,6 @@ pub fn status_name(status: Option<ProfileStatus>) -> Option<&'static str> {
     })
 }
 
-/// The main reason code of a decision.
-pub fn reason(d: &Decision) -> Option<String> {
-    d.error_code.clone().or_else(|| d.reasons.first().cloned())
-}
-
 /// Every field of a decision, as `GET /v1/decisions/{id}` returns it.
 pub fn decision(d: &Decision) -> Value {
     let mut v = json!({
@@ -38,7 +33,7 @@ pub fn decision(d: &Decision) -> Value {
         "job": format!("{:?}", d.job).to_lowercase(),
         "decision": decision_name(d.decision),
         "status": status_name(d.profile_status),
-        "reason": reason(d),
+        "reason": d.main_code(),
         "reasons": d.reasons,
         "speech_millis": d.speech_millis,
         "learning_progress": d.learning_progress,

@@ -1,4 +1,5 @@
 use thiserror::Error;
+use timbre_schemas::Code;
 
 /// Why an audio payload was refused. Each variant has a stable [`AudioError::code`]
 /// that travels in decision events and HTTP error bodies.
@@ -51,18 +52,18 @@ pub enum AudioError {
 
 impl AudioError {
     /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            AudioError::NotWav(_) => "not_wav",
-            AudioError::UnsupportedEncoding(_) => "unsupported_encoding",
-            AudioError::UnsupportedRate(_) => "unsupported_rate",
-            AudioError::Corrupt(_) => "corrupt_audio",
-            AudioError::Empty => "empty_audio",
-            AudioError::TooShort { .. } => "too_short",
-            AudioError::TooLong { .. } => "too_long",
-            AudioError::NonFinite => "non_finite_samples",
-            AudioError::Clipped { .. } => "clipped_audio",
-            AudioError::Silent => "silent_audio",
+            AudioError::NotWav(_) => Code::NotWav,
+            AudioError::UnsupportedEncoding(_) => Code::UnsupportedEncoding,
+            AudioError::UnsupportedRate(_) => Code::UnsupportedRate,
+            AudioError::Corrupt(_) => Code::CorruptAudio,
+            AudioError::Empty => Code::EmptyAudio,
+            AudioError::TooShort { .. } => Code::TooShort,
+            AudioError::TooLong { .. } => Code::TooLong,
+            AudioError::NonFinite => Code::NonFiniteSamples,
+            AudioError::Clipped { .. } => Code::ClippedAudio,
+            AudioError::Silent => Code::SilentAudio,
         }
     }
 }

@@ -2,19 +2,20 @@
 //! second, through the real pipeline (planner, bus, background workers,
 //! store), from one model id to another over the same weights.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use serde_json::json;
+use timbre::client::JobClient;
 use timbre::config::{Config, ExtraModel};
-use timbre::domain::{Policy, now_ms};
+use timbre::domain::{BIOMETRIC_PURPOSE, Policy, now_ms};
 use timbre::engine::Engine;
 use timbre::eval::read_manifest;
 use timbre::model::default_model_id;
 use timbre::rescore::Rescorer;
-use timbre_schemas::{ConsentChanged, Decision, EnrollmentRequested, Registry, Request};
+use timbre_schemas::{ConsentChanged, Decision, EnrollmentRequested, Request};
 use tokio_util::sync::CancellationToken;
 
 use super::engine::runtime;
@@ -84,9 +85,13 @@ impl BenchRescore {
             let engine = Engine::connect(config).await?;
             engine.apply_topics(Some(1)).await?;
             engine.store.migrate().await?;
-            let registry = Registry::new();
-            let mut decisions = engine.bus.tail(&engine.topics.decisions).await?;
             let token = CancellationToken::new();
+            let client = JobClient::new(
+                engine.bus.clone(),
+                engine.topics.clone(),
+                Some(engine.store.clone()),
+            );
+            let tail = client.start(token.clone()).await?;
             let (bus, store, topics) = (
                 engine.bus.clone(),
                 engine.store.clone(),
@@ -97,47 +102,36 @@ impl BenchRescore {
                 tokio::spawn(async move { engine.run(token).await })
             };
             // Consent with retention, then every utterance as an enrollment sample.
-            let mut pending = HashSet::new();
             let mut audio_seconds = 0.0;
-            for (speaker, _) in &speakers {
-                let consent = Request::Consent(ConsentChanged::new(
-                    format!("c-{speaker}"),
-                    TENANT,
-                    speaker,
-                    now_ms(),
-                    true,
-                    timbre::pipeline::BIOMETRIC_PURPOSE,
-                    true,
-                ));
-                pending.insert(consent.request_id().to_string());
-                bus.publish(
-                    &topics.consent,
-                    consent.message_key().as_bytes(),
-                    &registry.encode_request(&consent)?,
-                )
-                .await?;
-            }
-            wait_for(&mut *decisions, &registry, &mut pending).await?;
+            let consents: Vec<Request> = speakers
+                .iter()
+                .map(|(speaker, _)| {
+                    Request::Consent(ConsentChanged::new(
+                        format!("c-{speaker}"),
+                        TENANT,
+                        speaker,
+                        now_ms(),
+                        true,
+                        BIOMETRIC_PURPOSE,
+                        true,
+                    ))
+                })
+                .collect();
+            decided(client.submit_all(&consents, DECISION_WAIT).await?)?;
+            let mut enrollments = Vec::new();
             for (speaker, files) in &speakers {
                 for (i, (path, seconds)) in files.iter().enumerate() {
-                    let job = Request::Enrollment(EnrollmentRequested::new(
+                    enrollments.push(Request::Enrollment(EnrollmentRequested::new(
                         format!("e-{speaker}-{i}"),
                         TENANT,
                         speaker,
                         now_ms(),
                         std::fs::read(path)?,
-                    ));
-                    pending.insert(job.request_id().to_string());
-                    bus.publish(
-                        &topics.enrollment,
-                        job.message_key().as_bytes(),
-                        &registry.encode_request(&job)?,
-                    )
-                    .await?;
+                    )));
                     audio_seconds += seconds;
                 }
             }
-            wait_for(&mut *decisions, &registry, &mut pending).await?;
+            decided(client.submit_all(&enrollments, DECISION_WAIT).await?)?;
 
             let target = format!(
                 "{TARGET}@sha256:{}",
@@ -157,6 +151,7 @@ impl BenchRescore {
             let wall = started.elapsed().as_secs_f64();
             token.cancel();
             runner.await??;
+            tail.await?;
             let background = (workers / 2).max(1);
             let speed = audio_seconds / wall;
             let summary = json!({
@@ -175,15 +170,14 @@ impl BenchRescore {
     }
 }
 
-async fn wait_for(
-    decisions: &mut dyn timbre::ports::Subscription,
-    registry: &Registry,
-    pending: &mut HashSet<String>,
-) -> Result<()> {
-    while !pending.is_empty() {
-        let m = tokio::time::timeout(Duration::from_secs(300), decisions.next()).await??;
-        let d: Decision = registry.decode(&m.payload)?;
-        pending.remove(&d.request_id);
+/// How long a batch of setup jobs may take.
+const DECISION_WAIT: Duration = Duration::from_secs(300);
+
+/// Fails unless every job was decided.
+fn decided(decisions: Vec<Option<Decision>>) -> Result<()> {
+    let undecided = decisions.iter().filter(|d| d.is_none()).count();
+    if undecided > 0 {
+        bail!("{undecided} setup jobs were not decided in {DECISION_WAIT:?}");
     }
     Ok(())
 }

@@ -2,15 +2,13 @@
 //! events, and the decisions come back from the decisions topic.
 
 use std::path::Path;
-use std::sync::Arc;
+
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use timbre::domain::now_ms;
-use timbre::ports::Bus;
-use timbre::topics::TopicNames;
-use timbre_schemas::{
-    ConsentChanged, Decision, EnrollmentRequested, Registry, Request, VerificationRequested,
-};
+use timbre::client::JobClient;
+use timbre::domain::{BIOMETRIC_PURPOSE, now_ms};
+use timbre_schemas::{ConsentChanged, EnrollmentRequested, Request, VerificationRequested};
 
 /// The demo tenant; `timbre up --demo` lets it enroll from one 8 s recording.
 pub const TENANT: &str = "demo";
@@ -21,8 +19,7 @@ const ENROLL: &str = "test-other/1688/1688-142285-0000.wav";
 const SAME: &str = "test-other/1688/1688-142285-0005.wav";
 const OTHER: &str = "test-other/1998/1998-15444-0000.wav";
 
-pub async fn run(bus: Arc<dyn Bus>, topics: &TopicNames, audio_dir: &Path) -> Result<()> {
-    let registry = Registry::new();
+pub async fn run(client: &JobClient, audio_dir: &Path) -> Result<()> {
     let read = |f: &str| {
         std::fs::read(audio_dir.join(f))
             .with_context(|| format!("reading {}", audio_dir.join(f).display()))
@@ -30,12 +27,6 @@ pub async fn run(bus: Arc<dyn Bus>, topics: &TopicNames, audio_dir: &Path) -> Re
     let run_id = format!("{:x}", now_ms());
     let user = format!("speaker-1688-{run_id}");
     let id = |s: &str| format!("{s}-{run_id}");
-    let mut decisions = bus
-        .subscribe(
-            &format!("demo-{run_id}"),
-            std::slice::from_ref(&topics.decisions),
-        )
-        .await?;
     let steps: Vec<(&str, &str, Request)> = vec![
         (
             "consent",
@@ -46,7 +37,7 @@ pub async fn run(bus: Arc<dyn Bus>, topics: &TopicNames, audio_dir: &Path) -> Re
                 user.clone(),
                 now_ms(),
                 true,
-                timbre::pipeline::BIOMETRIC_PURPOSE,
+                BIOMETRIC_PURPOSE,
                 true,
             )),
         ),
@@ -76,24 +67,10 @@ pub async fn run(bus: Arc<dyn Bus>, topics: &TopicNames, audio_dir: &Path) -> Re
         "step", "input", "decision", "score", "speech"
     );
     for (step, input, request) in &steps {
-        let topic = match request {
-            Request::Consent(_) => &topics.consent,
-            Request::Enrollment(_) => &topics.enrollment,
-            _ => &topics.verification,
-        };
-        bus.publish(
-            topic,
-            request.message_key().as_bytes(),
-            &registry.encode_request(request)?,
-        )
-        .await?;
-        let decision: Decision = loop {
-            let m = decisions.next().await?;
-            let d: Decision = registry.decode(&m.payload)?;
-            if d.request_id == request.request_id() {
-                break d;
-            }
-        };
+        let decision = client
+            .submit(request, Duration::from_secs(300))
+            .await?
+            .with_context(|| format!("no decision for {step} within 300 s"))?;
         println!(
             "{:<22} {:<40} {:<9} {:>6} {:>7.1}s  {}",
             step,

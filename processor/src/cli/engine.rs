@@ -121,17 +121,23 @@ impl UpCmd {
                 engine.run_with_api(token).await?;
                 return Ok(());
             }
-            let (bus, topics) = (engine.bus.clone(), engine.topics.clone());
+            let client = timbre::client::JobClient::new(
+                engine.bus.clone(),
+                engine.topics.clone(),
+                Some(engine.store.clone()),
+            );
+            let tail = client.start(token.clone()).await?;
             let runner_token = token.clone();
             let runner = tokio::spawn(async move { engine.run(runner_token).await });
             let outcome = tokio::time::timeout(
                 Duration::from_secs(600),
-                demo::run(bus, &topics, &self.demo_audio),
+                demo::run(&client, &self.demo_audio),
             )
             .await
             .context("demo timed out")?;
             token.cancel();
             runner.await??;
+            tail.await?;
             outcome
         })
     }

@@ -8,8 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
 use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav};
+use timbre::domain::policy::cosine;
 use timbre::eval::{Trial, code_sets, metrics, pair_trials, read_manifest};
-use timbre::model::{SpeakerModel, WEIGHTS_FILE, cosine, default_model_dir};
+use timbre::model::{SpeakerModel, WEIGHTS_FILE, default_model_dir};
 
 use super::ModelArgs;
 

@@ -1,15 +1,30 @@
 //! Domain records and decision rules: what the engine knows about a user and
-//! how it decides. No IO here.
+//! how it decides. No IO here, and no imports of adapters, the pipeline, the
+//! API or the model: only the wire contracts (`timbre_schemas`).
+//!
+//! - [`rules`]: one pure function per job kind, loaded state + scores in,
+//!   [`Outcome`] out.
+//! - [`signals`]: phrase and liveness signals and their fusion with the voice.
+//! - [`policy`]: tenant settings and the scoring arithmetic.
+//! - [`commit`]: the mutations a job writes, in the order stores apply them.
 
 mod access;
+pub mod commit;
 mod models;
+pub mod outcome;
 pub mod policy;
 mod records;
+pub mod rules;
+pub mod signals;
 
 pub use access::{ApiKey, ChallengeSession, UsageCount, utc_day, utc_rfc3339};
+pub use commit::{JobCommit, Mutation};
 pub use models::{RescoreResult, RescoreRun, RunState, TenantModel};
-pub use policy::Policy;
-pub use records::{Consent, JobCommit, Profile, ProfileStatus, Voiceprint, WatchlistEntry};
+pub use outcome::{Outcome, Progress, Refusal};
+pub use policy::{BIOMETRIC_PURPOSE, Policies, Policy};
+pub use records::{Consent, Profile, ProfileStatus, Voiceprint, WatchlistEntry};
+pub use rules::{Analysis, Context};
+pub use signals::{Signal, SignalKind, Tier};
 
 /// Milliseconds since the Unix epoch (the one clock of the engine).
 pub fn now_ms() -> i64 {

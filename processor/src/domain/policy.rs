@@ -1,9 +1,17 @@
-//! Tenant policy and the pure decision rules: voiceprint updates, score tiers,
-//! cooldown after repeated failures, learning progress. No IO, no model.
+//! Tenant policy and the scoring arithmetic the rules use: voiceprint
+//! updates, score tiers, cooldown after repeated failures, learning
+//! progress. No IO, no model.
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use timbre_schemas::BioResult;
 
+use super::signals::Tier;
 use super::{Profile, Voiceprint};
+
+/// The purpose voice-biometrics consent is recorded under.
+pub const BIOMETRIC_PURPOSE: &str = "voice_biometrics";
 
 /// Per-tenant decision settings (config `tenants.<id>` overrides `policy`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +62,23 @@ impl Default for Policy {
     }
 }
 
+/// Decision policy per tenant, with a default.
+#[derive(Debug, Clone, Default)]
+pub struct Policies {
+    /// Applies to tenants without their own entry.
+    pub default: Policy,
+    /// Per-tenant policies (already layered on top of the default by the
+    /// configuration loader).
+    pub tenants: HashMap<String, Policy>,
+}
+
+impl Policies {
+    /// The policy of `tenant`.
+    pub fn for_tenant(&self, tenant: &str) -> &Policy {
+        self.tenants.get(tenant).unwrap_or(&self.default)
+    }
+}
+
 /// Verdict on the voice signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -66,13 +91,13 @@ pub enum Verdict {
 }
 
 /// Tier of a signal, as reported in decisions.
-pub fn tier(score: f32, policy: &Policy) -> &'static str {
+pub fn tier(score: f32, policy: &Policy) -> Tier {
     if score >= policy.accept_threshold {
-        "high"
+        Tier::High
     } else if score >= policy.reject_threshold {
-        "medium"
+        Tier::Medium
     } else {
-        "low"
+        Tier::Low
     }
 }
 
@@ -103,14 +128,25 @@ pub fn confidence(score: f32, policy: &Policy) -> f32 {
 
 /// `TRUE_HIGH`/`TRUE_LOW`/`FALSE_LOW`/`FALSE_HIGH`: whether the voice matched
 /// and how clearly.
-pub fn bio_result(score: f32, policy: &Policy) -> &'static str {
+pub fn bio_result(score: f32, policy: &Policy) -> BioResult {
     let mid = (policy.accept_threshold + policy.reject_threshold) / 2.0;
     match verdict(score, policy) {
-        Verdict::Accept => "TRUE_HIGH",
-        Verdict::Retry if score >= mid => "TRUE_LOW",
-        Verdict::Retry => "FALSE_LOW",
-        Verdict::Reject => "FALSE_HIGH",
+        Verdict::Accept => BioResult::TrueHigh,
+        Verdict::Retry if score >= mid => BioResult::TrueLow,
+        Verdict::Retry => BioResult::FalseLow,
+        Verdict::Reject => BioResult::FalseHigh,
     }
+}
+
+/// Cosine similarity of two vectors (accumulated in f64).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        dot += f64::from(*x) * f64::from(*y);
+        na += f64::from(*x) * f64::from(*x);
+        nb += f64::from(*y) * f64::from(*y);
+    }
+    (dot / (na.sqrt() * nb.sqrt()).max(1e-12)) as f32
 }
 
 /// L2-normalised copy.
@@ -177,10 +213,10 @@ mod tests {
         assert_eq!(verdict(0.1, &p), Verdict::Reject);
         assert_eq!(
             (tier(0.7, &p), tier(0.4, &p), tier(0.1, &p)),
-            ("high", "medium", "low")
+            (Tier::High, Tier::Medium, Tier::Low)
         );
-        assert_eq!(bio_result(0.46, &p), "TRUE_LOW");
-        assert_eq!(bio_result(0.36, &p), "FALSE_LOW");
+        assert_eq!(bio_result(0.46, &p), BioResult::TrueLow);
+        assert_eq!(bio_result(0.36, &p), BioResult::FalseLow);
         assert!(confidence(0.8, &p) > 0.99 && confidence(0.0, &p) > 0.99);
         assert!((confidence(0.5, &p) - 0.5).abs() < 1e-6);
     }

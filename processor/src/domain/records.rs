@@ -115,33 +115,3 @@ pub struct Consent {
     /// Last change (ms since the epoch).
     pub updated_at: i64,
 }
-
-/// Everything one job changes, written atomically with its decision so a
-/// redelivered job finds its decision and applies nothing twice.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct JobCommit {
-    /// Tenant id.
-    pub tenant: String,
-    /// Idempotency key of the job.
-    pub request_id: String,
-    /// The encoded decision event.
-    pub decision: Vec<u8>,
-    /// New profile state, if changed.
-    pub profile: Option<Profile>,
-    /// New voiceprint, if changed.
-    pub voiceprint: Option<Voiceprint>,
-    /// Consent change, if any.
-    pub consent: Option<Consent>,
-    /// Enrollment audio to retain `(user_id, wav bytes)`.
-    pub enrollment_audio: Option<(String, Vec<u8>)>,
-    /// Erase the user's voiceprints and stored audio (opt-out, delete).
-    pub erase_biometrics_of: Option<String>,
-    /// Delete the user's profile, consent and watchlist entries too.
-    pub delete_profile_of: Option<String>,
-    /// Put a voice on the watchlist.
-    pub watchlist_add: Option<WatchlistEntry>,
-    /// Take a user's voice off the watchlist.
-    pub watchlist_remove_of: Option<String>,
-    /// Outcome of a re-scoring job.
-    pub rescore_result: Option<super::RescoreResult>,
-}

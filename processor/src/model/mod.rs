@@ -6,6 +6,7 @@ mod kernels;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use timbre_schemas::Code;
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -57,14 +58,14 @@ pub enum ModelError {
 
 impl ModelError {
     /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            ModelError::WeightsMissing(_) => "model_missing",
-            ModelError::ChecksumMismatch { .. } => "model_checksum_mismatch",
-            ModelError::BadWeights(_) => "model_bad_weights",
-            ModelError::InputTooShort(_) => "too_short",
-            ModelError::Io(_) => "model_io",
-            ModelError::Tensor(_) => "model_internal",
+            ModelError::WeightsMissing(_) => Code::ModelMissing,
+            ModelError::ChecksumMismatch { .. } => Code::ModelChecksumMismatch,
+            ModelError::BadWeights(_) => Code::ModelBadWeights,
+            ModelError::InputTooShort(_) => Code::TooShort,
+            ModelError::Io(_) => Code::ModelIo,
+            ModelError::Tensor(_) => Code::ModelInternal,
         }
     }
 }
@@ -161,13 +162,15 @@ impl SpeakerModel {
     }
 }
 
-/// Cosine similarity of two vectors.
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        dot += f64::from(*x) * f64::from(*y);
-        na += f64::from(*x) * f64::from(*x);
-        nb += f64::from(*y) * f64::from(*y);
+impl crate::ports::Embedder for SpeakerModel {
+    fn embed(&self, samples: &[f32]) -> Result<Vec<f32>, crate::ports::EmbedError> {
+        SpeakerModel::embed(self, samples).map_err(|e| crate::ports::EmbedError {
+            code: e.code(),
+            message: e.to_string(),
+        })
     }
-    (dot / (na.sqrt() * nb.sqrt()).max(1e-12)) as f32
+
+    fn model_id(&self) -> String {
+        self.id().to_string()
+    }
 }

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use thiserror::Error;
+use timbre_schemas::Code;
 
 /// A message read from a topic.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,12 +61,12 @@ pub enum BusError {
 
 impl BusError {
     /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            BusError::Unavailable(_) => "bus_unavailable",
-            BusError::Topic(_) => "bus_topic",
-            BusError::Config(_) => "bus_config",
-            BusError::Closed => "bus_closed",
+            BusError::Unavailable(_) => Code::BusUnavailable,
+            BusError::Topic(_) => Code::BusTopic,
+            BusError::Config(_) => Code::BusConfig,
+            BusError::Closed => Code::BusClosed,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use thiserror::Error;
+use timbre_schemas::Code;
 
 use crate::domain::{
     Consent, JobCommit, Profile, ProfileStatus, RescoreResult, RescoreRun, TenantModel, Voiceprint,
@@ -24,11 +25,11 @@ pub enum StoreError {
 
 impl StoreError {
     /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            StoreError::Unavailable(_) => "store_unavailable",
-            StoreError::Corrupt(_) => "store_corrupt",
-            StoreError::Config(_) => "store_config",
+            StoreError::Unavailable(_) => Code::StoreUnavailable,
+            StoreError::Corrupt(_) => Code::StoreCorrupt,
+            StoreError::Config(_) => Code::StoreConfig,
         }
     }
 }

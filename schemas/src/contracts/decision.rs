@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Contract, RecordKind, SchemaVersion, TraceContext};
+use crate::code::Code;
 use crate::error::SchemaError;
 use crate::validate::{self, Limits, Shared};
 
@@ -23,6 +24,15 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// Every kind of job.
+    pub const ALL: [JobKind; 5] = [
+        Self::Enrollment,
+        Self::Verification,
+        Self::Consent,
+        Self::Profile,
+        Self::Rescore,
+    ];
+
     /// The job kind of a request record; `None` for decisions and dead letters.
     pub const fn of(record: RecordKind) -> Option<Self> {
         match record {
@@ -196,6 +206,25 @@ impl Decision {
             thresholds: None,
             processed_at,
         }
+    }
+}
+
+impl Decision {
+    /// The error code, when the job ended in an error this engine knows.
+    pub fn error(&self) -> Option<Code> {
+        self.error_code.as_deref().and_then(Code::parse)
+    }
+
+    /// Whether `code` is among the reasons.
+    pub fn has_reason(&self, code: Code) -> bool {
+        self.reasons.iter().any(|r| code == r.as_str())
+    }
+
+    /// The main code: the error, else the first reason.
+    pub fn main_code(&self) -> Option<&str> {
+        self.error_code
+            .as_deref()
+            .or_else(|| self.reasons.first().map(String::as_str))
     }
 }
 

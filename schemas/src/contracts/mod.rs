@@ -10,10 +10,11 @@ mod requests;
 
 use std::fmt;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::error::SchemaError;
+pub use crate::header::{SchemaVersion, TraceContext};
 use crate::validate::Limits;
 
 pub use dead_letter::DeadLetter;
@@ -27,10 +28,6 @@ pub use requests::{
 
 /// Avro namespace of every contract.
 pub const NAMESPACE: &str = "io.timbre.v1";
-
-/// A schema version, as carried in each record's `schema_version` field and
-/// in the `"version"` attribute of its `.avsc` file. Versions start at 1.
-pub type SchemaVersion = i32;
 
 /// The `.avsc` texts compiled into the crate: the one source of truth.
 pub mod avsc {
@@ -179,25 +176,6 @@ pub trait Contract: Serialize + DeserializeOwned + fmt::Debug + Clone + PartialE
     /// Checks the rules the schema cannot express: non-empty bounded ids,
     /// audio size, string lengths. Call it after decoding untrusted input.
     fn validate(&self, limits: &Limits) -> Result<(), SchemaError>;
-}
-
-/// W3C trace context carried by every request and decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TraceContext {
-    /// W3C `traceparent` header value.
-    pub traceparent: String,
-    /// W3C `tracestate` header value, if any.
-    pub tracestate: Option<String>,
-}
-
-impl TraceContext {
-    /// A trace context with only a `traceparent`.
-    pub fn new(traceparent: impl Into<String>) -> Self {
-        Self {
-            traceparent: traceparent.into(),
-            tracestate: None,
-        }
-    }
 }
 
 /// The Kafka message key of a user's events: `tenant/user_id`, so one user's

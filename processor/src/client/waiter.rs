@@ -1,9 +1,10 @@
-//! How a request meets its decision. Each adapter replica tails the whole
-//! decisions topic (no consumer group, so every replica sees every decision)
-//! and completes the waiter registered under `(tenant, request_id)`. The
-//! store, where the processor writes each decision before publishing it, is
-//! polled as a backstop: it covers a tail that is not positioned yet and a
-//! replica that restarted between publish and decision.
+//! How a request meets its decision. Each client (an API replica, the demo,
+//! a benchmark) tails the whole decisions topic (no consumer group, so every
+//! replica sees every decision) and completes the waiter registered under `(tenant, request_id)`. When
+//! the client can read the store, where the processor writes each decision
+//! before publishing it, the store is polled as a backstop: it covers a tail
+//! that is not positioned yet and a replica that restarted between publish
+//! and decision.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ type Key = (String, String);
 #[derive(Clone)]
 pub struct DecisionWaiter {
     pending: Arc<Mutex<HashMap<Key, oneshot::Sender<Decision>>>>,
-    store: Arc<dyn Store>,
+    store: Option<Arc<dyn Store>>,
     registry: Arc<Registry>,
 }
 
@@ -42,8 +43,8 @@ impl Drop for Pending {
 }
 
 impl DecisionWaiter {
-    /// A waiter reading decisions back from `store`.
-    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>) -> Self {
+    /// A waiter; with a `store`, decisions are also read back from it.
+    pub fn new(store: Option<Arc<dyn Store>>, registry: Arc<Registry>) -> Self {
         Self {
             pending: Arc::default(),
             store,
@@ -111,7 +112,10 @@ impl DecisionWaiter {
         tenant: &str,
         request_id: &str,
     ) -> Result<Option<Decision>, StoreError> {
-        let Some(bytes) = self.store.decision(tenant, request_id).await? else {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let Some(bytes) = store.decision(tenant, request_id).await? else {
             return Ok(None);
         };
         self.registry

@@ -1,42 +1,43 @@
-//! Scoring workers: OS threads (a dedicated rayon pool) sharing one loaded
-//! model, fed through a bounded number of permits. WAV decoding, resampling,
-//! features and the network all run here, never on Tokio threads; the async
-//! caller awaits a oneshot reply.
+//! Scoring workers: OS threads (a dedicated rayon pool) sharing the loaded
+//! models and analysers, fed through a bounded number of permits. WAV
+//! decoding, resampling, features, the network and every analyser run here,
+//! never on Tokio threads; the async caller awaits a oneshot reply.
+//!
+//! One job's audio is decoded once; the embedder and then each analyser
+//! (phrase, liveness, …) run on the same samples, and their results come
+//! back together as one [`Analysis`].
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use thiserror::Error;
+use timbre_schemas::{Code, JobKind};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::audio::{AudioError, AudioLimits, decode_wav};
-use crate::model::{ModelError, SpeakerModel};
+use crate::domain::Analysis;
+use crate::ports::{Analyser, AnalyserError, AnalysisInput, EmbedError, Embedder};
 
-/// Computes speaker embeddings. The pipeline knows only this trait.
-pub trait Embedder: Send + Sync + 'static {
-    /// Raw embedding of 16 kHz mono samples.
-    fn embed(&self, samples: &[f32]) -> Result<Vec<f32>, ModelError>;
-    /// Id stamped on every voiceprint and decision.
-    fn model_id(&self) -> String;
-}
-
-impl Embedder for SpeakerModel {
-    fn embed(&self, samples: &[f32]) -> Result<Vec<f32>, ModelError> {
-        SpeakerModel::embed(self, samples)
-    }
-
-    fn model_id(&self) -> String {
-        self.id().to_string()
-    }
+/// One job's audio to score.
+#[derive(Debug, Clone)]
+pub struct ScoreRequest {
+    /// WAV bytes as submitted.
+    pub wav: Vec<u8>,
+    /// Model to embed with.
+    pub model_id: String,
+    /// Live or background work.
+    pub priority: Priority,
+    /// Kind of job (analysers decide what applies).
+    pub job: JobKind,
+    /// The phrase the caller was prompted to say, if any.
+    pub expected_phrase: Option<String>,
 }
 
 /// A scored sample.
 #[derive(Debug, Clone)]
 pub struct Scored {
-    /// Raw embedding.
-    pub embedding: Vec<f32>,
-    /// Net speech found by the VAD.
-    pub speech_millis: u64,
+    /// Embedding, net speech and signals.
+    pub analysis: Analysis,
     /// Duration of the input.
     pub duration_millis: u64,
     /// Time spent in the worker.
@@ -51,7 +52,10 @@ pub enum ScoreError {
     Audio(#[from] AudioError),
     /// The model failed.
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(#[from] EmbedError),
+    /// An analyser failed.
+    #[error(transparent)]
+    Analyser(#[from] AnalyserError),
     /// The pool is shutting down.
     #[error("scoring pool stopped")]
     Stopped,
@@ -65,13 +69,14 @@ pub enum ScoreError {
 
 impl ScoreError {
     /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             ScoreError::Audio(e) => e.code(),
-            ScoreError::Model(e) => e.code(),
-            ScoreError::Stopped => "scoring_stopped",
-            ScoreError::Panicked => "scoring_panicked",
-            ScoreError::ModelUnavailable(_) => "model_unavailable",
+            ScoreError::Model(e) => e.code,
+            ScoreError::Analyser(e) => e.code,
+            ScoreError::Stopped => Code::ScoringStopped,
+            ScoreError::Panicked => Code::ScoringPanicked,
+            ScoreError::ModelUnavailable(_) => Code::ModelUnavailable,
         }
     }
 }
@@ -90,6 +95,7 @@ pub enum Priority {
 pub struct ScoringPool {
     /// The default model first, then the extra ones.
     embedders: Vec<Arc<dyn Embedder>>,
+    analysers: Arc<[Arc<dyn Analyser>]>,
     pool: Arc<rayon::ThreadPool>,
     permits: Arc<Semaphore>,
     background: Arc<Semaphore>,
@@ -117,6 +123,7 @@ impl ScoringPool {
         let background_slots = (workers / 2).max(1);
         Self {
             embedders: vec![embedder],
+            analysers: Arc::new([]),
             pool: Arc::new(pool),
             permits: Arc::new(Semaphore::new(workers + queue)),
             background: Arc::new(Semaphore::new(background_slots)),
@@ -129,6 +136,17 @@ impl ScoringPool {
     /// Adds models the workers can also score with (re-scoring targets).
     pub fn with_models(mut self, extra: impl IntoIterator<Item = Arc<dyn Embedder>>) -> Self {
         self.embedders.extend(extra);
+        self
+    }
+
+    /// Adds analysers that run on every scored job's audio.
+    pub fn with_analysers(
+        mut self,
+        analysers: impl IntoIterator<Item = Arc<dyn Analyser>>,
+    ) -> Self {
+        let mut all: Vec<Arc<dyn Analyser>> = self.analysers.iter().cloned().collect();
+        all.extend(analysers);
+        self.analysers = all.into();
         self
     }
 
@@ -152,25 +170,22 @@ impl ScoringPool {
         self.capacity - self.permits.available_permits()
     }
 
-    /// Decodes and embeds one WAV payload on a worker thread with the
-    /// default model.
-    pub async fn score(&self, wav: Vec<u8>) -> Result<Scored, ScoreError> {
-        self.score_with(wav, &self.model_id(), Priority::Live).await
-    }
-
-    /// Decodes and embeds one WAV payload with the model `model_id`.
-    pub async fn score_with(
-        &self,
-        wav: Vec<u8>,
-        model_id: &str,
-        priority: Priority,
-    ) -> Result<Scored, ScoreError> {
+    /// Decodes one job's audio on a worker thread, embeds it with the
+    /// request's model and runs the analysers on it.
+    pub async fn score(&self, request: ScoreRequest) -> Result<Scored, ScoreError> {
+        let ScoreRequest {
+            wav,
+            model_id,
+            priority,
+            job,
+            expected_phrase,
+        } = request;
         let embedder = self
             .embedders
             .iter()
             .find(|e| e.model_id() == model_id)
             .cloned()
-            .ok_or_else(|| ScoreError::ModelUnavailable(model_id.to_string()))?;
+            .ok_or_else(|| ScoreError::ModelUnavailable(model_id.clone()))?;
         let background = match priority {
             Priority::Live => None,
             Priority::Background => Some(
@@ -189,6 +204,7 @@ impl ScoringPool {
             .map_err(|_| ScoreError::Stopped)?;
         let (tx, rx) = oneshot::channel();
         let limits = self.limits;
+        let analysers = self.analysers.clone();
         let span = tracing::Span::current();
         self.pool.spawn(move || {
             let _enter = span.enter();
@@ -200,16 +216,28 @@ impl ScoringPool {
                     .map_err(ScoreError::from)
                     .and_then(|audio| {
                         let embedding = embedder.embed(&audio.samples)?;
-                        Ok(Scored {
-                            embedding,
+                        let input = AnalysisInput {
+                            job,
+                            samples: &audio.samples,
                             speech_millis: audio.speech_millis,
+                            expected_phrase: expected_phrase.as_deref(),
+                        };
+                        let mut signals = Vec::new();
+                        for analyser in analysers.iter() {
+                            signals.extend(analyser.analyse(&input)?);
+                        }
+                        Ok(Scored {
+                            analysis: Analysis {
+                                embedding,
+                                speech_millis: audio.speech_millis,
+                                signals,
+                            },
                             duration_millis: audio.duration_millis,
                             worker_seconds: start.elapsed().as_secs_f64(),
                         })
                     })
             });
-            let result =
-                std::panic::catch_unwind(work).unwrap_or_else(|_| Err(ScoreError::Panicked));
+            let result = std::panic::catch_unwind(work).unwrap_or(Err(ScoreError::Panicked));
             drop(permit);
             drop(background);
             let _ = tx.send(result);

@@ -1,0 +1,60 @@
+//! Versioned schema migrations; each statement is idempotent.
+
+/// Decisions are an audit trail, kept for 90 days.
+pub(super) const DECISION_TTL_SECONDS: u32 = 90 * 24 * 3600;
+
+/// Versioned migrations; each statement is idempotent (`IF NOT EXISTS`).
+pub(super) const MIGRATIONS: &[(u32, &str, &[&str])] = &[
+    (
+        1,
+        "profiles, voiceprints, consent, enrollment audio, decisions",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.profiles (tenant text, user_id text, status text, samples int, \
+         net_speech_ms bigint, learning_progress float, sessions int, failures int, cooldown_until timestamp, \
+         created_at timestamp, updated_at timestamp, PRIMARY KEY ((tenant, user_id)))",
+            "CREATE TABLE IF NOT EXISTS {ks}.voiceprints (tenant text, user_id text, model_id text, \
+         embedding blob, weight float, updated_at timestamp, PRIMARY KEY ((tenant, user_id), model_id))",
+            "CREATE TABLE IF NOT EXISTS {ks}.consent (tenant text, user_id text, purpose text, granted boolean, \
+         retain_audio boolean, updated_at timestamp, PRIMARY KEY ((tenant, user_id), purpose))",
+            "CREATE TABLE IF NOT EXISTS {ks}.enrollment_audio (tenant text, user_id text, request_id text, \
+         audio blob, PRIMARY KEY ((tenant, user_id), request_id))",
+            "CREATE TABLE IF NOT EXISTS {ks}.decisions (tenant text, request_id text, payload blob, \
+         PRIMARY KEY ((tenant, request_id))) WITH default_time_to_live = {decision_ttl}",
+        ],
+    ),
+    (
+        2,
+        "api keys, challenge sessions, spent tokens, usage counters",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.api_keys (key_id text PRIMARY KEY, tenant text, name text, \
+             secret_hash text, created_at timestamp, expires_at timestamp)",
+            "CREATE TABLE IF NOT EXISTS {ks}.challenge_sessions (tenant text, session_id text, user_id text, \
+             challenge text, created_at timestamp, expires_at timestamp, PRIMARY KEY ((tenant, session_id)))",
+            "CREATE TABLE IF NOT EXISTS {ks}.spent_tokens (jti text PRIMARY KEY, spent_at timestamp)",
+            "CREATE TABLE IF NOT EXISTS {ks}.usage (tenant text, key_id text, day text, metric text, \
+             n counter, PRIMARY KEY ((tenant, key_id), day, metric))",
+        ],
+    ),
+    (
+        3,
+        "watchlist",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.watchlist (tenant text, user_id text, model_id text, \
+             embedding blob, reason text, added_at timestamp, PRIMARY KEY ((tenant), user_id, model_id))",
+        ],
+    ),
+    (
+        4,
+        "tenant models, users by tenant, re-scoring runs and results",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.tenant_models (tenant text PRIMARY KEY, active_model text, \
+             previous_model text, updated_at timestamp)",
+            "CREATE TABLE IF NOT EXISTS {ks}.users_by_tenant (tenant text, user_id text, status text, \
+             PRIMARY KEY ((tenant), user_id))",
+            "CREATE TABLE IF NOT EXISTS {ks}.rescore_runs (tenant text, target_model text, source_model text, \
+             state text, started_at timestamp, updated_at timestamp, PRIMARY KEY ((tenant), target_model))",
+            "CREATE TABLE IF NOT EXISTS {ks}.rescore_results (tenant text, target_model text, user_id text, \
+             ok boolean, detail text, updated_at timestamp, PRIMARY KEY ((tenant, target_model), user_id))",
+        ],
+    ),
+];

@@ -1,0 +1,218 @@
+//! Every statement the store runs, prepared once per session.
+
+use scylla::statement::prepared::PreparedStatement;
+
+use super::{CqlStore, unavailable};
+use crate::ports::StoreError;
+
+pub(super) struct Statements {
+    pub(super) profile: PreparedStatement,
+    pub(super) voiceprint: PreparedStatement,
+    pub(super) consent: PreparedStatement,
+    pub(super) audio: PreparedStatement,
+    pub(super) decision: PreparedStatement,
+    pub(super) put_profile: PreparedStatement,
+    pub(super) put_voiceprint: PreparedStatement,
+    pub(super) put_consent: PreparedStatement,
+    pub(super) put_audio: PreparedStatement,
+    pub(super) put_decision: PreparedStatement,
+    pub(super) erase_voiceprints: PreparedStatement,
+    pub(super) erase_audio: PreparedStatement,
+    pub(super) access: AccessStatements,
+    pub(super) watchlist: PreparedStatement,
+    pub(super) put_watchlist: PreparedStatement,
+    pub(super) remove_watchlist: PreparedStatement,
+    pub(super) delete_profile: PreparedStatement,
+    pub(super) delete_consent: PreparedStatement,
+    pub(super) models: ModelStatements,
+}
+
+pub(super) struct ModelStatements {
+    pub(super) tenant_model: PreparedStatement,
+    pub(super) put_tenant_model: PreparedStatement,
+    pub(super) users: PreparedStatement,
+    pub(super) users_after: PreparedStatement,
+    pub(super) put_user: PreparedStatement,
+    pub(super) delete_user: PreparedStatement,
+    pub(super) run: PreparedStatement,
+    pub(super) put_run: PreparedStatement,
+    pub(super) results: PreparedStatement,
+    pub(super) put_result: PreparedStatement,
+    pub(super) delete_voiceprint: PreparedStatement,
+}
+
+pub(super) struct AccessStatements {
+    pub(super) put_key: PreparedStatement,
+    pub(super) key: PreparedStatement,
+    pub(super) put_session: PreparedStatement,
+    pub(super) session: PreparedStatement,
+    pub(super) delete_session: PreparedStatement,
+    pub(super) spend_token: PreparedStatement,
+    pub(super) add_usage: PreparedStatement,
+    pub(super) usage: PreparedStatement,
+}
+
+impl CqlStore {
+    pub(super) async fn statements(&self) -> Result<&Statements, StoreError> {
+        self.statements
+            .get_or_try_init(|| async {
+                let ks = &self.config.keyspace;
+                let p = |q: String| async move { self.session.prepare(q).await.map_err(unavailable) };
+                Ok(Statements {
+                    profile: p(format!(
+                        "SELECT status, samples, net_speech_ms, learning_progress, sessions, failures, cooldown_until, \
+                         created_at, updated_at \
+                         FROM {ks}.profiles WHERE tenant = ? AND user_id = ?"
+                    ))
+                    .await?,
+                    voiceprint: p(format!(
+                        "SELECT embedding, weight, updated_at FROM {ks}.voiceprints \
+                         WHERE tenant = ? AND user_id = ? AND model_id = ?"
+                    ))
+                    .await?,
+                    consent: p(format!(
+                        "SELECT granted, retain_audio, updated_at FROM {ks}.consent \
+                         WHERE tenant = ? AND user_id = ? AND purpose = ?"
+                    ))
+                    .await?,
+                    audio: p(format!(
+                        "SELECT request_id, audio FROM {ks}.enrollment_audio WHERE tenant = ? AND user_id = ?"
+                    ))
+                    .await?,
+                    decision: p(format!("SELECT payload FROM {ks}.decisions WHERE tenant = ? AND request_id = ?"))
+                        .await?,
+                    put_profile: p(format!(
+                        "INSERT INTO {ks}.profiles (tenant, user_id, status, samples, net_speech_ms, \
+                         learning_progress, sessions, failures, cooldown_until, created_at, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    ))
+                    .await?,
+                    put_voiceprint: p(format!(
+                        "INSERT INTO {ks}.voiceprints (tenant, user_id, model_id, embedding, weight, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?)"
+                    ))
+                    .await?,
+                    put_consent: p(format!(
+                        "INSERT INTO {ks}.consent (tenant, user_id, purpose, granted, retain_audio, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?)"
+                    ))
+                    .await?,
+                    put_audio: p(format!(
+                        "INSERT INTO {ks}.enrollment_audio (tenant, user_id, request_id, audio) VALUES (?, ?, ?, ?)"
+                    ))
+                    .await?,
+                    put_decision: p(format!(
+                        "INSERT INTO {ks}.decisions (tenant, request_id, payload) VALUES (?, ?, ?)"
+                    ))
+                    .await?,
+                    erase_voiceprints: p(format!("DELETE FROM {ks}.voiceprints WHERE tenant = ? AND user_id = ?"))
+                        .await?,
+                    erase_audio: p(format!("DELETE FROM {ks}.enrollment_audio WHERE tenant = ? AND user_id = ?"))
+                        .await?,
+                    watchlist: p(format!(
+                        "SELECT user_id, model_id, embedding, reason, added_at FROM {ks}.watchlist WHERE tenant = ?"
+                    ))
+                    .await?,
+                    put_watchlist: p(format!(
+                        "INSERT INTO {ks}.watchlist (tenant, user_id, model_id, embedding, reason, added_at) \
+                         VALUES (?, ?, ?, ?, ?, ?)"
+                    ))
+                    .await?,
+                    remove_watchlist: p(format!("DELETE FROM {ks}.watchlist WHERE tenant = ? AND user_id = ?"))
+                        .await?,
+                    delete_profile: p(format!("DELETE FROM {ks}.profiles WHERE tenant = ? AND user_id = ?"))
+                        .await?,
+                    delete_consent: p(format!("DELETE FROM {ks}.consent WHERE tenant = ? AND user_id = ?"))
+                        .await?,
+                    models: ModelStatements {
+                        tenant_model: p(format!(
+                            "SELECT active_model, previous_model, updated_at FROM {ks}.tenant_models WHERE tenant = ?"
+                        ))
+                        .await?,
+                        put_tenant_model: p(format!(
+                            "INSERT INTO {ks}.tenant_models (tenant, active_model, previous_model, updated_at) \
+                             VALUES (?, ?, ?, ?)"
+                        ))
+                        .await?,
+                        users: p(format!(
+                            "SELECT user_id, status FROM {ks}.users_by_tenant WHERE tenant = ? LIMIT ?"
+                        ))
+                        .await?,
+                        users_after: p(format!(
+                            "SELECT user_id, status FROM {ks}.users_by_tenant WHERE tenant = ? AND user_id > ? LIMIT ?"
+                        ))
+                        .await?,
+                        put_user: p(format!(
+                            "INSERT INTO {ks}.users_by_tenant (tenant, user_id, status) VALUES (?, ?, ?)"
+                        ))
+                        .await?,
+                        delete_user: p(format!("DELETE FROM {ks}.users_by_tenant WHERE tenant = ? AND user_id = ?"))
+                            .await?,
+                        run: p(format!(
+                            "SELECT source_model, state, started_at, updated_at FROM {ks}.rescore_runs \
+                             WHERE tenant = ? AND target_model = ?"
+                        ))
+                        .await?,
+                        put_run: p(format!(
+                            "INSERT INTO {ks}.rescore_runs (tenant, target_model, source_model, state, started_at, \
+                             updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                        ))
+                        .await?,
+                        results: p(format!(
+                            "SELECT user_id, ok, detail, updated_at FROM {ks}.rescore_results \
+                             WHERE tenant = ? AND target_model = ?"
+                        ))
+                        .await?,
+                        put_result: p(format!(
+                            "INSERT INTO {ks}.rescore_results (tenant, target_model, user_id, ok, detail, updated_at) \
+                             VALUES (?, ?, ?, ?, ?, ?)"
+                        ))
+                        .await?,
+                        delete_voiceprint: p(format!(
+                            "DELETE FROM {ks}.voiceprints WHERE tenant = ? AND user_id = ? AND model_id = ?"
+                        ))
+                        .await?,
+                    },
+                    access: AccessStatements {
+                        put_key: p(format!(
+                            "INSERT INTO {ks}.api_keys (key_id, tenant, name, secret_hash, created_at, expires_at) \
+                             VALUES (?, ?, ?, ?, ?, ?)"
+                        ))
+                        .await?,
+                        key: p(format!(
+                            "SELECT tenant, name, secret_hash, created_at, expires_at FROM {ks}.api_keys WHERE key_id = ?"
+                        ))
+                        .await?,
+                        // Conditional like the delete that takes it: both get
+                        // Paxos timestamps, so a client clock ahead of the
+                        // cluster cannot make the insert outlive the delete.
+                        put_session: p(format!(
+                            "INSERT INTO {ks}.challenge_sessions (tenant, session_id, user_id, challenge, created_at, \
+                             expires_at) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+                        ))
+                        .await?,
+                        session: p(format!(
+                            "SELECT user_id, challenge, created_at, expires_at FROM {ks}.challenge_sessions \
+                             WHERE tenant = ? AND session_id = ?"
+                        ))
+                        .await?,
+                        delete_session: p(format!(
+                            "DELETE FROM {ks}.challenge_sessions WHERE tenant = ? AND session_id = ? IF EXISTS"
+                        ))
+                        .await?,
+                        spend_token: p(format!(
+                            "INSERT INTO {ks}.spent_tokens (jti, spent_at) VALUES (?, ?) IF NOT EXISTS USING TTL ?"
+                        ))
+                        .await?,
+                        add_usage: p(format!(
+                            "UPDATE {ks}.usage SET n = n + ? WHERE tenant = ? AND key_id = ? AND day = ? AND metric = ?"
+                        ))
+                        .await?,
+                        usage: p(format!("SELECT day, metric, n FROM {ks}.usage WHERE tenant = ? AND key_id = ?"))
+                            .await?,
+                    },
+                })
+            })
+            .await
+    }
+}

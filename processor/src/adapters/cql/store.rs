@@ -1,0 +1,473 @@
+//! [`Store`] on CQL: profiles, voiceprints, consent, audio, decisions,
+//! watchlist, tenant models and re-scoring runs.
+
+use async_trait::async_trait;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::value::{CqlTimestamp, CqlValue};
+
+use super::migrations::{DECISION_TTL_SECONDS, MIGRATIONS};
+use super::{CqlStore, blob_to_embedding, corrupt, embedding_to_blob, text, ts, unavailable};
+use crate::domain::{
+    Consent, JobCommit, Mutation, Profile, ProfileStatus, RescoreResult, RescoreRun, RunState,
+    TenantModel, Voiceprint, WatchlistEntry, now_ms,
+};
+use crate::ports::{Store, StoreError};
+
+type ProfileRow = (
+    String,
+    i32,
+    i64,
+    f32,
+    i32,
+    i32,
+    CqlTimestamp,
+    CqlTimestamp,
+    CqlTimestamp,
+);
+
+#[async_trait]
+impl Store for CqlStore {
+    async fn migrate(&self) -> Result<u32, StoreError> {
+        let ks = &self.config.keyspace;
+        let rf = self.config.replication_factor;
+        let ddl = |q: String| async move {
+            self.session
+                .query_unpaged(q, &[])
+                .await
+                .map_err(unavailable)
+        };
+        ddl(format!(
+            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = \
+             {{'class': 'SimpleStrategy', 'replication_factor': {rf}}}"
+        ))
+        .await?;
+        ddl(format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (version int PRIMARY KEY, \
+             description text, applied_at timestamp)"
+        ))
+        .await?;
+        let applied: Vec<i32> = self
+            .session
+            .query_unpaged(format!("SELECT version FROM {ks}.schema_migrations"), &[])
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .rows::<(i32,)>()
+            .map_err(corrupt)?
+            .map(|r| r.map(|(v,)| v))
+            .collect::<Result<_, _>>()
+            .map_err(corrupt)?;
+        let record = self
+            .session
+            .prepare(format!(
+                "INSERT INTO {ks}.schema_migrations (version, description, applied_at) VALUES (?, ?, ?)"
+            ))
+            .await
+            .map_err(unavailable)?;
+        let mut version = 0;
+        for (v, description, statements) in MIGRATIONS {
+            version = *v;
+            if applied.contains(&(*v as i32)) {
+                continue;
+            }
+            for s in *statements {
+                ddl(s
+                    .replace("{ks}", ks)
+                    .replace("{decision_ttl}", &DECISION_TTL_SECONDS.to_string()))
+                .await?;
+            }
+            if *v == 4 {
+                self.index_existing_users().await?;
+            }
+            self.session
+                .execute_unpaged(&record, (*v as i32, *description, CqlTimestamp(now_ms())))
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(keyspace = %ks, version = v, "applied migration");
+        }
+        Ok(version)
+    }
+
+    async fn profile(&self, tenant: &str, user_id: &str) -> Result<Option<Profile>, StoreError> {
+        let s = self.statements().await?;
+        let row = self
+            .one::<ProfileRow>(&s.profile, (tenant, user_id))
+            .await?;
+        row.map(
+            |(
+                status,
+                samples,
+                speech,
+                progress,
+                sessions,
+                failures,
+                cooldown,
+                created,
+                updated,
+            )| {
+                Ok(Profile {
+                    tenant: tenant.into(),
+                    user_id: user_id.into(),
+                    status: ProfileStatus::parse(&status)
+                        .ok_or_else(|| corrupt(format!("status {status}")))?,
+                    samples: samples.max(0) as u32,
+                    net_speech_millis: speech.max(0) as u64,
+                    learning_progress: progress,
+                    sessions: sessions.max(0) as u32,
+                    failures: failures.max(0) as u32,
+                    cooldown_until: cooldown.0,
+                    created_at: created.0,
+                    updated_at: updated.0,
+                })
+            },
+        )
+        .transpose()
+    }
+
+    async fn voiceprint(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        model_id: &str,
+    ) -> Result<Option<Voiceprint>, StoreError> {
+        let s = self.statements().await?;
+        let row = self
+            .one::<(Vec<u8>, f32, CqlTimestamp)>(&s.voiceprint, (tenant, user_id, model_id))
+            .await?;
+        row.map(|(blob, weight, updated)| {
+            Ok(Voiceprint {
+                tenant: tenant.into(),
+                user_id: user_id.into(),
+                model_id: model_id.into(),
+                embedding: blob_to_embedding(&blob)?,
+                weight,
+                updated_at: updated.0,
+            })
+        })
+        .transpose()
+    }
+
+    async fn consent(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        purpose: &str,
+    ) -> Result<Option<Consent>, StoreError> {
+        let s = self.statements().await?;
+        let row = self
+            .one::<(bool, bool, CqlTimestamp)>(&s.consent, (tenant, user_id, purpose))
+            .await?;
+        Ok(row.map(|(granted, retain_audio, updated)| Consent {
+            tenant: tenant.into(),
+            user_id: user_id.into(),
+            purpose: purpose.into(),
+            granted,
+            retain_audio,
+            updated_at: updated.0,
+        }))
+    }
+
+    async fn enrollment_audio(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let s = self.statements().await?;
+        self.all(&s.audio, (tenant, user_id)).await
+    }
+
+    async fn watchlist(&self, tenant: &str) -> Result<Vec<WatchlistEntry>, StoreError> {
+        let s = self.statements().await?;
+        let rows: Vec<(String, String, Vec<u8>, String, CqlTimestamp)> =
+            self.all(&s.watchlist, (tenant,)).await?;
+        rows.into_iter()
+            .map(|(user_id, model_id, blob, reason, added)| {
+                Ok(WatchlistEntry {
+                    tenant: tenant.to_string(),
+                    user_id,
+                    model_id,
+                    embedding: blob_to_embedding(&blob)?,
+                    reason,
+                    added_at: added.0,
+                })
+            })
+            .collect()
+    }
+
+    async fn decision(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let s = self.statements().await?;
+        Ok(self
+            .one::<(Vec<u8>,)>(&s.decision, (tenant, request_id))
+            .await?
+            .map(|(p,)| p))
+    }
+
+    async fn commit(&self, c: &JobCommit) -> Result<(), StoreError> {
+        let s = self.statements().await?;
+        let mut batch = Batch::new(BatchType::Logged);
+        let mut values: Vec<Vec<CqlValue>> = Vec::new();
+        let mut add = |statement: &scylla::statement::prepared::PreparedStatement,
+                       row: Vec<CqlValue>| {
+            batch.append_statement(statement.clone());
+            values.push(row);
+        };
+        let user_row = |user: &str| vec![text(&c.tenant), text(user)];
+        for mutation in c.ordered() {
+            match mutation {
+                Mutation::EraseBiometrics { user_id } => {
+                    for stmt in [&s.erase_voiceprints, &s.erase_audio] {
+                        add(stmt, user_row(user_id));
+                    }
+                }
+                Mutation::DeleteUser { user_id } => {
+                    for stmt in [
+                        &s.erase_voiceprints,
+                        &s.erase_audio,
+                        &s.delete_consent,
+                        &s.remove_watchlist,
+                        &s.delete_profile,
+                        &s.models.delete_user,
+                    ] {
+                        add(stmt, user_row(user_id));
+                    }
+                }
+                Mutation::Unwatchlist { user_id } => add(&s.remove_watchlist, user_row(user_id)),
+                Mutation::PutRescoreResult(r) => add(
+                    &s.models.put_result,
+                    vec![
+                        text(&r.tenant),
+                        text(&r.target_model),
+                        text(&r.user_id),
+                        CqlValue::Boolean(r.ok),
+                        text(&r.detail),
+                        ts(r.updated_at),
+                    ],
+                ),
+                Mutation::Watchlist(w) => add(
+                    &s.put_watchlist,
+                    vec![
+                        text(&w.tenant),
+                        text(&w.user_id),
+                        text(&w.model_id),
+                        CqlValue::Blob(embedding_to_blob(&w.embedding)),
+                        text(&w.reason),
+                        ts(w.added_at),
+                    ],
+                ),
+                Mutation::PutProfile(p) => {
+                    // The per-tenant index that re-scoring pages through.
+                    add(
+                        &s.models.put_user,
+                        vec![text(&p.tenant), text(&p.user_id), text(p.status.as_str())],
+                    );
+                    add(
+                        &s.put_profile,
+                        vec![
+                            text(&p.tenant),
+                            text(&p.user_id),
+                            text(p.status.as_str()),
+                            CqlValue::Int(p.samples as i32),
+                            CqlValue::BigInt(p.net_speech_millis as i64),
+                            CqlValue::Float(p.learning_progress),
+                            CqlValue::Int(p.sessions as i32),
+                            CqlValue::Int(p.failures as i32),
+                            ts(p.cooldown_until),
+                            ts(p.created_at),
+                            ts(p.updated_at),
+                        ],
+                    );
+                }
+                Mutation::PutVoiceprint(v) => add(
+                    &s.put_voiceprint,
+                    vec![
+                        text(&v.tenant),
+                        text(&v.user_id),
+                        text(&v.model_id),
+                        CqlValue::Blob(embedding_to_blob(&v.embedding)),
+                        CqlValue::Float(v.weight),
+                        ts(v.updated_at),
+                    ],
+                ),
+                Mutation::PutConsent(cs) => add(
+                    &s.put_consent,
+                    vec![
+                        text(&cs.tenant),
+                        text(&cs.user_id),
+                        text(&cs.purpose),
+                        CqlValue::Boolean(cs.granted),
+                        CqlValue::Boolean(cs.retain_audio),
+                        ts(cs.updated_at),
+                    ],
+                ),
+                Mutation::RetainAudio { user_id, wav } => {
+                    // Audio is far over Cassandra's batch size limit (50 KiB
+                    // by default), so it is written on its own, before the
+                    // batch. The write is idempotent (keyed by request id);
+                    // if the batch then fails, the job is retried and
+                    // rewrites the same row.
+                    self.session
+                        .execute_unpaged(&s.put_audio, (&c.tenant, user_id, &c.request_id, wav))
+                        .await
+                        .map_err(unavailable)?;
+                }
+            }
+        }
+        add(
+            &s.put_decision,
+            vec![
+                text(&c.tenant),
+                text(&c.request_id),
+                CqlValue::Blob(c.decision.clone()),
+            ],
+        );
+        self.session
+            .batch(&batch, values)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn tenant_model(&self, tenant: &str) -> Result<Option<TenantModel>, StoreError> {
+        let s = &self.statements().await?.models;
+        let row = self
+            .one::<(String, Option<String>, CqlTimestamp)>(&s.tenant_model, (tenant,))
+            .await?;
+        Ok(
+            row.map(|(active_model, previous_model, updated)| TenantModel {
+                tenant: tenant.to_string(),
+                active_model,
+                previous_model,
+                updated_at: updated.0,
+            }),
+        )
+    }
+
+    async fn put_tenant_model(&self, m: &TenantModel) -> Result<(), StoreError> {
+        let s = &self.statements().await?.models;
+        self.exec(
+            &s.put_tenant_model,
+            (
+                &m.tenant,
+                &m.active_model,
+                &m.previous_model,
+                CqlTimestamp(m.updated_at),
+            ),
+        )
+        .await
+    }
+
+    async fn users(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, ProfileStatus)>, StoreError> {
+        let s = &self.statements().await?.models;
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows: Vec<(String, String)> = match after {
+            Some(a) => self.all(&s.users_after, (tenant, a, limit)).await?,
+            None => self.all(&s.users, (tenant, limit)).await?,
+        };
+        rows.into_iter()
+            .map(|(user, status)| {
+                let status = ProfileStatus::parse(&status)
+                    .ok_or_else(|| corrupt(format!("status {status}")))?;
+                Ok((user, status))
+            })
+            .collect()
+    }
+
+    async fn rescore_run(
+        &self,
+        tenant: &str,
+        target_model: &str,
+    ) -> Result<Option<RescoreRun>, StoreError> {
+        let s = &self.statements().await?.models;
+        let row = self
+            .one::<(String, String, CqlTimestamp, CqlTimestamp)>(&s.run, (tenant, target_model))
+            .await?;
+        row.map(|(source_model, state, started, updated)| {
+            Ok(RescoreRun {
+                tenant: tenant.to_string(),
+                target_model: target_model.to_string(),
+                source_model,
+                state: RunState::parse(&state)
+                    .ok_or_else(|| corrupt(format!("run state {state}")))?,
+                started_at: started.0,
+                updated_at: updated.0,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_rescore_run(&self, r: &RescoreRun) -> Result<(), StoreError> {
+        let s = &self.statements().await?.models;
+        self.exec(
+            &s.put_run,
+            (
+                &r.tenant,
+                &r.target_model,
+                &r.source_model,
+                r.state.as_str(),
+                CqlTimestamp(r.started_at),
+                CqlTimestamp(r.updated_at),
+            ),
+        )
+        .await
+    }
+
+    async fn rescore_results(
+        &self,
+        tenant: &str,
+        target_model: &str,
+    ) -> Result<Vec<RescoreResult>, StoreError> {
+        let s = &self.statements().await?.models;
+        let mut pages = self
+            .session
+            .execute_iter(s.results.clone(), (tenant, target_model))
+            .await
+            .map_err(unavailable)?
+            .rows_stream::<(String, bool, String, CqlTimestamp)>()
+            .map_err(corrupt)?;
+        let mut out = Vec::new();
+        while let Some(row) = futures::TryStreamExt::try_next(&mut pages)
+            .await
+            .map_err(unavailable)?
+        {
+            let (user_id, ok, detail, updated) = row;
+            out.push(RescoreResult {
+                tenant: tenant.to_string(),
+                target_model: target_model.to_string(),
+                user_id,
+                ok,
+                detail,
+                updated_at: updated.0,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn delete_voiceprint(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        model_id: &str,
+    ) -> Result<(), StoreError> {
+        let s = &self.statements().await?.models;
+        self.exec(&s.delete_voiceprint, (tenant, user_id, model_id))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged("SELECT release_version FROM system.local", &[])
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}

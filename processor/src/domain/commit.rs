@@ -1,0 +1,126 @@
+//! What a job changes, as a list of mutations every store applies in one
+//! shared order, written atomically with the job's decision.
+
+use super::{Consent, Profile, RescoreResult, Voiceprint, WatchlistEntry};
+
+/// One state change of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    /// Erase the user's voiceprints (every model) and retained audio.
+    EraseBiometrics {
+        /// User id.
+        user_id: String,
+    },
+    /// Delete everything about the user: profile, consent, biometrics,
+    /// watchlist entries (the decision stays as the audit record).
+    DeleteUser {
+        /// User id.
+        user_id: String,
+    },
+    /// Take the user's voice off the watchlist (every model).
+    Unwatchlist {
+        /// User id.
+        user_id: String,
+    },
+    /// Record the outcome of re-scoring one user.
+    PutRescoreResult(RescoreResult),
+    /// Put a voice on the watchlist.
+    Watchlist(WatchlistEntry),
+    /// Write the profile.
+    PutProfile(Profile),
+    /// Write a voiceprint.
+    PutVoiceprint(Voiceprint),
+    /// Write a consent record.
+    PutConsent(Consent),
+    /// Keep enrollment audio (keyed by the job's request id).
+    RetainAudio {
+        /// User id.
+        user_id: String,
+        /// The WAV bytes as submitted.
+        wav: Vec<u8>,
+    },
+}
+
+impl Mutation {
+    /// Position in the shared order: erasures before writes, so a job that
+    /// both clears and writes (an opt-out, a re-enrollment) ends with the
+    /// write.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Mutation::EraseBiometrics { .. } => 0,
+            Mutation::DeleteUser { .. } => 1,
+            Mutation::Unwatchlist { .. } => 2,
+            Mutation::PutRescoreResult(_) => 3,
+            Mutation::Watchlist(_) => 4,
+            Mutation::PutProfile(_) => 5,
+            Mutation::PutVoiceprint(_) => 6,
+            Mutation::PutConsent(_) => 7,
+            Mutation::RetainAudio { .. } => 8,
+        }
+    }
+}
+
+/// Everything one job changes, written atomically with its decision so a
+/// redelivered job finds its decision and applies nothing twice.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobCommit {
+    /// Tenant id.
+    pub tenant: String,
+    /// Idempotency key of the job.
+    pub request_id: String,
+    /// The encoded decision event.
+    pub decision: Vec<u8>,
+    /// State changes, in any order; stores apply [`JobCommit::ordered`].
+    pub mutations: Vec<Mutation>,
+}
+
+impl JobCommit {
+    /// The mutations in the order every store applies them.
+    pub fn ordered(&self) -> Vec<&Mutation> {
+        let mut ordered: Vec<&Mutation> = self.mutations.iter().collect();
+        ordered.sort_by_key(|m| m.rank());
+        ordered
+    }
+
+    /// The profile this job writes, if any.
+    pub fn profile(&self) -> Option<&Profile> {
+        self.mutations.iter().find_map(|m| match m {
+            Mutation::PutProfile(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    /// The voiceprint this job writes, if any.
+    pub fn voiceprint(&self) -> Option<&Voiceprint> {
+        self.mutations.iter().find_map(|m| match m {
+            Mutation::PutVoiceprint(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erasures_come_before_writes() {
+        let commit = JobCommit {
+            mutations: vec![
+                Mutation::RetainAudio {
+                    user_id: "u".into(),
+                    wav: vec![1],
+                },
+                Mutation::Unwatchlist {
+                    user_id: "u".into(),
+                },
+                Mutation::EraseBiometrics {
+                    user_id: "u".into(),
+                },
+            ],
+            ..JobCommit::default()
+        };
+        let ranks: Vec<u8> = commit.ordered().iter().map(|m| m.rank()).collect();
+        assert_eq!(ranks, vec![0, 2, 8]);
+    }
+}

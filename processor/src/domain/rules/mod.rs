@@ -1,0 +1,68 @@
+//! The decision rules, one file per job kind: pure functions from what the
+//! pipeline loaded (and, for audio jobs, what the scoring pool measured) to
+//! an [`Outcome`](super::Outcome). No IO, no model, no clock: `now` is given.
+//!
+//! Audio jobs have two steps: `admit` refuses before any audio is scored
+//! (no consent, not enrolled, cooldown…), `decide` rules on the scores.
+
+pub mod consent;
+pub mod enrollment;
+pub mod profile;
+pub mod rescore;
+pub mod verification;
+
+#[cfg(test)]
+mod tests;
+
+use super::signals::Signal;
+use super::{Policy, Profile, ProfileStatus};
+
+/// What every rule knows besides its inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The tenant's policy.
+    pub policy: &'a Policy,
+    /// The time of the decision (ms since the epoch).
+    pub now: i64,
+}
+
+/// What the scoring pool measured in one job's audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    /// Raw speaker embedding.
+    pub embedding: Vec<f32>,
+    /// Net speech found by the VAD.
+    pub speech_millis: u64,
+    /// Signals of the analysers that ran (phrase, liveness).
+    pub signals: Vec<Signal>,
+}
+
+/// A fresh profile.
+pub fn new_profile(tenant: &str, user_id: &str, now: i64) -> Profile {
+    Profile {
+        tenant: tenant.into(),
+        user_id: user_id.into(),
+        status: ProfileStatus::NotEnrolled,
+        samples: 0,
+        net_speech_millis: 0,
+        learning_progress: 0.0,
+        sessions: 0,
+        failures: 0,
+        cooldown_until: 0,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// The profile after an opt-out: biometrics and progress gone, history kept.
+pub fn opted_out(profile: Profile, now: i64) -> Profile {
+    Profile {
+        status: ProfileStatus::OptedOut,
+        samples: 0,
+        net_speech_millis: 0,
+        sessions: 0,
+        learning_progress: 0.0,
+        updated_at: now,
+        ..profile
+    }
+}

@@ -1,0 +1,111 @@
+//! Re-scoring one user after a model update: the retained enrollment audio
+//! is embedded under the run's target model into a shadow voiceprint; live
+//! traffic keeps using the active model until the tenant cuts over.
+
+use timbre_schemas::{Code, DecisionKind, RescoreRequested};
+
+use super::Context;
+use crate::domain::policy;
+use crate::domain::{
+    Mutation, Outcome, Profile, ProfileStatus, RescoreResult, Voiceprint, WatchlistEntry,
+};
+
+/// What re-scoring reads before it scores.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The profile, if any.
+    pub profile: Option<Profile>,
+    /// Retained enrollment audio, oldest first.
+    pub audio: Vec<Vec<u8>>,
+    /// The user's watchlist entry, if listed (any model).
+    pub listed: Option<WatchlistEntry>,
+}
+
+fn result(job: &RescoreRequested, ok: bool, detail: &str, now: i64) -> Mutation {
+    Mutation::PutRescoreResult(RescoreResult {
+        tenant: job.tenant.clone(),
+        target_model: job.to_model.clone(),
+        user_id: job.user_id.clone(),
+        ok,
+        detail: detail.to_string(),
+        updated_at: now,
+    })
+}
+
+/// A failed re-scoring of this user: recorded in the run's results, never
+/// dead-lettered (the job itself was well formed).
+pub fn failed(job: &RescoreRequested, code: Code, message: &str, ctx: Context<'_>) -> Outcome {
+    let mut outcome =
+        Outcome::error(code, message).with(result(job, false, code.as_str(), ctx.now));
+    if let Some(e) = &mut outcome.error {
+        e.dead_letter = false;
+    }
+    outcome
+}
+
+/// Refuses before scoring: only enrolled users with retained audio are
+/// re-scored.
+pub fn admit(
+    job: &RescoreRequested,
+    loaded: &Loaded,
+    ctx: Context<'_>,
+) -> Result<(), Box<Outcome>> {
+    let enrolled = loaded
+        .profile
+        .as_ref()
+        .is_some_and(|p| p.status == ProfileStatus::Enrolled);
+    if !enrolled {
+        return Err(Box::new(failed(
+            job,
+            Code::NotEnrolled,
+            "only enrolled users are re-scored",
+            ctx,
+        )));
+    }
+    if loaded.audio.is_empty() {
+        return Err(Box::new(failed(
+            job,
+            Code::NoRetainedAudio,
+            "no enrollment audio was retained (consent without retain_audio)",
+            ctx,
+        )));
+    }
+    Ok(())
+}
+
+/// Builds the shadow voiceprint from the embeddings of the retained audio.
+pub fn decide(
+    job: &RescoreRequested,
+    loaded: Loaded,
+    embeddings: &[Vec<f32>],
+    ctx: Context<'_>,
+) -> Outcome {
+    let now = ctx.now;
+    let mut shadow: Option<Voiceprint> = None;
+    for embedding in embeddings {
+        let (embedding, weight) = policy::merge_embedding(shadow.as_ref(), embedding, 1.0);
+        shadow = Some(Voiceprint {
+            tenant: job.tenant.clone(),
+            user_id: job.user_id.clone(),
+            model_id: job.to_model.clone(),
+            embedding,
+            weight,
+            updated_at: now,
+        });
+    }
+    let mut outcome = Outcome::new(DecisionKind::Applied, vec![Code::VoiceprintRebuilt]);
+    outcome.model_id = Some(job.to_model.clone());
+    if let Some(v) = shadow {
+        // A listed voice stays listed under the new model.
+        if let Some(entry) = loaded.listed {
+            outcome = outcome.with(Mutation::Watchlist(WatchlistEntry {
+                model_id: job.to_model.clone(),
+                embedding: v.embedding.clone(),
+                added_at: now,
+                ..entry
+            }));
+        }
+        outcome = outcome.with(Mutation::PutVoiceprint(v));
+    }
+    outcome.with(result(job, true, "", now))
+}

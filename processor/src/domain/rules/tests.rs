@@ -1,0 +1,874 @@
+//! Rule tables: every rule, no model, no store. The last test checks that
+//! the tables produce every reason and refusal code there is.
+
+use std::collections::BTreeSet;
+
+use timbre_schemas::{
+    Code, CodeClass, ConsentChanged, DecisionKind, EnrollmentRequested, ProfileCommand,
+    ProfileCommandKind, RescoreRequested, VerificationRequested,
+};
+
+use super::*;
+use crate::domain::{
+    BIOMETRIC_PURPOSE, Consent, Mutation, Outcome, Policy, ProfileStatus, Signal, SignalKind, Tier,
+    Voiceprint, WatchlistEntry,
+};
+
+const NOW: i64 = 1_000_000;
+
+/// A unit vector at cosine `score` from `[1, 0]`.
+fn at(score: f32) -> Vec<f32> {
+    vec![score, (1.0 - score * score).max(0.0).sqrt()]
+}
+
+fn voiceprint(weight: f32) -> Voiceprint {
+    Voiceprint {
+        tenant: "t".into(),
+        user_id: "u".into(),
+        model_id: "m1".into(),
+        embedding: vec![1.0, 0.0],
+        weight,
+        updated_at: 0,
+    }
+}
+
+fn profile(status: ProfileStatus, failures: u32, cooldown_until: i64) -> Profile {
+    Profile {
+        status,
+        failures,
+        cooldown_until,
+        samples: 4,
+        net_speech_millis: 20_000,
+        ..new_profile("t", "u", 0)
+    }
+}
+
+fn consent(granted: bool, retain_audio: bool) -> Consent {
+    Consent {
+        tenant: "t".into(),
+        user_id: "u".into(),
+        purpose: BIOMETRIC_PURPOSE.into(),
+        granted,
+        retain_audio,
+        updated_at: 0,
+    }
+}
+
+fn sample(score: f32, speech_millis: u64) -> Analysis {
+    Analysis {
+        embedding: at(score),
+        speech_millis,
+        signals: Vec::new(),
+    }
+}
+
+fn ctx(policy: &Policy) -> Context<'_> {
+    Context { policy, now: NOW }
+}
+
+fn codes(o: &Outcome) -> Vec<Code> {
+    match &o.error {
+        Some(e) => vec![e.code],
+        None => o.reasons.clone(),
+    }
+}
+
+fn written_profile(o: &Outcome) -> Option<&Profile> {
+    o.mutations.iter().find_map(|m| match m {
+        Mutation::PutProfile(p) => Some(p),
+        _ => None,
+    })
+}
+
+fn written_voiceprint(o: &Outcome) -> Option<&Voiceprint> {
+    o.mutations.iter().find_map(|m| match m {
+        Mutation::PutVoiceprint(v) => Some(v),
+        _ => None,
+    })
+}
+
+fn verification(phrase: bool) -> VerificationRequested {
+    let mut job = VerificationRequested::new("r", "t", "u", 1, vec![1]);
+    job.expected_phrase = phrase.then(|| "1 2 3".into());
+    job
+}
+
+/// Runs a verification through both steps.
+fn verify(
+    loaded: verification::Loaded,
+    analysis: &Analysis,
+    phrase: bool,
+    policy: &Policy,
+) -> Outcome {
+    let job = verification(phrase);
+    match verification::admit(&job, loaded, ctx(policy)) {
+        Ok(admitted) => verification::decide(&job, admitted, analysis, ctx(policy)),
+        Err(refused) => *refused,
+    }
+}
+
+fn enrolled(failures: u32, cooldown_until: i64) -> verification::Loaded {
+    verification::Loaded {
+        profile: Some(profile(ProfileStatus::Enrolled, failures, cooldown_until)),
+        voiceprint: Some(voiceprint(1.0)),
+        watchlist: Vec::new(),
+        model_id: "m1".into(),
+    }
+}
+
+fn enroll(loaded: enrollment::Loaded, analysis: &Analysis, policy: &Policy) -> Outcome {
+    let job = EnrollmentRequested::new("r", "t", "u", 1, vec![7]);
+    match enrollment::admit(&loaded, ctx(policy)) {
+        Ok(()) => enrollment::decide(&job, loaded, analysis, ctx(policy)),
+        Err(refused) => *refused,
+    }
+}
+
+/// Every verification case: name, loaded state, score, speech, expected
+/// decision, codes, failures after, whether the voiceprint is refined.
+fn verification_table(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind, Vec<Code>)> {
+    let listed = |user: &str, embedding: Vec<f32>| WatchlistEntry {
+        tenant: "t".into(),
+        user_id: user.into(),
+        model_id: "m1".into(),
+        embedding,
+        reason: String::new(),
+        added_at: 0,
+    };
+    let mut watchlisted_user = enrolled(0, 0);
+    watchlisted_user.watchlist = vec![listed("u", vec![0.0, 1.0])];
+    let mut watchlisted_voice = enrolled(0, 0);
+    watchlisted_voice.watchlist = vec![listed("fraudster", at(0.9))];
+    let mut other_model_voice = enrolled(0, 0);
+    other_model_voice.watchlist = vec![WatchlistEntry {
+        model_id: "m0".into(),
+        ..listed("fraudster", at(0.9))
+    }];
+    let re_enroll_with_voiceprint = verification::Loaded {
+        profile: Some(profile(ProfileStatus::ReEnroll, 0, 0)),
+        ..enrolled(0, 0)
+    };
+    let re_enroll_without = verification::Loaded {
+        profile: Some(profile(ProfileStatus::ReEnroll, 0, 0)),
+        voiceprint: None,
+        ..enrolled(0, 0)
+    };
+    let model_changed = verification::Loaded {
+        voiceprint: None,
+        ..enrolled(0, 0)
+    };
+    let status = |s| verification::Loaded {
+        profile: Some(profile(s, 0, 0)),
+        ..enrolled(0, 0)
+    };
+    let phrase_failed = Analysis {
+        signals: vec![Signal {
+            kind: SignalKind::Phrase,
+            tier: Tier::Low,
+            pass: false,
+            reason: Some(Code::PhraseMismatch),
+        }],
+        ..sample(0.95, 3_000)
+    };
+    use Code::*;
+    use DecisionKind as K;
+    vec![
+        (
+            "clear match refines",
+            verify(enrolled(0, 0), &sample(0.95, 3_000), false, policy),
+            K::Accept,
+            vec![VoiceMatch, VoiceprintRefined],
+        ),
+        (
+            "match below the refine margin",
+            verify(enrolled(0, 0), &sample(0.55, 3_000), false, policy),
+            K::Accept,
+            vec![VoiceMatch],
+        ),
+        (
+            "match with an unchecked phrase",
+            verify(enrolled(0, 0), &sample(0.55, 3_000), true, policy),
+            K::Accept,
+            vec![VoiceMatch, PhraseNotChecked],
+        ),
+        (
+            "uncertain",
+            verify(enrolled(0, 0), &sample(0.40, 3_000), false, policy),
+            K::Retry,
+            vec![VoiceUncertain],
+        ),
+        (
+            "mismatch",
+            verify(enrolled(0, 0), &sample(0.10, 3_000), false, policy),
+            K::Reject,
+            vec![VoiceMismatch],
+        ),
+        (
+            "failed phrase overrides a match",
+            verify(enrolled(0, 0), &phrase_failed, true, policy),
+            K::Reject,
+            vec![PhraseMismatch],
+        ),
+        (
+            "too little speech",
+            verify(enrolled(0, 0), &sample(0.95, 500), false, policy),
+            K::Retry,
+            vec![NotEnoughSpeech],
+        ),
+        (
+            "listed user",
+            verify(watchlisted_user, &sample(0.95, 3_000), false, policy),
+            K::Reject,
+            vec![WatchlistMatch],
+        ),
+        (
+            "listed voice",
+            verify(watchlisted_voice, &sample(0.95, 3_000), false, policy),
+            K::Reject,
+            vec![WatchlistMatch],
+        ),
+        (
+            "listed voice of another model",
+            verify(other_model_voice, &sample(0.95, 3_000), false, policy),
+            K::Accept,
+            vec![VoiceMatch, VoiceprintRefined],
+        ),
+        (
+            "cooling down",
+            verify(
+                enrolled(3, NOW + 5_000),
+                &sample(0.95, 3_000),
+                false,
+                policy,
+            ),
+            K::Cooldown,
+            vec![Cooldown],
+        ),
+        (
+            "cooldown over",
+            verify(enrolled(3, NOW - 1), &sample(0.95, 3_000), false, policy),
+            K::Accept,
+            vec![VoiceMatch, VoiceprintRefined],
+        ),
+        (
+            "no profile",
+            verify(
+                verification::Loaded::default(),
+                &sample(0.95, 3_000),
+                false,
+                policy,
+            ),
+            K::Error,
+            vec![ProfileNotFound],
+        ),
+        (
+            "not enrolled",
+            verify(
+                status(ProfileStatus::NotEnrolled),
+                &sample(0.95, 3_000),
+                false,
+                policy,
+            ),
+            K::Error,
+            vec![NotEnrolled],
+        ),
+        (
+            "opted out",
+            verify(
+                status(ProfileStatus::OptedOut),
+                &sample(0.95, 3_000),
+                false,
+                policy,
+            ),
+            K::Error,
+            vec![OptedOut],
+        ),
+        (
+            "re-enroll, voiceprint back",
+            verify(
+                re_enroll_with_voiceprint,
+                &sample(0.95, 3_000),
+                false,
+                policy,
+            ),
+            K::Accept,
+            vec![VoiceMatch, VoiceprintRefined],
+        ),
+        (
+            "re-enroll, still none",
+            verify(re_enroll_without, &sample(0.95, 3_000), false, policy),
+            K::Error,
+            vec![ReEnrollRequired],
+        ),
+        (
+            "model changed",
+            verify(model_changed, &sample(0.95, 3_000), false, policy),
+            K::Error,
+            vec![ReEnrollRequired],
+        ),
+    ]
+}
+
+#[test]
+fn verification_rules() {
+    let policy = Policy::default();
+    for (name, outcome, kind, expected) in verification_table(&policy) {
+        assert_eq!((outcome.kind, codes(&outcome)), (kind, expected), "{name}");
+        let refined = written_voiceprint(&outcome).is_some();
+        assert_eq!(
+            refined,
+            outcome.reasons.contains(&Code::VoiceprintRefined),
+            "{name}: a voiceprint is written exactly when refined"
+        );
+        if let Some(e) = &outcome.error {
+            assert!(!e.dead_letter, "{name}: refusals are not dead-lettered");
+        }
+    }
+}
+
+#[test]
+fn model_change_marks_the_profile_re_enroll() {
+    let policy = Policy::default();
+    let loaded = verification::Loaded {
+        voiceprint: None,
+        ..enrolled(0, 0)
+    };
+    let o = verify(loaded, &sample(0.9, 3_000), false, &policy);
+    assert_eq!(
+        written_profile(&o).map(|p| p.status),
+        Some(ProfileStatus::ReEnroll)
+    );
+}
+
+#[test]
+fn cooldown_ladder_through_failures() {
+    let policy = Policy::default();
+    // failures before → (failures after, cooldown started)
+    let table = [
+        (0, 1, None),
+        (1, 2, None),
+        (2, 3, Some(30_000)),
+        (3, 4, Some(60_000)),
+        (4, 5, Some(120_000)),
+        (30, 31, Some(policy.max_cooldown_millis as i64)),
+    ];
+    for (before, after, cooldown) in table {
+        let o = verify(enrolled(before, 0), &sample(0.1, 3_000), false, &policy);
+        let p = written_profile(&o).expect("a failure is written");
+        assert_eq!(p.failures, after, "failures after {before}");
+        assert_eq!(o.retry_after_ms, cooldown, "cooldown after {before}");
+        assert_eq!(p.cooldown_until, cooldown.map_or(0, |c| NOW + c));
+    }
+    // A success clears the ladder.
+    let o = verify(enrolled(2, 0), &sample(0.9, 3_000), false, &policy);
+    let p = written_profile(&o).unwrap();
+    assert_eq!((p.failures, p.cooldown_until), (0, 0));
+    // While cooling down nothing is written and the wait is reported.
+    let o = verify(
+        enrolled(3, NOW + 7_000),
+        &sample(0.9, 3_000),
+        false,
+        &policy,
+    );
+    assert!(o.mutations.is_empty());
+    assert_eq!(o.retry_after_ms, Some(7_000));
+}
+
+#[test]
+fn refinement_is_bounded_by_margin_and_weight() {
+    let policy = Policy::default();
+    let at_weight = |weight: f32| verification::Loaded {
+        voiceprint: Some(voiceprint(weight)),
+        ..enrolled(0, 0)
+    };
+    // (score, voiceprint weight) → refined weight
+    let table = [
+        (0.95, 1.0, Some(1.0 + policy.refine_weight)),
+        (
+            policy.accept_threshold + policy.refine_margin + 0.01,
+            1.0,
+            Some(1.25),
+        ),
+        (
+            policy.accept_threshold + policy.refine_margin - 0.01,
+            1.0,
+            None,
+        ),
+        (0.95, policy.max_voiceprint_weight, None),
+        (
+            0.95,
+            policy.max_voiceprint_weight - 0.1,
+            Some(policy.max_voiceprint_weight + 0.15),
+        ),
+    ];
+    for (score, weight, refined) in table {
+        let o = verify(at_weight(weight), &sample(score, 3_000), false, &policy);
+        let got = written_voiceprint(&o).map(|v| v.weight);
+        match (got, refined) {
+            (Some(g), Some(r)) => {
+                assert!((g - r).abs() < 1e-5, "score {score} weight {weight}: {g}")
+            }
+            (g, r) => assert_eq!(g, r, "score {score} weight {weight}"),
+        }
+        let sessions = written_profile(&o).unwrap().sessions;
+        assert_eq!(
+            sessions,
+            u32::from(refined.is_some()),
+            "sessions count refinements"
+        );
+    }
+}
+
+#[test]
+fn enrollment_rules() {
+    let policy = Policy::default();
+    let open = Policy {
+        consent_required: false,
+        ..Policy::default()
+    };
+    let with = |c: Option<Consent>, p: Option<Profile>, v: Option<Voiceprint>| enrollment::Loaded {
+        profile: p,
+        consent: c,
+        voiceprint: v,
+        model_id: "m1".into(),
+    };
+    let almost = Profile {
+        net_speech_millis: 18_000,
+        samples: 3,
+        ..profile(ProfileStatus::NotEnrolled, 0, 0)
+    };
+    use Code::*;
+    use DecisionKind as K;
+    #[rustfmt::skip]
+    let table: Vec<(&str, Outcome, K, Vec<Code>)> = vec![
+        ("first sample", enroll(with(Some(consent(true, true)), None, None), &sample(0.9, 8_000), &policy), K::Applied, vec![SampleAccepted]),
+        ("target reached", enroll(with(Some(consent(true, true)), Some(almost.clone()), Some(voiceprint(3.0))), &sample(0.9, 3_000), &policy), K::Applied, vec![Enrolled]),
+        ("too little speech", enroll(with(Some(consent(true, true)), None, None), &sample(0.9, 500), &policy), K::Retry, vec![NotEnoughSpeech]),
+        ("no consent, required", enroll(with(None, None, None), &sample(0.9, 8_000), &policy), K::Error, vec![ConsentRequired]),
+        ("no consent, not required", enroll(with(None, None, None), &sample(0.9, 8_000), &open), K::Applied, vec![SampleAccepted]),
+        ("withdrawn beats the tenant policy", enroll(with(Some(consent(false, false)), None, None), &sample(0.9, 8_000), &open), K::Error, vec![ConsentWithdrawn]),
+    ];
+    for (name, outcome, kind, expected) in table {
+        assert_eq!((outcome.kind, codes(&outcome)), (kind, expected), "{name}");
+    }
+}
+
+#[test]
+fn enrollment_state_changes() {
+    let policy = Policy::default();
+    let load =
+        |consent: Consent, profile: Option<Profile>, vp: Option<Voiceprint>| enrollment::Loaded {
+            profile,
+            consent: Some(consent),
+            voiceprint: vp,
+            model_id: "m1".into(),
+        };
+    let retained = |o: &Outcome| {
+        o.mutations
+            .iter()
+            .any(|m| matches!(m, Mutation::RetainAudio { .. }))
+    };
+    // Audio is retained only with consent to retain it.
+    let o = enroll(
+        load(consent(true, true), None, None),
+        &sample(0.9, 8_000),
+        &policy,
+    );
+    assert!(retained(&o));
+    let o = enroll(
+        load(consent(true, false), None, None),
+        &sample(0.9, 8_000),
+        &policy,
+    );
+    assert!(!retained(&o));
+    // Too little speech still allocates the profile, nothing else.
+    let o = enroll(
+        load(consent(true, true), None, None),
+        &sample(0.9, 500),
+        &policy,
+    );
+    assert_eq!(o.mutations.len(), 1);
+    assert_eq!(written_profile(&o).unwrap().samples, 0);
+    // Model mismatch: samples under another model do not count.
+    let earlier = Profile {
+        samples: 3,
+        net_speech_millis: 15_000,
+        ..profile(ProfileStatus::NotEnrolled, 0, 0)
+    };
+    let o = enroll(
+        load(consent(true, true), Some(earlier.clone()), None),
+        &sample(0.9, 6_000),
+        &policy,
+    );
+    let p = written_profile(&o).unwrap();
+    assert_eq!((p.samples, p.net_speech_millis), (1, 6_000));
+    assert_eq!(written_voiceprint(&o).unwrap().weight, 1.0);
+    // Same model: the sample adds to what was there.
+    let o = enroll(
+        load(consent(true, true), Some(earlier), Some(voiceprint(3.0))),
+        &sample(0.9, 6_000),
+        &policy,
+    );
+    let p = written_profile(&o).unwrap();
+    assert_eq!(
+        (p.samples, p.net_speech_millis, p.status),
+        (4, 21_000, ProfileStatus::Enrolled)
+    );
+    assert_eq!(written_voiceprint(&o).unwrap().weight, 4.0);
+    // RE_ENROLL and OPTED_OUT start over, keeping the creation time.
+    for status in [ProfileStatus::ReEnroll, ProfileStatus::OptedOut] {
+        let old = Profile {
+            created_at: 42,
+            ..profile(status, 2, 0)
+        };
+        let o = enroll(
+            load(consent(true, true), Some(old), Some(voiceprint(5.0))),
+            &sample(0.9, 6_000),
+            &policy,
+        );
+        let p = written_profile(&o).unwrap();
+        assert_eq!(
+            (p.samples, p.created_at, p.failures),
+            (1, 42, 0),
+            "{status:?}"
+        );
+        assert_eq!(written_voiceprint(&o).unwrap().weight, 1.0, "{status:?}");
+    }
+}
+
+#[test]
+fn consent_rules() {
+    let policy = Policy::default();
+    let change = |granted: bool, purpose: &str| {
+        ConsentChanged::new("r", "t", "u", 1, granted, purpose, true)
+    };
+    let erased = |o: &Outcome| {
+        o.mutations
+            .iter()
+            .any(|m| matches!(m, Mutation::EraseBiometrics { .. }))
+    };
+    // Withdrawal erases and opts out.
+    let o = consent::decide(
+        &change(false, BIOMETRIC_PURPOSE),
+        Some(profile(ProfileStatus::Enrolled, 0, 0)),
+        ctx(&policy),
+    );
+    assert_eq!(codes(&o), vec![Code::ConsentWithdrawn]);
+    assert!(erased(&o));
+    let p = written_profile(&o).unwrap();
+    assert_eq!(
+        (p.status, p.samples, p.net_speech_millis),
+        (ProfileStatus::OptedOut, 0, 0)
+    );
+    // Withdrawal without a profile allocates none.
+    let o = consent::decide(&change(false, BIOMETRIC_PURPOSE), None, ctx(&policy));
+    assert!(erased(&o) && written_profile(&o).is_none());
+    // A grant reopens an opted-out profile.
+    let o = consent::decide(
+        &change(true, BIOMETRIC_PURPOSE),
+        Some(profile(ProfileStatus::OptedOut, 0, 0)),
+        ctx(&policy),
+    );
+    assert_eq!(codes(&o), vec![Code::ConsentGranted]);
+    assert_eq!(
+        written_profile(&o).unwrap().status,
+        ProfileStatus::NotEnrolled
+    );
+    // Another purpose is recorded but touches no biometrics.
+    let o = consent::decide(
+        &change(false, "marketing"),
+        Some(profile(ProfileStatus::Enrolled, 0, 0)),
+        ctx(&policy),
+    );
+    assert!(!erased(&o));
+    assert_eq!(written_profile(&o).unwrap().status, ProfileStatus::Enrolled);
+}
+
+fn command(kind: ProfileCommandKind) -> ProfileCommand {
+    ProfileCommand {
+        request_id: "r".into(),
+        tenant: "t".into(),
+        user_id: "u".into(),
+        occurred_at: 1,
+        schema_version: 1,
+        trace: None,
+        command: kind,
+        reason: Some("fraud".into()),
+    }
+}
+
+fn profile_outcomes(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind, Vec<Code>)> {
+    let existing = || Some(profile(ProfileStatus::Enrolled, 0, 0));
+    let run = |kind, profile, voiceprint| {
+        profile::decide(
+            &command(kind),
+            profile::Loaded {
+                profile,
+                voiceprint,
+            },
+            ctx(policy),
+        )
+    };
+    use Code::*;
+    use DecisionKind as K;
+    use ProfileCommandKind as C;
+    vec![
+        (
+            "create",
+            run(C::Create, None, None),
+            K::Applied,
+            vec![ProfileCreated],
+        ),
+        (
+            "create again",
+            run(C::Create, existing(), None),
+            K::Applied,
+            vec![ProfileExists],
+        ),
+        (
+            "opt out",
+            run(C::OptOut, existing(), None),
+            K::Applied,
+            vec![OptedOut],
+        ),
+        (
+            "delete",
+            run(C::Delete, existing(), None),
+            K::Applied,
+            vec![ProfileDeleted],
+        ),
+        (
+            "delete absent",
+            run(C::Delete, None, None),
+            K::Applied,
+            vec![ProfileAbsent],
+        ),
+        (
+            "greylist",
+            run(C::GreylistAdd, existing(), Some(voiceprint(1.0))),
+            K::Applied,
+            vec![Watchlisted],
+        ),
+        (
+            "greylist unenrolled",
+            run(C::GreylistAdd, existing(), None),
+            K::Error,
+            vec![NotEnrolled],
+        ),
+        (
+            "ungreylist",
+            run(C::GreylistRemove, existing(), None),
+            K::Applied,
+            vec![Unwatchlisted],
+        ),
+        (
+            "ungreylist absent",
+            run(C::GreylistRemove, None, None),
+            K::Applied,
+            vec![Unwatchlisted],
+        ),
+    ]
+}
+
+#[test]
+fn profile_command_rules() {
+    let policy = Policy::default();
+    for (name, outcome, kind, expected) in profile_outcomes(&policy) {
+        assert_eq!((outcome.kind, codes(&outcome)), (kind, expected), "{name}");
+        let writes_profile = written_profile(&outcome).is_some();
+        let allocates = !matches!(
+            name,
+            "delete" | "delete absent" | "ungreylist absent" | "greylist unenrolled"
+        );
+        assert_eq!(writes_profile, allocates, "{name}");
+    }
+    let o = profile::decide(
+        &command(ProfileCommandKind::OptOut),
+        profile::Loaded::default(),
+        ctx(&policy),
+    );
+    assert_eq!(written_profile(&o).unwrap().status, ProfileStatus::OptedOut);
+}
+
+fn rescore_job() -> RescoreRequested {
+    RescoreRequested {
+        request_id: "r".into(),
+        tenant: "t".into(),
+        user_id: "u".into(),
+        occurred_at: 1,
+        schema_version: 1,
+        trace: None,
+        plan_id: "p".into(),
+        from_model: "m1".into(),
+        to_model: "m2".into(),
+    }
+}
+
+fn rescore_outcomes(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind, Vec<Code>)> {
+    let job = rescore_job();
+    let run = |loaded: rescore::Loaded, embeddings: Vec<Vec<f32>>| match rescore::admit(
+        &job,
+        &loaded,
+        ctx(policy),
+    ) {
+        Ok(()) => rescore::decide(&job, loaded, &embeddings, ctx(policy)),
+        Err(o) => *o,
+    };
+    let enrolled_with = |audio: usize| rescore::Loaded {
+        profile: Some(profile(ProfileStatus::Enrolled, 0, 0)),
+        audio: vec![vec![0u8; 4]; audio],
+        listed: None,
+    };
+    use Code::*;
+    use DecisionKind as K;
+    vec![
+        (
+            "rebuilt",
+            run(enrolled_with(2), vec![at(1.0), at(0.0)]),
+            K::Applied,
+            vec![VoiceprintRebuilt],
+        ),
+        (
+            "not enrolled",
+            run(
+                rescore::Loaded {
+                    profile: Some(profile(ProfileStatus::NotEnrolled, 0, 0)),
+                    ..enrolled_with(1)
+                },
+                vec![],
+            ),
+            K::Error,
+            vec![NotEnrolled],
+        ),
+        (
+            "no audio",
+            run(enrolled_with(0), vec![]),
+            K::Error,
+            vec![NoRetainedAudio],
+        ),
+    ]
+}
+
+#[test]
+fn rescore_rules() {
+    let policy = Policy::default();
+    for (name, outcome, kind, expected) in rescore_outcomes(&policy) {
+        assert_eq!((outcome.kind, codes(&outcome)), (kind, expected), "{name}");
+        let result = outcome.mutations.iter().find_map(|m| match m {
+            Mutation::PutRescoreResult(r) => Some(r),
+            _ => None,
+        });
+        let result = result.expect("every re-scoring records its result");
+        assert_eq!(result.ok, outcome.error.is_none(), "{name}");
+        if let Some(e) = &outcome.error {
+            assert!(!e.dead_letter, "{name}");
+            assert_eq!(result.detail, e.code.as_str());
+        }
+    }
+    let job = rescore_job();
+    let listed = rescore::Loaded {
+        profile: Some(profile(ProfileStatus::Enrolled, 0, 0)),
+        audio: vec![vec![0u8; 4]; 2],
+        listed: Some(WatchlistEntry {
+            tenant: "t".into(),
+            user_id: "u".into(),
+            model_id: "m1".into(),
+            embedding: vec![1.0, 0.0],
+            reason: "fraud".into(),
+            added_at: 0,
+        }),
+    };
+    let o = rescore::decide(
+        &job,
+        listed,
+        &[vec![1.0, 0.0], vec![0.0, 2.0]],
+        ctx(&policy),
+    );
+    let v = written_voiceprint(&o).unwrap();
+    assert_eq!((v.model_id.as_str(), v.weight), ("m2", 2.0));
+    assert!((v.embedding[0] - 0.5).abs() < 1e-6 && (v.embedding[1] - 0.5).abs() < 1e-6);
+    assert!(
+        o.mutations.iter().any(
+            |m| matches!(m, Mutation::Watchlist(w) if w.model_id == "m2" && w.reason == "fraud")
+        )
+    );
+}
+
+#[test]
+fn the_tables_produce_every_reason_and_refusal_code() {
+    let policy = Policy::default();
+    let mut seen: BTreeSet<Code> = BTreeSet::new();
+    for (_, o, _, _) in verification_table(&policy)
+        .into_iter()
+        .chain(profile_outcomes(&policy))
+        .chain(rescore_outcomes(&policy))
+    {
+        seen.extend(codes(&o));
+    }
+    let consent_change = |granted| {
+        consent::decide(
+            &ConsentChanged::new("r", "t", "u", 1, granted, BIOMETRIC_PURPOSE, true),
+            None,
+            ctx(&policy),
+        )
+    };
+    seen.extend(codes(&consent_change(true)));
+    seen.extend(codes(&consent_change(false)));
+    let fresh = || enrollment::Loaded {
+        model_id: "m1".into(),
+        consent: Some(consent(true, true)),
+        ..Default::default()
+    };
+    seen.extend(codes(&enroll(fresh(), &sample(0.9, 8_000), &policy)));
+    seen.extend(codes(&enroll(
+        enrollment::Loaded {
+            consent: None,
+            ..fresh()
+        },
+        &sample(0.9, 8_000),
+        &policy,
+    )));
+    seen.extend(codes(&enroll(
+        enrollment::Loaded {
+            consent: Some(consent(false, false)),
+            ..fresh()
+        },
+        &sample(0.9, 8_000),
+        &policy,
+    )));
+    let nearly = Profile {
+        net_speech_millis: 19_000,
+        samples: 3,
+        ..profile(ProfileStatus::NotEnrolled, 0, 0)
+    };
+    seen.extend(codes(&enroll(
+        enrollment::Loaded {
+            profile: Some(nearly),
+            voiceprint: Some(voiceprint(3.0)),
+            ..fresh()
+        },
+        &sample(0.9, 2_000),
+        &policy,
+    )));
+    // Signals fail through fusion (`signals::tests`); a liveness failure here.
+    let live_failed = Analysis {
+        signals: vec![Signal {
+            kind: SignalKind::Liveness,
+            tier: Tier::Low,
+            pass: false,
+            reason: Some(Code::LivenessFailed),
+        }],
+        ..sample(0.95, 3_000)
+    };
+    seen.extend(codes(&verify(enrolled(0, 0), &live_failed, false, &policy)));
+    let missing: Vec<Code> = Code::ALL
+        .iter()
+        .copied()
+        .filter(|c| matches!(c.class(), CodeClass::Reason | CodeClass::Refusal))
+        .filter(|c| !seen.contains(c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "codes no rule table produces: {missing:?}"
+    );
+}

@@ -1,0 +1,210 @@
+//! Verification: who may be scored (enrolled, not opted out, not cooling
+//! down), then the voice verdict fused with the other signals, the
+//! watchlist, the cooldown ladder and voiceprint refinement.
+
+use timbre_schemas::{Code, DecisionKind, Signals, Thresholds, VerificationRequested};
+
+use super::{Analysis, Context};
+use crate::domain::outcome::Scores;
+use crate::domain::policy::{self, Verdict, cosine};
+use crate::domain::signals::fuse;
+use crate::domain::{Mutation, Outcome, Profile, ProfileStatus, Voiceprint, WatchlistEntry};
+
+/// What verification reads before it scores.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The profile, if any.
+    pub profile: Option<Profile>,
+    /// The voiceprint under the tenant's active model.
+    pub voiceprint: Option<Voiceprint>,
+    /// The tenant's watchlist (every model).
+    pub watchlist: Vec<WatchlistEntry>,
+    /// The tenant's active model.
+    pub model_id: String,
+}
+
+/// A verification that may be scored.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    profile: Profile,
+    voiceprint: Voiceprint,
+    watchlist: Vec<WatchlistEntry>,
+    model_id: String,
+}
+
+fn thresholds(ctx: Context<'_>) -> Thresholds {
+    Thresholds {
+        accept: ctx.policy.accept_threshold,
+        reject: ctx.policy.reject_threshold,
+    }
+}
+
+/// Refuses before scoring, or admits the job to scoring.
+pub fn admit(
+    job: &VerificationRequested,
+    loaded: Loaded,
+    ctx: Context<'_>,
+) -> Result<Admitted, Box<Outcome>> {
+    let (policy, now) = (ctx.policy, ctx.now);
+    let Some(mut profile) = loaded.profile else {
+        return Err(Box::new(Outcome::error(
+            Code::ProfileNotFound,
+            "no profile for this user",
+        )));
+    };
+    match profile.status {
+        ProfileStatus::Enrolled => {}
+        ProfileStatus::NotEnrolled => {
+            return Err(Box::new(
+                Outcome::error(Code::NotEnrolled, "enrollment is not complete")
+                    .with_progress(&profile, policy),
+            ));
+        }
+        // RE_ENROLL is set only when the active model had no voiceprint;
+        // after a rollback (or a late rebuild) it has one again, and the
+        // user is enrolled as before.
+        ProfileStatus::ReEnroll => {
+            if loaded.voiceprint.is_none() {
+                return Err(Box::new(Outcome::error(
+                    Code::ReEnrollRequired,
+                    "the voiceprint must be rebuilt",
+                )));
+            }
+            profile.status = ProfileStatus::Enrolled;
+        }
+        ProfileStatus::OptedOut => {
+            return Err(Box::new(Outcome::error(
+                Code::OptedOut,
+                "the user opted out of voice biometrics",
+            )));
+        }
+    }
+    if profile.cooldown_until > now {
+        let mut cooldown = Outcome::new(DecisionKind::Cooldown, vec![Code::Cooldown])
+            .with_progress(&profile, policy);
+        cooldown.retry_after_ms = Some(profile.cooldown_until - now);
+        cooldown.thresholds = Some(thresholds(ctx));
+        cooldown.session_id = job.session_id.clone();
+        return Err(Box::new(cooldown));
+    }
+    let Some(voiceprint) = loaded.voiceprint else {
+        // The active model changed and this user's voiceprint was not
+        // rebuilt: the profile must enroll again under the new model.
+        profile.status = ProfileStatus::ReEnroll;
+        profile.updated_at = now;
+        return Err(Box::new(
+            Outcome::error(
+                Code::ReEnrollRequired,
+                "no voiceprint under the active model",
+            )
+            .with_progress(&profile, policy)
+            .with(Mutation::PutProfile(profile)),
+        ));
+    };
+    Ok(Admitted {
+        profile,
+        voiceprint,
+        watchlist: loaded.watchlist,
+        model_id: loaded.model_id,
+    })
+}
+
+/// Rules on a scored verification.
+pub fn decide(
+    job: &VerificationRequested,
+    admitted: Admitted,
+    sample: &Analysis,
+    ctx: Context<'_>,
+) -> Outcome {
+    let (policy, now) = (ctx.policy, ctx.now);
+    let Admitted {
+        mut profile,
+        voiceprint,
+        watchlist,
+        model_id,
+    } = admitted;
+    let mut outcome = Outcome::new(DecisionKind::Retry, Vec::new());
+    outcome.speech_millis = sample.speech_millis;
+    outcome.model_id = Some(model_id.clone());
+    outcome.thresholds = Some(thresholds(ctx));
+    outcome.session_id = job.session_id.clone();
+    if sample.speech_millis < policy.min_speech_millis {
+        outcome.reasons = vec![Code::NotEnoughSpeech];
+        return outcome.with_progress(&profile, policy);
+    }
+    // A listed user, or a voice matching any listed voice of this model, is
+    // refused whoever it claims to be.
+    let watchlisted = watchlist.iter().any(|w| {
+        w.user_id == job.user_id
+            || (w.model_id == model_id
+                && cosine(&sample.embedding, &w.embedding) >= policy.accept_threshold)
+    });
+    let score = cosine(&sample.embedding, &voiceprint.embedding);
+    let (voice, voice_reason) = match policy::verdict(score, policy) {
+        _ if watchlisted => (Verdict::Reject, Code::WatchlistMatch),
+        Verdict::Accept => (Verdict::Accept, Code::VoiceMatch),
+        Verdict::Retry => (Verdict::Retry, Code::VoiceUncertain),
+        Verdict::Reject => (Verdict::Reject, Code::VoiceMismatch),
+    };
+    let fused = fuse(
+        voice,
+        voice_reason,
+        &sample.signals,
+        job.expected_phrase.is_some(),
+    );
+    outcome.scores = Some(Scores {
+        score,
+        confidence: policy::confidence(score, policy),
+        bio_result: policy::bio_result(score, policy),
+        signals: Signals {
+            voice: policy::tier(score, policy).as_str().into(),
+            phrase: fused.phrase.as_str().into(),
+            liveness: fused.liveness.as_str().into(),
+        },
+    });
+    outcome.reasons = fused.reasons;
+    match fused.verdict {
+        Verdict::Accept => {
+            outcome.kind = DecisionKind::Accept;
+            profile.failures = 0;
+            profile.cooldown_until = 0;
+            if score >= policy.accept_threshold + policy.refine_margin
+                && voiceprint.weight < policy.max_voiceprint_weight
+            {
+                let (embedding, weight) = policy::merge_embedding(
+                    Some(&voiceprint),
+                    &sample.embedding,
+                    policy.refine_weight,
+                );
+                outcome = outcome.with(Mutation::PutVoiceprint(Voiceprint {
+                    embedding,
+                    weight,
+                    updated_at: now,
+                    ..voiceprint
+                }));
+                profile.sessions += 1;
+                // Right after the deciding reason, before notes such as
+                // `phrase_not_checked`.
+                outcome.reasons.insert(1, Code::VoiceprintRefined);
+            }
+        }
+        verdict @ (Verdict::Retry | Verdict::Reject) => {
+            outcome.kind = if verdict == Verdict::Retry {
+                DecisionKind::Retry
+            } else {
+                DecisionKind::Reject
+            };
+            profile.failures += 1;
+            let cooldown = policy::cooldown_millis(profile.failures, policy);
+            if cooldown > 0 {
+                profile.cooldown_until = now + cooldown as i64;
+                outcome.retry_after_ms = Some(cooldown as i64);
+            }
+        }
+    }
+    profile.updated_at = now;
+    profile.learning_progress = policy::learning_progress(&profile, policy);
+    outcome
+        .with_progress(&profile, policy)
+        .with(Mutation::PutProfile(profile))
+}

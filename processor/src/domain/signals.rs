@@ -1,0 +1,169 @@
+//! Signals beside the voice match (prompted phrase, liveness) and the one
+//! rule that fuses them with the voice verdict.
+//!
+//! Analysers run on a job's decoded audio in the scoring pool (see
+//! `ports::Analyser`) and report a [`Signal`]; this module decides what the
+//! signals mean together. A signal that did not run is `not_checked` and
+//! never blocks; a signal that ran and failed turns any verdict into a reject.
+
+use timbre_schemas::Code;
+
+use super::policy::Verdict;
+
+/// Tier of a signal, as reported in decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Clearly passes.
+    High,
+    /// Between the thresholds.
+    Medium,
+    /// Clearly fails.
+    Low,
+    /// No analyser ran for this signal.
+    NotChecked,
+}
+
+impl Tier {
+    /// The wire string (`Decision.signals.*`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::High => "high",
+            Tier::Medium => "medium",
+            Tier::Low => "low",
+            Tier::NotChecked => "not_checked",
+        }
+    }
+}
+
+/// Which signal an analyser reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SignalKind {
+    /// The prompted phrase was said.
+    Phrase,
+    /// The audio is live speech, not a replay or a synthetic voice.
+    Liveness,
+}
+
+/// What an analyser found in a job's audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    /// The signal.
+    pub kind: SignalKind,
+    /// Tier, for the decision's `signals`.
+    pub tier: Tier,
+    /// Whether the signal allows an accept.
+    pub pass: bool,
+    /// Reason code when it does not.
+    pub reason: Option<Code>,
+}
+
+/// The fused verdict of a verification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fused {
+    /// Final verdict.
+    pub verdict: Verdict,
+    /// Reasons, the deciding one first.
+    pub reasons: Vec<Code>,
+    /// Tier of the phrase signal.
+    pub phrase: Tier,
+    /// Tier of the liveness signal.
+    pub liveness: Tier,
+}
+
+/// Fuses the voice verdict (and its reason) with the other signals: a
+/// failed signal rejects whatever the voice said, an unchecked one never
+/// blocks, and an expected phrase that no analyser checked is reported.
+pub fn fuse(
+    voice: Verdict,
+    voice_reason: Code,
+    signals: &[Signal],
+    phrase_expected: bool,
+) -> Fused {
+    let tier_of = |kind| {
+        signals
+            .iter()
+            .find(|s| s.kind == kind)
+            .map_or(Tier::NotChecked, |s| s.tier)
+    };
+    let failed: Vec<Code> = signals
+        .iter()
+        .filter(|s| !s.pass)
+        .map(|s| s.reason.unwrap_or(Code::VoiceMismatch))
+        .collect();
+    let (verdict, mut reasons) = if failed.is_empty() {
+        (voice, vec![voice_reason])
+    } else if voice == Verdict::Accept {
+        (Verdict::Reject, failed)
+    } else {
+        // The voice already failed; the signals add to the audit trail.
+        let mut reasons = vec![voice_reason];
+        reasons.extend(failed);
+        (Verdict::Reject, reasons)
+    };
+    let phrase = tier_of(SignalKind::Phrase);
+    if phrase_expected && phrase == Tier::NotChecked {
+        reasons.push(Code::PhraseNotChecked);
+    }
+    Fused {
+        verdict,
+        reasons,
+        phrase,
+        liveness: tier_of(SignalKind::Liveness),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signal(kind: SignalKind, pass: bool, reason: Code) -> Signal {
+        Signal {
+            kind,
+            tier: if pass { Tier::High } else { Tier::Low },
+            pass,
+            reason: (!pass).then_some(reason),
+        }
+    }
+
+    #[test]
+    fn fusion_table() {
+        use Verdict::*;
+        let phrase_bad = signal(SignalKind::Phrase, false, Code::PhraseMismatch);
+        let phrase_ok = signal(SignalKind::Phrase, true, Code::PhraseMismatch);
+        let live_bad = signal(SignalKind::Liveness, false, Code::LivenessFailed);
+        // (voice, its reason, signals, phrase expected) → fused
+        type Case = (
+            Verdict,
+            Code,
+            Vec<Signal>,
+            bool,
+            Verdict,
+            Vec<Code>,
+            Tier,
+            Tier,
+        );
+        #[rustfmt::skip]
+        let table: Vec<Case> = vec![
+            (Accept, Code::VoiceMatch, vec![], false, Accept, vec![Code::VoiceMatch], Tier::NotChecked, Tier::NotChecked),
+            (Accept, Code::VoiceMatch, vec![], true, Accept, vec![Code::VoiceMatch, Code::PhraseNotChecked], Tier::NotChecked, Tier::NotChecked),
+            (Accept, Code::VoiceMatch, vec![phrase_ok.clone()], true, Accept, vec![Code::VoiceMatch], Tier::High, Tier::NotChecked),
+            (Accept, Code::VoiceMatch, vec![phrase_bad.clone()], true, Reject, vec![Code::PhraseMismatch], Tier::Low, Tier::NotChecked),
+            (Accept, Code::VoiceMatch, vec![phrase_ok, live_bad.clone()], true, Reject, vec![Code::LivenessFailed], Tier::High, Tier::Low),
+            (Retry, Code::VoiceUncertain, vec![live_bad], false, Reject, vec![Code::VoiceUncertain, Code::LivenessFailed], Tier::NotChecked, Tier::Low),
+            (Reject, Code::VoiceMismatch, vec![phrase_bad], true, Reject, vec![Code::VoiceMismatch, Code::PhraseMismatch], Tier::Low, Tier::NotChecked),
+        ];
+        for (voice, reason, signals, expected, verdict, reasons, phrase, liveness) in table {
+            let fused = fuse(voice, reason, &signals, expected);
+            assert_eq!(
+                fused,
+                Fused {
+                    verdict,
+                    reasons,
+                    phrase,
+                    liveness
+                },
+                "voice {voice:?} with {signals:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The one way out of a job: dead letter (for bad input), commit of state
+//! and decision, publication of the decision, metrics, log. Decided jobs,
+//! refusals and undecodable messages all leave through [`Processor::emit`];
+//! a redelivered job republishes its stored decision through
+//! [`Processor::replay`].
+
+use timbre_schemas::{Code, Contract, DeadLetter, Decision, DecisionKind, JobKind, Request};
+
+use super::Processor;
+use super::job::ProcessError;
+use crate::domain::{JobCommit, Outcome, now_ms};
+use crate::ports::Message;
+
+/// A decision on its way out.
+pub(super) struct Emission<'a> {
+    message: &'a Message,
+    /// Key of the decision message (`tenant/user_id` when known).
+    key: Vec<u8>,
+    decision: Decision,
+    /// State to write with the decision; `None` publishes without storing
+    /// (a message that never became a job, a request id owned by another job).
+    commit: Option<JobCommit>,
+    /// `(code, detail)` for the dead-letter topic.
+    dead_letter: Option<(Code, String)>,
+}
+
+impl<'a> Emission<'a> {
+    /// The decision of a decoded job, committed with the outcome's mutations.
+    pub(super) fn decided(message: &'a Message, request: &Request, outcome: Outcome) -> Self {
+        let decision = outcome.decision(request, now_ms());
+        let dead_letter = outcome
+            .error
+            .as_ref()
+            .filter(|e| e.dead_letter)
+            .map(|e| (e.code, e.message.clone()));
+        Self {
+            message,
+            key: request.message_key().into_bytes(),
+            decision,
+            commit: Some(JobCommit {
+                tenant: request.tenant().into(),
+                request_id: request.request_id().into(),
+                decision: Vec::new(),
+                mutations: outcome.mutations,
+            }),
+            dead_letter,
+        }
+    }
+
+    /// Publishes without storing anything.
+    pub(super) fn without_commit(mut self) -> Self {
+        self.commit = None;
+        self
+    }
+}
+
+impl Processor {
+    /// Dead letter, commit, publish, count.
+    pub(super) async fn emit(&self, emission: Emission<'_>) -> Result<(), ProcessError> {
+        let Emission {
+            message,
+            key,
+            decision,
+            commit,
+            dead_letter,
+        } = emission;
+        let bytes = self.registry.encode(&decision)?;
+        if let Some((code, detail)) = &dead_letter {
+            let tenant = Some(decision.tenant.as_str()).filter(|t| !t.is_empty());
+            self.dead_letter(message, &decision.request_id, tenant, *code, detail)
+                .await?;
+        }
+        if let Some(mut commit) = commit {
+            commit.decision = bytes.clone();
+            self.store.commit(&commit).await?;
+        }
+        self.bus
+            .publish(&self.topics.decisions, &key, &bytes)
+            .await?;
+        self.count(&decision);
+        tracing::info!(
+            request_id = %decision.request_id,
+            decision = ?decision.decision,
+            code = decision.error_code.as_deref().unwrap_or(""),
+            "job decided"
+        );
+        Ok(())
+    }
+
+    /// Republishes the stored decision of a redelivered job.
+    pub(super) async fn replay(
+        &self,
+        request: &Request,
+        stored: &[u8],
+    ) -> Result<(), ProcessError> {
+        self.bus
+            .publish(
+                &self.topics.decisions,
+                request.message_key().as_bytes(),
+                stored,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// An event that does not decode or validate: an error decision addressed
+    /// with whatever ids could be read, plus the original bytes in the
+    /// dead-letter topic.
+    pub(super) async fn reject_undecodable(
+        &self,
+        message: &Message,
+        code: Code,
+        detail: &str,
+    ) -> Result<(), ProcessError> {
+        let envelope = self.registry.peek_envelope(&message.payload).ok();
+        let envelope = envelope.as_ref();
+        let request_id = envelope
+            .and_then(|e| e.request_id.clone())
+            .unwrap_or_else(|| {
+                DeadLetter::position_id(&message.topic, message.partition, message.offset)
+            });
+        let job = envelope
+            .and_then(|e| JobKind::of(e.kind))
+            .or_else(|| self.topics.job_of(&message.topic))
+            .unwrap_or(JobKind::Verification);
+        let now = now_ms();
+        let mut decision = Decision::new(
+            request_id.clone(),
+            envelope.and_then(|e| e.tenant.clone()).unwrap_or_default(),
+            envelope.and_then(|e| e.user_id.clone()).unwrap_or_default(),
+            job,
+            DecisionKind::Error,
+            now,
+            now,
+        );
+        decision.error_code = Some(code.as_str().into());
+        decision.error_message = Some(detail.into());
+        decision.reasons = vec![code.as_str().into()];
+        let key = message
+            .key
+            .clone()
+            .unwrap_or_else(|| request_id.clone().into_bytes());
+        tracing::info!(request_id = %request_id, %code, "undecodable job dead-lettered");
+        self.emit(Emission {
+            message,
+            key,
+            decision,
+            commit: None,
+            dead_letter: Some((code, detail.to_string())),
+        })
+        .await
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &Message,
+        request_id: &str,
+        tenant: Option<&str>,
+        code: Code,
+        reason: &str,
+    ) -> Result<(), ProcessError> {
+        let record = DeadLetter {
+            request_id: request_id.to_string(),
+            tenant: tenant.map(str::to_string),
+            source_topic: message.topic.clone(),
+            partition: message.partition,
+            offset: message.offset,
+            key: message.key.clone(),
+            payload: message.payload.clone(),
+            error_code: code.as_str().into(),
+            error_message: reason.chars().take(1000).collect(),
+            occurred_at: now_ms(),
+            schema_version: DeadLetter::CURRENT_VERSION,
+        };
+        let bytes = self.registry.encode(&record)?;
+        let key = DeadLetter::position_id(&message.topic, message.partition, message.offset);
+        self.bus
+            .publish(&self.topics.dead_letter, key.as_bytes(), &bytes)
+            .await?;
+        self.metrics
+            .dead_letters
+            .with_label_values(&[code.as_str()])
+            .inc();
+        Ok(())
+    }
+
+    fn count(&self, d: &Decision) {
+        let job = format!("{:?}", d.job).to_lowercase();
+        let decision = format!("{:?}", d.decision).to_lowercase();
+        self.metrics
+            .decisions
+            .with_label_values(&[job.as_str(), decision.as_str()])
+            .inc();
+    }
+}

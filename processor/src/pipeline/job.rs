@@ -1,0 +1,356 @@
+//! One job, start to end: decode and validate, check idempotency, load the
+//! state its rule needs, score its audio, call the domain rule, emit.
+//! Transient failures are retried (the job is never skipped); permanent
+//! ones end in an error decision and a dead letter.
+
+use std::time::{Duration, Instant};
+
+use timbre_schemas::{
+    Code, ConsentChanged, Decision, EnrollmentRequested, JobKind, ProfileCommand,
+    ProfileCommandKind, Request, RescoreRequested, SchemaError, VerificationRequested,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Processor;
+use super::emit::Emission;
+use crate::domain::rules::{self, Context};
+use crate::domain::{Analysis, BIOMETRIC_PURPOSE, Outcome, now_ms};
+use crate::ports::{BusError, Message, StoreError};
+use crate::scoring::{Priority, ScoreRequest};
+
+/// Backoff for transient bus/store failures: the job is retried, never
+/// skipped, because skipping would lose it.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Failures while handling a job: transient ones are retried (the job is not
+/// lost), permanent ones end in an error decision and a dead letter.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ProcessError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}
+
+impl ProcessError {
+    /// Retrying cannot help. Bus failures are always retried: dead-lettering
+    /// needs the bus too.
+    fn is_permanent(&self) -> bool {
+        !matches!(self, ProcessError::Bus(_)) && !self.code().is_transient()
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            ProcessError::Bus(e) => e.code(),
+            ProcessError::Store(e) => e.code(),
+            ProcessError::Schema(e) => e.code(),
+        }
+    }
+}
+
+impl Processor {
+    /// Handles one message to completion, retrying transient failures;
+    /// returns false when shutdown interrupted the retries.
+    pub(super) async fn process(&self, message: Message, shutdown: &CancellationToken) -> bool {
+        let started = Instant::now();
+        let mut delay = RETRY_MIN;
+        loop {
+            let span = tracing::info_span!(
+                "job",
+                topic = %message.topic,
+                partition = message.partition,
+                offset = message.offset,
+                request_id = tracing::field::Empty
+            );
+            let result = match self.try_process(&message).instrument(span.clone()).await {
+                Err(err) if err.is_permanent() => {
+                    // A corrupt stored row, an unencodable event: answer with
+                    // an error decision and dead-letter the job instead of
+                    // stalling its lane.
+                    tracing::error!(parent: &span, error = %err, "job failed permanently, dead-lettering");
+                    self.reject_undecodable(&message, err.code(), &err.to_string())
+                        .await
+                }
+                other => other,
+            };
+            match result {
+                Ok(()) => break,
+                Err(err) => {
+                    tracing::warn!(parent: &span, error = %err, retry_in_ms = delay.as_millis() as u64, "job failed, retrying");
+                    if !backoff(delay, shutdown).await {
+                        return false;
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+        self.metrics
+            .job_seconds
+            .observe(started.elapsed().as_secs_f64());
+        true
+    }
+
+    async fn try_process(&self, message: &Message) -> Result<(), ProcessError> {
+        let request = match self.registry.decode_request(&message.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                return self
+                    .reject_undecodable(message, e.code(), &e.to_string())
+                    .await;
+            }
+        };
+        if let Err(e) = request.validate(&self.limits) {
+            return self
+                .reject_undecodable(message, e.code(), &e.to_string())
+                .await;
+        }
+        tracing::Span::current().record("request_id", request.request_id());
+        let emission = |outcome: Outcome| Emission::decided(message, &request, outcome);
+        // Jobs of one user must share a partition and a lane, or they could
+        // run concurrently and race on the profile (e.g. around a cooldown).
+        if message.key.as_deref() != Some(request.message_key().as_bytes()) {
+            let refused = Outcome::error(Code::WrongKey, "the message key must be tenant/user_id");
+            return self.emit(emission(refused)).await;
+        }
+        if let Some(previous) = self
+            .store
+            .decision(request.tenant(), request.request_id())
+            .await?
+        {
+            let earlier: Decision = self.registry.decode(&previous)?;
+            if earlier.user_id != request.user_id() || earlier.job != request.job() {
+                // Never answer one user's job with another's decision, and
+                // never overwrite the stored one.
+                let conflict = Outcome::error(
+                    Code::RequestIdConflict,
+                    "this request_id was already used by another job",
+                );
+                return self.emit(emission(conflict).without_commit()).await;
+            }
+            tracing::debug!("redelivered job, republishing its decision");
+            return self.replay(&request, &previous).await;
+        }
+        let outcome = self.decide(&request).await?;
+        self.emit(emission(outcome)).await
+    }
+
+    /// Load → score → rule, for each kind of job.
+    async fn decide(&self, request: &Request) -> Result<Outcome, StoreError> {
+        let ctx = Context {
+            policy: self.policies.for_tenant(request.tenant()),
+            now: now_ms(),
+        };
+        match request {
+            Request::Enrollment(job) => self.enroll(job, ctx).await,
+            Request::Verification(job) => self.verify(job, ctx).await,
+            Request::Consent(job) => self.change_consent(job, ctx).await,
+            Request::Profile(job) => self.profile_command(job, ctx).await,
+            Request::Rescore(job) => self.rescore(job, ctx).await,
+        }
+    }
+
+    /// The model a tenant scores with: the recorded one, else the default.
+    async fn model_for(&self, tenant: &str) -> Result<String, StoreError> {
+        Ok(self
+            .store
+            .tenant_model(tenant)
+            .await?
+            .map_or_else(|| self.scoring.model_id(), |m| m.active_model))
+    }
+
+    /// Scores one job's audio on the worker pool; a refusal comes back as
+    /// its error outcome.
+    async fn score(
+        &self,
+        audio: &[u8],
+        model_id: &str,
+        priority: Priority,
+        job: JobKind,
+        expected_phrase: Option<&str>,
+    ) -> Result<Analysis, Outcome> {
+        if audio.is_empty() {
+            return Err(Outcome::error(
+                Code::AudioUriUnsupported,
+                "audio must be inline",
+            ));
+        }
+        let scored = self
+            .scoring
+            .score(ScoreRequest {
+                wav: audio.to_vec(),
+                model_id: model_id.to_string(),
+                priority,
+                job,
+                expected_phrase: expected_phrase.map(str::to_string),
+            })
+            .await
+            .map_err(|e| Outcome::error(e.code(), e.to_string()))?;
+        self.metrics.scoring_seconds.observe(scored.worker_seconds);
+        Ok(scored.analysis)
+    }
+
+    async fn enroll(
+        &self,
+        job: &EnrollmentRequested,
+        ctx: Context<'_>,
+    ) -> Result<Outcome, StoreError> {
+        let (tenant, user) = (job.tenant.as_str(), job.user_id.as_str());
+        let model_id = self.model_for(tenant).await?;
+        let loaded = rules::enrollment::Loaded {
+            profile: self.store.profile(tenant, user).await?,
+            consent: self.store.consent(tenant, user, BIOMETRIC_PURPOSE).await?,
+            voiceprint: self.store.voiceprint(tenant, user, &model_id).await?,
+            model_id,
+        };
+        if let Err(refused) = rules::enrollment::admit(&loaded, ctx) {
+            return Ok(*refused);
+        }
+        let sample = match self
+            .score(
+                &job.audio,
+                &loaded.model_id,
+                Priority::Live,
+                JobKind::Enrollment,
+                None,
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(refused) => return Ok(refused),
+        };
+        Ok(rules::enrollment::decide(job, loaded, &sample, ctx))
+    }
+
+    async fn verify(
+        &self,
+        job: &VerificationRequested,
+        ctx: Context<'_>,
+    ) -> Result<Outcome, StoreError> {
+        let (tenant, user) = (job.tenant.as_str(), job.user_id.as_str());
+        let model_id = self.model_for(tenant).await?;
+        let loaded = rules::verification::Loaded {
+            profile: self.store.profile(tenant, user).await?,
+            voiceprint: self.store.voiceprint(tenant, user, &model_id).await?,
+            watchlist: self.store.watchlist(tenant).await?,
+            model_id: model_id.clone(),
+        };
+        let admitted = match rules::verification::admit(job, loaded, ctx) {
+            Ok(a) => a,
+            Err(refused) => return Ok(*refused),
+        };
+        let sample = match self
+            .score(
+                &job.audio,
+                &model_id,
+                Priority::Live,
+                JobKind::Verification,
+                job.expected_phrase.as_deref(),
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(refused) => return Ok(refused),
+        };
+        Ok(rules::verification::decide(job, admitted, &sample, ctx))
+    }
+
+    async fn change_consent(
+        &self,
+        job: &ConsentChanged,
+        ctx: Context<'_>,
+    ) -> Result<Outcome, StoreError> {
+        let profile = self.store.profile(&job.tenant, &job.user_id).await?;
+        Ok(rules::consent::decide(job, profile, ctx))
+    }
+
+    async fn profile_command(
+        &self,
+        job: &ProfileCommand,
+        ctx: Context<'_>,
+    ) -> Result<Outcome, StoreError> {
+        let (tenant, user) = (job.tenant.as_str(), job.user_id.as_str());
+        let voiceprint = if job.command == ProfileCommandKind::GreylistAdd {
+            let model_id = self.model_for(tenant).await?;
+            self.store.voiceprint(tenant, user, &model_id).await?
+        } else {
+            None
+        };
+        let loaded = rules::profile::Loaded {
+            profile: self.store.profile(tenant, user).await?,
+            voiceprint,
+        };
+        Ok(rules::profile::decide(job, loaded, ctx))
+    }
+
+    async fn rescore(
+        &self,
+        job: &RescoreRequested,
+        ctx: Context<'_>,
+    ) -> Result<Outcome, StoreError> {
+        let (tenant, user) = (job.tenant.as_str(), job.user_id.as_str());
+        let loaded = rules::rescore::Loaded {
+            profile: self.store.profile(tenant, user).await?,
+            audio: self
+                .store
+                .enrollment_audio(tenant, user)
+                .await?
+                .into_iter()
+                .map(|(_, wav)| wav)
+                .collect(),
+            listed: self
+                .store
+                .watchlist(tenant)
+                .await?
+                .into_iter()
+                .find(|w| w.user_id == job.user_id),
+        };
+        if let Err(refused) = rules::rescore::admit(job, &loaded, ctx) {
+            return Ok(*refused);
+        }
+        let mut embeddings = Vec::with_capacity(loaded.audio.len());
+        for wav in &loaded.audio {
+            match self
+                .score(
+                    wav,
+                    &job.to_model,
+                    Priority::Background,
+                    JobKind::Rescore,
+                    None,
+                )
+                .await
+            {
+                Ok(sample) => embeddings.push(sample.embedding),
+                Err(refused) => {
+                    let code = refused.error.map_or(Code::ModelInternal, |e| e.code);
+                    if code.is_transient() {
+                        // This processor cannot score it now (a replica without
+                        // the target model, a shutdown): retry, never record a failure.
+                        return Err(StoreError::Unavailable(format!(
+                            "re-scoring to {}: {code}",
+                            job.to_model
+                        )));
+                    }
+                    return Ok(rules::rescore::failed(
+                        job,
+                        code,
+                        "retained audio could not be scored",
+                        ctx,
+                    ));
+                }
+            }
+        }
+        Ok(rules::rescore::decide(job, loaded, &embeddings, ctx))
+    }
+}
+
+/// Waits `delay` before a retry; false if shutdown came first.
+async fn backoff(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = shutdown.cancelled() => false,
+    }
+}

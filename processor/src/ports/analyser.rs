@@ -1,0 +1,41 @@
+//! Analysers: detectors that run on a job's decoded audio in the scoring
+//! pool, next to the embedder, and report a signal (prompted phrase,
+//! replay, synthetic speech). Adding one is a new implementation plus one
+//! line where the engine lists its analysers; what the signals mean
+//! together is `domain::signals::fuse`.
+
+use timbre_schemas::{Code, JobKind};
+
+use crate::domain::{Signal, SignalKind};
+
+/// What an analyser sees of a job.
+#[derive(Debug, Clone, Copy)]
+pub struct AnalysisInput<'a> {
+    /// Kind of job.
+    pub job: JobKind,
+    /// 16 kHz mono samples.
+    pub samples: &'a [f32],
+    /// Net speech found by the VAD.
+    pub speech_millis: u64,
+    /// The phrase the caller was prompted to say, if any.
+    pub expected_phrase: Option<&'a str>,
+}
+
+/// Why an analyser could not produce its signal.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct AnalyserError {
+    /// Stable code.
+    pub code: Code,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// A detector run on every scored job's audio.
+pub trait Analyser: Send + Sync + 'static {
+    /// The signal it reports.
+    fn kind(&self) -> SignalKind;
+    /// The signal for this job, or `None` when it does not apply (e.g. no
+    /// phrase was prompted).
+    fn analyse(&self, input: &AnalysisInput<'_>) -> Result<Option<Signal>, AnalyserError>;
+}
