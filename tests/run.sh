@@ -20,6 +20,10 @@ if ((${#missing[@]})); then
   exit 1
 fi
 
+# Style and lints first: they fail fast, before any service starts.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 processor/scripts/fetch-model.sh
 
 # Property-based OpenAPI testing of the live API (tests/tests/api_openapi.rs).
@@ -44,4 +48,7 @@ set +a
 # the servers do not answer.
 export TIMBRE_REQUIRE_SERVICES=1
 
-cargo test --workspace --all-targets --locked --no-fail-fast "$@"
+# The e2e tests run the `timbre` binary, whose own test harness is off
+# (`test = false`): build it explicitly.
+cargo build --workspace --bins --locked
+cargo test --workspace --tests --locked --no-fail-fast "$@"

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use timbre::backends::connect_bus;
+use timbre::client::JobClient;
 use timbre::config::Config;
 use timbre::domain::BIOMETRIC_PURPOSE;
 use timbre::domain::{Policy, now_ms};
@@ -40,22 +41,15 @@ struct Embedded {
     store: PathBuf,
 }
 
-/// A bus, its topics and a tail of the decisions topic.
+/// A job client on the bus, and a tail of the decisions topic that stamps
+/// each decision's arrival (the latency clock).
 pub(crate) struct BusTarget {
-    bus: Arc<dyn Bus>,
+    client: JobClient,
     topics: TopicNames,
-    registry: Registry,
     tenant: String,
     decisions: mpsc::UnboundedReceiver<(Decision, Instant)>,
     reader: JoinHandle<()>,
     engine: Option<Embedded>,
-}
-
-/// A job of the setup phase, kept encoded for resending.
-struct Job {
-    topic: String,
-    key: String,
-    bytes: Vec<u8>,
 }
 
 impl BusTarget {
@@ -152,9 +146,8 @@ impl BusTarget {
             }
         });
         Ok(Self {
-            bus,
+            client: JobClient::new(bus, topics.clone(), None),
             topics,
-            registry,
             tenant: tenant.to_string(),
             decisions,
             reader,
@@ -175,19 +168,11 @@ impl BusTarget {
         Ok(())
     }
 
-    fn job(&self, request: &Request) -> Result<Job> {
-        Ok(Job {
-            topic: self.topics.for_job(request.job()).to_string(),
-            key: request.message_key(),
-            bytes: self.registry.encode_request(request)?,
-        })
-    }
-
-    async fn publish(&self, job: &Job) -> Result<()> {
-        self.bus
-            .publish(&job.topic, job.key.as_bytes(), &job.bytes)
+    async fn publish(&self, request: &Request) -> Result<()> {
+        self.client
+            .publish(request)
             .await
-            .with_context(|| format!("publishing to {}", job.topic))
+            .with_context(|| format!("publishing {}", request.request_id()))
     }
 
     /// Publishes `jobs` and waits for their decisions: jobs without one are
@@ -201,10 +186,9 @@ impl BusTarget {
     ) -> Result<HashMap<String, Decision>> {
         let mut pending = HashMap::new();
         for (id, request) in jobs {
-            let job = self.job(&request)?;
-            self.publish(&job).await?;
+            self.publish(&request).await?;
             progress.sent();
-            pending.insert(id, job);
+            pending.insert(id, request);
         }
         let mut decided = HashMap::new();
         let (mut moved, mut resent) = (Instant::now(), Instant::now());
@@ -390,8 +374,7 @@ impl BusTarget {
         let room = Arc::new(Notify::new());
         let started = Instant::now();
         let publisher = {
-            let (bus, topic) = (self.bus.clone(), self.topics.verification.clone());
-            let (registry, tenant) = (self.registry.clone(), self.tenant.clone());
+            let (client, tenant) = (self.client.clone(), self.tenant.clone());
             let (pending, room, progress) = (pending.clone(), room.clone(), progress.clone());
             let run_id = run_id.to_string();
             let claimants = mix.claimants().clone();
@@ -430,14 +413,14 @@ impl BusTarget {
                         now_ms(),
                         clips.get(a.utterance)?.to_vec(),
                     ));
-                    let bytes = registry.encode_request(&request)?;
                     pending
                         .lock()
                         .expect("pending lock")
-                        .insert(id, (at, a.genuine));
-                    bus.publish(&topic, request.message_key().as_bytes(), &bytes)
+                        .insert(id.clone(), (at, a.genuine));
+                    client
+                        .publish(&request)
                         .await
-                        .with_context(|| format!("publishing to {topic}"))?;
+                        .with_context(|| format!("publishing {id}"))?;
                     progress.sent();
                     i += 1;
                 }

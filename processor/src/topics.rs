@@ -98,6 +98,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_routing_table_round_trips() {
+        let names = TopicNames::with_prefix("x.");
+        for job in JobKind::ALL {
+            assert_eq!(names.job_of(names.for_job(job)), Some(job));
+        }
+        assert_eq!(names.job_of(&names.decisions), None);
+        assert_eq!(names.requests().len(), JobKind::ALL.len());
+    }
+
+    #[test]
     fn catalogue_declares_every_topic_the_pipeline_uses() {
         let specs = catalogue("x.", Some(1));
         let names = TopicNames::with_prefix("x.");

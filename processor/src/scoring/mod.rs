@@ -245,3 +245,131 @@ impl ScoringPool {
         rx.await.map_err(|_| ScoreError::Stopped)?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pool with stand-ins for the model and a detector: this tests the
+    //! extension point (which analysers run, on what, and where their results
+    //! go), not the network.
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::domain::{Signal, SignalKind, Tier};
+
+    struct FixedEmbedder;
+
+    impl Embedder for FixedEmbedder {
+        fn embed(&self, samples: &[f32]) -> Result<Vec<f32>, EmbedError> {
+            Ok(vec![samples.len() as f32, 1.0])
+        }
+
+        fn model_id(&self) -> String {
+            "fixed@test".into()
+        }
+    }
+
+    /// Fails on a phrase it does not expect; records what it was shown.
+    struct PhraseSpy {
+        seen: Mutex<Vec<(JobKind, Option<String>, usize)>>,
+    }
+
+    impl Analyser for PhraseSpy {
+        fn kind(&self) -> SignalKind {
+            SignalKind::Phrase
+        }
+
+        fn analyse(&self, input: &AnalysisInput<'_>) -> Result<Option<Signal>, AnalyserError> {
+            self.seen.lock().unwrap().push((
+                input.job,
+                input.expected_phrase.map(str::to_string),
+                input.samples.len(),
+            ));
+            match input.expected_phrase {
+                None => Ok(None),
+                Some("boom") => Err(AnalyserError {
+                    code: Code::ModelInternal,
+                    message: "recogniser failed".into(),
+                }),
+                Some(_) => Ok(Some(Signal {
+                    kind: SignalKind::Phrase,
+                    tier: Tier::High,
+                    pass: true,
+                    reason: None,
+                })),
+            }
+        }
+    }
+
+    fn tone_wav(seconds: f32) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
+        for i in 0..(16_000.0 * seconds) as usize {
+            let t = i as f32 / 16_000.0;
+            let v = (2.0 * std::f32::consts::PI * 220.0 * t).sin() * 0.3;
+            w.write_sample((v * 32767.0) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+        out.into_inner()
+    }
+
+    fn request(phrase: Option<&str>) -> ScoreRequest {
+        ScoreRequest {
+            wav: tone_wav(1.0),
+            model_id: "fixed@test".into(),
+            priority: Priority::Live,
+            job: JobKind::Verification,
+            expected_phrase: phrase.map(str::to_string),
+        }
+    }
+
+    #[tokio::test]
+    async fn analysers_run_on_the_decoded_audio_of_the_same_job() {
+        let spy = Arc::new(PhraseSpy {
+            seen: Mutex::new(Vec::new()),
+        });
+        let pool = ScoringPool::new(Arc::new(FixedEmbedder), 1, 1, AudioLimits::default())
+            .with_analysers([spy.clone() as Arc<dyn Analyser>]);
+
+        let scored = pool.score(request(Some("4 7 1"))).await.unwrap();
+        assert_eq!(scored.analysis.embedding, vec![16_000.0, 1.0]);
+        assert_eq!(scored.analysis.signals.len(), 1);
+        assert_eq!(scored.analysis.signals[0].tier, Tier::High);
+
+        let scored = pool.score(request(None)).await.unwrap();
+        assert!(scored.analysis.signals.is_empty(), "not applicable: no signal");
+
+        let err = pool.score(request(Some("boom"))).await.unwrap_err();
+        assert_eq!(err.code(), Code::ModelInternal);
+
+        let seen = spy.seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                (JobKind::Verification, Some("4 7 1".to_string()), 16_000),
+                (JobKind::Verification, None, 16_000),
+                (JobKind::Verification, Some("boom".to_string()), 16_000),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_model_is_transient() {
+        let pool = ScoringPool::new(Arc::new(FixedEmbedder), 1, 1, AudioLimits::default());
+        let err = pool
+            .score(ScoreRequest {
+                model_id: "other@test".into(),
+                ..request(None)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ModelUnavailable);
+        assert!(err.code().is_transient());
+    }
+}

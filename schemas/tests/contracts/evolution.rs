@@ -1,7 +1,7 @@
 //! Schema evolution: old writers stay readable, unknown or incompatible
 //! writers are refused with the right codes.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

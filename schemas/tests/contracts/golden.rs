@@ -3,7 +3,7 @@
 //! The files under `tests/golden/` are committed. Regenerate them only on
 //! purpose: `TIMBRE_BLESS=1 cargo test -p timbre-schemas --test golden`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! Arbitrary bytes never panic and never make the decoder allocate more than
 //! the message holds; every failure carries one of the decode codes.
 
-mod common;
+use crate::common;
 
 use timbre_schemas::{
     DeadLetter, Decision, EnrollmentRequested, Fingerprint, RecordKind, Registry, SchemaError,

@@ -1,7 +1,7 @@
 //! The Rust types mirror the `.avsc` files, and validation enforces the
 //! rules the schemas cannot.
 
-mod common;
+use crate::common;
 
 use serde_json::Value as Json;
 use timbre_schemas::contracts::avsc;

@@ -1,0 +1,27 @@
+//! Every cross-crate integration and end-to-end test, in one binary (one
+//! link instead of one per file). Tests that need Kafka or Cassandra fail
+//! under `tests/run.sh` when the services are missing.
+//!
+//! - ports: `bus_port`, `store_port` (one body per port, every backend);
+//! - pipeline: `pipeline_e2e`, `malformed_jobs`, `crash_resume`,
+//!   `reader_backpressure`, `rescore`;
+//! - HTTP: `api_e2e`, `api_openapi`;
+//! - model and audio: `model_parity`, `model_errors`, `audio_inputs`;
+//! - load generator: `loadgen_embedded`, `loadgen_targets`;
+//! - deployment: `helm_chart`.
+
+mod api_e2e;
+mod api_openapi;
+mod audio_inputs;
+mod bus_port;
+mod crash_resume;
+mod helm_chart;
+mod loadgen_embedded;
+mod loadgen_targets;
+mod malformed_jobs;
+mod model_errors;
+mod model_parity;
+mod pipeline_e2e;
+mod reader_backpressure;
+mod rescore;
+mod store_port;
