@@ -343,7 +343,10 @@ mod tests {
         assert_eq!(scored.analysis.signals[0].tier, Tier::High);
 
         let scored = pool.score(request(None)).await.unwrap();
-        assert!(scored.analysis.signals.is_empty(), "not applicable: no signal");
+        assert!(
+            scored.analysis.signals.is_empty(),
+            "not applicable: no signal"
+        );
 
         let err = pool.score(request(Some("boom"))).await.unwrap_err();
         assert_eq!(err.code(), Code::ModelInternal);
