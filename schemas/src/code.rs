@@ -120,6 +120,9 @@ codes! {
     ReEnrollRequired = "re_enroll_required", 409, Refusal;
     /// Re-scoring found no retained enrollment audio.
     NoRetainedAudio = "no_retained_audio", 422, Refusal;
+    /// A further enrollment sample of an enrolled profile does not match
+    /// its voiceprint (re-enroll explicitly to change the voice).
+    SampleMismatch = "sample_mismatch", 409, Refusal;
 
     // Bad input: error decision plus dead letter.
     /// The request id was already used by another job.

@@ -274,6 +274,7 @@ impl Store for FileStore {
                         Mutation::EraseBiometrics { user_id } => {
                             clear(&[VOICEPRINTS, AUDIO], user_id)?;
                         }
+                        Mutation::EraseAudio { user_id } => clear(&[AUDIO], user_id)?,
                         Mutation::DeleteUser { user_id } => {
                             clear(&[VOICEPRINTS, AUDIO, CONSENT, WATCHLIST], user_id)?;
                             tx.open_table(PROFILES)

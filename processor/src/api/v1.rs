@@ -31,12 +31,8 @@ pub fn routes() -> Router<ApiState> {
 struct ConsentBody {
     user_id: String,
     granted: bool,
-    #[serde(default = "yes")]
-    retain_audio: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// Absent: the tenant's `retain_audio_by_default` policy decides.
+    retain_audio: Option<bool>,
 }
 
 async fn consent(
@@ -45,6 +41,13 @@ async fn consent(
     headers: HeaderMap,
     Body(body): Body<ConsentBody>,
 ) -> Result<Response, Early> {
+    let retain_audio = body.retain_audio.unwrap_or(
+        state
+            .inner
+            .policies
+            .for_tenant(&caller.tenant)
+            .retain_audio_by_default,
+    );
     let job = ConsentChanged::new(
         request_id(&headers)?,
         caller.tenant.clone(),
@@ -52,14 +55,14 @@ async fn consent(
         now_ms(),
         body.granted,
         BIOMETRIC_PURPOSE,
-        body.retain_audio,
+        retain_audio,
     );
     let d = decide(&state, &caller, Request::Consent(job)).await?;
     Ok(Json(json!({
         "request_id": d.request_id,
         "user_id": d.user_id,
         "granted": body.granted,
-        "retain_audio": body.retain_audio,
+        "retain_audio": retain_audio,
         "status": views::status_name(d.profile_status),
     }))
     .into_response())

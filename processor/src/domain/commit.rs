@@ -11,6 +11,11 @@ pub enum Mutation {
         /// User id.
         user_id: String,
     },
+    /// Erase the user's retained enrollment audio only (retention withdrawn).
+    EraseAudio {
+        /// User id.
+        user_id: String,
+    },
     /// Delete everything about the user: profile, consent, biometrics,
     /// watchlist entries (the decision stays as the audit record).
     DeleteUser {
@@ -47,7 +52,7 @@ impl Mutation {
     /// write.
     pub fn rank(&self) -> u8 {
         match self {
-            Mutation::EraseBiometrics { .. } => 0,
+            Mutation::EraseBiometrics { .. } | Mutation::EraseAudio { .. } => 0,
             Mutation::DeleteUser { .. } => 1,
             Mutation::Unwatchlist { .. } => 2,
             Mutation::PutRescoreResult(_) => 3,

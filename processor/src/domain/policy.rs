@@ -40,6 +40,10 @@ pub struct Policy {
     pub refine_weight: f32,
     /// Refinements stop adding weight past this total, so learning stays bounded.
     pub max_voiceprint_weight: f32,
+    /// `retain_audio` of a consent given over the API without one: whether
+    /// enrollment audio is kept (so a model update can rebuild voiceprints
+    /// without asking users again) unless the user says otherwise.
+    pub retain_audio_by_default: bool,
 }
 
 impl Default for Policy {
@@ -58,6 +62,7 @@ impl Default for Policy {
             refine_margin: 0.10,
             refine_weight: 0.25,
             max_voiceprint_weight: 20.0,
+            retain_audio_by_default: true,
         }
     }
 }

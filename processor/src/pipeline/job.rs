@@ -307,6 +307,7 @@ impl Processor {
                 .await?
                 .into_iter()
                 .find(|w| w.user_id == job.user_id),
+            consent: self.store.consent(tenant, user, BIOMETRIC_PURPOSE).await?,
         };
         if let Err(refused) = rules::rescore::admit(job, &loaded, ctx) {
             return Ok(*refused);

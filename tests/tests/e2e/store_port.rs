@@ -127,6 +127,33 @@ async fn store_contract(store: Arc<dyn Store>) {
         None
     );
 
+    // Retention withdrawn: the audio goes, the voiceprint stays.
+    let keep_voice = JobCommit {
+        tenant: tenant.into(),
+        request_id: "req-retention".into(),
+        decision: b"retention-off".to_vec(),
+        mutations: vec![Mutation::EraseAudio {
+            user_id: user.into(),
+        }],
+    };
+    store.commit(&keep_voice).await.unwrap();
+    assert!(
+        store
+            .enrollment_audio(tenant, user)
+            .await
+            .unwrap()
+            .is_empty(),
+        "retained audio erased"
+    );
+    assert!(
+        store
+            .voiceprint(tenant, user, &voiceprint.model_id)
+            .await
+            .unwrap()
+            .is_some(),
+        "the voiceprint is not touched"
+    );
+
     // Opt-out: biometrics erased, profile kept as OPTED_OUT.
     let opt_out = JobCommit {
         tenant: tenant.into(),

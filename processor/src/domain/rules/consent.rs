@@ -21,6 +21,12 @@ pub fn decide(job: &ConsentChanged, profile: Option<Profile>, ctx: Context<'_>) 
         }],
     );
     if job.purpose == BIOMETRIC_PURPOSE {
+        if job.granted && !job.retain_audio {
+            // Retention withdrawn: audio kept under an earlier consent goes.
+            outcome = outcome.with(Mutation::EraseAudio {
+                user_id: job.user_id.clone(),
+            });
+        }
         if !job.granted {
             outcome = outcome.with(Mutation::EraseBiometrics {
                 user_id: job.user_id.clone(),

@@ -69,6 +69,23 @@ pub fn decide(
             };
             None
         }
+        ProfileStatus::Enrolled if loaded.voiceprint.is_some() => {
+            // A further sample must be the enrolled voice: merging any voice
+            // at full weight would let a few samples of another speaker take
+            // over the voiceprint.
+            let score = policy::cosine(
+                &sample.embedding,
+                &loaded.voiceprint.as_ref().expect("guarded").embedding,
+            );
+            if score < policy.accept_threshold {
+                return scored(Outcome::error(
+                    Code::SampleMismatch,
+                    "the sample does not match the enrolled voice",
+                ))
+                .with_progress(&profile, policy);
+            }
+            loaded.voiceprint
+        }
         _ => {
             if loaded.voiceprint.is_none() && profile.samples > 0 {
                 // Samples taken under another model do not count toward a

@@ -3,7 +3,9 @@
 use timbre_schemas::{Code, DecisionKind, ProfileCommand, ProfileCommandKind};
 
 use super::{Context, new_profile, opted_out};
-use crate::domain::{Mutation, Outcome, Profile, Voiceprint, WatchlistEntry};
+use crate::domain::{
+    BIOMETRIC_PURPOSE, Consent, Mutation, Outcome, Profile, Voiceprint, WatchlistEntry,
+};
 
 /// What a profile command reads.
 #[derive(Debug, Clone, Default)]
@@ -35,8 +37,18 @@ pub fn decide(job: &ProfileCommand, loaded: Loaded, ctx: Context<'_>) -> Outcome
                 existing.unwrap_or_else(|| new_profile(&job.tenant, &job.user_id, now)),
                 now,
             );
-            let outcome =
-                applied(Code::OptedOut).with(Mutation::EraseBiometrics { user_id: user() });
+            // Opting out withdraws consent too, so no later (or reordered)
+            // enrollment can silently enroll the user again.
+            let outcome = applied(Code::OptedOut)
+                .with(Mutation::EraseBiometrics { user_id: user() })
+                .with(Mutation::PutConsent(Consent {
+                    tenant: job.tenant.clone(),
+                    user_id: user(),
+                    purpose: BIOMETRIC_PURPOSE.into(),
+                    granted: false,
+                    retain_audio: false,
+                    updated_at: now,
+                }));
             (outcome, profile)
         }
         ProfileCommandKind::Delete => {

@@ -7,7 +7,7 @@ use timbre_schemas::{Code, DecisionKind, RescoreRequested};
 use super::Context;
 use crate::domain::policy;
 use crate::domain::{
-    Mutation, Outcome, Profile, ProfileStatus, RescoreResult, Voiceprint, WatchlistEntry,
+    Consent, Mutation, Outcome, Profile, ProfileStatus, RescoreResult, Voiceprint, WatchlistEntry,
 };
 
 /// What re-scoring reads before it scores.
@@ -19,6 +19,8 @@ pub struct Loaded {
     pub audio: Vec<Vec<u8>>,
     /// The user's watchlist entry, if listed (any model).
     pub listed: Option<WatchlistEntry>,
+    /// Voice-biometrics consent, if recorded.
+    pub consent: Option<Consent>,
 }
 
 fn result(job: &RescoreRequested, ok: bool, detail: &str, now: i64) -> Mutation {
@@ -61,6 +63,25 @@ pub fn admit(
             "only enrolled users are re-scored",
             ctx,
         )));
+    }
+    match &loaded.consent {
+        Some(c) if c.granted && c.retain_audio => {}
+        Some(c) if c.granted => {
+            return Err(Box::new(failed(
+                job,
+                Code::NoRetainedAudio,
+                "the user withdrew consent to retain audio",
+                ctx,
+            )));
+        }
+        _ => {
+            return Err(Box::new(failed(
+                job,
+                Code::ConsentWithdrawn,
+                "no granted consent to voice biometrics",
+                ctx,
+            )));
+        }
     }
     if loaded.audio.is_empty() {
         return Err(Box::new(failed(

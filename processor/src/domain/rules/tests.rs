@@ -718,6 +718,7 @@ fn rescore_outcomes(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind
         profile: Some(profile(ProfileStatus::Enrolled, 0, 0)),
         audio: vec![vec![0u8; 4]; audio],
         listed: None,
+        consent: Some(consent(true, true)),
     };
     use Code::*;
     use DecisionKind as K;
@@ -746,7 +747,137 @@ fn rescore_outcomes(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind
             K::Error,
             vec![NoRetainedAudio],
         ),
+        (
+            "consent withdrawn meanwhile",
+            run(
+                rescore::Loaded {
+                    consent: Some(consent(false, false)),
+                    ..enrolled_with(2)
+                },
+                vec![],
+            ),
+            K::Error,
+            vec![ConsentWithdrawn],
+        ),
+        (
+            "retention withdrawn meanwhile",
+            run(
+                rescore::Loaded {
+                    consent: Some(consent(true, false)),
+                    ..enrolled_with(2)
+                },
+                vec![],
+            ),
+            K::Error,
+            vec![NoRetainedAudio],
+        ),
     ]
+}
+
+#[test]
+fn opting_out_withdraws_consent_so_no_enrollment_follows() {
+    let policy = Policy::default();
+    let o = profile::decide(
+        &command(ProfileCommandKind::OptOut),
+        profile::Loaded {
+            profile: Some(profile(ProfileStatus::Enrolled, 0, 0)),
+            voiceprint: None,
+        },
+        ctx(&policy),
+    );
+    let withdrawn = o
+        .mutations
+        .iter()
+        .find_map(|m| match m {
+            Mutation::PutConsent(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("an opt-out records the withdrawal");
+    assert_eq!(
+        (
+            withdrawn.purpose.as_str(),
+            withdrawn.granted,
+            withdrawn.retain_audio
+        ),
+        (BIOMETRIC_PURPOSE, false, false)
+    );
+    // An enrollment reordered after the opt-out meets the withdrawal, even
+    // in a tenant that does not require consent.
+    let open = Policy {
+        consent_required: false,
+        ..Policy::default()
+    };
+    let later = enroll(
+        enrollment::Loaded {
+            profile: written_profile(&o).cloned(),
+            consent: Some(withdrawn),
+            voiceprint: None,
+            model_id: "m1".into(),
+        },
+        &sample(0.9, 8_000),
+        &open,
+    );
+    assert_eq!(codes(&later), vec![Code::ConsentWithdrawn]);
+}
+
+#[test]
+fn withdrawing_retention_erases_retained_audio() {
+    let policy = Policy::default();
+    let erases = |granted, retain_audio| {
+        let job = ConsentChanged::new("r", "t", "u", 1, granted, BIOMETRIC_PURPOSE, retain_audio);
+        consent::decide(
+            &job,
+            Some(profile(ProfileStatus::Enrolled, 0, 0)),
+            ctx(&policy),
+        )
+        .mutations
+        .iter()
+        .any(|m| {
+            matches!(
+                m,
+                Mutation::EraseAudio { .. } | Mutation::EraseBiometrics { .. }
+            )
+        })
+    };
+    // (granted, retain_audio) → audio erased
+    assert!(erases(true, false), "retention withdrawn");
+    assert!(!erases(true, true), "retention kept");
+    assert!(erases(false, false), "consent withdrawn erases everything");
+}
+
+#[test]
+fn further_samples_of_an_enrolled_profile_must_match_its_voice() {
+    let policy = Policy::default();
+    let enrolled_profile = || enrollment::Loaded {
+        profile: Some(profile(ProfileStatus::Enrolled, 0, 0)),
+        consent: Some(consent(true, true)),
+        voiceprint: Some(voiceprint(3.0)),
+        model_id: "m1".into(),
+    };
+    // Two samples of another speaker after three genuine ones: refused,
+    // nothing written, the voiceprint keeps its weight.
+    let o = enroll(enrolled_profile(), &sample(0.2, 8_000), &policy);
+    assert_eq!(
+        (o.kind, codes(&o)),
+        (DecisionKind::Error, vec![Code::SampleMismatch])
+    );
+    assert!(o.mutations.is_empty());
+    assert!(o.error.as_ref().is_some_and(|e| !e.dead_letter));
+    // The enrolled voice itself still adds to the voiceprint.
+    let o = enroll(enrolled_profile(), &sample(0.9, 8_000), &policy);
+    assert_eq!(codes(&o), vec![Code::Enrolled]);
+    assert_eq!(written_voiceprint(&o).unwrap().weight, 4.0);
+    // While enrollment is still in progress, samples are not compared.
+    let in_progress = enrollment::Loaded {
+        profile: Some(Profile {
+            net_speech_millis: 4_000,
+            samples: 1,
+            ..profile(ProfileStatus::NotEnrolled, 0, 0)
+        }),
+        ..enrolled_profile()
+    };
+    let o = enroll(in_progress, &sample(0.2, 3_000), &policy);
+    assert_eq!(codes(&o), vec![Code::SampleAccepted]);
 }
 
 #[test]
@@ -769,6 +900,7 @@ fn rescore_rules() {
     let listed = rescore::Loaded {
         profile: Some(profile(ProfileStatus::Enrolled, 0, 0)),
         audio: vec![vec![0u8; 4]; 2],
+        consent: Some(consent(true, true)),
         listed: Some(WatchlistEntry {
             tenant: "t".into(),
             user_id: "u".into(),
@@ -819,6 +951,15 @@ fn the_tables_produce_every_reason_and_refusal_code() {
         consent: Some(consent(true, true)),
         ..Default::default()
     };
+    seen.extend(codes(&enroll(
+        enrollment::Loaded {
+            profile: Some(profile(ProfileStatus::Enrolled, 0, 0)),
+            voiceprint: Some(voiceprint(3.0)),
+            ..fresh()
+        },
+        &sample(0.1, 8_000),
+        &policy,
+    )));
     seen.extend(codes(&enroll(fresh(), &sample(0.9, 8_000), &policy)));
     seen.extend(codes(&enroll(
         enrollment::Loaded {
