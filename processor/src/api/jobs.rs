@@ -36,6 +36,14 @@ pub fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
+fn conflict() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        Code::RequestIdConflict.as_str(),
+        "this request id was already used by another job",
+    )
+}
+
 /// Publishes `request` and waits up to `wait` for its decision; records usage.
 pub async fn submit(
     state: &ApiState,
@@ -56,17 +64,17 @@ pub async fn submit(
     // is refused, as the processor would.
     if let Some(done) = inner.client.stored(&tenant, &request_id).await? {
         if done.user_id != request.user_id() || done.job != request.job() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                Code::RequestIdConflict.as_str(),
-                "this request id was already used by another job",
-            ));
+            return Err(conflict());
         }
         return Ok(Outcome::Decided(Box::new(done)));
     }
-    let pending = inner.client.register(&tenant, &request_id);
+    let pending = inner.client.register(&request);
     inner.client.publish(&request).await?;
     let outcome = match inner.client.wait(pending, wait).await? {
+        // Read back from the store: another job may own the id.
+        Some(d) if d.user_id != request.user_id() || d.job != request.job() => {
+            return Err(conflict());
+        }
         Some(d) => Outcome::Decided(Box::new(d)),
         None => Outcome::Pending(request_id),
     };

@@ -82,9 +82,14 @@ impl JobClient {
         Ok(())
     }
 
-    /// Registers interest in a decision (before publishing its job).
-    pub fn register(&self, tenant: &str, request_id: &str) -> Pending {
-        self.waiter.register(tenant, request_id)
+    /// Registers interest in the decision of `request` (before publishing it).
+    pub fn register(&self, request: &Request) -> Pending {
+        self.waiter.register(
+            request.tenant(),
+            request.request_id(),
+            request.user_id(),
+            request.job(),
+        )
     }
 
     /// Waits up to `timeout` for a registered decision; `None` on timeout.
@@ -103,7 +108,7 @@ impl JobClient {
         request: &Request,
         timeout: Duration,
     ) -> Result<Option<Decision>, ClientError> {
-        let pending = self.register(request.tenant(), request.request_id());
+        let pending = self.register(request);
         self.publish(request).await?;
         self.wait(pending, timeout).await
     }
@@ -117,7 +122,7 @@ impl JobClient {
     ) -> Result<Vec<Option<Decision>>, ClientError> {
         let mut pending = Vec::with_capacity(requests.len());
         for request in requests {
-            pending.push(self.register(request.tenant(), request.request_id()));
+            pending.push(self.register(request));
             self.publish(request).await?;
         }
         futures::future::try_join_all(pending.into_iter().map(|p| self.wait(p, timeout))).await

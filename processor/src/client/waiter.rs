@@ -7,10 +7,11 @@
 //! and decision.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use timbre_schemas::{Decision, Registry};
+use timbre_schemas::{Decision, JobKind, Registry};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -21,10 +22,21 @@ const STORE_POLL: Duration = Duration::from_millis(500);
 
 type Key = (String, String);
 
+/// One request waiting: only a decision for its user and kind of job
+/// completes it, so a request id reused by another job never hands one
+/// caller another's decision.
+struct Waiting {
+    id: u64,
+    user_id: String,
+    job: JobKind,
+    tx: oneshot::Sender<Decision>,
+}
+
 /// Routes decisions to the requests waiting for them.
 #[derive(Clone)]
 pub struct DecisionWaiter {
-    pending: Arc<Mutex<HashMap<Key, oneshot::Sender<Decision>>>>,
+    pending: Arc<Mutex<HashMap<Key, Vec<Waiting>>>>,
+    next_id: Arc<AtomicU64>,
     store: Option<Arc<dyn Store>>,
     registry: Arc<Registry>,
 }
@@ -32,13 +44,20 @@ pub struct DecisionWaiter {
 /// A registered wait; dropping it unregisters.
 pub struct Pending {
     key: Key,
+    id: u64,
     rx: oneshot::Receiver<Decision>,
     waiter: DecisionWaiter,
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.waiter.lock().remove(&self.key);
+        let mut pending = self.waiter.lock();
+        if let Some(list) = pending.get_mut(&self.key) {
+            list.retain(|w| w.id != self.id);
+            if list.is_empty() {
+                pending.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -47,12 +66,13 @@ impl DecisionWaiter {
     pub fn new(store: Option<Arc<dyn Store>>, registry: Arc<Registry>) -> Self {
         Self {
             pending: Arc::default(),
+            next_id: Arc::default(),
             store,
             registry,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, oneshot::Sender<Decision>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Waiting>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -89,18 +109,38 @@ impl DecisionWaiter {
             return;
         };
         let key = (decision.tenant.clone(), decision.request_id.clone());
-        if let Some(tx) = self.lock().remove(&key) {
-            let _ = tx.send(decision);
+        let mut pending = self.lock();
+        let Some(list) = pending.get_mut(&key) else {
+            return;
+        };
+        let (matching, others): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(list)
+            .into_iter()
+            .partition(|w| w.user_id == decision.user_id && w.job == decision.job);
+        *list = others;
+        if list.is_empty() {
+            pending.remove(&key);
+        }
+        drop(pending);
+        for w in matching {
+            let _ = w.tx.send(decision.clone());
         }
     }
 
-    /// Registers interest in a decision; call before publishing the job.
-    pub fn register(&self, tenant: &str, request_id: &str) -> Pending {
+    /// Registers interest in the decision of `user_id`'s job of kind `job`
+    /// under `request_id`; call before publishing the job.
+    pub fn register(&self, tenant: &str, request_id: &str, user_id: &str, job: JobKind) -> Pending {
         let (tx, rx) = oneshot::channel();
         let key = (tenant.to_string(), request_id.to_string());
-        self.lock().insert(key.clone(), tx);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().entry(key.clone()).or_default().push(Waiting {
+            id,
+            user_id: user_id.to_string(),
+            job,
+            tx,
+        });
         Pending {
             key,
+            id,
             rx,
             waiter: self.clone(),
         }
@@ -124,7 +164,9 @@ impl DecisionWaiter {
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
-    /// Waits up to `timeout` for the decision of `pending`; `None` on timeout.
+    /// Waits up to `timeout` for the decision of `pending`; `None` on
+    /// timeout. The store backstop returns whatever is stored under the id:
+    /// callers compare its user and job with theirs.
     pub async fn wait(
         &self,
         mut pending: Pending,
@@ -149,5 +191,64 @@ impl DecisionWaiter {
                 return Ok(None);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use timbre_schemas::{DecisionKind, Registry};
+
+    use super::*;
+
+    fn decision(user: &str, job: JobKind, kind: DecisionKind) -> Vec<u8> {
+        let d = Decision::new("k", "t", user, job, kind, 1, 2);
+        Registry::new().encode(&d).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reused_request_id_completes_only_its_own_job() {
+        let waiter = DecisionWaiter::new(None, Arc::new(Registry::new()));
+        let alice = waiter.register("t", "k", "alice", JobKind::Verification);
+        let bob = waiter.register("t", "k", "bob", JobKind::Verification);
+        // Bob's accept arrives first: it must not answer Alice.
+        waiter.deliver(&decision(
+            "bob",
+            JobKind::Verification,
+            DecisionKind::Accept,
+        ));
+        let got = waiter.wait(bob, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(got.map(|d| d.user_id), Some("bob".into()));
+        // Another kind of job of Alice's does not answer her either.
+        waiter.deliver(&decision(
+            "alice",
+            JobKind::Enrollment,
+            DecisionKind::Applied,
+        ));
+        waiter.deliver(&decision(
+            "alice",
+            JobKind::Verification,
+            DecisionKind::Reject,
+        ));
+        let got = waiter.wait(alice, Duration::from_millis(50)).await.unwrap();
+        let got = got.expect("alice's own decision");
+        assert_eq!(
+            (got.user_id.as_str(), got.job, got.decision),
+            ("alice", JobKind::Verification, DecisionKind::Reject)
+        );
+        assert!(waiter.lock().is_empty(), "completed waits unregister");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_wait_leaves_the_others_registered() {
+        let waiter = DecisionWaiter::new(None, Arc::new(Registry::new()));
+        let first = waiter.register("t", "k", "alice", JobKind::Consent);
+        let second = waiter.register("t", "k", "alice", JobKind::Consent);
+        drop(first);
+        waiter.deliver(&decision("alice", JobKind::Consent, DecisionKind::Applied));
+        let got = waiter
+            .wait(second, Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert!(got.is_some(), "the second wait still hears its decision");
     }
 }

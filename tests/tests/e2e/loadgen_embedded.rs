@@ -100,6 +100,9 @@ async fn embedded_run_decides_everything_with_low_error_rates() {
         "60",
         "--rate",
         "0",
+        // Completeness, not speed, is asserted: other tests share the CPU.
+        "--drain-timeout",
+        "300",
     ]);
     let r = run(&opts).await.unwrap();
     eprintln!("{}", r.table());

@@ -113,7 +113,7 @@ async fn kafka_target_against_a_processor_on_kafka_and_cassandra() {
         "--rate",
         "5",
         "--drain-timeout",
-        "60",
+        "300",
     ]));
     let r = run(&opts).await.unwrap();
     eprintln!("{}", r.table());
