@@ -179,6 +179,8 @@ codes! {
     StoreCorrupt = "store_corrupt", 500, Internal;
     /// The store URL or options are invalid.
     StoreConfig = "store_config", 500, Internal;
+    /// The store refused the request itself; retrying cannot help.
+    StoreRejected = "store_rejected", 500, Internal;
     /// A topic is missing or misconfigured.
     BusTopic = "bus_topic", 500, Internal;
     /// The bus URL or options are invalid.

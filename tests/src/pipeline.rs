@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use timbre::audio::AudioLimits;
+use timbre::client::JobClient;
 use timbre::domain::{BIOMETRIC_PURPOSE, Policies, Policy, now_ms};
 use timbre::metrics::Metrics;
 use timbre::model::{SpeakerModel, default_model_dir};
@@ -40,6 +41,10 @@ pub struct Harness {
     pub store: Arc<dyn Store>,
     /// Encoder/decoder of events.
     pub registry: Registry,
+    /// Publishes jobs to their topics (the engine's one job client).
+    client: JobClient,
+    /// A consumer-group reader of every decision, duplicates included (the
+    /// tests count redeliveries, which the job client's waits do not show).
     decisions: Box<dyn Subscription>,
     /// Every decision read so far, raw, by request id.
     pub seen: HashMap<String, Vec<Vec<u8>>>,
@@ -73,6 +78,7 @@ impl Harness {
             .await
             .expect("subscribe to decisions");
         let mut h = Self {
+            client: JobClient::new(bus.clone(), topics.clone(), Some(store.clone())),
             topics,
             bus,
             store,
@@ -130,12 +136,7 @@ impl Harness {
 
     /// Publishes a request to its topic, keyed by tenant/user.
     pub async fn publish(&self, request: &Request) {
-        let topic = self.topics.for_job(request.job());
-        let bytes = self.registry.encode_request(request).expect("encode");
-        self.bus
-            .publish(topic, request.message_key().as_bytes(), &bytes)
-            .await
-            .expect("publish");
+        self.client.publish(request).await.expect("publish");
     }
 
     /// Publishes raw bytes to a request topic.

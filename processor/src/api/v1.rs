@@ -97,7 +97,8 @@ async fn verify(
     job.expected_phrase = form.optional("phrase").map(str::to_string);
     job.channel = form.optional("channel").map(str::to_string);
     let d = decide(&state, &caller, Request::Verification(job)).await?;
-    let mut body = views::decision(&d);
+    let expose = state.inner.policies.for_tenant(&caller.tenant).expose_score;
+    let mut body = views::decision(&d, expose);
     body["retries"] = json!(retries_left(&state, &caller.tenant, &d.user_id).await?);
     Ok(Json(body).into_response())
 }
@@ -211,5 +212,6 @@ async fn decision(
                 "no decision for this request id (yet)",
             )
         })?;
-    Ok(Json(views::decision(&d)))
+    let expose = state.inner.policies.for_tenant(&caller.tenant).expose_score;
+    Ok(Json(views::decision(&d, expose)))
 }

@@ -25,8 +25,9 @@ pub fn status_name(status: Option<ProfileStatus>) -> Option<&'static str> {
     })
 }
 
-/// Every field of a decision, as `GET /v1/decisions/{id}` returns it.
-pub fn decision(d: &Decision) -> Value {
+/// Every field of a decision, as `GET /v1/decisions/{id}` returns it; the
+/// raw score only when the tenant's policy exposes it.
+pub fn decision(d: &Decision, expose_score: bool) -> Value {
     let mut v = json!({
         "request_id": d.request_id,
         "user_id": d.user_id,
@@ -45,7 +46,7 @@ pub fn decision(d: &Decision) -> Value {
     if let Some(c) = d.confidence {
         obj.insert("confidence".into(), json!(c));
     }
-    if let Some(s) = d.score {
+    if let Some(s) = d.score.filter(|_| expose_score) {
         obj.insert("score".into(), json!(s));
     }
     if let Some(s) = &d.signals {
@@ -68,4 +69,30 @@ pub fn decision(d: &Decision) -> Value {
         obj.insert("message".into(), json!(d.error_message));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use timbre_schemas::JobKind;
+
+    use super::*;
+
+    #[test]
+    fn the_raw_score_shows_only_when_the_tenant_exposes_it() {
+        let mut d = Decision::new(
+            "r",
+            "t",
+            "u",
+            JobKind::Verification,
+            DecisionKind::Accept,
+            1,
+            2,
+        );
+        d.score = Some(0.73);
+        d.confidence = Some(0.99);
+        let hidden = decision(&d, false);
+        assert!(hidden.get("score").is_none(), "{hidden}");
+        assert_eq!(hidden["confidence"], json!(0.99_f32));
+        assert_eq!(decision(&d, true)["score"], json!(0.73_f32));
+    }
 }

@@ -44,6 +44,10 @@ pub struct Policy {
     /// enrollment audio is kept (so a model update can rebuild voiceprints
     /// without asking users again) unless the user says otherwise.
     pub retain_audio_by_default: bool,
+    /// Whether API responses carry the raw cosine score. Off by default: a
+    /// raw score lets an attacker hill-climb towards a voiceprint; the
+    /// confidence and the tiers stay. Decision events always carry it.
+    pub expose_score: bool,
 }
 
 impl Default for Policy {
@@ -63,6 +67,7 @@ impl Default for Policy {
             refine_weight: 0.25,
             max_voiceprint_weight: 20.0,
             retain_audio_by_default: true,
+            expose_score: false,
         }
     }
 }

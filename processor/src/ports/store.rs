@@ -21,6 +21,10 @@ pub enum StoreError {
     /// The store URL or options are invalid.
     #[error("store configuration: {0}")]
     Config(String),
+    /// The store refused the request itself (e.g. an invalid value): a
+    /// retry fails the same way.
+    #[error("store refused the request: {0}")]
+    Rejected(String),
 }
 
 impl StoreError {
@@ -30,6 +34,7 @@ impl StoreError {
             StoreError::Unavailable(_) => Code::StoreUnavailable,
             StoreError::Corrupt(_) => Code::StoreCorrupt,
             StoreError::Config(_) => Code::StoreConfig,
+            StoreError::Rejected(_) => Code::StoreRejected,
         }
     }
 }

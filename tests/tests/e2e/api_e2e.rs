@@ -189,6 +189,11 @@ async fn flow(d: &Deployment) {
     assert_eq!(genuine["decision"], "accept", "{genuine}");
     assert_eq!(genuine["signals"]["voice"], "high");
     assert_eq!(genuine["signals"]["liveness"], "not_checked");
+    assert!(genuine["confidence"].is_number(), "{genuine}");
+    assert!(
+        genuine.get("score").is_none(),
+        "no raw score unless the tenant exposes it: {genuine}"
+    );
     assert_eq!(genuine["retries"], 2);
     assert!(genuine["model"].as_str().unwrap().starts_with("campplus"));
     let (status, impostor) = api

@@ -9,6 +9,7 @@ use timbre::domain::{
     WatchlistEntry, now_ms,
 };
 use timbre::ports::{AccessStore, Store};
+use timbre_schemas::Code;
 use timbre_tests::{cql_nodes, scratch_dir, unique};
 
 fn profile(tenant: &str, user: &str, status: ProfileStatus) -> Profile {
@@ -318,6 +319,24 @@ async fn cql_store_honours_the_contract() {
         .unwrap();
     store_contract(stores.state.clone()).await;
     access_contract(stores.access).await;
+
+    // A request the cluster refuses for itself (a key over 64 KiB) fails the
+    // same way on every retry: permanent, so the job is dead-lettered
+    // instead of stalling its lane.
+    let huge = "u".repeat(70_000);
+    let refused = JobCommit {
+        tenant: "acme".into(),
+        request_id: "huge-key".into(),
+        decision: b"d".to_vec(),
+        mutations: vec![Mutation::PutProfile(profile(
+            "acme",
+            &huge,
+            ProfileStatus::Enrolled,
+        ))],
+    };
+    let err = stores.state.commit(&refused).await.unwrap_err();
+    assert_eq!(err.code(), Code::StoreRejected, "{err}");
+    assert!(!err.code().is_transient());
 }
 
 /// The API access port: keys, single-use sessions and tokens, usage counters.

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use scylla::value::{CqlTimestamp, CqlValue};
 
-use super::{CqlStore, corrupt, unavailable};
+use super::{CqlStore, corrupt, store_error, unavailable};
 use crate::domain::{ApiKey, ChallengeSession, UsageCount, now_ms};
 use crate::ports::{AccessStore, StoreError};
 
@@ -96,7 +96,7 @@ impl AccessStore for CqlStore {
             .session
             .execute_unpaged(&s.delete_session, (tenant, session_id))
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         if !applied(result)? || expires.0 <= now {
             return Ok(None);
         }

@@ -36,6 +36,38 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// A failed request as a store error. What the cluster refuses for the
+/// request itself (syntax, invalid values such as an oversized key,
+/// authorization, schema) fails the same way on every retry: permanent.
+/// Timeouts, unavailable replicas, overload and broken connections are
+/// transient and retried.
+fn store_error(e: scylla::errors::ExecutionError) -> StoreError {
+    use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+    let permanent = match &e {
+        ExecutionError::BadQuery(_) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
+            db,
+            DbError::SyntaxError
+                | DbError::Invalid
+                | DbError::AlreadyExists { .. }
+                | DbError::FunctionFailure { .. }
+                | DbError::AuthenticationError
+                | DbError::Unauthorized
+                | DbError::ConfigError
+        ),
+        ExecutionError::LastAttemptError(
+            RequestAttemptError::SerializationError(_)
+            | RequestAttemptError::CqlRequestSerialization(_),
+        ) => true,
+        _ => false,
+    };
+    if permanent {
+        StoreError::Rejected(e.to_string())
+    } else {
+        unavailable(e)
+    }
+}
+
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
@@ -74,7 +106,7 @@ impl CqlStore {
         self.session
             .execute_unpaged(statement, values)
             .await
-            .map_err(unavailable)?
+            .map_err(store_error)?
             .into_rows_result()
             .map_err(corrupt)?
             .maybe_first_row::<R>()
@@ -93,7 +125,7 @@ impl CqlStore {
         self.session
             .execute_unpaged(statement, values)
             .await
-            .map_err(unavailable)?
+            .map_err(store_error)?
             .into_rows_result()
             .map_err(corrupt)?
             .rows::<R>()
@@ -112,7 +144,7 @@ impl CqlStore {
             .execute_unpaged(statement, values)
             .await
             .map(drop)
-            .map_err(unavailable)
+            .map_err(store_error)
     }
 
     /// Fills `users_by_tenant` from the profiles written before it existed
@@ -144,7 +176,7 @@ impl CqlStore {
             self.session
                 .execute_unpaged(&insert, row)
                 .await
-                .map_err(unavailable)?;
+                .map_err(store_error)?;
             indexed += 1;
         }
         tracing::info!(keyspace = %ks, users = indexed, "indexed existing users by tenant");

@@ -6,7 +6,9 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::value::{CqlTimestamp, CqlValue};
 
 use super::migrations::{DECISION_TTL_SECONDS, MIGRATIONS};
-use super::{CqlStore, blob_to_embedding, corrupt, embedding_to_blob, text, ts, unavailable};
+use super::{
+    CqlStore, blob_to_embedding, corrupt, embedding_to_blob, store_error, text, ts, unavailable,
+};
 use crate::domain::{
     Consent, JobCommit, Mutation, Profile, ProfileStatus, RescoreResult, RescoreRun, RunState,
     TenantModel, Voiceprint, WatchlistEntry, now_ms,
@@ -314,7 +316,7 @@ impl Store for CqlStore {
                     self.session
                         .execute_unpaged(&s.put_audio, (&c.tenant, user_id, &c.request_id, wav))
                         .await
-                        .map_err(unavailable)?;
+                        .map_err(store_error)?;
                 }
             }
         }
@@ -329,7 +331,7 @@ impl Store for CqlStore {
         self.session
             .batch(&batch, values)
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         Ok(())
     }
 
