@@ -63,7 +63,7 @@ pub async fn submit(
     // but only if it is the same job: an id reused for another user or kind
     // is refused, as the processor would.
     if let Some(done) = inner.client.stored(&tenant, &request_id).await? {
-        if done.user_id != request.user_id() || done.job != request.job() {
+        if !request.is_answered_by(&done) {
             return Err(conflict());
         }
         return Ok(Outcome::Decided(Box::new(done)));
@@ -72,7 +72,7 @@ pub async fn submit(
     inner.client.publish(&request).await?;
     let outcome = match inner.client.wait(pending, wait).await? {
         // Read back from the store: another job may own the id.
-        Some(d) if d.user_id != request.user_id() || d.job != request.job() => {
+        Some(d) if !request.is_answered_by(&d) => {
             return Err(conflict());
         }
         Some(d) => Outcome::Decided(Box::new(d)),

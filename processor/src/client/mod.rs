@@ -61,16 +61,6 @@ impl JobClient {
             .await
     }
 
-    /// Topic names of the deployment.
-    pub fn topics(&self) -> &TopicNames {
-        &self.topics
-    }
-
-    /// The codec of the events.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// Publishes `request` to its topic, keyed by tenant/user.
     pub async fn publish(&self, request: &Request) -> Result<(), ClientError> {
         let payload = self.registry.encode_request(request)?;

@@ -86,22 +86,6 @@ impl JobCommit {
         ordered.sort_by_key(|m| m.rank());
         ordered
     }
-
-    /// The profile this job writes, if any.
-    pub fn profile(&self) -> Option<&Profile> {
-        self.mutations.iter().find_map(|m| match m {
-            Mutation::PutProfile(p) => Some(p),
-            _ => None,
-        })
-    }
-
-    /// The voiceprint this job writes, if any.
-    pub fn voiceprint(&self) -> Option<&Voiceprint> {
-        self.mutations.iter().find_map(|m| match m {
-            Mutation::PutVoiceprint(v) => Some(v),
-            _ => None,
-        })
-    }
 }
 
 #[cfg(test)]

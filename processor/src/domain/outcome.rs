@@ -144,9 +144,7 @@ impl Outcome {
             .map(|c| c.as_str().to_string())
             .collect();
         if let Some(e) = &self.error {
-            d.error_code = Some(e.code.as_str().into());
-            d.error_message = Some(e.message.clone());
-            d.reasons = vec![e.code.as_str().into()];
+            d.set_error(e.code, e.message.clone());
             if request.job() == JobKind::Verification {
                 d.bio_result = Some(BioResult::Error);
             }

@@ -133,9 +133,7 @@ impl Processor {
             now,
             now,
         );
-        decision.error_code = Some(code.as_str().into());
-        decision.error_message = Some(detail.into());
-        decision.reasons = vec![code.as_str().into()];
+        decision.set_error(code, detail);
         let key = message
             .key
             .clone()

@@ -122,7 +122,7 @@ impl Processor {
             .await?
         {
             let earlier: Decision = self.registry.decode(&previous)?;
-            if earlier.user_id != request.user_id() || earlier.job != request.job() {
+            if !request.is_answered_by(&earlier) {
                 // Never answer one user's job with another's decision, and
                 // never overwrite the stored one.
                 let conflict = Outcome::error(
@@ -163,7 +163,7 @@ impl Processor {
     }
 
     /// Scores one job's audio on the worker pool; a refusal comes back as
-    /// its error outcome.
+    /// its code and detail.
     async fn score(
         &self,
         audio: &[u8],
@@ -171,12 +171,9 @@ impl Processor {
         priority: Priority,
         job: JobKind,
         expected_phrase: Option<&str>,
-    ) -> Result<Analysis, Outcome> {
+    ) -> Result<Analysis, (Code, String)> {
         if audio.is_empty() {
-            return Err(Outcome::error(
-                Code::AudioUriUnsupported,
-                "audio must be inline",
-            ));
+            return Err((Code::AudioUriUnsupported, "audio must be inline".into()));
         }
         let scored = self
             .scoring
@@ -188,7 +185,7 @@ impl Processor {
                 expected_phrase: expected_phrase.map(str::to_string),
             })
             .await
-            .map_err(|e| Outcome::error(e.code(), e.to_string()))?;
+            .map_err(|e| (e.code(), e.to_string()))?;
         self.metrics.scoring_seconds.observe(scored.worker_seconds);
         Ok(scored.analysis)
     }
@@ -220,7 +217,7 @@ impl Processor {
             .await
         {
             Ok(s) => s,
-            Err(refused) => return Ok(refused),
+            Err((code, detail)) => return Ok(Outcome::error(code, detail)),
         };
         Ok(rules::enrollment::decide(job, loaded, &sample, ctx))
     }
@@ -235,7 +232,6 @@ impl Processor {
         let loaded = rules::verification::Loaded {
             profile: self.store.profile(tenant, user).await?,
             voiceprint: self.store.voiceprint(tenant, user, &model_id).await?,
-            watchlist: self.store.watchlist(tenant).await?,
             model_id: model_id.clone(),
         };
         let admitted = match rules::verification::admit(job, loaded, ctx) {
@@ -253,9 +249,14 @@ impl Processor {
             .await
         {
             Ok(s) => s,
-            Err(refused) => return Ok(refused),
+            Err((code, detail)) => return Ok(Outcome::error(code, detail)),
         };
-        Ok(rules::verification::decide(job, admitted, &sample, ctx))
+        // Read only for admitted jobs: refusals (cooldowns under a brute-force
+        // run above all) cost no scan of the tenant's watchlist.
+        let watchlist = self.store.watchlist(tenant).await?;
+        Ok(rules::verification::decide(
+            job, admitted, &watchlist, &sample, ctx,
+        ))
     }
 
     async fn change_consent(
@@ -294,26 +295,15 @@ impl Processor {
         let (tenant, user) = (job.tenant.as_str(), job.user_id.as_str());
         let loaded = rules::rescore::Loaded {
             profile: self.store.profile(tenant, user).await?,
-            audio: self
-                .store
-                .enrollment_audio(tenant, user)
-                .await?
-                .into_iter()
-                .map(|(_, wav)| wav)
-                .collect(),
-            listed: self
-                .store
-                .watchlist(tenant)
-                .await?
-                .into_iter()
-                .find(|w| w.user_id == job.user_id),
             consent: self.store.consent(tenant, user, BIOMETRIC_PURPOSE).await?,
         };
+        // The audio is read only once the rule allows it.
         if let Err(refused) = rules::rescore::admit(job, &loaded, ctx) {
             return Ok(*refused);
         }
-        let mut embeddings = Vec::with_capacity(loaded.audio.len());
-        for wav in &loaded.audio {
+        let audio = self.store.enrollment_audio(tenant, user).await?;
+        let mut embeddings = Vec::with_capacity(audio.len());
+        for (_, wav) in &audio {
             match self
                 .score(
                     wav,
@@ -325,8 +315,7 @@ impl Processor {
                 .await
             {
                 Ok(sample) => embeddings.push(sample.embedding),
-                Err(refused) => {
-                    let code = refused.error.map_or(Code::ModelInternal, |e| e.code);
+                Err((code, _)) => {
                     if code.is_transient() {
                         // This processor cannot score it now (a replica without
                         // the target model, a shutdown): retry, never record a failure.
@@ -344,7 +333,13 @@ impl Processor {
                 }
             }
         }
-        Ok(rules::rescore::decide(job, loaded, &embeddings, ctx))
+        let listed = self
+            .store
+            .watchlist(tenant)
+            .await?
+            .into_iter()
+            .find(|w| w.user_id == job.user_id);
+        Ok(rules::rescore::decide(job, listed, &embeddings, ctx))
     }
 }
 

@@ -210,6 +210,14 @@ impl Decision {
 }
 
 impl Decision {
+    /// Marks the decision as ended by `code`: the error code and message, and
+    /// the code as its only reason.
+    pub fn set_error(&mut self, code: Code, message: impl Into<String>) {
+        self.error_code = Some(code.as_str().into());
+        self.error_message = Some(message.into());
+        self.reasons = vec![code.as_str().into()];
+    }
+
     /// The error code, when the job ended in an error this engine knows.
     pub fn error(&self) -> Option<Code> {
         self.error_code.as_deref().and_then(Code::parse)

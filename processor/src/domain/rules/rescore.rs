@@ -10,15 +10,11 @@ use crate::domain::{
     Consent, Mutation, Outcome, Profile, ProfileStatus, RescoreResult, Voiceprint, WatchlistEntry,
 };
 
-/// What re-scoring reads before it scores.
+/// What re-scoring reads to decide whether it may read the user's audio.
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
     /// The profile, if any.
     pub profile: Option<Profile>,
-    /// Retained enrollment audio, oldest first.
-    pub audio: Vec<Vec<u8>>,
-    /// The user's watchlist entry, if listed (any model).
-    pub listed: Option<WatchlistEntry>,
     /// Voice-biometrics consent, if recorded.
     pub consent: Option<Consent>,
 }
@@ -45,8 +41,8 @@ pub fn failed(job: &RescoreRequested, code: Code, message: &str, ctx: Context<'_
     outcome
 }
 
-/// Refuses before scoring: only enrolled users with retained audio are
-/// re-scored.
+/// Refuses before any retained audio is read: only enrolled users whose
+/// consent still allows keeping their audio are re-scored.
 pub fn admit(
     job: &RescoreRequested,
     loaded: &Loaded,
@@ -83,24 +79,26 @@ pub fn admit(
             )));
         }
     }
-    if loaded.audio.is_empty() {
-        return Err(Box::new(failed(
+    Ok(())
+}
+
+/// Builds the shadow voiceprint from the embeddings of the retained audio
+/// (one per retained recording); `listed` is the user's watchlist entry,
+/// which follows the voice to the new model.
+pub fn decide(
+    job: &RescoreRequested,
+    listed: Option<WatchlistEntry>,
+    embeddings: &[Vec<f32>],
+    ctx: Context<'_>,
+) -> Outcome {
+    if embeddings.is_empty() {
+        return failed(
             job,
             Code::NoRetainedAudio,
             "no enrollment audio was retained (consent without retain_audio)",
             ctx,
-        )));
+        );
     }
-    Ok(())
-}
-
-/// Builds the shadow voiceprint from the embeddings of the retained audio.
-pub fn decide(
-    job: &RescoreRequested,
-    loaded: Loaded,
-    embeddings: &[Vec<f32>],
-    ctx: Context<'_>,
-) -> Outcome {
     let now = ctx.now;
     let mut shadow: Option<Voiceprint> = None;
     for embedding in embeddings {
@@ -118,7 +116,7 @@ pub fn decide(
     outcome.model_id = Some(job.to_model.clone());
     if let Some(v) = shadow {
         // A listed voice stays listed under the new model.
-        if let Some(entry) = loaded.listed {
+        if let Some(entry) = listed {
             outcome = outcome.with(Mutation::Watchlist(WatchlistEntry {
                 model_id: job.to_model.clone(),
                 embedding: v.embedding.clone(),

@@ -93,16 +93,27 @@ fn verification(phrase: bool) -> VerificationRequested {
     job
 }
 
-/// Runs a verification through both steps.
+/// Runs a verification through both steps, with an empty watchlist.
 fn verify(
     loaded: verification::Loaded,
     analysis: &Analysis,
     phrase: bool,
     policy: &Policy,
 ) -> Outcome {
+    verify_listed(loaded, &[], analysis, phrase, policy)
+}
+
+/// Runs a verification through both steps against `watchlist`.
+fn verify_listed(
+    loaded: verification::Loaded,
+    watchlist: &[WatchlistEntry],
+    analysis: &Analysis,
+    phrase: bool,
+    policy: &Policy,
+) -> Outcome {
     let job = verification(phrase);
     match verification::admit(&job, loaded, ctx(policy)) {
-        Ok(admitted) => verification::decide(&job, admitted, analysis, ctx(policy)),
+        Ok(admitted) => verification::decide(&job, admitted, watchlist, analysis, ctx(policy)),
         Err(refused) => *refused,
     }
 }
@@ -111,7 +122,6 @@ fn enrolled(failures: u32, cooldown_until: i64) -> verification::Loaded {
     verification::Loaded {
         profile: Some(profile(ProfileStatus::Enrolled, failures, cooldown_until)),
         voiceprint: Some(voiceprint(1.0)),
-        watchlist: Vec::new(),
         model_id: "m1".into(),
     }
 }
@@ -135,12 +145,9 @@ fn verification_table(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKi
         reason: String::new(),
         added_at: 0,
     };
-    let mut watchlisted_user = enrolled(0, 0);
-    watchlisted_user.watchlist = vec![listed("u", vec![0.0, 1.0])];
-    let mut watchlisted_voice = enrolled(0, 0);
-    watchlisted_voice.watchlist = vec![listed("fraudster", at(0.9))];
-    let mut other_model_voice = enrolled(0, 0);
-    other_model_voice.watchlist = vec![WatchlistEntry {
+    let listed_user = [listed("u", vec![0.0, 1.0])];
+    let listed_voice = [listed("fraudster", at(0.9))];
+    let other_model_voice = [WatchlistEntry {
         model_id: "m0".into(),
         ..listed("fraudster", at(0.9))
     }];
@@ -217,19 +224,37 @@ fn verification_table(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKi
         ),
         (
             "listed user",
-            verify(watchlisted_user, &sample(0.95, 3_000), false, policy),
+            verify_listed(
+                enrolled(0, 0),
+                &listed_user,
+                &sample(0.95, 3_000),
+                false,
+                policy,
+            ),
             K::Reject,
             vec![WatchlistMatch],
         ),
         (
             "listed voice",
-            verify(watchlisted_voice, &sample(0.95, 3_000), false, policy),
+            verify_listed(
+                enrolled(0, 0),
+                &listed_voice,
+                &sample(0.95, 3_000),
+                false,
+                policy,
+            ),
             K::Reject,
             vec![WatchlistMatch],
         ),
         (
             "listed voice of another model",
-            verify(other_model_voice, &sample(0.95, 3_000), false, policy),
+            verify_listed(
+                enrolled(0, 0),
+                &other_model_voice,
+                &sample(0.95, 3_000),
+                false,
+                policy,
+            ),
             K::Accept,
             vec![VoiceMatch, VoiceprintRefined],
         ),
@@ -711,13 +736,11 @@ fn rescore_outcomes(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind
         &loaded,
         ctx(policy),
     ) {
-        Ok(()) => rescore::decide(&job, loaded, &embeddings, ctx(policy)),
+        Ok(()) => rescore::decide(&job, None, &embeddings, ctx(policy)),
         Err(o) => *o,
     };
-    let enrolled_with = |audio: usize| rescore::Loaded {
+    let enrolled_user = || rescore::Loaded {
         profile: Some(profile(ProfileStatus::Enrolled, 0, 0)),
-        audio: vec![vec![0u8; 4]; audio],
-        listed: None,
         consent: Some(consent(true, true)),
     };
     use Code::*;
@@ -725,7 +748,7 @@ fn rescore_outcomes(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind
     vec![
         (
             "rebuilt",
-            run(enrolled_with(2), vec![at(1.0), at(0.0)]),
+            run(enrolled_user(), vec![at(1.0), at(0.0)]),
             K::Applied,
             vec![VoiceprintRebuilt],
         ),
@@ -734,7 +757,7 @@ fn rescore_outcomes(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind
             run(
                 rescore::Loaded {
                     profile: Some(profile(ProfileStatus::NotEnrolled, 0, 0)),
-                    ..enrolled_with(1)
+                    ..enrolled_user()
                 },
                 vec![],
             ),
@@ -743,7 +766,7 @@ fn rescore_outcomes(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind
         ),
         (
             "no audio",
-            run(enrolled_with(0), vec![]),
+            run(enrolled_user(), vec![]),
             K::Error,
             vec![NoRetainedAudio],
         ),
@@ -752,7 +775,7 @@ fn rescore_outcomes(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind
             run(
                 rescore::Loaded {
                     consent: Some(consent(false, false)),
-                    ..enrolled_with(2)
+                    ..enrolled_user()
                 },
                 vec![],
             ),
@@ -764,7 +787,7 @@ fn rescore_outcomes(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind
             run(
                 rescore::Loaded {
                     consent: Some(consent(true, false)),
-                    ..enrolled_with(2)
+                    ..enrolled_user()
                 },
                 vec![],
             ),
@@ -897,19 +920,14 @@ fn rescore_rules() {
         }
     }
     let job = rescore_job();
-    let listed = rescore::Loaded {
-        profile: Some(profile(ProfileStatus::Enrolled, 0, 0)),
-        audio: vec![vec![0u8; 4]; 2],
-        consent: Some(consent(true, true)),
-        listed: Some(WatchlistEntry {
-            tenant: "t".into(),
-            user_id: "u".into(),
-            model_id: "m1".into(),
-            embedding: vec![1.0, 0.0],
-            reason: "fraud".into(),
-            added_at: 0,
-        }),
-    };
+    let listed = Some(WatchlistEntry {
+        tenant: "t".into(),
+        user_id: "u".into(),
+        model_id: "m1".into(),
+        embedding: vec![1.0, 0.0],
+        reason: "fraud".into(),
+        added_at: 0,
+    });
     let o = rescore::decide(
         &job,
         listed,

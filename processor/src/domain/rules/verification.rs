@@ -17,8 +17,6 @@ pub struct Loaded {
     pub profile: Option<Profile>,
     /// The voiceprint under the tenant's active model.
     pub voiceprint: Option<Voiceprint>,
-    /// The tenant's watchlist (every model).
-    pub watchlist: Vec<WatchlistEntry>,
     /// The tenant's active model.
     pub model_id: String,
 }
@@ -28,7 +26,6 @@ pub struct Loaded {
 pub struct Admitted {
     profile: Profile,
     voiceprint: Voiceprint,
-    watchlist: Vec<WatchlistEntry>,
     model_id: String,
 }
 
@@ -104,15 +101,16 @@ pub fn admit(
     Ok(Admitted {
         profile,
         voiceprint,
-        watchlist: loaded.watchlist,
         model_id: loaded.model_id,
     })
 }
 
-/// Rules on a scored verification.
+/// Rules on a scored verification, against the tenant's watchlist (every
+/// model), which is read only for admitted jobs.
 pub fn decide(
     job: &VerificationRequested,
     admitted: Admitted,
+    watchlist: &[WatchlistEntry],
     sample: &Analysis,
     ctx: Context<'_>,
 ) -> Outcome {
@@ -120,7 +118,6 @@ pub fn decide(
     let Admitted {
         mut profile,
         voiceprint,
-        watchlist,
         model_id,
     } = admitted;
     let mut outcome = Outcome::new(DecisionKind::Retry, Vec::new());
