@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use crate::audio::AudioLimits;
 use crate::domain::Policy;
+use crate::phrase::PhraseThresholds;
 
 /// Everything `timbre run` / `timbre up` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +47,29 @@ pub struct Config {
     pub tenants: HashMap<String, Policy>,
     /// The HTTP adapter (`timbre serve`, and `timbre up`).
     pub api: ApiConfig,
+    /// The phrase check of prompted codes.
+    pub phrase: PhraseConfig,
+}
+
+/// Settings of the phrase check (Whisper base, in the scoring pool).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PhraseConfig {
+    /// Load the recogniser. When off, a verification that carries an
+    /// expected phrase can never be accepted (`phrase_not_checked`).
+    pub enabled: bool,
+    /// Confidence thresholds of the signal.
+    #[serde(flatten)]
+    pub thresholds: PhraseThresholds,
+}
+
+impl Default for PhraseConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            thresholds: PhraseThresholds::default(),
+        }
+    }
 }
 
 /// A model loaded besides the default one.
@@ -155,6 +179,7 @@ impl Default for Config {
             policy: Policy::default(),
             tenants: HashMap::new(),
             api: ApiConfig::default(),
+            phrase: PhraseConfig::default(),
         }
     }
 }

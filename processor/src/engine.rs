@@ -15,8 +15,9 @@ use crate::config::Config;
 use crate::domain::Policies;
 use crate::metrics::Metrics;
 use crate::model::{SpeakerModel, default_model_dir};
+use crate::phrase::{EncoderSpan, PhraseAnalyser, load_recogniser};
 use crate::pipeline::{Processor, ProcessorConfig};
-use crate::ports::{AccessStore, Bus, Embedder, Store};
+use crate::ports::{AccessStore, Analyser, Bus, Embedder, Store};
 use crate::scoring::ScoringPool;
 use crate::topics::{TopicNames, catalogue};
 
@@ -32,6 +33,9 @@ pub enum EngineError {
     /// The model could not be loaded.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// The phrase recogniser could not be loaded.
+    #[error(transparent)]
+    Phrase(#[from] crate::phrase::PhraseError),
     /// The operations listener could not bind.
     #[error("cannot listen on {0}: {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
@@ -139,6 +143,18 @@ impl Engine {
             tracing::info!(model = %loaded.id(), "extra model loaded");
             extra.push(Arc::new(loaded));
         }
+        let mut analysers: Vec<Arc<dyn Analyser>> = Vec::new();
+        if self.config.phrase.enabled {
+            let recogniser = load_recogniser(&dir, EncoderSpan::OwnLength)?;
+            tracing::info!(
+                model = crate::phrase::MODEL_FOLDER,
+                "phrase recogniser loaded"
+            );
+            analysers.push(Arc::new(PhraseAnalyser::new(
+                recogniser,
+                self.config.phrase.thresholds,
+            )));
+        }
         let pool = Arc::new(
             ScoringPool::new(
                 model,
@@ -146,7 +162,8 @@ impl Engine {
                 self.config.scoring_queue,
                 self.config.audio,
             )
-            .with_models(extra),
+            .with_models(extra)
+            .with_analysers(analysers),
         );
         let processor = Processor::new(
             self.bus.clone(),

@@ -32,6 +32,8 @@ pub struct Utterance {
     pub speaker: String,
     /// Absolute (or manifest-relative resolved) path of the WAV file.
     pub path: PathBuf,
+    /// What is said, when the manifest has a `text` column.
+    pub text: Option<String>,
 }
 
 /// Reads a TSV manifest with at least `speaker` and `file` columns; file paths
@@ -51,6 +53,7 @@ pub fn read_manifest(path: &Path) -> Result<Vec<Utterance>, ManifestError> {
             .ok_or_else(|| ManifestError::MissingColumn(path.into(), name))
     };
     let (speaker, file) = (col("speaker")?, col("file")?);
+    let said = col("text").ok();
     Ok(lines
         .filter(|l| !l.trim().is_empty())
         .filter_map(|l| {
@@ -58,6 +61,7 @@ pub fn read_manifest(path: &Path) -> Result<Vec<Utterance>, ManifestError> {
             Some(Utterance {
                 speaker: (*cells.get(speaker)?).to_string(),
                 path: base.join(cells.get(file)?),
+                text: said.and_then(|c| cells.get(c)).map(|t| t.to_string()),
             })
         })
         .collect())
@@ -204,6 +208,70 @@ pub fn code_sets(
     (enroll, test)
 }
 
+/// A prompted-code trial of the phrase protocol: recordings of single
+/// digits joined into the code said, and the codes it is checked against.
+#[derive(Debug, Clone)]
+pub struct PromptedCode {
+    /// Indices into the manifest of the digits said, in order.
+    pub parts: Vec<usize>,
+    /// The code said.
+    pub said: String,
+    /// A random code of the same length that differs from it.
+    pub wrong: String,
+    /// The code said with exactly one digit changed.
+    pub near_miss: String,
+}
+
+/// Builds `per_speaker` prompted codes of `digits` digits per speaker from
+/// utterances whose label is one digit (`labels[i]`, `None` to skip).
+pub fn prompted_codes(
+    utterances: &[Utterance],
+    labels: &[Option<char>],
+    digits: usize,
+    per_speaker: usize,
+    seed: u64,
+) -> Vec<PromptedCode> {
+    let mut by_speaker: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, u) in utterances.iter().enumerate() {
+        if labels[i].is_some() {
+            by_speaker.entry(&u.speaker).or_default().push(i);
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let random_digit = |rng: &mut StdRng| char::from(b'0' + rand::Rng::random_range(rng, 0..10u8));
+    let mut out = Vec::new();
+    for indices in by_speaker.values() {
+        for _ in 0..per_speaker {
+            let parts: Vec<usize> = (0..digits)
+                .map(|_| *indices.choose(&mut rng).expect("non-empty speaker"))
+                .collect();
+            let said: String = parts
+                .iter()
+                .map(|&i| labels[i].expect("labelled"))
+                .collect();
+            let wrong = loop {
+                let code: String = (0..digits).map(|_| random_digit(&mut rng)).collect();
+                if code != said {
+                    break code;
+                }
+            };
+            let mut near: Vec<char> = said.chars().collect();
+            let at = rand::Rng::random_range(&mut rng, 0..digits);
+            let old = near[at];
+            while near[at] == old {
+                near[at] = random_digit(&mut rng);
+            }
+            out.push(PromptedCode {
+                parts,
+                said,
+                wrong,
+                near_miss: near.into_iter().collect(),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +334,7 @@ mod tests {
     fn codes_use_disjoint_recordings_for_enrollment_and_test() {
         let utterances: Vec<Utterance> = (0..20)
             .map(|i| Utterance {
+                text: None,
                 speaker: if i < 10 { "x".into() } else { "y".into() },
                 path: PathBuf::from(format!("{i}.wav")),
             })
@@ -276,6 +345,45 @@ mod tests {
             for t in test.iter().filter(|t| t.speaker == e.speaker) {
                 assert!(e.parts.iter().all(|p| !t.parts.contains(p)));
             }
+        }
+    }
+
+    #[test]
+    fn prompted_codes_say_their_labels_and_differ_as_promised() {
+        let utterances: Vec<Utterance> = (0..20)
+            .map(|i| Utterance {
+                text: None,
+                speaker: if i % 2 == 0 { "x".into() } else { "y".into() },
+                path: PathBuf::from(format!("{i}.wav")),
+            })
+            .collect();
+        let labels: Vec<Option<char>> = (0..20)
+            .map(|i| (i != 3).then(|| char::from(b'0' + (i % 10) as u8)))
+            .collect();
+        let codes = prompted_codes(&utterances, &labels, 6, 30, 7);
+        assert_eq!(codes.len(), 60);
+        for c in &codes {
+            let said: String = c.parts.iter().map(|&i| labels[i].unwrap()).collect();
+            assert_eq!(c.said, said);
+            assert!(!c.parts.contains(&3), "unlabelled utterance used");
+            let speakers: Vec<&str> = c
+                .parts
+                .iter()
+                .map(|&i| utterances[i].speaker.as_str())
+                .collect();
+            assert!(
+                speakers.windows(2).all(|w| w[0] == w[1]),
+                "one speaker per code"
+            );
+            assert_ne!(c.wrong, c.said);
+            assert_eq!(c.wrong.len(), 6);
+            let differing = c
+                .said
+                .chars()
+                .zip(c.near_miss.chars())
+                .filter(|(a, b)| a != b)
+                .count();
+            assert_eq!((differing, c.near_miss.len()), (1, 6));
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod eval;
 pub mod metrics;
 pub mod model;
+pub mod phrase;
 pub mod pipeline;
 pub mod ports;
 pub mod rescore;

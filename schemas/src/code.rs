@@ -129,6 +129,9 @@ codes! {
     RequestIdConflict = "request_id_conflict", 409, BadInput;
     /// The message key is not `tenant/user_id`.
     WrongKey = "wrong_key", 422, BadInput;
+    /// The expected phrase is not a code of digits (the phrase check
+    /// verifies prompted codes, not free sentences).
+    PhraseUnsupported = "phrase_unsupported", 422, BadInput;
     /// Audio by reference is not supported; send it inline.
     AudioUriUnsupported = "audio_uri_unsupported", 422, BadInput;
     /// Not a RIFF/WAVE file.

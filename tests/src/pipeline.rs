@@ -258,3 +258,31 @@ pub fn profile_command(
 pub fn key(tenant: &str, user: &str) -> String {
     message_key(tenant, user)
 }
+
+/// A WAV (8 kHz, 16-bit) of `speaker` saying `code` (its ASCII digits), made
+/// of the FSDD fixture recordings of `take` joined with 150 ms pauses.
+pub fn spoken_digits(speaker: &str, take: u32, code: &str) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut out, spec).expect("wav header");
+    for (i, digit) in code.chars().filter(char::is_ascii_digit).enumerate() {
+        if i > 0 {
+            for _ in 0..8_000 * 150 / 1000 {
+                writer.write_sample(0i16).expect("write");
+            }
+        }
+        let bytes = wav(&format!("fsdd/recordings/{digit}_{speaker}_{take}.wav"));
+        let mut reader = hound::WavReader::new(bytes.as_slice()).expect("fixture wav");
+        assert_eq!(reader.spec().sample_rate, 8_000, "FSDD is 8 kHz");
+        for sample in reader.samples::<i16>() {
+            writer.write_sample(sample.expect("sample")).expect("write");
+        }
+    }
+    writer.finalize().expect("finalize");
+    out.into_inner()
+}

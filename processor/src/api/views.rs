@@ -50,10 +50,14 @@ pub fn decision(d: &Decision, expose_score: bool) -> Value {
         obj.insert("score".into(), json!(s));
     }
     if let Some(s) = &d.signals {
-        obj.insert(
-            "signals".into(),
-            json!({"voice": s.voice, "phrase": s.phrase, "liveness": s.liveness}),
-        );
+        let mut signals = json!({"voice": s.voice, "phrase": s.phrase, "liveness": s.liveness});
+        // The phrase check's confidence says nothing about the voice: it is
+        // shown whatever the tenant's `expose_score`.
+        if let (Some(score), Some(threshold)) = (s.phrase_score, s.phrase_threshold) {
+            signals["phrase_score"] = json!(score);
+            signals["phrase_threshold"] = json!(threshold);
+        }
+        obj.insert("signals".into(), signals);
     }
     if let Some(t) = &d.thresholds {
         obj.insert(

@@ -6,6 +6,7 @@ mod error;
 pub mod fbank;
 mod resample;
 pub mod vad;
+pub mod whisper_mel;
 
 pub use decode::{AudioLimits, DecodedAudio, decode_wav, is_wav_container};
 pub use error::AudioError;

@@ -3,6 +3,7 @@
 mod bench_rescore;
 mod demo;
 mod engine;
+mod eval_phrase;
 mod rescore;
 mod speech;
 

@@ -11,6 +11,7 @@ use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav};
 use timbre::domain::policy::cosine;
 use timbre::eval::{Trial, code_sets, metrics, pair_trials, read_manifest};
 use timbre::model::{SpeakerModel, WEIGHTS_FILE, default_model_dir};
+use timbre::phrase::EncoderSpan;
 
 use super::ModelArgs;
 
@@ -156,6 +157,17 @@ enum Protocol {
     Pairs,
     /// Synthetic 4-digit codes made of single-digit recordings.
     Codes,
+    /// The phrase check on prompted codes of single-digit recordings
+    /// (needs a `text` column).
+    Phrase,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum Span {
+    /// The encoder runs on the audio's own length.
+    Own,
+    /// The audio is zero-padded to 30 s, as Whisper was trained.
+    Padded,
 }
 
 /// `timbre eval --manifest M.tsv`.
@@ -172,9 +184,12 @@ pub struct EvalCmd {
     /// Codes per speaker for enrollment and for test (`codes`).
     #[arg(long, default_value_t = 50)]
     codes_per_speaker: usize,
-    /// Digits per code (`codes`).
+    /// Digits per code (`codes`, `phrase`).
     #[arg(long, default_value_t = 4)]
     digits: usize,
+    /// Encoder input length of the phrase recogniser (`phrase`).
+    #[arg(long, value_enum, default_value = "own")]
+    span: Span,
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Embedding threads.
@@ -189,6 +204,26 @@ pub struct EvalCmd {
 
 impl EvalCmd {
     pub fn run(self) -> Result<()> {
+        if let Protocol::Phrase = self.protocol {
+            let dir = self
+                .model
+                .model_dir
+                .clone()
+                .unwrap_or_else(default_model_dir);
+            let opts = super::eval_phrase::PhraseEval {
+                manifest: &self.manifest,
+                model_dir: &dir,
+                digits: self.digits,
+                per_speaker: self.codes_per_speaker,
+                seed: self.seed,
+                threads: self.threads,
+                span: match self.span {
+                    Span::Own => EncoderSpan::OwnLength,
+                    Span::Padded => EncoderSpan::Padded,
+                },
+            };
+            return super::eval_phrase::run(opts, self.json);
+        }
         let model = load_model(&self.model)?;
         let utterances = read_manifest(&self.manifest)?;
         if utterances.is_empty() {
@@ -218,6 +253,7 @@ impl EvalCmd {
                     })
                     .collect::<Vec<_>>()
             }
+            Protocol::Phrase => unreachable!("handled above"),
             Protocol::Codes => {
                 let (enroll, test) =
                     code_sets(&utterances, self.digits, self.codes_per_speaker, self.seed);

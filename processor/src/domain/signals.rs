@@ -55,6 +55,10 @@ pub struct Signal {
     pub pass: bool,
     /// Reason code when it does not.
     pub reason: Option<Code>,
+    /// The analyser's score, when it has one.
+    pub score: Option<f32>,
+    /// The threshold the score had to reach to pass.
+    pub threshold: Option<f32>,
 }
 
 /// The fused verdict of a verification.
@@ -70,9 +74,12 @@ pub struct Fused {
     pub liveness: Tier,
 }
 
-/// Fuses the voice verdict (and its reason) with the other signals: a
-/// failed signal rejects whatever the voice said, an unchecked one never
-/// blocks, and an expected phrase that no analyser checked is reported.
+/// Fuses the voice verdict (and its reason) with the other signals:
+/// - a failed liveness check rejects whatever the voice said;
+/// - a failed phrase check is a retry (a misspoken code is not an impostor),
+///   or a reject when the voice failed too;
+/// - an expected phrase that no analyser checked can never be accepted;
+/// - an unchecked signal that was not asked for never blocks.
 pub fn fuse(
     voice: Verdict,
     voice_reason: Code,
@@ -85,23 +92,35 @@ pub fn fuse(
             .find(|s| s.kind == kind)
             .map_or(Tier::NotChecked, |s| s.tier)
     };
-    let failed: Vec<Code> = signals
-        .iter()
-        .filter(|s| !s.pass)
-        .map(|s| s.reason.unwrap_or(Code::VoiceMismatch))
-        .collect();
-    let (verdict, mut reasons) = if failed.is_empty() {
-        (voice, vec![voice_reason])
-    } else if voice == Verdict::Accept {
-        (Verdict::Reject, failed)
-    } else {
+    let failed = |kind: SignalKind| -> Vec<Code> {
+        signals
+            .iter()
+            .filter(|s| s.kind == kind && !s.pass)
+            .map(|s| s.reason.unwrap_or(Code::VoiceMismatch))
+            .collect()
+    };
+    let (liveness_failed, phrase_failed) =
+        (failed(SignalKind::Liveness), failed(SignalKind::Phrase));
+    let phrase = tier_of(SignalKind::Phrase);
+    let phrase_unchecked = phrase_expected && phrase == Tier::NotChecked;
+    let (verdict, mut reasons) = if voice == Verdict::Reject {
         // The voice already failed; the signals add to the audit trail.
         let mut reasons = vec![voice_reason];
-        reasons.extend(failed);
+        reasons.extend(liveness_failed);
+        reasons.extend(phrase_failed);
         (Verdict::Reject, reasons)
+    } else if !liveness_failed.is_empty() {
+        let mut reasons = liveness_failed;
+        reasons.extend(phrase_failed);
+        (Verdict::Reject, reasons)
+    } else if !phrase_failed.is_empty() {
+        (Verdict::Retry, phrase_failed)
+    } else if phrase_unchecked && voice == Verdict::Accept {
+        (Verdict::Retry, vec![Code::PhraseNotChecked, voice_reason])
+    } else {
+        (voice, vec![voice_reason])
     };
-    let phrase = tier_of(SignalKind::Phrase);
-    if phrase_expected && phrase == Tier::NotChecked {
+    if phrase_unchecked && !reasons.contains(&Code::PhraseNotChecked) {
         reasons.push(Code::PhraseNotChecked);
     }
     Fused {
@@ -122,6 +141,8 @@ mod tests {
             tier: if pass { Tier::High } else { Tier::Low },
             pass,
             reason: (!pass).then_some(reason),
+            score: None,
+            threshold: None,
         }
     }
 
@@ -145,11 +166,14 @@ mod tests {
         #[rustfmt::skip]
         let table: Vec<Case> = vec![
             (Accept, Code::VoiceMatch, vec![], false, Accept, vec![Code::VoiceMatch], Tier::NotChecked, Tier::NotChecked),
-            (Accept, Code::VoiceMatch, vec![], true, Accept, vec![Code::VoiceMatch, Code::PhraseNotChecked], Tier::NotChecked, Tier::NotChecked),
+            (Accept, Code::VoiceMatch, vec![], true, Retry, vec![Code::PhraseNotChecked, Code::VoiceMatch], Tier::NotChecked, Tier::NotChecked),
+            (Retry, Code::VoiceUncertain, vec![], true, Retry, vec![Code::VoiceUncertain, Code::PhraseNotChecked], Tier::NotChecked, Tier::NotChecked),
             (Accept, Code::VoiceMatch, vec![phrase_ok.clone()], true, Accept, vec![Code::VoiceMatch], Tier::High, Tier::NotChecked),
-            (Accept, Code::VoiceMatch, vec![phrase_bad.clone()], true, Reject, vec![Code::PhraseMismatch], Tier::Low, Tier::NotChecked),
+            (Accept, Code::VoiceMatch, vec![phrase_bad.clone()], true, Retry, vec![Code::PhraseMismatch], Tier::Low, Tier::NotChecked),
+            (Retry, Code::VoiceUncertain, vec![phrase_bad.clone()], true, Retry, vec![Code::PhraseMismatch], Tier::Low, Tier::NotChecked),
+            (Accept, Code::VoiceMatch, vec![phrase_bad.clone(), live_bad.clone()], true, Reject, vec![Code::LivenessFailed, Code::PhraseMismatch], Tier::Low, Tier::Low),
             (Accept, Code::VoiceMatch, vec![phrase_ok, live_bad.clone()], true, Reject, vec![Code::LivenessFailed], Tier::High, Tier::Low),
-            (Retry, Code::VoiceUncertain, vec![live_bad], false, Reject, vec![Code::VoiceUncertain, Code::LivenessFailed], Tier::NotChecked, Tier::Low),
+            (Retry, Code::VoiceUncertain, vec![live_bad], false, Reject, vec![Code::LivenessFailed], Tier::NotChecked, Tier::Low),
             (Reject, Code::VoiceMismatch, vec![phrase_bad], true, Reject, vec![Code::VoiceMismatch, Code::PhraseMismatch], Tier::Low, Tier::NotChecked),
         ];
         for (voice, reason, signals, expected, verdict, reasons, phrase, liveness) in table {

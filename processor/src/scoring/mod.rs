@@ -296,6 +296,8 @@ mod tests {
                     tier: Tier::High,
                     pass: true,
                     reason: None,
+                    score: None,
+                    threshold: None,
                 })),
             }
         }

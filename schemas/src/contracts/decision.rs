@@ -96,7 +96,7 @@ pub enum BioResult {
 
 /// Per-signal tiers fused into the verdict. Each is `high`, `medium`, `low`
 /// or `not_checked`; kept as strings so new tiers need no schema change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signals {
     /// Speaker match tier.
     pub voice: String,
@@ -104,6 +104,12 @@ pub struct Signals {
     pub phrase: String,
     /// Liveness (replay / synthetic) tier.
     pub liveness: String,
+    /// Phrase check score, when checked (v2).
+    #[serde(default)]
+    pub phrase_score: Option<f32>,
+    /// Score the phrase check had to reach (v2).
+    #[serde(default)]
+    pub phrase_threshold: Option<f32>,
 }
 
 /// Score thresholds applied to a decision, for audit.
@@ -238,7 +244,7 @@ impl Decision {
 
 impl Contract for Decision {
     const KIND: RecordKind = RecordKind::Decision;
-    const CURRENT_VERSION: SchemaVersion = 1;
+    const CURRENT_VERSION: SchemaVersion = 2;
 
     fn schema_version(&self) -> SchemaVersion {
         self.schema_version

@@ -51,6 +51,8 @@ pub mod avsc {
         /// `VerificationRequested` v1: before `channel` was added.
         pub const VERIFICATION_REQUESTED_V1: &str =
             include_str!("../../avro/history/VerificationRequested.v1.avsc");
+        /// `Decision` v1: before the phrase score and threshold were added.
+        pub const DECISION_V1: &str = include_str!("../../avro/history/Decision.v1.avsc");
     }
 
     /// Every current schema, one per record.
@@ -65,7 +67,7 @@ pub mod avsc {
     ];
 
     /// Every older writer schema still registered.
-    pub const HISTORY: [&str; 1] = [history::VERIFICATION_REQUESTED_V1];
+    pub const HISTORY: [&str; 2] = [history::VERIFICATION_REQUESTED_V1, history::DECISION_V1];
 }
 
 /// Which record a message holds.

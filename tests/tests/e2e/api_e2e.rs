@@ -244,7 +244,9 @@ async fn flow(d: &Deployment) {
         "{stored}"
     );
 
-    // Challenge → single-use session → single-use token.
+    // A challenge answered without its code: a retry for the phrase, no
+    // token, and the session is spent (the right code and the token are
+    // in `phrase_check`).
     let (status, challenge) = api
         .post(acme, "/start-auth", json!({"user_id": user}))
         .await;
@@ -255,7 +257,7 @@ async fn flow(d: &Deployment) {
     );
     let session = challenge["session_id"].as_str().unwrap();
     let session_fields = [("user_id", user.as_str()), ("session_id", session)];
-    let (status, won) = api
+    let (status, unsaid) = api
         .upload(
             acme,
             "/verify-voice",
@@ -264,12 +266,13 @@ async fn flow(d: &Deployment) {
             "audio/wav",
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{won}");
+    assert_eq!(status, StatusCode::OK, "{unsaid}");
     assert_eq!(
-        (won["success"].as_bool(), won["decision"].as_str()),
-        (Some(true), Some("accept")),
-        "{won}"
+        (unsaid["decision"].as_str(), unsaid["code"].as_str()),
+        (Some("retry"), Some("phrase_mismatch")),
+        "{unsaid}"
     );
+    assert!(unsaid.get("voiceToken").is_none(), "{unsaid}");
     let (status, body) = api
         .upload(
             acme,
@@ -283,20 +286,6 @@ async fn flow(d: &Deployment) {
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("session_invalid")),
         "sessions are single use"
-    );
-    let token = json!({"token": won["voiceToken"]});
-    let (_, foreign) = api.post(globex, "/verify-token", token.clone()).await;
-    assert_eq!(foreign["valid"], false, "another tenant's token is invalid");
-    let (_, first) = api.post(acme, "/verify-token", token.clone()).await;
-    assert_eq!(
-        (first["valid"].as_bool(), first["user_id"].as_str()),
-        (Some(true), Some(user.as_str())),
-        "{first}"
-    );
-    let (_, second) = api.post(acme, "/verify-token", token).await;
-    assert_eq!(
-        (second["valid"].as_bool(), second["reason"].as_str()),
-        (Some(false), Some("already_used"))
     );
 
     // A challenge answered by another voice fails without a token.
@@ -392,7 +381,7 @@ async fn flow(d: &Deployment) {
     let (_, usage) = api.get(acme, "/v1/usage").await;
     let totals = &usage["totals"];
     assert!(
-        totals["decisions"]["accept"].as_i64().unwrap() >= 3,
+        totals["decisions"]["accept"].as_i64().unwrap() >= 2,
         "{usage}"
     );
     assert!(
@@ -568,95 +557,6 @@ async fn api_end_to_end_on_kafka_and_cassandra() {
     );
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), d.task)
-        .await
-        .unwrap()
-        .unwrap();
-}
-
-/// The decision of a job call: its answer, or after a `202` the decision
-/// polled from `/v1/decisions`.
-async fn settled(api: &Api, key: &str, (status, body): (StatusCode, Value)) -> Value {
-    if status != StatusCode::ACCEPTED {
-        return body;
-    }
-    let id = body["request_id"].as_str().unwrap();
-    for _ in 0..300 {
-        let (status, body) = api.get(key, &format!("/v1/decisions/{id}")).await;
-        if status == StatusCode::OK {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no decision for {id}");
-}
-
-/// With a wait shorter than any decision, job calls answer 202 and are
-/// polled; a challenge answer still waits for its decision and carries the
-/// voice token, because the spent session could never mint one later.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_challenge_decision_still_mints_its_token() {
-    let store = format!(
-        "file://{}",
-        scratch_dir("api-slow").join("timbre.redb").display()
-    );
-    let mut slow = settings();
-    slow.push(("TIMBRE__API__WAIT_TIMEOUT_MS", "1".into()));
-    let d = deploy("embedded://", &store, slow).await;
-    let (api, acme) = (&d.api, d.acme.as_str());
-    let user = unique("slow");
-    settled(
-        api,
-        acme,
-        api.post(acme, "/create-profile", json!({"user_id": user}))
-            .await,
-    )
-    .await;
-    settled(
-        api,
-        acme,
-        api.post(
-            acme,
-            "/v1/consent",
-            json!({"user_id": user, "granted": true}),
-        )
-        .await,
-    )
-    .await;
-    let fields = [("user_id", user.as_str())];
-    let answer = api
-        .upload(acme, "/enroll", &fields, wav(ALICE_ENROLL), "audio/wav")
-        .await;
-    assert_eq!(
-        answer.0,
-        StatusCode::ACCEPTED,
-        "the wait is 1 ms: {}",
-        answer.1
-    );
-    let enrolled = settled(api, acme, answer).await;
-    assert_eq!(enrolled["status"], "ENROLLED", "{enrolled}");
-
-    let (status, challenge) = api
-        .post(acme, "/start-auth", json!({"user_id": user}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{challenge}");
-    let session = challenge["session_id"].as_str().unwrap();
-    let (status, won) = api
-        .upload(
-            acme,
-            "/verify-voice",
-            &[("user_id", user.as_str()), ("session_id", session)],
-            wav(ALICE_VERIFY),
-            "audio/wav",
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{won}");
-    assert_eq!(won["decision"], "accept", "{won}");
-    let token = json!({"token": won["voiceToken"]});
-    let (_, checked) = api.post(acme, "/verify-token", token).await;
-    assert_eq!(checked["valid"], true, "{checked}");
-
-    d.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), d.task)
         .await
         .unwrap()
         .unwrap();

@@ -7,6 +7,7 @@
 //!   `reader_backpressure`, `rescore`;
 //! - HTTP: `api_e2e`, `api_openapi`;
 //! - model and audio: `model_parity`, `model_errors`, `audio_inputs`;
+//! - phrase signal: `phrase_check` (front end, reader, recogniser, challenges);
 //! - load generator: `loadgen_embedded`, `loadgen_targets`;
 //! - deployment: `helm_chart`.
 
@@ -21,6 +22,7 @@ mod loadgen_targets;
 mod malformed_jobs;
 mod model_errors;
 mod model_parity;
+mod phrase_check;
 mod pipeline_e2e;
 mod reader_backpressure;
 mod rescore;

@@ -174,6 +174,8 @@ fn verification_table(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKi
             tier: Tier::Low,
             pass: false,
             reason: Some(Code::PhraseMismatch),
+            score: None,
+            threshold: None,
         }],
         ..sample(0.95, 3_000)
     };
@@ -193,10 +195,10 @@ fn verification_table(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKi
             vec![VoiceMatch],
         ),
         (
-            "match with an unchecked phrase",
+            "a match with an unchecked phrase is never accepted",
             verify(enrolled(0, 0), &sample(0.55, 3_000), true, policy),
-            K::Accept,
-            vec![VoiceMatch, PhraseNotChecked],
+            K::Retry,
+            vec![PhraseNotChecked, VoiceMatch],
         ),
         (
             "uncertain",
@@ -211,9 +213,9 @@ fn verification_table(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKi
             vec![VoiceMismatch],
         ),
         (
-            "failed phrase overrides a match",
+            "failed phrase turns a match into a retry",
             verify(enrolled(0, 0), &phrase_failed, true, policy),
-            K::Reject,
+            K::Retry,
             vec![PhraseMismatch],
         ),
         (
@@ -1016,6 +1018,8 @@ fn the_tables_produce_every_reason_and_refusal_code() {
             tier: Tier::Low,
             pass: false,
             reason: Some(Code::LivenessFailed),
+            score: None,
+            threshold: None,
         }],
         ..sample(0.95, 3_000)
     };

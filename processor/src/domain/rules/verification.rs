@@ -7,7 +7,7 @@ use timbre_schemas::{Code, DecisionKind, Signals, Thresholds, VerificationReques
 use super::{Analysis, Context};
 use crate::domain::outcome::Scores;
 use crate::domain::policy::{self, Verdict, cosine};
-use crate::domain::signals::fuse;
+use crate::domain::signals::{SignalKind, fuse};
 use crate::domain::{Mutation, Outcome, Profile, ProfileStatus, Voiceprint, WatchlistEntry};
 
 /// What verification reads before it scores.
@@ -149,6 +149,7 @@ pub fn decide(
         &sample.signals,
         job.expected_phrase.is_some(),
     );
+    let phrase_check = sample.signals.iter().find(|s| s.kind == SignalKind::Phrase);
     outcome.scores = Some(Scores {
         score,
         confidence: policy::confidence(score, policy),
@@ -157,6 +158,8 @@ pub fn decide(
             voice: policy::tier(score, policy).as_str().into(),
             phrase: fused.phrase.as_str().into(),
             liveness: fused.liveness.as_str().into(),
+            phrase_score: phrase_check.and_then(|s| s.score),
+            phrase_threshold: phrase_check.and_then(|s| s.threshold),
         },
     });
     outcome.reasons = fused.reasons;

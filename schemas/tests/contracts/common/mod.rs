@@ -125,6 +125,8 @@ pub fn decision() -> Decision {
             voice: "high".into(),
             phrase: "medium".into(),
             liveness: "not_checked".into(),
+            phrase_score: Some(0.7),
+            phrase_threshold: Some(0.5),
         }),
         bio_result: Some(BioResult::TrueHigh),
         reasons: vec!["voice_match".into(), "phrase_partial".into()],
