@@ -99,6 +99,25 @@ fn verification_requested_v1() {
     check_golden("VerificationRequested.v1", &bytes);
 }
 
+/// Decisions a v1 producer wrote (before the phrase score) still decode:
+/// the bytes are the v1 golden file, kept as it was.
+#[test]
+fn decision_v1_still_decodes() {
+    let registry = Registry::new();
+    let bytes = std::fs::read(golden_path("Decision.v1")).unwrap();
+    let (fp, _) = timbre_schemas::framing::split(&bytes).unwrap();
+    assert_eq!(
+        fp,
+        Fingerprint::of(&apache_avro::Schema::parse_str(avsc::history::DECISION_V1).unwrap())
+    );
+    let decoded: timbre_schemas::Decision = registry.decode(&bytes).unwrap();
+    let mut expected = common::decision();
+    let signals = expected.signals.as_mut().unwrap();
+    (signals.phrase_score, signals.phrase_threshold) = (None, None);
+    expected.schema_version = 1;
+    assert_eq!(decoded, expected);
+}
+
 /// The header of every golden file carries the fingerprint of the schema
 /// that is current today; a schema edit without a version bump shows here.
 #[test]

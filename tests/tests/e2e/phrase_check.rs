@@ -20,7 +20,7 @@ use timbre::phrase::{
     phrase_signal,
 };
 use timbre_schemas::Code;
-use timbre_tests::api::{Api, Deployment, deploy};
+use timbre_tests::api::{Api, Deployment, deploy, replica};
 use timbre_tests::pipeline::{spoken_digits, wav};
 use timbre_tests::{cql_nodes, fixtures, kafka_url, scratch_dir, unique};
 
@@ -205,7 +205,8 @@ async fn answer(api: &Api, key: &str, user: &str, session: &str, said: &str) -> 
     settled(api, key, reply).await
 }
 
-async fn flow(d: &Deployment) {
+/// `second`: where tokens are checked (another replica on shared backends).
+async fn flow(d: &Deployment, second: &Api) {
     let (api, acme) = (&d.api, d.acme.as_str());
     let user = enrolled_user(api, acme).await;
     let fields = |phrase: &'static str| [("user_id", user.clone()), ("phrase", phrase.into())];
@@ -279,18 +280,19 @@ async fn flow(d: &Deployment) {
     let won = answer(api, acme, &user, &session, &code).await;
     assert_eq!(won["decision"], "accept", "challenge {code}: {won}");
     let token = json!({"token": won["voiceToken"]});
-    let (_, foreign) = api.post(&d.globex, "/verify-token", token.clone()).await;
+    let (_, foreign) = second.post(&d.globex, "/verify-token", token.clone()).await;
     assert_eq!(foreign["valid"], false, "another tenant's token is invalid");
-    let (_, first) = api.post(acme, "/verify-token", token.clone()).await;
+    let (_, first) = second.post(acme, "/verify-token", token.clone()).await;
     assert_eq!(
         (first["valid"].as_bool(), first["user_id"].as_str()),
         (Some(true), Some(user.as_str())),
         "{first}"
     );
-    let (_, second) = api.post(acme, "/verify-token", token).await;
+    let (_, again) = api.post(acme, "/verify-token", token).await;
     assert_eq!(
-        (second["valid"].as_bool(), second["reason"].as_str()),
-        (Some(false), Some("already_used"))
+        (again["valid"].as_bool(), again["reason"].as_str()),
+        (Some(false), Some("already_used")),
+        "spent, on every replica"
     );
 }
 
@@ -301,7 +303,7 @@ async fn challenges_on_the_embedded_backend() {
         scratch_dir("phrase").join("timbre.redb").display()
     );
     let d = deploy("embedded://", &store, settings()).await;
-    flow(&d).await;
+    flow(&d, &d.api).await;
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), d.task)
         .await
@@ -320,7 +322,8 @@ async fn challenges_on_kafka_and_cassandra() {
         settings(),
     )
     .await;
-    flow(&d).await;
+    let second = replica(&d.config, d.shutdown.clone()).await;
+    flow(&d, &second).await;
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), d.task)
         .await
