@@ -7,11 +7,11 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::Serialize;
-use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav};
+use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE};
 use timbre::eval::{prompted_codes, read_manifest};
-use timbre::phrase::{
-    EncoderSpan, Heard, PhraseThresholds, expected_digits, load_recogniser, phrase_signal,
-};
+
+use super::speech::{join_with_pauses, pool, read_audio_with};
+use timbre::phrase::{EncoderSpan, PhraseThresholds, expected_digits, load_recogniser};
 
 /// What the phrase protocol prints.
 #[derive(Debug, Serialize)]
@@ -50,6 +50,16 @@ pub struct PhraseEval<'a> {
     pub span: EncoderSpan,
 }
 
+/// Scores of one prompted code against the three expectations.
+struct Check {
+    right: f32,
+    wrong: f32,
+    near_miss: f32,
+    exact: bool,
+    ms: f64,
+    seconds: f64,
+}
+
 pub fn run(opts: PhraseEval<'_>, json: bool) -> Result<()> {
     let recogniser = load_recogniser(opts.model_dir, opts.span)?;
     let utterances = read_manifest(opts.manifest)?;
@@ -82,75 +92,50 @@ pub fn run(opts: PhraseEval<'_>, json: bool) -> Result<()> {
         min_millis: 0,
         ..AudioLimits::default()
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.max(1))
-        .build()?;
+    let pool = pool(opts.threads)?;
     let decoded: Vec<Option<Vec<f32>>> = pool.install(|| {
         utterances
             .par_iter()
             .zip(&labels)
-            .map(|(u, label)| -> Result<Option<Vec<f32>>> {
-                if label.is_none() {
-                    return Ok(None);
-                }
-                let bytes = std::fs::read(&u.path)?;
-                Ok(Some(decode_wav(&bytes, &limits)?.samples))
-            })
+            .map(|(u, label)| label.map(|_| read_audio_with(&u.path, &limits)).transpose())
             .collect::<Result<_>>()
     })?;
-    // 150 ms of silence between digits, as a caller pausing would leave.
-    let gap = vec![0f32; MODEL_SAMPLE_RATE as usize * 150 / 1000];
     let thresholds = PhraseThresholds::default();
-    let checks: Vec<(f32, f32, f32, bool, f64, f64)> = pool.install(|| {
+    let checks: Vec<Check> = pool.install(|| {
         codes
             .par_iter()
             .map(|code| -> Result<_> {
-                let mut audio = Vec::new();
-                for (i, part) in code.parts.iter().enumerate() {
-                    if i > 0 {
-                        audio.extend_from_slice(&gap);
-                    }
-                    audio.extend_from_slice(decoded[*part].as_deref().unwrap_or_default());
-                }
+                let audio = join_with_pauses(
+                    code.parts
+                        .iter()
+                        .map(|&part| decoded[part].as_deref().unwrap_or_default()),
+                );
                 let start = Instant::now();
                 let right = recogniser.check(&audio, &code.said)?;
                 let ms = start.elapsed().as_secs_f64() * 1e3;
-                Ok((
-                    right.weakest,
-                    recogniser.check(&audio, &code.wrong)?.weakest,
-                    recogniser.check(&audio, &code.near_miss)?.weakest,
-                    right.matches,
+                Ok(Check {
+                    right: right.weakest,
+                    wrong: recogniser.check(&audio, &code.wrong)?.weakest,
+                    near_miss: recogniser.check(&audio, &code.near_miss)?.weakest,
+                    exact: right.is_exact(),
                     ms,
-                    audio.len() as f64 / f64::from(MODEL_SAMPLE_RATE),
-                ))
+                    seconds: audio.len() as f64 / f64::from(MODEL_SAMPLE_RATE),
+                })
             })
             .collect::<Result<_>>()
     })?;
     let n = checks.len().max(1) as f64;
-    type Check = (f32, f32, f32, bool, f64, f64);
     let rate = |f: &dyn Fn(&Check) -> bool| checks.iter().filter(|c| f(c)).count() as f64 / n;
-    let passes = |score: f32, threshold: f32| {
-        let heard = Heard {
-            matches: score >= 1.0,
-            first_mismatch: None,
-            confidence: 0.0,
-            weakest: score,
-        };
-        phrase_signal(
-            &heard,
-            PhraseThresholds {
-                pass: threshold,
-                ..thresholds
-            },
-        )
-        .pass
-    };
     let at = |t: f32| {
+        let at_t = PhraseThresholds {
+            pass: t,
+            ..thresholds
+        };
         [
             f64::from(t),
-            rate(&|c| !passes(c.0, t)),
-            rate(&|c| passes(c.1, t)),
-            rate(&|c| passes(c.2, t)),
+            rate(&|c| !at_t.passes(c.right)),
+            rate(&|c| at_t.passes(c.wrong)),
+            rate(&|c| at_t.passes(c.near_miss)),
         ]
     };
     let median = |mut v: Vec<f64>| {
@@ -164,9 +149,9 @@ pub fn run(opts: PhraseEval<'_>, json: bool) -> Result<()> {
         trials_right: checks.len(),
         trials_wrong: checks.len(),
         digits: opts.digits,
-        ms_per_check: median(checks.iter().map(|c| c.4).collect()),
-        audio_seconds: median(checks.iter().map(|c| c.5).collect()),
-        exact_rate: rate(&|c| c.3),
+        ms_per_check: median(checks.iter().map(|c| c.ms).collect()),
+        audio_seconds: median(checks.iter().map(|c| c.seconds).collect()),
+        exact_rate: rate(&|c| c.exact),
         span: match opts.span {
             EncoderSpan::OwnLength => "own_length",
             EncoderSpan::Padded => "padded_30s",

@@ -28,17 +28,31 @@ fn read_audio(path: &Path) -> Result<Vec<f32>> {
     read_audio_with(path, &AudioLimits::default())
 }
 
-fn read_audio_with(path: &Path, limits: &AudioLimits) -> Result<Vec<f32>> {
+pub(super) fn read_audio_with(path: &Path, limits: &AudioLimits) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let audio =
         decode_wav(&bytes, limits).with_context(|| format!("decoding {}", path.display()))?;
     Ok(audio.samples)
 }
 
-fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+pub(super) fn pool(threads: usize) -> Result<rayon::ThreadPool> {
     Ok(rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()?)
+}
+
+/// One spoken code from single-digit recordings, with 150 ms of silence
+/// between digits, as a caller pausing would leave.
+pub(super) fn join_with_pauses<'a>(parts: impl Iterator<Item = &'a [f32]>) -> Vec<f32> {
+    let gap = vec![0f32; MODEL_SAMPLE_RATE as usize * 150 / 1000];
+    let mut audio = Vec::new();
+    for (i, part) in parts.enumerate() {
+        if i > 0 {
+            audio.extend_from_slice(&gap);
+        }
+        audio.extend_from_slice(part);
+    }
+    audio
 }
 
 fn progress(len: usize, what: &str) -> ProgressBar {
@@ -269,20 +283,14 @@ impl EvalCmd {
                         .map(|u| read_audio_with(&u.path, &part_limits))
                         .collect::<Result<_>>()
                 })?;
-                // 150 ms of silence between digits, as a caller pausing would leave.
-                let gap = vec![0f32; MODEL_SAMPLE_RATE as usize * 150 / 1000];
                 let bar = progress(enroll.len() + test.len(), "embedding codes");
                 let embed_codes = |codes: &[timbre::eval::Code]| -> Result<Vec<Vec<f32>>> {
                     codes
                         .par_iter()
                         .map(|code| {
-                            let mut audio = Vec::new();
-                            for (i, part) in code.parts.iter().enumerate() {
-                                if i > 0 {
-                                    audio.extend_from_slice(&gap);
-                                }
-                                audio.extend_from_slice(&decoded[*part]);
-                            }
+                            let audio = join_with_pauses(
+                                code.parts.iter().map(|&part| decoded[part].as_slice()),
+                            );
                             let e = model.embed(&audio);
                             bar.inc(1);
                             Ok(e?)

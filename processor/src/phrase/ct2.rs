@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use thiserror::Error;
@@ -14,14 +13,6 @@ use timbre_schemas::Code;
 /// Why a CTranslate2 file could not be read.
 #[derive(Debug, Error)]
 pub enum Ct2Error {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// File.
-        path: String,
-        /// Cause.
-        source: std::io::Error,
-    },
     /// The file ends inside a header or a variable.
     #[error("truncated CTranslate2 file: {what} at byte {at} needs {need} more bytes")]
     Truncated {
@@ -76,10 +67,7 @@ pub enum Ct2Error {
 impl Ct2Error {
     /// Stable code: every reader failure means the weights are unusable.
     pub fn code(&self) -> Code {
-        match self {
-            Ct2Error::Io { .. } => Code::ModelIo,
-            _ => Code::ModelBadWeights,
-        }
+        Code::ModelBadWeights
     }
 }
 
@@ -182,15 +170,6 @@ impl<'a> Cursor<'a> {
 }
 
 impl Ct2Model {
-    /// Reads and parses a file.
-    pub fn read(path: &Path) -> Result<Self, Ct2Error> {
-        let data = std::fs::read(path).map_err(|source| Ct2Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(data)
-    }
-
     /// Parses the bytes of a file.
     pub fn parse(data: Vec<u8>) -> Result<Self, Ct2Error> {
         let mut c = Cursor { data: &data, at: 0 };

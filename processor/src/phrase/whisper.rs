@@ -8,7 +8,6 @@
 //! into them.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
@@ -37,18 +36,18 @@ pub enum EncoderSpan {
 /// How well the audio says an expected code.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Heard {
-    /// Whether greedy decoding over single digits would write exactly the
-    /// code: at every position the expected digit is the likeliest digit.
-    pub matches: bool,
-    /// Position of the first digit the recogniser prefers another for.
-    pub first_mismatch: Option<usize>,
-    /// Geometric-mean probability of the expected digits (each among the
-    /// ten digits).
-    pub confidence: f32,
     /// The least, over the positions, of P(expected digit) / P(likeliest
     /// digit): 1 when every expected digit is the recogniser's first
     /// choice, near 0 when one is clearly another digit.
     pub weakest: f32,
+}
+
+impl Heard {
+    /// Whether greedy decoding over single digits would write exactly the
+    /// code: at every position the expected digit is the likeliest.
+    pub fn is_exact(&self) -> bool {
+        self.weakest >= 1.0
+    }
 }
 
 /// Whisper weights and the digit vocabulary, shareable across workers.
@@ -195,10 +194,9 @@ fn count_layers(ct2: &Ct2Model, side: &str) -> usize {
 }
 
 impl DigitRecogniser {
-    /// Loads `model.bin` and `vocabulary.txt` from `dir` (already verified
-    /// by the caller).
-    pub fn load(dir: &Path, span: EncoderSpan) -> Result<Self, PhraseError> {
-        let ct2 = Ct2Model::read(&dir.join(super::MODEL_FILE))?;
+    /// Builds the recogniser from parsed CTranslate2 weights and the token
+    /// list (one token per line, in id order), both verified by the caller.
+    pub fn new(ct2: &Ct2Model, vocabulary: &str, span: EncoderSpan) -> Result<Self, PhraseError> {
         if ct2.spec != "WhisperSpec" {
             return Err(bad(format!(
                 "{} is a {}, not Whisper",
@@ -206,8 +204,6 @@ impl DigitRecogniser {
                 ct2.spec
             )));
         }
-        let vocabulary = std::fs::read_to_string(dir.join(super::VOCABULARY_FILE))
-            .map_err(|e| PhraseError::Io(dir.join(super::VOCABULARY_FILE), e))?;
         let tokens: Vec<&str> = vocabulary.lines().collect();
         let id = |t: &str| -> Result<u32, PhraseError> {
             tokens
@@ -245,7 +241,7 @@ impl DigitRecogniser {
         }
         let output_rows =
             embeddings.index_select(&Tensor::new(outputs.as_slice(), &Device::Cpu)?, 0)?;
-        let layers = (count_layers(&ct2, "encoder"), count_layers(&ct2, "decoder"));
+        let layers = (count_layers(ct2, "encoder"), count_layers(ct2, "decoder"));
         let heads = |side: &str| -> Result<usize, PhraseError> {
             Ok(ct2.scalar(&format!("{side}/num_heads"))? as usize)
         };
@@ -261,8 +257,7 @@ impl DigitRecogniser {
             decoder_layers: layers.1,
             suppress_tokens: Vec::new(),
         };
-        let vb =
-            VarBuilder::from_tensors(candle_variables(&ct2, layers)?, DType::F32, &Device::Cpu);
+        let vb = VarBuilder::from_tensors(candle_variables(ct2, layers)?, DType::F32, &Device::Cpu);
         let model = Whisper::load(&vb, config)?;
         Ok(Self {
             model,
@@ -272,12 +267,6 @@ impl DigitRecogniser {
             output_rows,
             span,
         })
-    }
-
-    /// The same weights with another encoder span (for measurements).
-    pub fn with_span(mut self, span: EncoderSpan) -> Self {
-        self.span = span;
-        self
     }
 
     /// Checks whether the audio says `expected` (ASCII digits). One decoder
@@ -302,12 +291,7 @@ impl DigitRecogniser {
         audio.resize(target, 0.0);
         let frames = WhisperMel::frames(audio.len());
         if digits.is_empty() || frames < 2 {
-            return Ok(Heard {
-                matches: false,
-                first_mismatch: Some(0),
-                confidence: 0.0,
-                weakest: 0.0,
-            });
+            return Ok(Heard { weakest: 0.0 });
         }
         let mel = Tensor::from_vec(
             self.mel.compute(&audio),
@@ -328,30 +312,16 @@ impl DigitRecogniser {
         let from = self.prompt.len() - 1;
         let states = hidden.i((0, from..tokens.len() - 1))?;
         let logits: Vec<Vec<f32>> = states.matmul(&self.output_rows.t()?)?.to_vec2()?;
-        let mut log_prob = 0f64;
-        let mut first_mismatch = None;
         let mut weakest = 1f32;
-        for (position, (row, &want)) in logits.iter().zip(&digits).enumerate() {
+        for (row, &want) in logits.iter().zip(&digits) {
             // A digit with or without its leading space is the same digit;
             // other tokens (words, punctuation, the end) are not candidates.
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let p: Vec<f32> = row.iter().map(|l| (l - max).exp()).collect();
             let scores: Vec<f32> = (0..10).map(|d| p[d] + p[d + 10]).collect();
-            let total: f32 = scores.iter().sum();
-            let best = (0..10)
-                .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
-                .unwrap_or(want);
-            if best != want && first_mismatch.is_none() {
-                first_mismatch = Some(position);
-            }
-            weakest = weakest.min(scores[want] / scores[best].max(f32::MIN_POSITIVE));
-            log_prob += f64::from((scores[want] / total).max(1e-30)).ln();
+            let best = scores.iter().copied().fold(f32::MIN_POSITIVE, f32::max);
+            weakest = weakest.min(scores[want] / best);
         }
-        Ok(Heard {
-            matches: first_mismatch.is_none(),
-            first_mismatch,
-            confidence: (log_prob / logits.len() as f64).exp() as f32,
-            weakest,
-        })
+        Ok(Heard { weakest })
     }
 }
