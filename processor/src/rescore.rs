@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use timbre_schemas::{Registry, Request, RescoreRequested};
 
-use crate::domain::{ProfileStatus, RescoreRun, RunState, TenantModel, now_ms};
+use crate::domain::{RescoreRun, RunState, TenantModel, now_ms};
 use crate::ports::{Bus, BusError, Store, StoreError};
 use crate::topics::TopicNames;
 
@@ -151,7 +151,7 @@ impl Rescorer {
             let last = page.last().map(|(u, _)| u.clone());
             users.extend(
                 page.into_iter()
-                    .filter(|(_, s)| *s == ProfileStatus::Enrolled)
+                    .filter(|(_, s)| s.has_voiceprint())
                     .map(|(u, _)| u),
             );
             match last {

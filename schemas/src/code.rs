@@ -101,6 +101,8 @@ codes! {
     Watchlisted = "watchlisted", 200, Reason;
     /// The voice was taken off the watchlist.
     Unwatchlisted = "unwatchlisted", 200, Reason;
+    /// An admin lifted the profile's lockout.
+    ProfileUnlocked = "profile_unlocked", 200, Reason;
     /// A re-scoring job rebuilt the voiceprint under the target model.
     VoiceprintRebuilt = "voiceprint_rebuilt", 200, Reason;
 
@@ -112,6 +114,9 @@ codes! {
     ConsentRequired = "consent_required", 409, Refusal;
     /// The user opted out of voice biometrics.
     OptedOut = "opted_out", 409, Refusal;
+    /// Locked after repeated failed verifications (also the reason of the
+    /// failure that locked it); an admin `UNLOCK` lifts it.
+    ProfileLocked = "profile_locked", 423, Refusal;
     /// No profile for the user.
     ProfileNotFound = "profile_not_found", 404, Refusal;
     /// Enrollment is not complete (or the user was never enrolled).

@@ -39,6 +39,7 @@ mod error;
 pub mod fingerprint;
 pub mod framing;
 mod header;
+mod identity;
 mod registry;
 mod scan;
 mod validate;
@@ -51,5 +52,6 @@ pub use contracts::{
 };
 pub use error::SchemaError;
 pub use fingerprint::Fingerprint;
+pub use identity::JobIdentity;
 pub use registry::{Envelope, Registry, Request, WriterInfo};
 pub use validate::Limits;

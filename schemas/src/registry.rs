@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::contracts::{
-    ConsentChanged, Contract, Decision, EnrollmentRequested, JobKind, ProfileCommand, RecordKind,
+    ConsentChanged, Contract, EnrollmentRequested, JobKind, ProfileCommand, RecordKind,
     RescoreRequested, SchemaVersion, TraceContext, VerificationRequested, avsc, message_key,
 };
 use crate::error::SchemaError;
@@ -327,14 +327,6 @@ impl Registry {
 }
 
 impl Request {
-    /// Whether `decision` answers this request: same request id, user and
-    /// kind of job (an id reused by another job must never answer this one).
-    pub fn is_answered_by(&self, decision: &Decision) -> bool {
-        decision.request_id == self.request_id()
-            && decision.user_id == self.user_id()
-            && decision.job == self.job()
-    }
-
     /// Record of this request.
     pub fn kind(&self) -> RecordKind {
         match self {

@@ -19,6 +19,8 @@ const VOICEPRINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("voicepri
 const CONSENT: TableDefinition<&str, &[u8]> = TableDefinition::new("consent");
 const AUDIO: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollment_audio");
 const DECISIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("decisions");
+/// tenant · request id → digest of the job that owns the id.
+const REQUEST_CLAIMS: TableDefinition<&str, &str> = TableDefinition::new("request_claims");
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("challenge_sessions");
@@ -34,7 +36,7 @@ const RESCORE_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("rescore
 const RESCORE_RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rescore_results");
 
 /// Version of the file layout; bumped with each migration.
-const SCHEMA_VERSION: u32 = 4;
+const SCHEMA_VERSION: u32 = 5;
 /// Separates key parts; ids never contain control characters (validated at decode).
 const SEP: char = '\u{1f}';
 
@@ -177,6 +179,7 @@ impl Store for FileStore {
             for table in [SPENT_TOKENS, USAGE] {
                 tx.open_table(table).map_err(unavailable)?;
             }
+            tx.open_table(REQUEST_CLAIMS).map_err(unavailable)?;
             tx.open_table(META)
                 .map_err(unavailable)?
                 .insert("schema_version", SCHEMA_VERSION)
@@ -245,6 +248,36 @@ impl Store for FileStore {
         request_id: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         self.get(DECISIONS, key(&[tenant, request_id])).await
+    }
+
+    async fn claim_request(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        digest: &str,
+    ) -> Result<bool, StoreError> {
+        let (k, digest) = (key(&[tenant, request_id]), digest.to_string());
+        // Write transactions are serialised: the check and the insert are one step.
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let owned = {
+                let mut t = tx.open_table(REQUEST_CLAIMS).map_err(unavailable)?;
+                let existing = t
+                    .get(k.as_str())
+                    .map_err(unavailable)?
+                    .map(|v| v.value().to_string());
+                match existing {
+                    Some(owner) => owner == digest,
+                    None => {
+                        t.insert(k.as_str(), digest.as_str()).map_err(unavailable)?;
+                        true
+                    }
+                }
+            };
+            tx.commit().map_err(unavailable)?;
+            Ok(owned)
+        })
+        .await
     }
 
     async fn commit(&self, commit: &JobCommit) -> Result<(), StoreError> {

@@ -114,6 +114,13 @@ async fn start_auth(
         .profile(&caller.tenant, &body.user_id)
         .await?
         .ok_or_else(|| ApiError::profile_not_found(&body.user_id))?;
+    if profile.status == ProfileStatus::Locked {
+        return Err(ApiError::new(
+            StatusCode::LOCKED,
+            Code::ProfileLocked.as_str(),
+            "the profile is locked after repeated failed verifications",
+        ));
+    }
     if profile.status != ProfileStatus::Enrolled {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -55,28 +55,29 @@ pub async fn submit(
     request
         .validate(&inner.limits)
         .map_err(|e| ApiError::bad_request(e.code().as_str(), e.to_string()))?;
-    let (tenant, request_id) = (
-        request.tenant().to_string(),
-        request.request_id().to_string(),
-    );
+    let identity = request.identity();
     // A retried call whose job was already decided gets the same answer,
-    // but only if it is the same job: an id reused for another user or kind
-    // is refused, as the processor would.
-    if let Some(done) = inner.client.stored(&tenant, &request_id).await? {
-        if !request.is_answered_by(&done) {
+    // but only if it is the same job: an id reused for another user, kind
+    // or body is refused, as the processor would.
+    if let Some(done) = inner
+        .client
+        .stored(&identity.tenant, &identity.request_id)
+        .await?
+    {
+        if !identity.is_answered_by(&done) {
             return Err(conflict());
         }
         return Ok(Outcome::Decided(Box::new(done)));
     }
-    let pending = inner.client.register(&request);
+    let pending = inner.client.register(identity.clone());
     inner.client.publish(&request).await?;
     let outcome = match inner.client.wait(pending, wait).await? {
         // Read back from the store: another job may own the id.
-        Some(d) if !request.is_answered_by(&d) => {
+        Some(d) if !identity.is_answered_by(&d) => {
             return Err(conflict());
         }
         Some(d) => Outcome::Decided(Box::new(d)),
-        None => Outcome::Pending(request_id),
+        None => Outcome::Pending(identity.request_id),
     };
     let mut counts = Vec::new();
     if let Outcome::Decided(d) = &outcome {

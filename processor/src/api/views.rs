@@ -22,6 +22,7 @@ pub fn status_name(status: Option<ProfileStatus>) -> Option<&'static str> {
         ProfileStatus::Enrolled => "ENROLLED",
         ProfileStatus::ReEnroll => "RE_ENROLL",
         ProfileStatus::OptedOut => "OPTED_OUT",
+        ProfileStatus::Locked => "LOCKED",
     })
 }
 

@@ -8,7 +8,7 @@ mod waiter;
 use std::sync::Arc;
 use std::time::Duration;
 
-use timbre_schemas::{Decision, Registry, Request, SchemaError};
+use timbre_schemas::{Decision, JobIdentity, Registry, Request, SchemaError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -72,14 +72,10 @@ impl JobClient {
         Ok(())
     }
 
-    /// Registers interest in the decision of `request` (before publishing it).
-    pub fn register(&self, request: &Request) -> Pending {
-        self.waiter.register(
-            request.tenant(),
-            request.request_id(),
-            request.user_id(),
-            request.job(),
-        )
+    /// Registers interest in the decision of the job `identity` (before
+    /// publishing it).
+    pub fn register(&self, identity: JobIdentity) -> Pending {
+        self.waiter.register(identity)
     }
 
     /// Waits up to `timeout` for a registered decision; `None` on timeout.
@@ -98,7 +94,7 @@ impl JobClient {
         request: &Request,
         timeout: Duration,
     ) -> Result<Option<Decision>, ClientError> {
-        let pending = self.register(request);
+        let pending = self.register(request.identity());
         self.publish(request).await?;
         self.wait(pending, timeout).await
     }
@@ -112,7 +108,7 @@ impl JobClient {
     ) -> Result<Vec<Option<Decision>>, ClientError> {
         let mut pending = Vec::with_capacity(requests.len());
         for request in requests {
-            pending.push(self.register(request));
+            pending.push(self.register(request.identity()));
             self.publish(request).await?;
         }
         futures::future::try_join_all(pending.into_iter().map(|p| self.wait(p, timeout))).await

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use timbre_schemas::{Decision, JobKind, Registry};
+use timbre_schemas::{Decision, JobIdentity, Registry};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -22,13 +22,12 @@ const STORE_POLL: Duration = Duration::from_millis(500);
 
 type Key = (String, String);
 
-/// One request waiting: only a decision for its user and kind of job
-/// completes it, so a request id reused by another job never hands one
-/// caller another's decision.
+/// One request waiting: only a decision of its own job (user, kind and
+/// digest) completes it, so a request id reused by another job never hands
+/// one caller another's decision.
 struct Waiting {
     id: u64,
-    user_id: String,
-    job: JobKind,
+    identity: JobIdentity,
     tx: oneshot::Sender<Decision>,
 }
 
@@ -115,7 +114,7 @@ impl DecisionWaiter {
         };
         let (matching, others): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(list)
             .into_iter()
-            .partition(|w| w.user_id == decision.user_id && w.job == decision.job);
+            .partition(|w| w.identity.is_answered_by(&decision));
         *list = others;
         if list.is_empty() {
             pending.remove(&key);
@@ -126,18 +125,16 @@ impl DecisionWaiter {
         }
     }
 
-    /// Registers interest in the decision of `user_id`'s job of kind `job`
-    /// under `request_id`; call before publishing the job.
-    pub fn register(&self, tenant: &str, request_id: &str, user_id: &str, job: JobKind) -> Pending {
+    /// Registers interest in the decision of the job `identity`; call
+    /// before publishing the job.
+    pub fn register(&self, identity: JobIdentity) -> Pending {
         let (tx, rx) = oneshot::channel();
-        let key = (tenant.to_string(), request_id.to_string());
+        let key = (identity.tenant.clone(), identity.request_id.clone());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().entry(key.clone()).or_default().push(Waiting {
-            id,
-            user_id: user_id.to_string(),
-            job,
-            tx,
-        });
+        self.lock()
+            .entry(key.clone())
+            .or_default()
+            .push(Waiting { id, identity, tx });
         Pending {
             key,
             id,
@@ -166,7 +163,7 @@ impl DecisionWaiter {
 
     /// Waits up to `timeout` for the decision of `pending`; `None` on
     /// timeout. The store backstop returns whatever is stored under the id:
-    /// callers compare its user and job with theirs.
+    /// callers check it with [`JobIdentity::is_answered_by`].
     pub async fn wait(
         &self,
         mut pending: Pending,
@@ -196,20 +193,31 @@ impl DecisionWaiter {
 
 #[cfg(test)]
 mod tests {
-    use timbre_schemas::{DecisionKind, Registry};
+    use timbre_schemas::{DecisionKind, JobKind, Registry};
 
     use super::*;
 
+    fn identity(user: &str, job: JobKind) -> JobIdentity {
+        JobIdentity {
+            tenant: "t".into(),
+            request_id: "k".into(),
+            user_id: user.into(),
+            job,
+            digest: format!("{user}-{job:?}"),
+        }
+    }
+
     fn decision(user: &str, job: JobKind, kind: DecisionKind) -> Vec<u8> {
-        let d = Decision::new("k", "t", user, job, kind, 1, 2);
+        let mut d = Decision::new("k", "t", user, job, kind, 1, 2);
+        d.request_digest = Some(identity(user, job).digest);
         Registry::new().encode(&d).unwrap()
     }
 
     #[tokio::test]
     async fn a_reused_request_id_completes_only_its_own_job() {
         let waiter = DecisionWaiter::new(None, Arc::new(Registry::new()));
-        let alice = waiter.register("t", "k", "alice", JobKind::Verification);
-        let bob = waiter.register("t", "k", "bob", JobKind::Verification);
+        let alice = waiter.register(identity("alice", JobKind::Verification));
+        let bob = waiter.register(identity("bob", JobKind::Verification));
         // Bob's accept arrives first: it must not answer Alice.
         waiter.deliver(&decision(
             "bob",
@@ -239,10 +247,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn another_body_under_the_same_id_does_not_answer() {
+        let waiter = DecisionWaiter::new(None, Arc::new(Registry::new()));
+        let first = identity("alice", JobKind::Verification);
+        let mut second = first.clone();
+        second.digest = "other audio".into();
+        let waiting = waiter.register(first);
+        let mut refused = Decision::new(
+            "k",
+            "t",
+            "alice",
+            JobKind::Verification,
+            DecisionKind::Error,
+            1,
+            2,
+        );
+        refused.request_digest = Some(second.digest);
+        waiter.deliver(&Registry::new().encode(&refused).unwrap());
+        let got = waiter
+            .wait(waiting, Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert!(
+            got.is_none(),
+            "the other job's refusal is not this job's answer"
+        );
+    }
+
+    #[tokio::test]
     async fn a_dropped_wait_leaves_the_others_registered() {
         let waiter = DecisionWaiter::new(None, Arc::new(Registry::new()));
-        let first = waiter.register("t", "k", "alice", JobKind::Consent);
-        let second = waiter.register("t", "k", "alice", JobKind::Consent);
+        let first = waiter.register(identity("alice", JobKind::Consent));
+        let second = waiter.register(identity("alice", JobKind::Consent));
         drop(first);
         waiter.deliver(&decision("alice", JobKind::Consent, DecisionKind::Applied));
         let got = waiter

@@ -176,5 +176,6 @@ pub fn wire_status(s: ProfileStatus) -> WireStatus {
         ProfileStatus::Enrolled => WireStatus::Enrolled,
         ProfileStatus::ReEnroll => WireStatus::ReEnroll,
         ProfileStatus::OptedOut => WireStatus::OptedOut,
+        ProfileStatus::Locked => WireStatus::Locked,
     }
 }

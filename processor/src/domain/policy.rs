@@ -34,6 +34,10 @@ pub struct Policy {
     pub base_cooldown_millis: u64,
     /// Longest cooldown.
     pub max_cooldown_millis: u64,
+    /// Consecutive cooldowns after which the next failure locks the profile
+    /// until an admin unlocks it (0: never lock). Without a lockout a capped
+    /// cooldown still grants an attacker ~100 tries per user per day.
+    pub lockout_after_cooldowns: u32,
     /// An accept this far above the threshold refines the voiceprint.
     pub refine_margin: f32,
     /// Weight of a refining sample (an enrollment sample weighs 1).
@@ -63,6 +67,7 @@ impl Default for Policy {
             free_failures: 3,
             base_cooldown_millis: 30_000,
             max_cooldown_millis: 15 * 60_000,
+            lockout_after_cooldowns: 5,
             refine_margin: 0.10,
             refine_weight: 0.25,
             max_voiceprint_weight: 20.0,
@@ -211,6 +216,17 @@ pub fn cooldown_millis(failures: u32, policy: &Policy) -> u64 {
     (policy.base_cooldown_millis << doublings).min(policy.max_cooldown_millis)
 }
 
+/// Whether the `failures`-th consecutive failure locks the profile: the
+/// cooldowns before it (one per failure past the free ones) reached the
+/// lockout count.
+pub fn locks_out(failures: u32, policy: &Policy) -> bool {
+    policy.lockout_after_cooldowns > 0
+        && failures
+            >= policy
+                .free_failures
+                .saturating_add(policy.lockout_after_cooldowns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +254,19 @@ mod tests {
         assert_eq!(cooldown_millis(3, &p), 30_000);
         assert_eq!(cooldown_millis(4, &p), 60_000);
         assert_eq!(cooldown_millis(40, &p), p.max_cooldown_millis);
+    }
+
+    #[test]
+    fn the_failure_after_the_last_allowed_cooldown_locks() {
+        let p = Policy::default();
+        // 3 free failures, then 5 cooldowns (failures 3..=7), then a lock.
+        assert!(!locks_out(7, &p));
+        assert!(locks_out(8, &p));
+        let never = Policy {
+            lockout_after_cooldowns: 0,
+            ..Policy::default()
+        };
+        assert!(!locks_out(1000, &never));
     }
 
     #[test]

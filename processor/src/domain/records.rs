@@ -12,6 +12,9 @@ pub enum ProfileStatus {
     ReEnroll,
     /// The user withdrew consent; biometrics are erased.
     OptedOut,
+    /// Enrolled, but locked after repeated failed verifications until an
+    /// admin unlocks it.
+    Locked,
 }
 
 impl ProfileStatus {
@@ -22,7 +25,13 @@ impl ProfileStatus {
             ProfileStatus::Enrolled => "ENROLLED",
             ProfileStatus::ReEnroll => "RE_ENROLL",
             ProfileStatus::OptedOut => "OPTED_OUT",
+            ProfileStatus::Locked => "LOCKED",
         }
+    }
+
+    /// Holds a voiceprint that verifications (once unlocked) and re-scoring use.
+    pub fn has_voiceprint(self) -> bool {
+        matches!(self, ProfileStatus::Enrolled | ProfileStatus::Locked)
     }
 
     /// Parses a stored name.
@@ -32,6 +41,7 @@ impl ProfileStatus {
             "ENROLLED" => ProfileStatus::Enrolled,
             "RE_ENROLL" => ProfileStatus::ReEnroll,
             "OPTED_OUT" => ProfileStatus::OptedOut,
+            "LOCKED" => ProfileStatus::Locked,
             _ => return None,
         })
     }

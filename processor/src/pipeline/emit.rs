@@ -25,9 +25,16 @@ pub(super) struct Emission<'a> {
 }
 
 impl<'a> Emission<'a> {
-    /// The decision of a decoded job, committed with the outcome's mutations.
-    pub(super) fn decided(message: &'a Message, request: &Request, outcome: Outcome) -> Self {
-        let decision = outcome.decision(request, now_ms());
+    /// The decision of a decoded job, committed with the outcome's mutations;
+    /// it carries the job's digest so it answers only that job.
+    pub(super) fn decided(
+        message: &'a Message,
+        request: &Request,
+        digest: &str,
+        outcome: Outcome,
+    ) -> Self {
+        let mut decision = outcome.decision(request, now_ms());
+        decision.request_digest = Some(digest.to_string());
         let dead_letter = outcome
             .error
             .as_ref()

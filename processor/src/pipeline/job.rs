@@ -109,30 +109,44 @@ impl Processor {
                 .await;
         }
         tracing::Span::current().record("request_id", request.request_id());
-        let emission = |outcome: Outcome| Emission::decided(message, &request, outcome);
+        let identity = request.identity();
+        let emission =
+            |outcome: Outcome| Emission::decided(message, &request, &identity.digest, outcome);
         // Jobs of one user must share a partition and a lane, or they could
         // run concurrently and race on the profile (e.g. around a cooldown).
         if message.key.as_deref() != Some(request.message_key().as_bytes()) {
             let refused = Outcome::error(Code::WrongKey, "the message key must be tenant/user_id");
             return self.emit(emission(refused)).await;
         }
+        // Never answer one job with another's decision, and never overwrite
+        // the stored one.
+        let conflict = || {
+            Outcome::error(
+                Code::RequestIdConflict,
+                "this request_id was already used by another job",
+            )
+        };
         if let Some(previous) = self
             .store
             .decision(request.tenant(), request.request_id())
             .await?
         {
             let earlier: Decision = self.registry.decode(&previous)?;
-            if !request.is_answered_by(&earlier) {
-                // Never answer one user's job with another's decision, and
-                // never overwrite the stored one.
-                let conflict = Outcome::error(
-                    Code::RequestIdConflict,
-                    "this request_id was already used by another job",
-                );
-                return self.emit(emission(conflict).without_commit()).await;
+            if !identity.is_answered_by(&earlier) {
+                return self.emit(emission(conflict()).without_commit()).await;
             }
             tracing::debug!("redelivered job, republishing its decision");
             return self.replay(&request, &previous).await;
+        }
+        // Two jobs under one id can be in flight at once on different
+        // partitions: the first to claim the id is applied, the other is
+        // refused, whichever finishes first.
+        if !self
+            .store
+            .claim_request(request.tenant(), request.request_id(), &identity.digest)
+            .await?
+        {
+            return self.emit(emission(conflict()).without_commit()).await;
         }
         let outcome = self.decide(&request).await?;
         self.emit(emission(outcome)).await

@@ -79,6 +79,16 @@ pub trait Store: Send + Sync {
     async fn decision(&self, tenant: &str, request_id: &str)
     -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Binds a request id to the digest of one job, first come first served
+    /// (a conditional insert); true when the id is bound to `digest`, now
+    /// or before (a redelivery).
+    async fn claim_request(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        digest: &str,
+    ) -> Result<bool, StoreError>;
+
     /// Writes a job's state changes and its decision as one unit.
     async fn commit(&self, commit: &JobCommit) -> Result<(), StoreError>;
 

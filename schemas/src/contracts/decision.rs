@@ -76,6 +76,8 @@ pub enum ProfileStatus {
     ReEnroll,
     /// The user opted out; no biometric processing.
     OptedOut,
+    /// Locked after repeated failed verifications; an admin unlocks it.
+    Locked,
 }
 
 /// Biometric result class. Symbols may only be appended.
@@ -172,6 +174,8 @@ pub struct Decision {
     pub thresholds: Option<Thresholds>,
     /// When the decision was made, UTC epoch millis.
     pub processed_at: i64,
+    /// Digest of the job this decision answers ([`crate::Request::digest`]).
+    pub request_digest: Option<String>,
 }
 
 impl Decision {
@@ -211,6 +215,7 @@ impl Decision {
             session_id: None,
             thresholds: None,
             processed_at,
+            request_digest: None,
         }
     }
 }
@@ -244,7 +249,7 @@ impl Decision {
 
 impl Contract for Decision {
     const KIND: RecordKind = RecordKind::Decision;
-    const CURRENT_VERSION: SchemaVersion = 2;
+    const CURRENT_VERSION: SchemaVersion = 3;
 
     fn schema_version(&self) -> SchemaVersion {
         self.schema_version

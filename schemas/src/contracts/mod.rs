@@ -53,6 +53,11 @@ pub mod avsc {
             include_str!("../../avro/history/VerificationRequested.v1.avsc");
         /// `Decision` v1: before the phrase score and threshold were added.
         pub const DECISION_V1: &str = include_str!("../../avro/history/Decision.v1.avsc");
+        /// `Decision` v2: before the request digest and the `LOCKED` status.
+        pub const DECISION_V2: &str = include_str!("../../avro/history/Decision.v2.avsc");
+        /// `ProfileCommand` v1: before `UNLOCK`.
+        pub const PROFILE_COMMAND_V1: &str =
+            include_str!("../../avro/history/ProfileCommand.v1.avsc");
     }
 
     /// Every current schema, one per record.
@@ -67,7 +72,12 @@ pub mod avsc {
     ];
 
     /// Every older writer schema still registered.
-    pub const HISTORY: [&str; 2] = [history::VERIFICATION_REQUESTED_V1, history::DECISION_V1];
+    pub const HISTORY: [&str; 4] = [
+        history::VERIFICATION_REQUESTED_V1,
+        history::DECISION_V1,
+        history::DECISION_V2,
+        history::PROFILE_COMMAND_V1,
+    ];
 }
 
 /// Which record a message holds.

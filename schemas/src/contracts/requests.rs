@@ -99,6 +99,8 @@ pub enum ProfileCommandKind {
     GreylistAdd,
     /// Remove the user's voice from the watchlist.
     GreylistRemove,
+    /// Lift a lockout after repeated failed verifications.
+    Unlock,
 }
 
 /// Administrative command on a user's voice profile.
@@ -289,7 +291,7 @@ impl Contract for ConsentChanged {
 
 impl Contract for ProfileCommand {
     const KIND: RecordKind = RecordKind::ProfileCommand;
-    const CURRENT_VERSION: SchemaVersion = 1;
+    const CURRENT_VERSION: SchemaVersion = 2;
 
     fn schema_version(&self) -> SchemaVersion {
         self.schema_version

@@ -131,7 +131,8 @@ fn rust_enums_match_avro_symbols() {
             P::Delete,
             P::OptOut,
             P::GreylistAdd,
-            P::GreylistRemove
+            P::GreylistRemove,
+            P::Unlock
         ]),
         symbols(RecordKind::ProfileCommand, "command")
     );
@@ -160,7 +161,13 @@ fn rust_enums_match_avro_symbols() {
     );
     use ProfileStatus as S;
     assert_eq!(
-        names(&[S::NotEnrolled, S::Enrolled, S::ReEnroll, S::OptedOut]),
+        names(&[
+            S::NotEnrolled,
+            S::Enrolled,
+            S::ReEnroll,
+            S::OptedOut,
+            S::Locked
+        ]),
         symbols(RecordKind::Decision, "profile_status")
     );
     use BioResult as B;
@@ -188,7 +195,7 @@ fn trace_context_is_identical_everywhere() {
             forms.push(parsing_canonical_form(&f.schema));
         }
     }
-    assert_eq!(forms.len(), 8);
+    assert_eq!(forms.len(), 10);
     assert!(forms.iter().all(|f| *f == forms[0]), "{forms:#?}");
     assert_eq!(
         forms[0],

@@ -99,22 +99,51 @@ fn verification_requested_v1() {
     check_golden("VerificationRequested.v1", &bytes);
 }
 
-/// Decisions a v1 producer wrote (before the phrase score) still decode:
-/// the bytes are the v1 golden file, kept as it was.
-#[test]
-fn decision_v1_still_decodes() {
+/// Decodes the pinned bytes of an older writer `version` of `T` (the golden
+/// file `<name>.v<version>.bin`, kept as it was) with today's reader.
+fn decode_old<T: timbre_schemas::Contract>(history_schema: &str, version: u32) -> T {
     let registry = Registry::new();
-    let bytes = std::fs::read(golden_path("Decision.v1")).unwrap();
+    let bytes = std::fs::read(golden_path(&format!("{}.v{version}", T::KIND.name()))).unwrap();
     let (fp, _) = timbre_schemas::framing::split(&bytes).unwrap();
     assert_eq!(
         fp,
-        Fingerprint::of(&apache_avro::Schema::parse_str(avsc::history::DECISION_V1).unwrap())
+        Fingerprint::of(&apache_avro::Schema::parse_str(history_schema).unwrap())
     );
-    let decoded: timbre_schemas::Decision = registry.decode(&bytes).unwrap();
+    registry.decode(&bytes).unwrap()
+}
+
+/// Decisions a v1 producer wrote (before the phrase score) still decode.
+#[test]
+fn decision_v1_still_decodes() {
+    let decoded: timbre_schemas::Decision = decode_old(avsc::history::DECISION_V1, 1);
     let mut expected = common::decision();
     let signals = expected.signals.as_mut().unwrap();
     (signals.phrase_score, signals.phrase_threshold) = (None, None);
+    expected.request_digest = None;
     expected.schema_version = 1;
+    assert_eq!(decoded, expected);
+}
+
+/// Decisions a v2 producer wrote (before the request digest) still decode.
+#[test]
+fn decision_v2_still_decodes() {
+    let decoded: timbre_schemas::Decision = decode_old(avsc::history::DECISION_V2, 2);
+    let expected = timbre_schemas::Decision {
+        request_digest: None,
+        schema_version: 2,
+        ..common::decision()
+    };
+    assert_eq!(decoded, expected);
+}
+
+/// Commands a v1 producer wrote (before `UNLOCK`) still decode.
+#[test]
+fn profile_command_v1_still_decodes() {
+    let decoded: timbre_schemas::ProfileCommand = decode_old(avsc::history::PROFILE_COMMAND_V1, 1);
+    let expected = timbre_schemas::ProfileCommand {
+        schema_version: 1,
+        ..common::profile()
+    };
     assert_eq!(decoded, expected);
 }
 

@@ -143,6 +143,23 @@ async fn flow(d: &Deployment) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // One key, one job: the same user with another body is refused too
+    // (here a withdrawal sent under the key of a grant), and the grant stands.
+    let consent_keyed = |granted: bool| {
+        api.http
+            .post(format!("{}/v1/consent", api.base))
+            .header("x-api-key", acme)
+            .header("idempotency-key", format!("consent-of-{user}"))
+            .json(&json!({"user_id": user, "granted": granted}))
+    };
+    let (status, body) = api.send(consent_keyed(true)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api.send(consent_keyed(false)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("request_id_conflict")),
+        "{body}"
+    );
 
     let text = b"this is not audio".to_vec();
     let (status, body) = api

@@ -243,8 +243,68 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         codes,
         vec!["bad_framing", "not_wav", "request_id_conflict", "wrong_key"]
     );
+    reused_request_ids(&mut h, store.as_ref(), tenant).await;
     watchlist_and_delete(&mut h, store.as_ref(), tenant).await;
     h.stop_processor().await;
+}
+
+/// A request id names one job: another body under the id is refused, even
+/// for the same user, and of two jobs sent under one id at once (different
+/// users, so different partitions and lanes) exactly one is applied.
+async fn reused_request_ids(h: &mut Harness, store: &dyn Store, tenant: &str) {
+    let genuine = verification(tenant, "alice", "v-body", wav(ALICE_VERIFY));
+    h.publish(&genuine).await;
+    let first = h.decision("v-body").await;
+    assert_eq!(first.decision, DecisionKind::Accept, "{first:?}");
+    assert_eq!(
+        first.request_digest.as_deref(),
+        Some(genuine.digest().as_str())
+    );
+    // Bob's voice under alice's id must not collect alice's accept.
+    h.publish(&verification(tenant, "alice", "v-body", wav(BOB_VERIFY)))
+        .await;
+    let answers = h.decisions("v-body", 2).await;
+    let second: timbre_schemas::Decision = h.registry.decode(&answers[1]).unwrap();
+    assert_eq!(
+        (second.decision, second.error_code.as_deref()),
+        (DecisionKind::Error, Some("request_id_conflict")),
+        "{second:?}"
+    );
+    let stored = store.decision(tenant, "v-body").await.unwrap().unwrap();
+    assert_eq!(stored, answers[0], "the first decision stays stored");
+
+    let race = [
+        verification(tenant, "alice", "v-race", wav(ALICE_VERIFY)),
+        verification(tenant, "nobody", "v-race", wav(BOB_VERIFY)),
+    ];
+    for job in &race {
+        h.publish(job).await;
+    }
+    let answers = h.decisions("v-race", 2).await;
+    let decoded: Vec<timbre_schemas::Decision> = answers
+        .iter()
+        .map(|a| h.registry.decode(a).unwrap())
+        .collect();
+    let refused: Vec<_> = decoded
+        .iter()
+        .filter(|d| d.error_code.as_deref() == Some("request_id_conflict"))
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "exactly one job loses the id: {decoded:?}"
+    );
+    let winner = answers
+        .iter()
+        .zip(&decoded)
+        .find(|(_, d)| d.error_code.as_deref() != Some("request_id_conflict"))
+        .expect("one job applied");
+    let stored = store.decision(tenant, "v-race").await.unwrap().unwrap();
+    assert_eq!(
+        &stored, winner.0,
+        "the stored decision is the applied job's"
+    );
+    assert_ne!(refused[0].user_id, winner.1.user_id);
 }
 
 /// One speaker holds two accounts; listing one refuses that voice on the

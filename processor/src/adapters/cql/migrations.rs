@@ -57,4 +57,12 @@ pub(super) const MIGRATIONS: &[(u32, &str, &[&str])] = &[
              ok boolean, detail text, updated_at timestamp, PRIMARY KEY ((tenant, target_model), user_id))",
         ],
     ),
+    (
+        5,
+        "request claims: a request id bound to one job's digest",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.request_claims (tenant text, request_id text, digest text, \
+             PRIMARY KEY ((tenant, request_id))) WITH default_time_to_live = {decision_ttl}",
+        ],
+    ),
 ];

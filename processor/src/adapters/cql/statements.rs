@@ -16,6 +16,7 @@ pub(super) struct Statements {
     pub(super) put_consent: PreparedStatement,
     pub(super) put_audio: PreparedStatement,
     pub(super) put_decision: PreparedStatement,
+    pub(super) claim_request: PreparedStatement,
     pub(super) erase_voiceprints: PreparedStatement,
     pub(super) erase_audio: PreparedStatement,
     pub(super) access: AccessStatements,
@@ -103,6 +104,10 @@ impl CqlStore {
                     .await?,
                     put_decision: p(format!(
                         "INSERT INTO {ks}.decisions (tenant, request_id, payload) VALUES (?, ?, ?)"
+                    ))
+                    .await?,
+                    claim_request: p(format!(
+                        "INSERT INTO {ks}.request_claims (tenant, request_id, digest) VALUES (?, ?, ?) IF NOT EXISTS"
                     ))
                     .await?,
                     erase_voiceprints: p(format!("DELETE FROM {ks}.voiceprints WHERE tenant = ? AND user_id = ?"))

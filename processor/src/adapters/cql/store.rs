@@ -209,6 +209,36 @@ impl Store for CqlStore {
             .map(|(p,)| p))
     }
 
+    async fn claim_request(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        digest: &str,
+    ) -> Result<bool, StoreError> {
+        let s = self.statements().await?;
+        let result = self
+            .session
+            .execute_unpaged(&s.claim_request, (tenant, request_id, digest))
+            .await
+            .map_err(store_error)?;
+        // A lightweight transaction that did not apply returns the existing
+        // row next to `[applied]`.
+        let rows = result.into_rows_result().map_err(corrupt)?;
+        let digest_at = rows
+            .column_specs()
+            .iter()
+            .position(|c| c.name() == "digest");
+        let row = rows.first_row::<scylla::value::Row>().map_err(corrupt)?;
+        match (row.columns.first(), digest_at) {
+            (Some(Some(CqlValue::Boolean(true))), _) => Ok(true),
+            (Some(Some(CqlValue::Boolean(false))), Some(i)) => match row.columns.get(i) {
+                Some(Some(CqlValue::Text(owner))) => Ok(owner == digest),
+                other => Err(corrupt(format!("request claim without digest: {other:?}"))),
+            },
+            other => Err(corrupt(format!("lwt result without [applied]: {other:?}"))),
+        }
+    }
+
     async fn commit(&self, c: &JobCommit) -> Result<(), StoreError> {
         let s = self.statements().await?;
         let mut batch = Batch::new(BatchType::Logged);

@@ -21,8 +21,16 @@ pub struct Loaded {
 }
 
 /// Refuses before scoring: an explicit withdrawal always wins, whatever the
-/// tenant's policy; a tenant may require granted consent.
+/// tenant's policy; a tenant may require granted consent; a locked profile
+/// takes no samples until it is unlocked.
 pub fn admit(loaded: &Loaded, ctx: Context<'_>) -> Result<(), Box<Outcome>> {
+    if loaded
+        .profile
+        .as_ref()
+        .is_some_and(|p| p.status == ProfileStatus::Locked)
+    {
+        return Err(Box::new(super::locked()));
+    }
     match &loaded.consent {
         Some(c) if !c.granted => Err(Box::new(Outcome::error(
             Code::ConsentWithdrawn,

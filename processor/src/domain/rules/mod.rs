@@ -14,8 +14,10 @@ pub mod verification;
 #[cfg(test)]
 mod tests;
 
+use timbre_schemas::Code;
+
 use super::signals::Signal;
-use super::{Policy, Profile, ProfileStatus};
+use super::{Outcome, Policy, Profile, ProfileStatus};
 
 /// What every rule knows besides its inputs.
 #[derive(Debug, Clone, Copy)]
@@ -65,4 +67,12 @@ pub fn opted_out(profile: Profile, now: i64) -> Profile {
         updated_at: now,
         ..profile
     }
+}
+
+/// The refusal of any audio job of a locked profile.
+pub fn locked() -> Outcome {
+    Outcome::error(
+        Code::ProfileLocked,
+        "the profile is locked after repeated failed verifications; an admin must unlock it",
+    )
 }

@@ -1,10 +1,11 @@
-//! Profile commands: create, opt out, delete, and the tenant watchlist.
+//! Profile commands: create, opt out, delete, unlock, and the tenant watchlist.
 
 use timbre_schemas::{Code, DecisionKind, ProfileCommand, ProfileCommandKind};
 
 use super::{Context, new_profile, opted_out};
 use crate::domain::{
-    BIOMETRIC_PURPOSE, Consent, Mutation, Outcome, Profile, Voiceprint, WatchlistEntry,
+    BIOMETRIC_PURPOSE, Consent, Mutation, Outcome, Profile, ProfileStatus, Voiceprint,
+    WatchlistEntry,
 };
 
 /// What a profile command reads.
@@ -77,6 +78,18 @@ pub fn decide(job: &ProfileCommand, loaded: Loaded, ctx: Context<'_>) -> Outcome
             }));
             let profile = existing.unwrap_or_else(|| new_profile(&job.tenant, &job.user_id, now));
             (outcome, profile)
+        }
+        ProfileCommandKind::Unlock => {
+            let Some(mut profile) = existing else {
+                return Outcome::error(Code::ProfileNotFound, "no profile for this user");
+            };
+            if profile.status == ProfileStatus::Locked {
+                profile.status = ProfileStatus::Enrolled;
+            }
+            profile.failures = 0;
+            profile.cooldown_until = 0;
+            profile.updated_at = now;
+            (applied(Code::ProfileUnlocked), profile)
         }
         ProfileCommandKind::GreylistRemove => {
             let outcome =

@@ -7,7 +7,7 @@ use timbre_schemas::{Code, DecisionKind, RescoreRequested};
 use super::Context;
 use crate::domain::policy;
 use crate::domain::{
-    Consent, Mutation, Outcome, Profile, ProfileStatus, RescoreResult, Voiceprint, WatchlistEntry,
+    Consent, Mutation, Outcome, Profile, RescoreResult, Voiceprint, WatchlistEntry,
 };
 
 /// What re-scoring reads to decide whether it may read the user's audio.
@@ -51,7 +51,7 @@ pub fn admit(
     let enrolled = loaded
         .profile
         .as_ref()
-        .is_some_and(|p| p.status == ProfileStatus::Enrolled);
+        .is_some_and(|p| p.status.has_voiceprint());
     if !enrolled {
         return Err(Box::new(failed(
             job,

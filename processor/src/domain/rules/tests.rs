@@ -377,7 +377,7 @@ fn cooldown_ladder_through_failures() {
         (2, 3, Some(30_000)),
         (3, 4, Some(60_000)),
         (4, 5, Some(120_000)),
-        (30, 31, Some(policy.max_cooldown_millis as i64)),
+        (6, 7, Some(480_000)),
     ];
     for (before, after, cooldown) in table {
         let o = verify(enrolled(before, 0), &sample(0.1, 3_000), false, &policy);
@@ -386,6 +386,16 @@ fn cooldown_ladder_through_failures() {
         assert_eq!(o.retry_after_ms, cooldown, "cooldown after {before}");
         assert_eq!(p.cooldown_until, cooldown.map_or(0, |c| NOW + c));
     }
+    // Without a lockout the ladder is capped.
+    let no_lockout = Policy {
+        lockout_after_cooldowns: 0,
+        ..Policy::default()
+    };
+    let o = verify(enrolled(30, 0), &sample(0.1, 3_000), false, &no_lockout);
+    assert_eq!(
+        o.retry_after_ms,
+        Some(no_lockout.max_cooldown_millis as i64)
+    );
     // A success clears the ladder.
     let o = verify(enrolled(2, 0), &sample(0.9, 3_000), false, &policy);
     let p = written_profile(&o).unwrap();
@@ -399,6 +409,62 @@ fn cooldown_ladder_through_failures() {
     );
     assert!(o.mutations.is_empty());
     assert_eq!(o.retry_after_ms, Some(7_000));
+}
+
+#[test]
+fn repeated_cooldowns_end_in_a_lockout_only_an_unlock_lifts() {
+    let policy = Policy::default();
+    // 3 free failures and 5 cooldowns (failures 3..=7) are allowed.
+    let o = verify(enrolled(6, 0), &sample(0.1, 3_000), false, &policy);
+    assert_eq!(written_profile(&o).unwrap().status, ProfileStatus::Enrolled);
+    let o = verify(enrolled(7, 0), &sample(0.1, 3_000), false, &policy);
+    let p = written_profile(&o).unwrap().clone();
+    assert_eq!((p.status, p.failures), (ProfileStatus::Locked, 8));
+    assert_eq!(codes(&o), vec![Code::VoiceMismatch, Code::ProfileLocked]);
+    assert_eq!(o.retry_after_ms, None, "no wait ends a lockout");
+    // Locked: even the right voice is refused, unscored, and enrollment too.
+    let locked = verification::Loaded {
+        profile: Some(p.clone()),
+        ..enrolled(0, 0)
+    };
+    let o = verify(locked, &sample(0.95, 3_000), false, &policy);
+    assert_eq!(
+        (o.kind, codes(&o)),
+        (DecisionKind::Error, vec![Code::ProfileLocked])
+    );
+    assert!(o.mutations.is_empty());
+    let o = enroll(
+        enrollment::Loaded {
+            profile: Some(p.clone()),
+            consent: Some(consent(true, true)),
+            voiceprint: Some(voiceprint(3.0)),
+            model_id: "m1".into(),
+        },
+        &sample(0.95, 8_000),
+        &policy,
+    );
+    assert_eq!(codes(&o), vec![Code::ProfileLocked]);
+    // An admin unlock restores the enrolled profile with a clean ladder.
+    let o = profile::decide(
+        &command(ProfileCommandKind::Unlock),
+        profile::Loaded {
+            profile: Some(p),
+            voiceprint: None,
+        },
+        ctx(&policy),
+    );
+    let p = written_profile(&o).unwrap();
+    assert_eq!(
+        (p.status, p.failures, p.cooldown_until),
+        (ProfileStatus::Enrolled, 0, 0)
+    );
+    // A tenant may turn the lockout off.
+    let never = Policy {
+        lockout_after_cooldowns: 0,
+        ..Policy::default()
+    };
+    let o = verify(enrolled(50, 0), &sample(0.1, 3_000), false, &never);
+    assert_eq!(written_profile(&o).unwrap().status, ProfileStatus::Enrolled);
 }
 
 #[test]
@@ -694,6 +760,18 @@ fn profile_outcomes(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind
             K::Applied,
             vec![Unwatchlisted],
         ),
+        (
+            "unlock",
+            run(C::Unlock, Some(profile(ProfileStatus::Locked, 8, 0)), None),
+            K::Applied,
+            vec![ProfileUnlocked],
+        ),
+        (
+            "unlock absent",
+            run(C::Unlock, None, None),
+            K::Error,
+            vec![ProfileNotFound],
+        ),
     ]
 }
 
@@ -705,7 +783,11 @@ fn profile_command_rules() {
         let writes_profile = written_profile(&outcome).is_some();
         let allocates = !matches!(
             name,
-            "delete" | "delete absent" | "ungreylist absent" | "greylist unenrolled"
+            "delete"
+                | "delete absent"
+                | "ungreylist absent"
+                | "greylist unenrolled"
+                | "unlock absent"
         );
         assert_eq!(writes_profile, allocates, "{name}");
     }
@@ -1024,6 +1106,13 @@ fn the_tables_produce_every_reason_and_refusal_code() {
         ..sample(0.95, 3_000)
     };
     seen.extend(codes(&verify(enrolled(0, 0), &live_failed, false, &policy)));
+    // The failure that locks the profile.
+    seen.extend(codes(&verify(
+        enrolled(7, 0),
+        &sample(0.1, 3_000),
+        false,
+        &policy,
+    )));
     let missing: Vec<Code> = Code::ALL
         .iter()
         .copied()

@@ -1,6 +1,6 @@
-//! Verification: who may be scored (enrolled, not opted out, not cooling
-//! down), then the voice verdict fused with the other signals, the
-//! watchlist, the cooldown ladder and voiceprint refinement.
+//! Verification: who may be scored (enrolled, not opted out, not locked,
+//! not cooling down), then the voice verdict fused with the other signals,
+//! the watchlist, the cooldown ladder, the lockout and voiceprint refinement.
 
 use timbre_schemas::{Code, DecisionKind, Signals, Thresholds, VerificationRequested};
 
@@ -74,6 +74,9 @@ pub fn admit(
                 Code::OptedOut,
                 "the user opted out of voice biometrics",
             )));
+        }
+        ProfileStatus::Locked => {
+            return Err(Box::new(super::locked().with_progress(&profile, policy)));
         }
     }
     if profile.cooldown_until > now {
@@ -196,7 +199,11 @@ pub fn decide(
             };
             profile.failures += 1;
             let cooldown = policy::cooldown_millis(profile.failures, policy);
-            if cooldown > 0 {
+            if policy::locks_out(profile.failures, policy) {
+                // No cooldown to wait out: only an admin unlock helps.
+                profile.status = ProfileStatus::Locked;
+                outcome.reasons.push(Code::ProfileLocked);
+            } else if cooldown > 0 {
                 profile.cooldown_until = now + cooldown as i64;
                 outcome.retry_after_ms = Some(cooldown as i64);
             }

@@ -94,7 +94,7 @@ pub fn profile() -> ProfileCommand {
         tenant: "acme".into(),
         user_id: "user-42".into(),
         occurred_at: T0 + 3_000,
-        schema_version: 1,
+        schema_version: 2,
         trace: None,
         command: ProfileCommandKind::GreylistAdd,
         reason: Some("confirmed fraud case #123".into()),
@@ -139,6 +139,9 @@ pub fn decision() -> Decision {
             accept: 0.4375,
             reject: 0.3125,
         }),
+        request_digest: Some(
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        ),
         ..Decision::new(
             "ver-0001",
             "acme",
