@@ -1,12 +1,8 @@
-//! Wiring: builds the ports from configuration, runs the processor and the
-//! operations endpoints (`/metrics`, `/healthz`, `/readyz`).
+//! Wiring: builds the ports from configuration, runs the processor, the
+//! HTTP adapter and their operations endpoints (`ops`).
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiParts, ApiState};
@@ -15,6 +11,7 @@ use crate::config::Config;
 use crate::domain::Policies;
 use crate::metrics::Metrics;
 use crate::model::{SpeakerModel, default_model_dir};
+use crate::ops::{self, OpsState};
 use crate::phrase::{EncoderSpan, PhraseAnalyser, load_recogniser};
 use crate::pipeline::{Processor, ProcessorConfig};
 use crate::ports::{AccessStore, Analyser, Bus, Embedder, Store};
@@ -83,13 +80,50 @@ impl Engine {
             .await?)
     }
 
+    /// The HTTP adapter (`timbre serve`): the API on `api.listen` and the
+    /// operations endpoints on `listen`, until `shutdown`.
+    pub async fn serve_adapter(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
+        let api = bind(self.config.api.listen).await?;
+        self.serve_adapter_on(api, bind(self.config.listen).await?, shutdown)
+            .await
+    }
+
+    /// [`Engine::serve_adapter`] on bound listeners; either server failing
+    /// stops both.
+    pub async fn serve_adapter_on(
+        &self,
+        api: tokio::net::TcpListener,
+        ops: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), EngineError> {
+        let state = OpsState::new(
+            self.bus.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            None,
+        );
+        let ops_addr = self.config.listen;
+        let stop_both = |r: Result<(), EngineError>| {
+            shutdown.cancel();
+            r
+        };
+        let (ops, api) = tokio::join!(
+            async {
+                stop_both(
+                    ops::serve(state, ops, shutdown.clone())
+                        .await
+                        .map_err(|e| EngineError::Listen(ops_addr, e)),
+                )
+            },
+            async { stop_both(self.serve_api_on(api, shutdown.clone()).await) },
+        );
+        ops.and(api)
+    }
+
     /// Serves the HTTP API on `api.listen` until `shutdown`.
     pub async fn serve_api(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
-        let addr = self.config.api.listen;
-        let listener = tokio::net::TcpListener::bind(addr)
+        self.serve_api_on(bind(self.config.api.listen).await?, shutdown)
             .await
-            .map_err(|e| EngineError::Listen(addr, e))?;
-        self.serve_api_on(listener, shutdown).await
     }
 
     /// Serves the HTTP API on a bound listener until `shutdown`.
@@ -128,8 +162,18 @@ impl Engine {
         processor.and(api)
     }
 
-    /// Runs the processor and the operations endpoints until `shutdown`.
+    /// Runs the processor and the operations endpoints on `listen` until
+    /// `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
+        self.run_on(bind(self.config.listen).await?, shutdown).await
+    }
+
+    /// [`Engine::run`] with the operations endpoints on a bound listener.
+    pub async fn run_on(
+        &self,
+        ops_listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), EngineError> {
         let dir = self
             .config
             .model_dir
@@ -181,22 +225,13 @@ impl Engine {
             },
             self.metrics.clone(),
         );
-        let listener = tokio::net::TcpListener::bind(self.config.listen)
-            .await
-            .map_err(|e| EngineError::Listen(self.config.listen, e))?;
-        tracing::info!(addr = %self.config.listen, "operations endpoints listening");
-        let ops = ops_router(OpsState {
-            bus: self.bus.clone(),
-            store: self.store.clone(),
-            metrics: self.metrics.clone(),
-            pool,
-        });
-        let ops_shutdown = shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, ops)
-                .with_graceful_shutdown(async move { ops_shutdown.cancelled().await })
-                .await
-        });
+        let state = OpsState::new(
+            self.bus.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            Some(pool),
+        );
+        let server = tokio::spawn(ops::serve(state, ops_listener, shutdown.clone()));
         let result = processor.run(shutdown.clone()).await;
         shutdown.cancel();
         let _ = server.await;
@@ -204,40 +239,8 @@ impl Engine {
     }
 }
 
-#[derive(Clone)]
-struct OpsState {
-    bus: Arc<dyn Bus>,
-    store: Arc<dyn Store>,
-    metrics: Metrics,
-    pool: Arc<ScoringPool>,
-}
-
-fn ops_router(state: OpsState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
-}
-
-async fn readyz(State(s): State<OpsState>) -> (StatusCode, String) {
-    match (s.bus.ping().await, s.store.ping().await) {
-        (Ok(()), Ok(())) => (StatusCode::OK, "ready".into()),
-        (bus, store) => {
-            let why = [
-                bus.err().map(|e| e.to_string()),
-                store.err().map(|e| e.to_string()),
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("; ");
-            (StatusCode::SERVICE_UNAVAILABLE, why)
-        }
-    }
-}
-
-async fn metrics(State(s): State<OpsState>) -> String {
-    s.metrics.scoring_queue_depth.set(s.pool.depth() as i64);
-    s.metrics.render()
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, EngineError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| EngineError::Listen(addr, e))
 }

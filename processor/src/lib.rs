@@ -11,6 +11,7 @@ pub mod engine;
 pub mod eval;
 pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod phrase;
 pub mod pipeline;
 pub mod ports;

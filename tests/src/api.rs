@@ -107,6 +107,8 @@ impl Api {
 pub struct Deployment {
     /// Client of the API.
     pub api: Api,
+    /// Client of the processor's operations endpoints (`listen`).
+    pub ops: Api,
     /// Key of tenant `acme`.
     pub acme: String,
     /// A second key of tenant `acme`.
@@ -161,13 +163,13 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
     let acme_burst = mint(&engine, &config, "acme").await;
     let globex = mint(&engine, &config, "globex").await;
     let initech = mint(&engine, &config, "initech").await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = Api::new(listener.local_addr().unwrap());
+    let (listener, api) = ephemeral().await;
+    let (ops_listener, ops) = ephemeral().await;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         let (processor, api) = tokio::join!(
-            engine.run(token.clone()),
+            engine.run_on(ops_listener, token.clone()),
             engine.serve_api_on(listener, token.clone())
         );
         processor.unwrap();
@@ -175,6 +177,7 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
     });
     Deployment {
         api,
+        ops,
         acme,
         acme_burst,
         globex,
@@ -185,11 +188,24 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
     }
 }
 
-/// A second adapter replica (no processor) on the same bus and store.
-pub async fn replica(config: &Config, shutdown: CancellationToken) -> Api {
+/// A second adapter replica (`timbre serve`: no processor) on the same bus
+/// and store; returns clients of its API and of its operations endpoints.
+pub async fn replica(config: &Config, shutdown: CancellationToken) -> (Api, Api) {
     let engine = Engine::connect(config.clone()).await.unwrap();
+    let (listener, api) = ephemeral().await;
+    let (ops_listener, ops) = ephemeral().await;
+    tokio::spawn(async move {
+        engine
+            .serve_adapter_on(listener, ops_listener, shutdown)
+            .await
+            .unwrap()
+    });
+    (api, ops)
+}
+
+/// A listener on an ephemeral local port and a client of it.
+async fn ephemeral() -> (tokio::net::TcpListener, Api) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = Api::new(listener.local_addr().unwrap());
-    tokio::spawn(async move { engine.serve_api_on(listener, shutdown).await.unwrap() });
-    api
+    let client = Api::new(listener.local_addr().unwrap());
+    (listener, client)
 }

@@ -49,7 +49,6 @@ pub struct ApiState {
 }
 
 struct Inner {
-    bus: Arc<dyn Bus>,
     store: Arc<dyn Store>,
     access: Arc<dyn AccessStore>,
     client: JobClient,
@@ -72,7 +71,7 @@ pub struct ApiParts {
     pub access: Arc<dyn AccessStore>,
     /// Topic names of the deployment.
     pub topics: TopicNames,
-    /// Metrics to serve on `/metrics`.
+    /// Metrics the API records (served by the operations listener).
     pub metrics: Metrics,
 }
 
@@ -97,7 +96,6 @@ impl ApiState {
                     api.token_ttl_secs,
                 ),
                 limiter: auth::RateLimiter::new(api.rate_limit_per_minute),
-                bus: parts.bus,
                 store: parts.store,
                 access: parts.access,
                 limits: Limits::default(),

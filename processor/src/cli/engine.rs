@@ -162,7 +162,7 @@ impl ServeCmd {
             let engine = Engine::connect(config).await?;
             let token = CancellationToken::new();
             shutdown_on_signal(token.clone());
-            engine.serve_api(token).await?;
+            engine.serve_adapter(token).await?;
             Ok(())
         })
     }

@@ -425,21 +425,38 @@ async fn flow(d: &Deployment) {
     );
 }
 
-/// Operations routes, the OpenAPI document against the router, and JSON errors.
-async fn operations(api: &Api) {
-    let (status, _) = api.get("", "/readyz").await;
+/// Readiness and metrics answer on the operations listener, unauthenticated,
+/// and not at all on the public API port.
+async fn ops_listener_only(api: &Api, ops: &Api) {
+    for path in ["/readyz", "/metrics"] {
+        let (status, body) = api.get("", path).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found")),
+            "{path} on the api port"
+        );
+    }
+    let (status, body) = ops.get("", "/readyz").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, Some("ready")));
+    let (status, metrics) = ops.get("", "/metrics").await;
     assert_eq!(status, StatusCode::OK);
-    let (_, metrics) = api.get("", "/metrics").await;
     assert!(
         metrics
             .as_str()
             .unwrap()
-            .contains("timbre_api_requests_total")
+            .contains("timbre_api_requests_total"),
+        "the api's metrics are served by the operations listener"
     );
+}
+
+/// Operations routes, the OpenAPI document against the router, and JSON errors.
+async fn operations(d: &Deployment) {
+    let api = &d.api;
+    ops_listener_only(api, &d.ops).await;
     let (_, doc) = api.get("", "/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 15, "every route is documented");
+    assert_eq!(paths.len(), 13, "every route is documented");
     for (path, ops) in paths {
         let concrete = path.replace("{user_id}", "u").replace("{request_id}", "r");
         for method in ["GET", "POST", "PUT", "DELETE"] {
@@ -561,7 +578,7 @@ async fn api_end_to_end_on_the_embedded_backend() {
     tokio::join!(
         flow(&d),
         rate_limit(&d.api, &d.acme_burst, &d.globex),
-        operations(&d.api)
+        operations(&d)
     );
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), d.task)
@@ -581,11 +598,12 @@ async fn api_end_to_end_on_kafka_and_cassandra() {
         settings(),
     )
     .await;
-    let second = replica(&d.config, d.shutdown.clone()).await;
+    let (second, second_ops) = replica(&d.config, d.shutdown.clone()).await;
     tokio::join!(
         flow(&d),
         rate_limit(&d.api, &d.acme_burst, &d.globex),
-        replicas(&d, &second)
+        replicas(&d, &second),
+        ops_listener_only(&second, &second_ops)
     );
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), d.task)

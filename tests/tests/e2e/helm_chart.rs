@@ -328,7 +328,15 @@ fn probes_hit_the_real_routes_on_the_ports_the_binaries_listen_on() {
         let c = container(pod, "adapter");
         assert_eq!(argv(c), ["timbre", "serve"], "{}", r.label);
         let config = load_config(r, pod, c);
-        assert_probes(&r.label, c, config.api.listen);
+        // Probes reach the operations listener; the API port is separate.
+        assert_probes(&r.label, c, config.listen);
+        assert_eq!(
+            container_port(c, "http"),
+            config.api.listen.port(),
+            "{}: the http port is api.listen",
+            r.label
+        );
+        assert_ne!(config.api.listen.port(), config.listen.port());
         assert!(!config.api.demo_keys, "{}: demo keys are off", r.label);
     }
 
@@ -662,14 +670,35 @@ fn services_budgets_and_monitors_select_the_right_pods() {
                     &monitor["spec"]["selector"]["matchLabels"],
                     &service_labels
                 ));
+                // Scraped on the ops port of a Service of this component,
+                // never on the public one.
+                let scraped: Vec<&Value> = r
+                    .all("Service")
+                    .filter(|svc| {
+                        let svc_labels: BTreeMap<String, String> =
+                            serde_yaml_ng::from_value(svc["metadata"]["labels"].clone())
+                                .unwrap_or_default();
+                        selects(&monitor["spec"]["selector"]["matchLabels"], &svc_labels)
+                    })
+                    .collect();
                 for endpoint in seq(&monitor["spec"]["endpoints"]) {
                     assert_eq!(s(&endpoint["path"]), "/metrics");
+                    assert_eq!(s(&endpoint["port"]), "ops", "{}: {component}", r.label);
                     assert!(
-                        seq(&service["spec"]["ports"])
+                        scraped.iter().any(|svc| seq(&svc["spec"]["ports"])
                             .iter()
-                            .any(|p| s(&p["name"]) == s(&endpoint["port"]))
+                            .any(|p| s(&p["name"]) == "ops")),
+                        "{}: a Service of {component} has the ops port",
+                        r.label
                     );
                 }
+                assert!(
+                    seq(&service["spec"]["ports"])
+                        .iter()
+                        .all(|p| s(&p["name"]) != "ops" || component == "processor"),
+                    "{}: the public adapter Service has no ops port",
+                    r.label
+                );
             }
         }
         for hpa in r.all("HorizontalPodAutoscaler") {

@@ -322,7 +322,7 @@ async fn challenges_on_kafka_and_cassandra() {
         settings(),
     )
     .await;
-    let second = replica(&d.config, d.shutdown.clone()).await;
+    let (second, _) = replica(&d.config, d.shutdown.clone()).await;
     flow(&d, &second).await;
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), d.task)
