@@ -40,6 +40,7 @@ pub mod fingerprint;
 pub mod framing;
 mod header;
 mod identity;
+mod redact;
 mod registry;
 mod scan;
 mod validate;
@@ -47,8 +48,9 @@ mod validate;
 pub use code::{Code, CodeClass};
 pub use contracts::{
     BioResult, ConsentChanged, Contract, DeadLetter, Decision, DecisionKind, EnrollmentRequested,
-    JobKind, ProfileCommand, ProfileCommandKind, ProfileStatus, RecordKind, RescoreRequested,
-    SchemaVersion, Signals, Thresholds, TraceContext, VerificationRequested, message_key,
+    JobKind, PayloadKept, ProfileCommand, ProfileCommandKind, ProfileStatus, RecordKind,
+    RescoreRequested, SchemaVersion, Signals, Thresholds, TraceContext, VerificationRequested,
+    message_key,
 };
 pub use error::SchemaError;
 pub use fingerprint::Fingerprint;

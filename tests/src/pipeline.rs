@@ -60,6 +60,9 @@ pub fn test_policy() -> Policy {
     }
 }
 
+/// A tenant whose dead letters keep the audio of refused jobs.
+pub const DIAGNOSTIC_TENANT: &str = "diagnostics";
+
 impl Harness {
     /// Creates the topics, starts a processor and subscribes to decisions.
     pub async fn start(bus: Arc<dyn Bus>, store: Arc<dyn Store>, prefix: &str) -> Self {
@@ -100,7 +103,13 @@ impl Harness {
             topics: self.topics.clone(),
             policies: Policies {
                 default: test_policy(),
-                tenants: HashMap::new(),
+                tenants: HashMap::from([(
+                    DIAGNOSTIC_TENANT.to_string(),
+                    Policy {
+                        dead_letter_audio: true,
+                        ..test_policy()
+                    },
+                )]),
             },
             ..ProcessorConfig::default()
         };

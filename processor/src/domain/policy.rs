@@ -52,6 +52,11 @@ pub struct Policy {
     /// raw score lets an attacker hill-climb towards a voiceprint; the
     /// confidence and the tiers stay. Decision events always carry it.
     pub expose_score: bool,
+    /// Whether dead letters of this tenant's refused audio jobs keep the
+    /// audio, for diagnosis, for the dead-letter topic's retention (30 days
+    /// by default). Off: the digest and size of the original and the job
+    /// without its audio.
+    pub dead_letter_audio: bool,
 }
 
 impl Default for Policy {
@@ -73,6 +78,7 @@ impl Default for Policy {
             max_voiceprint_weight: 20.0,
             retain_audio_by_default: true,
             expose_score: false,
+            dead_letter_audio: false,
         }
     }
 }

@@ -4,16 +4,26 @@
 //! a redelivered job republishes its stored decision through
 //! [`Processor::replay`].
 
-use timbre_schemas::{Code, Contract, DeadLetter, Decision, DecisionKind, JobKind, Request};
+use sha2::{Digest, Sha256};
+use timbre_schemas::{
+    Code, Contract, DeadLetter, Decision, DecisionKind, JobKind, PayloadKept, Request,
+};
 
 use super::Processor;
 use super::job::ProcessError;
 use crate::domain::{JobCommit, Outcome, now_ms};
 use crate::ports::Message;
 
+/// A dead letter of a message that did not decode keeps at most this many
+/// leading bytes: enough to see the framing and the ids, too little to hold
+/// a voice, and always far below the topic's message size limit.
+const UNDECODED_PREFIX: usize = 4096;
+
 /// A decision on its way out.
 pub(super) struct Emission<'a> {
     message: &'a Message,
+    /// The decoded job, when the message decoded.
+    request: Option<&'a Request>,
     /// Key of the decision message (`tenant/user_id` when known).
     key: Vec<u8>,
     decision: Decision,
@@ -29,7 +39,7 @@ impl<'a> Emission<'a> {
     /// it carries the job's digest so it answers only that job.
     pub(super) fn decided(
         message: &'a Message,
-        request: &Request,
+        request: &'a Request,
         digest: &str,
         outcome: Outcome,
     ) -> Self {
@@ -42,6 +52,7 @@ impl<'a> Emission<'a> {
             .map(|e| (e.code, e.message.clone()));
         Self {
             message,
+            request: Some(request),
             key: request.message_key().into_bytes(),
             decision,
             commit: Some(JobCommit {
@@ -66,6 +77,7 @@ impl Processor {
     pub(super) async fn emit(&self, emission: Emission<'_>) -> Result<(), ProcessError> {
         let Emission {
             message,
+            request,
             key,
             decision,
             commit,
@@ -74,8 +86,15 @@ impl Processor {
         let bytes = self.registry.encode(&decision)?;
         if let Some((code, detail)) = &dead_letter {
             let tenant = Some(decision.tenant.as_str()).filter(|t| !t.is_empty());
-            self.dead_letter(message, &decision.request_id, tenant, *code, detail)
-                .await?;
+            self.dead_letter(
+                message,
+                request,
+                &decision.request_id,
+                tenant,
+                *code,
+                detail,
+            )
+            .await?;
         }
         if let Some(mut commit) = commit {
             commit.decision = bytes.clone();
@@ -148,6 +167,7 @@ impl Processor {
         tracing::info!(request_id = %request_id, %code, "undecodable job dead-lettered");
         self.emit(Emission {
             message,
+            request: None,
             key,
             decision,
             commit: None,
@@ -156,14 +176,44 @@ impl Processor {
         .await
     }
 
+    /// What a dead letter keeps of `message`: a decoded audio job without
+    /// its audio (unless its tenant keeps audio for diagnosis), a decoded job
+    /// without audio whole, and of a message that did not decode, a prefix.
+    fn kept_payload(
+        &self,
+        message: &Message,
+        request: Option<&Request>,
+    ) -> Result<(Vec<u8>, PayloadKept), ProcessError> {
+        let Some(request) = request else {
+            return Ok(if message.payload.len() <= UNDECODED_PREFIX {
+                (message.payload.clone(), PayloadKept::Whole)
+            } else {
+                (
+                    message.payload[..UNDECODED_PREFIX].to_vec(),
+                    PayloadKept::Prefix,
+                )
+            });
+        };
+        let keeps_audio = self.policies.for_tenant(request.tenant()).dead_letter_audio;
+        match request.without_audio() {
+            Some(redacted) if !keeps_audio => Ok((
+                self.registry.encode_request(&redacted)?,
+                PayloadKept::WithoutAudio,
+            )),
+            _ => Ok((message.payload.clone(), PayloadKept::Whole)),
+        }
+    }
+
     async fn dead_letter(
         &self,
         message: &Message,
+        request: Option<&Request>,
         request_id: &str,
         tenant: Option<&str>,
         code: Code,
         reason: &str,
     ) -> Result<(), ProcessError> {
+        let (payload, kept) = self.kept_payload(message, request)?;
         let record = DeadLetter {
             request_id: request_id.to_string(),
             tenant: tenant.map(str::to_string),
@@ -171,11 +221,14 @@ impl Processor {
             partition: message.partition,
             offset: message.offset,
             key: message.key.clone(),
-            payload: message.payload.clone(),
+            payload,
             error_code: code.as_str().into(),
             error_message: reason.chars().take(1000).collect(),
             occurred_at: now_ms(),
             schema_version: DeadLetter::CURRENT_VERSION,
+            payload_sha256: Some(hex::encode(Sha256::digest(&message.payload))),
+            payload_size: Some(message.payload.len() as i64),
+            payload_kept: kept.as_str().into(),
         };
         let bytes = self.registry.encode(&record)?;
         let key = DeadLetter::position_id(&message.topic, message.partition, message.offset);

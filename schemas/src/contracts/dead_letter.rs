@@ -1,4 +1,5 @@
-//! Dead letters: messages that could not be processed, kept untouched.
+//! Dead letters: messages that could not be processed, with a digest of the
+//! original and as much of it as may be kept.
 
 use std::fmt;
 
@@ -8,8 +9,8 @@ use super::{ByteLen, Contract, RecordKind, SchemaVersion};
 use crate::error::SchemaError;
 use crate::validate::{self, Limits};
 
-/// A message that could not be processed, kept byte-for-byte for inspection
-/// and replay.
+/// A message that could not be processed, for inspection and replay: the
+/// original's digest and size, and what may be kept of it ([`PayloadKept`]).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The job's `request_id` if it could be read, else
@@ -26,7 +27,7 @@ pub struct DeadLetter {
     /// Original message key, untouched.
     #[serde(with = "apache_avro::serde::bytes_opt")]
     pub key: Option<Vec<u8>>,
-    /// Original message value, untouched.
+    /// What is kept of the original message value (see `payload_kept`).
     #[serde(with = "apache_avro::serde::bytes")]
     pub payload: Vec<u8>,
     /// Stable error code of the failure.
@@ -37,6 +38,34 @@ pub struct DeadLetter {
     pub occurred_at: i64,
     /// Schema version the producer wrote.
     pub schema_version: SchemaVersion,
+    /// SHA-256 (hex) of the original message value.
+    pub payload_sha256: Option<String>,
+    /// Length of the original message value in bytes.
+    pub payload_size: Option<i64>,
+    /// What `payload` holds: a [`PayloadKept`] name.
+    pub payload_kept: String,
+}
+
+/// What a dead letter keeps of the original message value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKept {
+    /// The original value.
+    Whole,
+    /// The decoded job re-encoded with its audio removed.
+    WithoutAudio,
+    /// The first bytes of a value that did not decode.
+    Prefix,
+}
+
+impl PayloadKept {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadKept::Whole => "whole",
+            PayloadKept::WithoutAudio => "without_audio",
+            PayloadKept::Prefix => "prefix",
+        }
+    }
 }
 
 impl DeadLetter {
@@ -48,7 +77,7 @@ impl DeadLetter {
 
 impl Contract for DeadLetter {
     const KIND: RecordKind = RecordKind::DeadLetter;
-    const CURRENT_VERSION: SchemaVersion = 1;
+    const CURRENT_VERSION: SchemaVersion = 2;
 
     fn schema_version(&self) -> SchemaVersion {
         self.schema_version
@@ -72,6 +101,7 @@ impl Contract for DeadLetter {
         validate::id("error_code", &self.error_code, limits)?;
         validate::text("error_message", &self.error_message, limits)?;
         validate::timestamp("occurred_at", self.occurred_at)?;
+        validate::id("payload_kept", &self.payload_kept, limits)?;
         validate::version(self.schema_version, Self::CURRENT_VERSION)
     }
 }
@@ -91,6 +121,9 @@ impl fmt::Debug for DeadLetter {
             .field("error_message", &self.error_message)
             .field("occurred_at", &self.occurred_at)
             .field("schema_version", &self.schema_version)
+            .field("payload_sha256", &self.payload_sha256)
+            .field("payload_size", &self.payload_size)
+            .field("payload_kept", &self.payload_kept)
             .finish()
     }
 }

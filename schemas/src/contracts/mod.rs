@@ -17,7 +17,7 @@ use crate::error::SchemaError;
 pub use crate::header::{SchemaVersion, TraceContext};
 use crate::validate::Limits;
 
-pub use dead_letter::DeadLetter;
+pub use dead_letter::{DeadLetter, PayloadKept};
 pub use decision::{
     BioResult, Decision, DecisionKind, JobKind, ProfileStatus, Signals, Thresholds,
 };
@@ -55,6 +55,8 @@ pub mod avsc {
         pub const DECISION_V1: &str = include_str!("../../avro/history/Decision.v1.avsc");
         /// `Decision` v2: before the request digest and the `LOCKED` status.
         pub const DECISION_V2: &str = include_str!("../../avro/history/Decision.v2.avsc");
+        /// `DeadLetter` v1: the whole original value, no digest.
+        pub const DEAD_LETTER_V1: &str = include_str!("../../avro/history/DeadLetter.v1.avsc");
         /// `ProfileCommand` v1: before `UNLOCK`.
         pub const PROFILE_COMMAND_V1: &str =
             include_str!("../../avro/history/ProfileCommand.v1.avsc");
@@ -72,11 +74,12 @@ pub mod avsc {
     ];
 
     /// Every older writer schema still registered.
-    pub const HISTORY: [&str; 4] = [
+    pub const HISTORY: [&str; 5] = [
         history::VERIFICATION_REQUESTED_V1,
         history::DECISION_V1,
         history::DECISION_V2,
         history::PROFILE_COMMAND_V1,
+        history::DEAD_LETTER_V1,
     ];
 }
 

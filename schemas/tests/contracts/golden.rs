@@ -136,6 +136,20 @@ fn decision_v2_still_decodes() {
     assert_eq!(decoded, expected);
 }
 
+/// Dead letters a v1 producer wrote (the whole value, no digest) still decode.
+#[test]
+fn dead_letter_v1_still_decodes() {
+    let decoded: timbre_schemas::DeadLetter = decode_old(avsc::history::DEAD_LETTER_V1, 1);
+    let expected = timbre_schemas::DeadLetter {
+        schema_version: 1,
+        payload_sha256: None,
+        payload_size: None,
+        payload_kept: "whole".into(),
+        ..common::dead_letter()
+    };
+    assert_eq!(decoded, expected);
+}
+
 /// Commands a v1 producer wrote (before `UNLOCK`) still decode.
 #[test]
 fn profile_command_v1_still_decodes() {

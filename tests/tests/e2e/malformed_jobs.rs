@@ -1,6 +1,7 @@
 //! 100 malformed jobs (random bytes, bad Avro, bad WAV, wrong rate, too long)
-//! each become an error decision and a dead-letter record, and the processor
-//! keeps deciding valid jobs afterwards. Embedded and Kafka + Cassandra.
+//! each become an error decision and a dead-letter record that keeps no
+//! audio unless the tenant asked for it, and the processor keeps deciding
+//! valid jobs afterwards. Embedded and Kafka + Cassandra.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -8,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
 use timbre::adapters::file_store::FileStore;
 use timbre::adapters::memory_bus::MemoryBus;
 use timbre::backends::{connect_bus, connect_store};
 use timbre::ports::{Bus, Store};
 use timbre_schemas::framing::write_header;
-use timbre_schemas::{DeadLetter, DecisionKind, RecordKind};
-use timbre_tests::pipeline::{Harness, consent, enrollment};
+use timbre_schemas::{DeadLetter, DecisionKind, RecordKind, Request};
+use timbre_tests::pipeline::{DIAGNOSTIC_TENANT, Harness, consent, enrollment};
 use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
 
 fn tone_wav(rate: u32, seconds: u32) -> Vec<u8> {
@@ -41,6 +43,9 @@ async fn malformed(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
     h.publish(&consent(tenant, "mallory", "consent", true))
         .await;
     h.decision("consent").await;
+    h.publish(&consent(DIAGNOSTIC_TENANT, "mallory", "consent-diag", true))
+        .await;
+    h.decision("consent-diag").await;
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let verification = h.topics.verification.clone();
@@ -67,6 +72,14 @@ async fn malformed(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
             .await;
     }
     *expected.entry("bad_avro").or_default() += 20;
+    // An undecodable value far over the dead letter's prefix (it could hold
+    // a voice): only its first bytes, digest and size are kept.
+    let mut big = Vec::new();
+    write_header(fingerprint, &mut big);
+    big.extend_from_slice(&[0x7f]);
+    big.extend((0..200_000u32).map(|i| (i % 251) as u8));
+    h.publish_raw(&verification, b"acme/big", &big).await;
+    *expected.entry("bad_avro").or_default() += 1;
     let (not_wav, low_rate, too_long) = (
         b"RIFX not a wav".to_vec(),
         tone_wav(4_000, 2),
@@ -88,9 +101,19 @@ async fn malformed(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         }
         *expected.entry(code).or_default() += 20;
     }
+    // A tenant that keeps refused audio for diagnosis gets it whole.
+    h.publish(&enrollment(
+        DIAGNOSTIC_TENANT,
+        "mallory",
+        "diag-not-wav",
+        not_wav.clone(),
+    ))
+    .await;
+    *expected.entry("not_wav").or_default() += 1;
+    let total: usize = expected.values().sum();
 
     let mut errors: HashMap<String, usize> = HashMap::new();
-    while errors.values().sum::<usize>() < 100 {
+    while errors.values().sum::<usize>() < total {
         let d = h.next_decision().await;
         if d.decision == DecisionKind::Error {
             *errors.entry(d.error_code.clone().unwrap()).or_default() += 1;
@@ -111,21 +134,67 @@ async fn malformed(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         .await
         .unwrap();
     let mut dead_codes: HashMap<String, usize> = HashMap::new();
-    for _ in 0..100 {
+    let mut kept: HashMap<String, usize> = HashMap::new();
+    for _ in 0..total {
         let m = tokio::time::timeout(Duration::from_secs(120), dead.next())
             .await
             .expect("dead letter")
             .unwrap();
         let record: DeadLetter = h.registry.decode(&m.payload).unwrap();
         assert!(!record.payload.is_empty() || record.error_code == "bad_framing");
+        check_kept_payload(&h, &record, &big, &not_wav);
+        *kept.entry(record.payload_kept.clone()).or_default() += 1;
         *dead_codes.entry(record.error_code).or_default() += 1;
     }
     assert_eq!(dead_codes, expected, "one dead letter per malformed job");
+    assert_eq!(
+        (kept["without_audio"], kept["prefix"]),
+        (60, 1),
+        "audio of refused jobs is dropped, big undecodable values cut: {kept:?}"
+    );
 
     // Still alive: a valid job after the garbage is decided.
     h.publish(&consent(tenant, "trent", "after", true)).await;
     assert_eq!(h.decision("after").await.decision, DecisionKind::Applied);
     h.stop_processor().await;
+}
+
+/// A dead letter keeps the digest and size of the original and, of the
+/// original, only what its kind allows.
+fn check_kept_payload(h: &Harness, record: &DeadLetter, big: &[u8], not_wav: &[u8]) {
+    let size = record.payload_size.expect("payload_size") as usize;
+    let digest = record.payload_sha256.clone().expect("payload_sha256");
+    match record.payload_kept.as_str() {
+        "whole" => {
+            assert_eq!(size, record.payload.len());
+            assert_eq!(digest, hex::encode(Sha256::digest(&record.payload)));
+            if record.tenant.as_deref() == Some(DIAGNOSTIC_TENANT) {
+                let job = h.registry.decode_request(&record.payload).unwrap();
+                let Request::Enrollment(job) = job else {
+                    panic!("{record:?}")
+                };
+                assert_eq!(job.audio, not_wav, "the diagnostic tenant keeps its audio");
+            } else {
+                assert!(size <= 4096, "{record:?}");
+            }
+        }
+        "without_audio" => {
+            let job = h.registry.decode_request(&record.payload).unwrap();
+            let Request::Enrollment(job) = job else {
+                panic!("{record:?}")
+            };
+            assert!(job.audio.is_empty(), "no audio in a dead letter");
+            assert_eq!(job.request_id, record.request_id);
+            assert_eq!(job.tenant, "acme");
+            assert!(size > record.payload.len(), "{record:?}");
+        }
+        "prefix" => {
+            assert_eq!(record.payload, big[..4096]);
+            assert_eq!(size, big.len());
+            assert_eq!(digest, hex::encode(Sha256::digest(big)));
+        }
+        other => panic!("payload_kept {other}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

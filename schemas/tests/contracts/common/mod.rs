@@ -183,7 +183,12 @@ pub fn dead_letter() -> DeadLetter {
         error_code: "bad_framing".into(),
         error_message: "marker is de ad, expected c3 01".into(),
         occurred_at: T0 + 6_000,
-        schema_version: 1,
+        schema_version: 2,
+        payload_sha256: Some(
+            "9d75d071ba512516dccba91d6f1adbf305c24c773250f1c0a49180819141bc3a".into(),
+        ),
+        payload_size: Some(6),
+        payload_kept: "whole".into(),
     }
 }
 
