@@ -14,10 +14,18 @@ pub const EMBEDDED_PARTITION_CAPACITY: usize = 10_000;
 
 /// `kafka://host:port[,…][?options]` or `embedded://`.
 pub fn connect_bus(url: &str) -> Result<Arc<dyn Bus>, BusError> {
+    connect_bus_as(url, None)
+}
+
+/// [`connect_bus`] for a processor with a static consumer-group member id
+/// (`instance_id`; ignored by the embedded bus, which has one member).
+pub fn connect_bus_as(url: &str, instance_id: Option<&str>) -> Result<Arc<dyn Bus>, BusError> {
     if url == "embedded://" || url == "embedded" {
         return Ok(Arc::new(MemoryBus::new(EMBEDDED_PARTITION_CAPACITY)));
     }
-    Ok(Arc::new(KafkaBus::connect(KafkaConfig::from_url(url)?)?))
+    let mut config = KafkaConfig::from_url(url)?;
+    config.instance_id = instance_id.map(str::to_string);
+    Ok(Arc::new(KafkaBus::connect(config)?))
 }
 
 /// One store connection seen through both of its ports.

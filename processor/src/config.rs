@@ -25,12 +25,22 @@ pub struct Config {
     pub topic_prefix: String,
     /// Consumer group of the processors.
     pub group: String,
+    /// Static member id of this processor in its group (`group.instance.id`;
+    /// the chart sets the pod name): a processor restarted within the
+    /// session timeout (10 s) gets its partitions back at once. Unset, a
+    /// restart waits for the dead member's session to expire.
+    pub instance_id: Option<String>,
     /// Scoring worker threads (default: one per core).
     pub workers: usize,
     /// Samples queued for the workers beyond those being scored.
     pub scoring_queue: usize,
     /// Concurrent jobs (jobs of one user always run in order).
     pub lanes: usize,
+    /// How long a job retries transient failures (store or model
+    /// unavailable) before it ends as an `ERROR` decision with that code,
+    /// stored nowhere, so its lane moves on and the caller may resubmit.
+    /// Bus failures are retried for ever: without the bus nothing can end.
+    pub retry_budget_secs: u64,
     /// Directory of the model weights (default `~/.cache/timbre/models`).
     pub model_dir: Option<PathBuf>,
     /// More models the workers load next to the default one (re-scoring
@@ -169,9 +179,11 @@ impl Default for Config {
             store: "file://timbre-data/timbre.redb".into(),
             topic_prefix: String::new(),
             group: "timbre-processor".into(),
+            instance_id: None,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             scoring_queue: 16,
             lanes: 32,
+            retry_budget_secs: 300,
             model_dir: None,
             extra_models: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
@@ -181,6 +193,21 @@ impl Default for Config {
             api: ApiConfig::default(),
             phrase: PhraseConfig::default(),
         }
+    }
+}
+
+impl Config {
+    /// Ids of every model the processors of this configuration load: the
+    /// default one, then `extra_models` (same weights, declared names).
+    pub fn model_ids(&self) -> Vec<String> {
+        let default = crate::model::default_model_id().0;
+        std::iter::once(default)
+            .chain(
+                self.extra_models
+                    .iter()
+                    .map(|m| crate::model::ModelId::new(&m.name, crate::model::WEIGHTS_SHA256).0),
+            )
+            .collect()
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiParts, ApiState};
-use crate::backends::{connect_bus, connect_store};
+use crate::backends::{connect_bus_as, connect_store};
 use crate::config::Config;
 use crate::domain::Policies;
 use crate::metrics::Metrics;
@@ -56,7 +56,7 @@ pub struct Engine {
 impl Engine {
     /// Connects the bus and the store named by `config`.
     pub async fn connect(config: Config) -> Result<Self, EngineError> {
-        let bus = connect_bus(&config.bus)?;
+        let bus = connect_bus_as(&config.bus, config.instance_id.as_deref())?;
         let stores = connect_store(&config.store).await?;
         Ok(Self {
             bus,
@@ -217,6 +217,7 @@ impl Engine {
                 group: self.config.group.clone(),
                 topics: self.topics.clone(),
                 lanes: self.config.lanes,
+                retry_budget: std::time::Duration::from_secs(self.config.retry_budget_secs),
                 policies: Policies {
                     default: self.config.policy.clone(),
                     tenants: self.config.tenants.clone(),

@@ -48,6 +48,8 @@ pub struct Harness {
     decisions: Box<dyn Subscription>,
     /// Every decision read so far, raw, by request id.
     pub seen: HashMap<String, Vec<Vec<u8>>>,
+    /// The processor's retry budget (takes effect at its next start).
+    pub retry_budget: Duration,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -88,6 +90,7 @@ impl Harness {
             registry: Registry::new(),
             decisions,
             seen: HashMap::new(),
+            retry_budget: ProcessorConfig::default().retry_budget,
             shutdown: CancellationToken::new(),
             task: None,
         };
@@ -111,6 +114,7 @@ impl Harness {
                     },
                 )]),
             },
+            retry_budget: self.retry_budget,
             ..ProcessorConfig::default()
         };
         let processor = Processor::new(

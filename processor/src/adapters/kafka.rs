@@ -34,6 +34,10 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Extra librdkafka options.
     pub options: Vec<(String, String)>,
+    /// Static member id of this process in its consumer groups
+    /// (`group.instance.id`): a restarted member gets its partitions back at
+    /// once instead of after the dead member's session times out.
+    pub instance_id: Option<String>,
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -42,6 +46,7 @@ impl std::fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("options", &keys)
+            .field("instance_id", &self.instance_id)
             .finish()
     }
 }
@@ -74,6 +79,7 @@ impl KafkaConfig {
         Ok(Self {
             brokers: brokers.to_string(),
             options,
+            instance_id: None,
         })
     }
 
@@ -170,9 +176,11 @@ impl Bus for KafkaBus {
     ) -> Result<Box<dyn Subscription>, BusError> {
         let context = GroupContext::default();
         let events = context.clone();
-        let consumer: StreamConsumer<GroupContext> = self
-            .config
-            .client_config()
+        let mut config = self.config.client_config();
+        if let Some(id) = &self.config.instance_id {
+            config.set("group.instance.id", id);
+        }
+        let consumer: StreamConsumer<GroupContext> = config
             .set("group.id", group)
             // Feeds the consumer-lag gauge.
             .set("statistics.interval.ms", "5000")

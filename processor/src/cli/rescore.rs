@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use timbre::backends::{connect_bus, connect_store};
 use timbre::model::default_model_id;
@@ -52,6 +52,16 @@ pub struct RescoreCmd {
 impl RescoreCmd {
     pub fn run(self) -> Result<()> {
         let config = self.config.load()?;
+        let loaded = config.model_ids();
+        if !loaded.contains(&self.to_model) {
+            // A run to a model no processor loads would retry its jobs
+            // until each gave up.
+            bail!(
+                "unknown model {}: the processors load {} (declare it in extra_models first)",
+                self.to_model,
+                loaded.join(", ")
+            );
+        }
         runtime()?.block_on(async move {
             let bus = connect_bus(&config.bus)?;
             let store = connect_store(&config.store).await?.state;

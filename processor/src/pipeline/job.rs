@@ -1,7 +1,9 @@
 //! One job, start to end: decode and validate, check idempotency, load the
 //! state its rule needs, score its audio, call the domain rule, emit.
-//! Transient failures are retried (the job is never skipped); permanent
-//! ones end in an error decision and a dead letter.
+//! Transient failures are retried within the retry budget, then end in an
+//! error decision that is stored nowhere (the caller may resubmit); bus
+//! failures are retried for ever; permanent ones end in an error decision
+//! and a dead letter.
 
 use std::time::{Duration, Instant};
 
@@ -19,8 +21,7 @@ use crate::domain::{Analysis, BIOMETRIC_PURPOSE, Outcome, now_ms};
 use crate::ports::{BusError, Message, StoreError};
 use crate::scoring::{Priority, ScoreRequest};
 
-/// Backoff for transient bus/store failures: the job is retried, never
-/// skipped, because skipping would lose it.
+/// Backoff between retries of transient failures.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -34,6 +35,10 @@ pub(super) enum ProcessError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Schema(#[from] SchemaError),
+    /// The scoring pool could not score the job now (e.g. a replica without
+    /// the tenant's model during a rollout, or a shutdown).
+    #[error("scoring unavailable: {1}")]
+    Scoring(Code, String),
 }
 
 impl ProcessError {
@@ -48,6 +53,7 @@ impl ProcessError {
             ProcessError::Bus(e) => e.code(),
             ProcessError::Store(e) => e.code(),
             ProcessError::Schema(e) => e.code(),
+            ProcessError::Scoring(code, _) => *code,
         }
     }
 }
@@ -58,6 +64,7 @@ impl Processor {
     pub(super) async fn process(&self, message: Message, shutdown: &CancellationToken) -> bool {
         let started = Instant::now();
         let mut delay = RETRY_MIN;
+        let mut retrying_since: Option<Instant> = None;
         loop {
             let span = tracing::info_span!(
                 "job",
@@ -75,11 +82,23 @@ impl Processor {
                     self.reject_undecodable(&message, err.code(), &err.to_string())
                         .await
                 }
+                Err(err)
+                    if !matches!(err, ProcessError::Bus(_))
+                        && retrying_since.is_some_and(|t| t.elapsed() >= self.retry_budget) =>
+                {
+                    // No job holds its lane for ever: it ends as an error
+                    // decision with the transient code, stored nowhere.
+                    tracing::error!(parent: &span, error = %err, "job out of retries, giving up");
+                    self.give_up(&message, err.code(), &err.to_string())
+                        .instrument(span.clone())
+                        .await
+                }
                 other => other,
             };
             match result {
                 Ok(()) => break,
                 Err(err) => {
+                    retrying_since.get_or_insert_with(Instant::now);
                     tracing::warn!(parent: &span, error = %err, retry_in_ms = delay.as_millis() as u64, "job failed, retrying");
                     if !backoff(delay, shutdown).await {
                         return false;
@@ -152,8 +171,26 @@ impl Processor {
         self.emit(emission(outcome)).await
     }
 
+    /// Ends a job whose transient failure outlasted the retry budget: an
+    /// error decision with that code, published but not stored, so a
+    /// resubmission under the same id is decided afresh.
+    async fn give_up(
+        &self,
+        message: &Message,
+        code: Code,
+        detail: &str,
+    ) -> Result<(), ProcessError> {
+        let Ok(request) = self.registry.decode_request(&message.payload) else {
+            return self.reject_undecodable(message, code, detail).await;
+        };
+        let digest = request.digest();
+        let outcome = Outcome::error(code, detail);
+        self.emit(Emission::decided(message, &request, &digest, outcome).without_commit())
+            .await
+    }
+
     /// Load → score → rule, for each kind of job.
-    async fn decide(&self, request: &Request) -> Result<Outcome, StoreError> {
+    async fn decide(&self, request: &Request) -> Result<Outcome, ProcessError> {
         let ctx = Context {
             policy: self.policies.for_tenant(request.tenant()),
             now: now_ms(),
@@ -161,8 +198,8 @@ impl Processor {
         match request {
             Request::Enrollment(job) => self.enroll(job, ctx).await,
             Request::Verification(job) => self.verify(job, ctx).await,
-            Request::Consent(job) => self.change_consent(job, ctx).await,
-            Request::Profile(job) => self.profile_command(job, ctx).await,
+            Request::Consent(job) => Ok(self.change_consent(job, ctx).await?),
+            Request::Profile(job) => Ok(self.profile_command(job, ctx).await?),
             Request::Rescore(job) => self.rescore(job, ctx).await,
         }
     }
@@ -208,7 +245,7 @@ impl Processor {
         &self,
         job: &EnrollmentRequested,
         ctx: Context<'_>,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<Outcome, ProcessError> {
         let (tenant, user) = (job.tenant.as_str(), job.user_id.as_str());
         let model_id = self.model_for(tenant).await?;
         let loaded = rules::enrollment::Loaded {
@@ -231,6 +268,9 @@ impl Processor {
             .await
         {
             Ok(s) => s,
+            Err((code, detail)) if code.is_transient() => {
+                return Err(ProcessError::Scoring(code, detail));
+            }
             Err((code, detail)) => return Ok(Outcome::error(code, detail)),
         };
         Ok(rules::enrollment::decide(job, loaded, &sample, ctx))
@@ -240,7 +280,7 @@ impl Processor {
         &self,
         job: &VerificationRequested,
         ctx: Context<'_>,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<Outcome, ProcessError> {
         let (tenant, user) = (job.tenant.as_str(), job.user_id.as_str());
         let model_id = self.model_for(tenant).await?;
         let loaded = rules::verification::Loaded {
@@ -263,6 +303,9 @@ impl Processor {
             .await
         {
             Ok(s) => s,
+            Err((code, detail)) if code.is_transient() => {
+                return Err(ProcessError::Scoring(code, detail));
+            }
             Err((code, detail)) => return Ok(Outcome::error(code, detail)),
         };
         // Read only for admitted jobs: refusals (cooldowns under a brute-force
@@ -305,7 +348,7 @@ impl Processor {
         &self,
         job: &RescoreRequested,
         ctx: Context<'_>,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<Outcome, ProcessError> {
         let (tenant, user) = (job.tenant.as_str(), job.user_id.as_str());
         let loaded = rules::rescore::Loaded {
             profile: self.store.profile(tenant, user).await?,
@@ -333,10 +376,10 @@ impl Processor {
                     if code.is_transient() {
                         // This processor cannot score it now (a replica without
                         // the target model, a shutdown): retry, never record a failure.
-                        return Err(StoreError::Unavailable(format!(
-                            "re-scoring to {}: {code}",
-                            job.to_model
-                        )));
+                        return Err(ProcessError::Scoring(
+                            code,
+                            format!("re-scoring to {}", job.to_model),
+                        ));
                     }
                     return Ok(rules::rescore::failed(
                         job,

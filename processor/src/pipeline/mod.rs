@@ -23,6 +23,7 @@ mod offsets;
 mod reader;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use timbre_schemas::{Limits, Registry};
 
@@ -47,6 +48,9 @@ pub struct ProcessorConfig {
     pub limits: Limits,
     /// Decision policies.
     pub policies: Policies,
+    /// How long a job retries transient failures before it ends as an error
+    /// decision (bus failures excepted).
+    pub retry_budget: Duration,
 }
 
 impl Default for ProcessorConfig {
@@ -58,6 +62,7 @@ impl Default for ProcessorConfig {
             lane_queue: 4,
             limits: Limits::default(),
             policies: Policies::default(),
+            retry_budget: Duration::from_secs(300),
         }
     }
 }
@@ -75,6 +80,7 @@ pub struct Processor {
     group: String,
     lanes: usize,
     lane_queue: usize,
+    retry_budget: Duration,
 }
 
 impl Processor {
@@ -98,6 +104,7 @@ impl Processor {
             group: config.group,
             lanes: config.lanes.max(1),
             lane_queue: config.lane_queue.max(1),
+            retry_budget: config.retry_budget,
         })
     }
 }

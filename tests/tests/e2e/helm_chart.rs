@@ -292,6 +292,16 @@ fn probes_hit_the_real_routes_on_the_ports_the_binaries_listen_on() {
         assert_eq!(argv(c), ["timbre", "run"], "{}", r.label);
         let config = load_config(r, processor, c);
         assert_probes(&r.label, c, config.listen);
+        // Static group membership from the pod name (README, "Crash recovery").
+        assert_eq!(
+            s(
+                &env_value(c, "TIMBRE__INSTANCE_ID").expect("TIMBRE__INSTANCE_ID is set")["valueFrom"]
+                    ["fieldRef"]["fieldPath"]
+            ),
+            "metadata.name",
+            "{}",
+            r.label
+        );
         // The weights are where the config says, on the volume the init
         // container fills (or baked into the image at that path).
         let model_dir = config.model_dir.clone().expect("model_dir is set");

@@ -4,7 +4,7 @@
 //!
 //! - ports: `bus_port`, `store_port` (one body per port, every backend);
 //! - pipeline: `pipeline_e2e`, `malformed_jobs`, `crash_resume`,
-//!   `reader_backpressure`, `rescore`;
+//!   `reader_backpressure`, `retry_budget`, `rescore`;
 //! - HTTP: `api_e2e`, `api_openapi`;
 //! - model and audio: `model_parity`, `model_errors`, `audio_inputs`;
 //! - phrase signal: `phrase_check` (front end, reader, recogniser, challenges);
@@ -26,4 +26,5 @@ mod phrase_check;
 mod pipeline_e2e;
 mod reader_backpressure;
 mod rescore;
+mod retry_budget;
 mod store_port;

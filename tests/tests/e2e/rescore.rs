@@ -350,6 +350,36 @@ fn spawn_child(args: &[&str], env: &[(String, String)], stdout: Stdio) -> Child 
         .expect("start timbre")
 }
 
+/// A run to a model no processor loads would only collect given-up jobs:
+/// `timbre rescore` refuses it before touching the bus or the store, and
+/// names the models it knows.
+#[test]
+fn rescore_refuses_a_model_no_processor_loads() {
+    let env = engine_env("embedded://", "file:///nonexistent/timbre.redb", "x.");
+    let out = Command::new(timbre_binary())
+        .args([
+            "rescore",
+            "--tenant",
+            TENANT,
+            "--to-model",
+            "ghost@sha256:000000000000",
+        ])
+        .envs(env.iter().cloned())
+        .env("TIMBRE_LOG", "warn")
+        .output()
+        .expect("run timbre");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown model ghost@sha256:000000000000"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&target_model()),
+        "the known targets are named: {stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rescore_survives_kill_nine_on_kafka_and_cassandra() {
     let (Some(kafka), Some(cql)) = (kafka_url(), cql_nodes()) else {
