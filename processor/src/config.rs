@@ -41,6 +41,10 @@ pub struct Config {
     /// stored nowhere, so its lane moves on and the caller may resubmit.
     /// Bus failures are retried for ever: without the bus nothing can end.
     pub retry_budget_secs: u64,
+    /// Message bytes the processor holds in flight (queued, parked, being
+    /// scored) before it stops reading: memory is bounded by bytes, whatever
+    /// the message sizes.
+    pub max_in_flight_bytes: usize,
     /// Directory of the model weights (default `~/.cache/timbre/models`).
     pub model_dir: Option<PathBuf>,
     /// More models the workers load next to the default one (re-scoring
@@ -150,6 +154,11 @@ pub struct ApiConfig {
     pub request_timeout_ms: u64,
     /// Largest request body (uploads included).
     pub max_upload_bytes: usize,
+    /// Request-body bytes this replica handles at once (as announced by
+    /// `Content-Length`; a body without one counts as `max_upload_bytes`);
+    /// past it a request is answered `503 server_busy` with `Retry-After`
+    /// before its body is read, so memory follows bytes, not connections.
+    pub max_in_flight_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -168,6 +177,9 @@ impl Default for ApiConfig {
             request_timeout_ms: 30_000,
             // The largest inline audio a job may carry, plus multipart framing.
             max_upload_bytes: timbre_schemas::Limits::default().max_audio_bytes + 64 * 1024,
+            // Six largest uploads, or hundreds of 3 s clips: each upload is
+            // held in a few copies (body, audio, event) while it is handled.
+            max_in_flight_bytes: 64 << 20,
         }
     }
 }
@@ -184,6 +196,7 @@ impl Default for Config {
             scoring_queue: 16,
             lanes: 32,
             retry_budget_secs: 300,
+            max_in_flight_bytes: 128 << 20,
             model_dir: None,
             extra_models: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),

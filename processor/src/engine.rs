@@ -218,6 +218,7 @@ impl Engine {
                 topics: self.topics.clone(),
                 lanes: self.config.lanes,
                 retry_budget: std::time::Duration::from_secs(self.config.retry_budget_secs),
+                max_in_flight_bytes: self.config.max_in_flight_bytes,
                 policies: Policies {
                     default: self.config.policy.clone(),
                     tenants: self.config.tenants.clone(),

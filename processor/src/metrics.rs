@@ -24,6 +24,8 @@ pub struct Metrics {
     pub scoring_queue_depth: IntGauge,
     /// Jobs read but not yet committed.
     pub jobs_in_flight: IntGauge,
+    /// Message bytes of the jobs in flight (bounded by `max_in_flight_bytes`).
+    pub in_flight_bytes: IntGauge,
     /// Partitions paused for backpressure.
     pub paused_partitions: IntGauge,
     /// Messages of the assigned request partitions the group has not committed.
@@ -108,6 +110,10 @@ impl Metrics {
                 "Samples admitted to the scoring pool.",
             ),
             jobs_in_flight: gauge("timbre_jobs_in_flight", "Jobs read and not yet committed."),
+            in_flight_bytes: gauge(
+                "timbre_in_flight_bytes",
+                "Message bytes of the jobs read and not yet finished.",
+            ),
             paused_partitions: gauge(
                 "timbre_paused_partitions",
                 "Partitions paused for backpressure.",

@@ -182,6 +182,9 @@ impl Bus for KafkaBus {
         }
         let consumer: StreamConsumer<GroupContext> = config
             .set("group.id", group)
+            // librdkafka prefetches up to 64 MiB per partition by default:
+            // bound it, or memory would not follow max_in_flight_bytes.
+            .set("queued.max.messages.kbytes", "16384")
             // Feeds the consumer-lag gauge.
             .set("statistics.interval.ms", "5000")
             .set("enable.auto.commit", "true")

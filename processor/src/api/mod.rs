@@ -57,6 +57,8 @@ struct Inner {
     keys: keys::KeyHasher,
     tokens: tokens::TokenSigner,
     limiter: auth::RateLimiter,
+    /// Permits of request-body bytes in flight (`api.max_in_flight_bytes`).
+    body_bytes: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
     config: ApiConfig,
 }
@@ -96,6 +98,10 @@ impl ApiState {
                     api.token_ttl_secs,
                 ),
                 limiter: auth::RateLimiter::new(api.rate_limit_per_minute),
+                // Never below one largest upload, or that upload could never pass.
+                body_bytes: Arc::new(tokio::sync::Semaphore::new(
+                    api.max_in_flight_bytes.max(api.max_upload_bytes),
+                )),
                 store: parts.store,
                 access: parts.access,
                 limits: Limits::default(),

@@ -43,6 +43,22 @@ async fn observe(
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    // Bodies in flight are bounded by bytes; a body without a length may
+    // grow to the upload limit, so it counts as that.
+    let streamed = request.headers().contains_key(header::TRANSFER_ENCODING);
+    let cost = match announced {
+        Some(n) => n,
+        None if streamed => state.inner.config.max_upload_bytes,
+        None => 0,
+    };
+    let permit = u32::try_from(cost).ok().and_then(|n| {
+        state
+            .inner
+            .body_bytes
+            .clone()
+            .try_acquire_many_owned(n)
+            .ok()
+    });
     // Refused from the headers, so the client can stop sending; bodies
     // without a length are cut off by the body limit as they stream.
     let response = if announced.is_some_and(|n| n > state.inner.config.max_upload_bytes) {
@@ -52,6 +68,17 @@ async fn observe(
             "the request body is larger than the configured limit",
         )
         .into_response()
+    } else if permit.is_none() {
+        let mut busy = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_busy",
+            "too many request bytes in flight on this replica; retry shortly",
+        )
+        .with("retryAfterMs", 1_000)
+        .into_response();
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        busy
     } else {
         match tokio::time::timeout(limit, next.run(request)).await {
             Ok(r) => r,

@@ -51,6 +51,9 @@ pub struct ProcessorConfig {
     /// How long a job retries transient failures before it ends as an error
     /// decision (bus failures excepted).
     pub retry_budget: Duration,
+    /// Message bytes in flight (queued, parked, being scored) at which the
+    /// reader stops reading until jobs finish.
+    pub max_in_flight_bytes: usize,
 }
 
 impl Default for ProcessorConfig {
@@ -63,6 +66,7 @@ impl Default for ProcessorConfig {
             limits: Limits::default(),
             policies: Policies::default(),
             retry_budget: Duration::from_secs(300),
+            max_in_flight_bytes: 128 << 20,
         }
     }
 }
@@ -81,6 +85,7 @@ pub struct Processor {
     lanes: usize,
     lane_queue: usize,
     retry_budget: Duration,
+    max_in_flight_bytes: usize,
 }
 
 impl Processor {
@@ -105,6 +110,7 @@ impl Processor {
             lanes: config.lanes.max(1),
             lane_queue: config.lane_queue.max(1),
             retry_budget: config.retry_budget,
+            max_in_flight_bytes: config.max_in_flight_bytes.max(1),
         })
     }
 }

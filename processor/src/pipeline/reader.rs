@@ -1,6 +1,8 @@
 //! The reader: one task that owns the subscription, hands each message to
 //! its lane (all jobs of one user share a lane, so they run in order),
-//! parks a partition whose lane is full, and commits offsets as jobs finish.
+//! parks a partition whose lane is full, stops reading while the jobs in
+//! flight hold more bytes than the budget, and commits offsets as jobs
+//! finish.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ struct Finished {
     topic: String,
     partition: i32,
     offset: i64,
+    bytes: usize,
 }
 
 /// How often parked messages retry their lanes (lanes also wake the reader
@@ -45,8 +48,12 @@ impl Processor {
             let stop = shutdown.clone();
             lane_tasks.push(tokio::spawn(async move {
                 while let Some(message) = rx.recv().await {
-                    let (topic, partition, offset) =
-                        (message.topic.clone(), message.partition, message.offset);
+                    let (topic, partition, offset, bytes) = (
+                        message.topic.clone(),
+                        message.partition,
+                        message.offset,
+                        message.payload.len(),
+                    );
                     if !this.process(message, &stop).await {
                         // Abandoned at shutdown: not finished, so its offset
                         // is not committed and the job is redelivered.
@@ -56,6 +63,7 @@ impl Processor {
                         topic,
                         partition,
                         offset,
+                        bytes,
                     });
                 }
             }));
@@ -67,6 +75,11 @@ impl Processor {
         // is paused and its later messages queue behind, which keeps every
         // key in order, while other partitions keep flowing.
         let mut parked: HashMap<(String, i32), VecDeque<Message>> = HashMap::new();
+        // Bytes of the messages read and not finished (queued, parked or
+        // being scored): reading stops at the budget, so memory is bounded by
+        // bytes, not by counts of messages of up to 16 MiB. One message is
+        // always let in, however large.
+        let mut in_flight_bytes = 0usize;
         let mut unpark = tokio::time::interval(UNPARK_INTERVAL);
         unpark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(group = %self.group, lanes = self.lanes, "processor running");
@@ -75,13 +88,15 @@ impl Processor {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(done) = finished_rx.recv() => {
+                    in_flight_bytes = in_flight_bytes.saturating_sub(done.bytes);
+                    self.metrics.in_flight_bytes.set(in_flight_bytes as i64);
                     self.finish(&mut tracker, &*subscription, done);
                     self.unpark(&mut parked, &lanes, &*subscription);
                 }
                 _ = unpark.tick(), if !parked.is_empty() => {
                     self.unpark(&mut parked, &lanes, &*subscription);
                 }
-                message = subscription.next() => {
+                message = subscription.next(), if in_flight_bytes < self.max_in_flight_bytes => {
                     for (topic, partition) in subscription.take_revoked() {
                         tracker.forget(&topic, partition);
                         if parked.remove(&(topic.clone(), partition)).is_some() {
@@ -106,6 +121,8 @@ impl Processor {
                         }
                     };
                     self.metrics.jobs_consumed.with_label_values(&[message.topic.as_str()]).inc();
+                    in_flight_bytes += message.payload.len();
+                    self.metrics.in_flight_bytes.set(in_flight_bytes as i64);
                     tracker.start(&message.topic, message.partition, message.offset);
                     self.metrics.jobs_in_flight.set(tracker.in_flight() as i64);
                     let slot = (message.topic.clone(), message.partition);

@@ -24,6 +24,10 @@ fn settings() -> Vec<(&'static str, String)> {
             "TIMBRE__API__MAX_UPLOAD_BYTES",
             (4 * 1024 * 1024).to_string(),
         ),
+        (
+            "TIMBRE__API__MAX_IN_FLIGHT_BYTES",
+            (6 * 1024 * 1024).to_string(),
+        ),
     ]
 }
 
@@ -449,10 +453,56 @@ async fn ops_listener_only(api: &Api, ops: &Api) {
     );
 }
 
+/// Request bodies in flight are bounded by bytes (6 MiB here): while one
+/// client holds 3.5 MiB announced (and trickles it), another 3.5 MiB request
+/// is answered `503 server_busy` with `Retry-After` from its headers alone,
+/// and once the first is gone the same request gets through to the handler.
+async fn body_bytes_in_flight_are_bounded(api: &Api, key: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = api.base.trim_start_matches("http://").to_string();
+    let announce = |len: usize| {
+        format!(
+            "POST /enroll HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {key}\r\ncontent-type: multipart/form-data; boundary=x\r\ncontent-length: {len}\r\n\r\n"
+        )
+    };
+    let status_of = |addr: String, head: String, body: Vec<u8>| async move {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(head.as_bytes()).await.unwrap();
+        // The server may answer from the headers and close: a refused
+        // write is part of that answer.
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.write_all(&body)).await;
+        let mut reply = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut reply))
+            .await
+            .expect("an answer from the headers alone")
+            .unwrap();
+        String::from_utf8_lossy(&reply[..n]).to_string()
+    };
+    let size = 7 << 19;
+    let mut holder = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    holder
+        .write_all(format!("{}--x\r\n", announce(size)).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = status_of(addr.clone(), announce(size), Vec::new()).await;
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    assert!(busy.to_lowercase().contains("retry-after: 1"), "{busy}");
+    assert!(busy.contains("server_busy"), "{busy}");
+    drop(holder);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let through = status_of(addr.clone(), announce(size), vec![b'-'; size]).await;
+    assert!(
+        !through.starts_with("HTTP/1.1 503"),
+        "the bytes are released with the first request: {through}"
+    );
+}
+
 /// Operations routes, the OpenAPI document against the router, and JSON errors.
 async fn operations(d: &Deployment) {
     let api = &d.api;
     ops_listener_only(api, &d.ops).await;
+    body_bytes_in_flight_are_bounded(api, &d.globex).await;
     let (_, doc) = api.get("", "/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();

@@ -1,7 +1,7 @@
-//! A full lane parks its partition without stalling the others. The
-//! embedder here is a gate (this tests the reader's scheduling, not the
-//! model): enrollment jobs of one user pile up behind it while another
-//! user's consent job, on another partition and lane, is still decided.
+//! A full lane parks its partition without stalling the others, and the
+//! reader holds no more message bytes than its budget. The embedder here is
+//! a gate (this tests the reader's scheduling, not the model): enrollment
+//! jobs pile up behind it while other jobs are decided or wait unread.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -140,6 +140,97 @@ async fn a_full_lane_does_not_stall_other_partitions() {
         ["e0", "e1", "e2", "e3", "e4"],
         "one user's jobs stay in order"
     );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
+/// The reader holds jobs by bytes, not by count: with every job stuck in
+/// scoring behind the gate and lanes to spare, it stops reading once the
+/// messages in flight reach `max_in_flight_bytes`, and reads on as they finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_stops_at_the_in_flight_byte_budget() {
+    let wav = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/librispeech-r/test-other/1688/1688-142285-0005.wav"
+    ))
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("timbre-bytes-{}", uuid::Uuid::new_v4()));
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(1_000));
+    let store: Arc<dyn Store> = Arc::new(FileStore::open(&dir.join("t.redb")).unwrap());
+    store.migrate().await.unwrap();
+    bus.ensure_topics(&catalogue("", Some(1))).await.unwrap();
+    let gate = Arc::new(Gate {
+        open: Mutex::new(false),
+        changed: Condvar::new(),
+    });
+    let pool = Arc::new(ScoringPool::new(gate.clone(), 1, 0, AudioLimits::default()));
+    let topics = TopicNames::with_prefix("");
+    let registry = Registry::new();
+    let jobs: Vec<Vec<u8>> = (0..10)
+        .map(|i| {
+            let job =
+                EnrollmentRequested::new(format!("e{i}"), "t", format!("u{i}"), 1, wav.clone());
+            registry.encode(&job).unwrap()
+        })
+        .collect();
+    let size = jobs[0].len();
+    let metrics = Metrics::new();
+    let processor = Processor::new(
+        bus.clone(),
+        store,
+        pool,
+        ProcessorConfig {
+            topics: topics.clone(),
+            lanes: 16,
+            lane_queue: 4,
+            max_in_flight_bytes: 3 * size,
+            policies: Policies {
+                default: Policy {
+                    consent_required: false,
+                    ..Policy::default()
+                },
+                ..Policies::default()
+            },
+            ..ProcessorConfig::default()
+        },
+        metrics.clone(),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(processor.run(shutdown.clone()));
+    let mut decisions = bus
+        .subscribe("observer", std::slice::from_ref(&topics.decisions))
+        .await
+        .unwrap();
+    for (i, job) in jobs.iter().enumerate() {
+        let key = message_key("t", &format!("u{i}"));
+        bus.publish(&topics.enrollment, key.as_bytes(), job)
+            .await
+            .unwrap();
+    }
+    // Lanes and queues could take all ten; the budget takes three.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while metrics.jobs_in_flight.get() < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the reader starts");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        metrics.jobs_in_flight.get(),
+        3,
+        "read up to the byte budget"
+    );
+    assert_eq!(metrics.in_flight_bytes.get(), (3 * size) as i64);
+
+    *gate.open.lock().unwrap() = true;
+    gate.changed.notify_all();
+    for _ in 0..10 {
+        tokio::time::timeout(Duration::from_secs(30), decisions.next())
+            .await
+            .expect("every job is decided once they finish")
+            .unwrap();
+    }
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
