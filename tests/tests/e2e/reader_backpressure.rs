@@ -49,14 +49,24 @@ fn user_on_other_lane(tenant: &str, avoid: &str) -> String {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_lane_does_not_stall_other_partitions() {
+/// An embedded bus and store with the topics, a closed gate as the
+/// scoring pool's one worker, and a real recording to enroll.
+struct Setup {
+    wav: Vec<u8>,
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn Store>,
+    gate: Arc<Gate>,
+    pool: Arc<ScoringPool>,
+    topics: TopicNames,
+}
+
+async fn setup() -> Setup {
     let wav = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/fixtures/librispeech-r/test-other/1688/1688-142285-0005.wav"
     ))
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("timbre-park-{}", uuid::Uuid::new_v4()));
+    let dir = std::env::temp_dir().join(format!("timbre-reader-{}", uuid::Uuid::new_v4()));
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(1_000));
     let store: Arc<dyn Store> = Arc::new(FileStore::open(&dir.join("t.redb")).unwrap());
     store.migrate().await.unwrap();
@@ -66,7 +76,26 @@ async fn a_full_lane_does_not_stall_other_partitions() {
         changed: Condvar::new(),
     });
     let pool = Arc::new(ScoringPool::new(gate.clone(), 1, 0, AudioLimits::default()));
-    let topics = TopicNames::with_prefix("");
+    Setup {
+        wav,
+        bus,
+        store,
+        gate,
+        pool,
+        topics: TopicNames::with_prefix(""),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_lane_does_not_stall_other_partitions() {
+    let Setup {
+        wav,
+        bus,
+        store,
+        gate,
+        pool,
+        topics,
+    } = setup().await;
     let policy = Policy {
         consent_required: false,
         ..Policy::default()
@@ -149,22 +178,14 @@ async fn a_full_lane_does_not_stall_other_partitions() {
 /// messages in flight reach `max_in_flight_bytes`, and reads on as they finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_stops_at_the_in_flight_byte_budget() {
-    let wav = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/librispeech-r/test-other/1688/1688-142285-0005.wav"
-    ))
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("timbre-bytes-{}", uuid::Uuid::new_v4()));
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(1_000));
-    let store: Arc<dyn Store> = Arc::new(FileStore::open(&dir.join("t.redb")).unwrap());
-    store.migrate().await.unwrap();
-    bus.ensure_topics(&catalogue("", Some(1))).await.unwrap();
-    let gate = Arc::new(Gate {
-        open: Mutex::new(false),
-        changed: Condvar::new(),
-    });
-    let pool = Arc::new(ScoringPool::new(gate.clone(), 1, 0, AudioLimits::default()));
-    let topics = TopicNames::with_prefix("");
+    let Setup {
+        wav,
+        bus,
+        store,
+        gate,
+        pool,
+        topics,
+    } = setup().await;
     let registry = Registry::new();
     let jobs: Vec<Vec<u8>> = (0..10)
         .map(|i| {
