@@ -41,6 +41,54 @@ async fn store_contract(store: Arc<dyn Store>) {
 
     let (tenant, other) = ("acme", "globex");
     let user = "alice";
+
+    // A request id is bound to the first job's digest, per tenant.
+    assert!(
+        store
+            .claim_request(tenant, "r-claim", "digest-a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_request(tenant, "r-claim", "digest-a")
+            .await
+            .unwrap(),
+        "a redelivery of the owning job keeps its claim"
+    );
+    assert!(
+        !store
+            .claim_request(tenant, "r-claim", "digest-b")
+            .await
+            .unwrap(),
+        "another job under the id is refused"
+    );
+    assert!(
+        store
+            .claim_request(other, "r-claim", "digest-b")
+            .await
+            .unwrap()
+    );
+    // Every status is stored and read back, a lockout included.
+    let locked = JobCommit {
+        tenant: tenant.into(),
+        request_id: "r-locked".into(),
+        decision: b"d".to_vec(),
+        mutations: vec![Mutation::PutProfile(profile(
+            tenant,
+            "locked-user",
+            ProfileStatus::Locked,
+        ))],
+    };
+    store.commit(&locked).await.unwrap();
+    assert_eq!(
+        store
+            .profile(tenant, "locked-user")
+            .await
+            .unwrap()
+            .map(|p| p.status),
+        Some(ProfileStatus::Locked)
+    );
     let embedding: Vec<f32> = (0..192).map(|i| (i as f32 * 0.01).sin()).collect();
     let voiceprint = Voiceprint {
         tenant: tenant.into(),
@@ -337,6 +385,41 @@ async fn cql_store_honours_the_contract() {
     let err = stores.state.commit(&refused).await.unwrap_err();
     assert_eq!(err.code(), Code::StoreRejected, "{err}");
     assert!(!err.code().is_transient());
+}
+
+/// `dc.<name>=N` creates the keyspace with a factor per data centre: the
+/// test node's data centre takes writes; a data centre the cluster does not
+/// have is refused (at creation or at the first write), never silently used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_keyspace_replicates_per_data_centre() {
+    let Some(nodes) = cql_nodes() else { return };
+    let store = connect_store(&format!("cql://{nodes}/{}?dc.datacenter1=1", unique("nts")))
+        .await
+        .unwrap()
+        .state;
+    store.migrate().await.unwrap();
+    let commit = |user: &str| JobCommit {
+        tenant: "acme".into(),
+        request_id: format!("r-{user}"),
+        decision: b"d".to_vec(),
+        mutations: vec![Mutation::PutProfile(profile(
+            "acme",
+            user,
+            ProfileStatus::Enrolled,
+        ))],
+    };
+    store.commit(&commit("alice")).await.unwrap();
+    assert!(store.profile("acme", "alice").await.unwrap().is_some());
+
+    let nowhere = connect_store(&format!("cql://{nodes}/{}?dc.nowhere=1", unique("nts")))
+        .await
+        .unwrap()
+        .state;
+    let refused = match nowhere.migrate().await {
+        Err(e) => Some(e),
+        Ok(_) => nowhere.commit(&commit("bob")).await.err(),
+    };
+    assert!(refused.is_some(), "an unknown data centre is refused");
 }
 
 /// The API access port: keys, single-use sessions and tokens, usage counters.

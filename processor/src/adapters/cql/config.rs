@@ -3,15 +3,15 @@
 use crate::ports::StoreError;
 
 /// Where and how to connect, parsed from
-/// `cql://[user[:pass]@]host:port[,host:port]/keyspace[?replication_factor=N]`.
+/// `cql://[user[:pass]@]host:port[,host:port]/keyspace[?replication_factor=N | ?dc.<name>=N&…]`.
 #[derive(Clone, PartialEq)]
 pub struct CqlConfig {
     /// Contact points.
     pub nodes: Vec<String>,
     /// Keyspace (created by `migrate` when missing).
     pub keyspace: String,
-    /// Replication factor of a keyspace that `migrate` creates.
-    pub replication_factor: u32,
+    /// Replication of a keyspace that `migrate` creates.
+    pub replication: Replication,
     /// Optional credentials.
     pub credentials: Option<(String, String)>,
 }
@@ -21,9 +21,37 @@ impl std::fmt::Debug for CqlConfig {
         f.debug_struct("CqlConfig")
             .field("nodes", &self.nodes)
             .field("keyspace", &self.keyspace)
-            .field("replication_factor", &self.replication_factor)
+            .field("replication", &self.replication)
             .field("user", &self.credentials.as_ref().map(|(u, _)| u))
             .finish()
+    }
+}
+
+/// How `migrate` replicates a keyspace it creates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replication {
+    /// `SimpleStrategy` with this factor: one data centre.
+    Simple(u32),
+    /// `NetworkTopologyStrategy`: a factor per data centre (`dc.<name>=N`).
+    PerDataCentre(Vec<(String, u32)>),
+}
+
+impl Replication {
+    /// The CQL replication map.
+    pub fn cql(&self) -> String {
+        match self {
+            Replication::Simple(rf) => {
+                format!("{{'class': 'SimpleStrategy', 'replication_factor': {rf}}}")
+            }
+            Replication::PerDataCentre(dcs) => {
+                let factors: Vec<String> =
+                    dcs.iter().map(|(dc, rf)| format!("'{dc}': {rf}")).collect();
+                format!(
+                    "{{'class': 'NetworkTopologyStrategy', {}}}",
+                    factors.join(", ")
+                )
+            }
+        }
     }
 }
 
@@ -57,15 +85,36 @@ impl CqlConfig {
         if !valid_ks {
             return Err(bad("invalid keyspace name"));
         }
-        let mut replication_factor = 1;
+        let mut simple: Option<u32> = None;
+        let mut per_dc: Vec<(String, u32)> = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("replication_factor", v)) => {
-                    replication_factor = v.parse().map_err(|_| bad("bad replication_factor"))?
+                    simple = Some(v.parse().map_err(|_| bad("bad replication_factor"))?)
+                }
+                Some((k, v)) if k.starts_with("dc.") => {
+                    let dc = &k[3..];
+                    // Data-centre names go into DDL: letters, digits, - _ . only.
+                    let valid = !dc.is_empty()
+                        && dc
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                    if !valid {
+                        return Err(bad(&format!("invalid data centre `{dc}`")));
+                    }
+                    let rf = v.parse().map_err(|_| bad("bad data centre factor"))?;
+                    per_dc.push((dc.to_string(), rf));
                 }
                 _ => return Err(bad(&format!("unknown option `{pair}`"))),
             }
         }
+        let replication = match (simple, per_dc.is_empty()) {
+            (Some(_), false) => {
+                return Err(bad("replication_factor and dc.<name> exclude each other"));
+            }
+            (_, false) => Replication::PerDataCentre(per_dc),
+            (rf, true) => Replication::Simple(rf.unwrap_or(1)),
+        };
         let nodes: Vec<String> = hosts
             .split(',')
             .filter(|h| !h.is_empty())
@@ -77,7 +126,7 @@ impl CqlConfig {
         Ok(Self {
             nodes,
             keyspace: keyspace.to_string(),
-            replication_factor,
+            replication,
             credentials,
         })
     }
@@ -95,7 +144,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.nodes, vec!["10.0.0.1:9042", "10.0.0.2:9042"]);
         assert_eq!(c.keyspace, "timbre");
-        assert_eq!(c.replication_factor, 3);
+        assert_eq!(c.replication, Replication::Simple(3));
         assert_eq!(c.credentials, Some(("app".into(), "s3cret".into())));
         assert!(
             !format!("{c:?}").contains("s3cret"),
@@ -103,11 +152,20 @@ mod tests {
         );
         let c = CqlConfig::from_url("cql://app@db:9042/timbre").unwrap();
         assert_eq!(c.credentials, Some(("app".into(), String::new())));
+        assert_eq!(c.replication, Replication::Simple(1));
+        let c = CqlConfig::from_url("cql://db:9042/timbre?dc.eu-west=3&dc.us_east=2").unwrap();
+        assert_eq!(
+            c.replication.cql(),
+            "{'class': 'NetworkTopologyStrategy', 'eu-west': 3, 'us_east': 2}"
+        );
         for bad in [
             "file:///x",
             "cql://host:9042",
             "cql://host:9042/bad-name",
             "cql://h/ks?x=1",
+            "cql://h/ks?dc.a'b=1",
+            "cql://h/ks?dc.eu=x",
+            "cql://h/ks?replication_factor=3&dc.eu=3",
         ] {
             assert_eq!(
                 CqlConfig::from_url(bad).unwrap_err().code(),

@@ -1,5 +1,6 @@
 //! Every statement the store runs, prepared once per session.
 
+use scylla::statement::SerialConsistency;
 use scylla::statement::prepared::PreparedStatement;
 
 use super::{CqlStore, unavailable};
@@ -58,7 +59,16 @@ impl CqlStore {
         self.statements
             .get_or_try_init(|| async {
                 let ks = &self.config.keyspace;
-                let p = |q: String| async move { self.session.prepare(q).await.map_err(unavailable) };
+                let p = |q: String| async move {
+                    let mut statement = self.session.prepare(q.as_str()).await.map_err(unavailable)?;
+                    // Lightweight transactions (request claims, challenge
+                    // sessions, spent tokens) promise "once" across every
+                    // data centre: Paxos at SERIAL, not LOCAL_SERIAL.
+                    if q.contains(" IF ") {
+                        statement.set_serial_consistency(Some(SerialConsistency::Serial));
+                    }
+                    Ok::<_, StoreError>(statement)
+                };
                 Ok(Statements {
                     profile: p(format!(
                         "SELECT status, samples, net_speech_ms, learning_progress, sessions, failures, cooldown_until, \

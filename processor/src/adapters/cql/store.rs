@@ -31,7 +31,7 @@ type ProfileRow = (
 impl Store for CqlStore {
     async fn migrate(&self) -> Result<u32, StoreError> {
         let ks = &self.config.keyspace;
-        let rf = self.config.replication_factor;
+        let replication = self.config.replication.cql();
         let ddl = |q: String| async move {
             self.session
                 .query_unpaged(q, &[])
@@ -39,8 +39,7 @@ impl Store for CqlStore {
                 .map_err(unavailable)
         };
         ddl(format!(
-            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = \
-             {{'class': 'SimpleStrategy', 'replication_factor': {rf}}}"
+            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {replication}"
         ))
         .await?;
         ddl(format!(
