@@ -2,6 +2,7 @@
 //! unique names so tests share one Kafka and one Cassandra without colliding.
 
 pub mod api;
+pub mod gate;
 pub mod pipeline;
 
 use std::path::PathBuf;

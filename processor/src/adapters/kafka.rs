@@ -182,6 +182,11 @@ impl Bus for KafkaBus {
         }
         let consumer: StreamConsumer<GroupContext> = config
             .set("group.id", group)
+            // Every request topic has as many partitions, and range
+            // assignment gives one member partition p of each: all jobs of a
+            // user reach one processor, whose per-user lock orders a
+            // re-scoring job against that user's live jobs.
+            .set("partition.assignment.strategy", "range")
             // librdkafka prefetches up to 64 MiB per partition by default:
             // bound it, or memory would not follow max_in_flight_bytes.
             .set("queued.max.messages.kbytes", "16384")

@@ -11,7 +11,7 @@ use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE};
 use timbre::eval::{prompted_codes, read_manifest};
 
 use super::speech::{join_with_pauses, pool, read_audio_with};
-use timbre::phrase::{EncoderSpan, PhraseThresholds, expected_digits, load_recogniser};
+use timbre::phrase::{EncoderSpan, Heard, PhraseThresholds, expected_digits, load_recogniser};
 
 /// What the phrase protocol prints.
 #[derive(Debug, Serialize)]
@@ -32,6 +32,9 @@ struct PhraseMetrics {
     /// The right code was the recogniser's best reading, regardless of
     /// confidence.
     exact_rate: f64,
+    /// 1st percentile of the right codes' digit mass (the least probability
+    /// that a digit is said at any position; words score near 0).
+    right_digit_mass_p01: f64,
     span: &'static str,
     threshold: f32,
     /// The same rates at other pass thresholds: `[threshold, frr,
@@ -52,9 +55,9 @@ pub struct PhraseEval<'a> {
 
 /// Scores of one prompted code against the three expectations.
 struct Check {
-    right: f32,
-    wrong: f32,
-    near_miss: f32,
+    right: Heard,
+    wrong: Heard,
+    near_miss: Heard,
     exact: bool,
     ms: f64,
     seconds: f64,
@@ -114,10 +117,10 @@ pub fn run(opts: PhraseEval<'_>, json: bool) -> Result<()> {
                 let right = recogniser.check(&audio, &code.said)?;
                 let ms = start.elapsed().as_secs_f64() * 1e3;
                 Ok(Check {
-                    right: right.weakest,
-                    wrong: recogniser.check(&audio, &code.wrong)?.weakest,
-                    near_miss: recogniser.check(&audio, &code.near_miss)?.weakest,
                     exact: right.is_exact(),
+                    right,
+                    wrong: recogniser.check(&audio, &code.wrong)?,
+                    near_miss: recogniser.check(&audio, &code.near_miss)?,
                     ms,
                     seconds: audio.len() as f64 / f64::from(MODEL_SAMPLE_RATE),
                 })
@@ -133,9 +136,9 @@ pub fn run(opts: PhraseEval<'_>, json: bool) -> Result<()> {
         };
         [
             f64::from(t),
-            rate(&|c| !at_t.passes(c.right)),
-            rate(&|c| at_t.passes(c.wrong)),
-            rate(&|c| at_t.passes(c.near_miss)),
+            rate(&|c| !at_t.passes(&c.right)),
+            rate(&|c| at_t.passes(&c.wrong)),
+            rate(&|c| at_t.passes(&c.near_miss)),
         ]
     };
     let median = |mut v: Vec<f64>| {
@@ -152,6 +155,14 @@ pub fn run(opts: PhraseEval<'_>, json: bool) -> Result<()> {
         ms_per_check: median(checks.iter().map(|c| c.ms).collect()),
         audio_seconds: median(checks.iter().map(|c| c.seconds).collect()),
         exact_rate: rate(&|c| c.exact),
+        right_digit_mass_p01: {
+            let mut m: Vec<f64> = checks
+                .iter()
+                .map(|c| f64::from(c.right.digit_mass))
+                .collect();
+            m.sort_by(f64::total_cmp);
+            m.get(m.len() / 100).copied().unwrap_or(0.0)
+        },
         span: match opts.span {
             EncoderSpan::OwnLength => "own_length",
             EncoderSpan::Padded => "padded_30s",

@@ -143,6 +143,9 @@ pub fn expected_digits(phrase: &str) -> Option<String> {
 /// (README, "The phrase check").
 const PASS_THRESHOLD: f32 = 0.1;
 
+/// Default least digit probability (README, "The phrase check").
+const MIN_DIGIT_MASS: f32 = 0.002;
+
 /// Thresholds of the phrase signal.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -155,12 +158,16 @@ pub struct PhraseThresholds {
     /// Score from which the signal is `high`.
     #[serde(rename = "high_threshold")]
     pub high: f32,
+    /// Least probability, at every position, that a digit is said at all
+    /// (`Heard::digit_mass`): the score compares digits with each other
+    /// only, so words would otherwise pass for any code.
+    pub min_digit_mass: f32,
 }
 
 impl PhraseThresholds {
-    /// Whether a phrase score passes.
-    pub fn passes(&self, score: f32) -> bool {
-        score >= self.pass
+    /// Whether a check passes: a code is said, and it is the expected one.
+    pub fn passes(&self, heard: &Heard) -> bool {
+        heard.weakest >= self.pass && heard.digit_mass >= self.min_digit_mass
     }
 }
 
@@ -169,6 +176,7 @@ impl Default for PhraseThresholds {
         Self {
             pass: PASS_THRESHOLD,
             high: 1.0,
+            min_digit_mass: MIN_DIGIT_MASS,
         }
     }
 }
@@ -177,8 +185,8 @@ impl Default for PhraseThresholds {
 /// the recogniser's best reading, digit by digit (its weakest digit).
 pub fn phrase_signal(heard: &Heard, thresholds: PhraseThresholds) -> Signal {
     let score = heard.weakest;
-    let pass = thresholds.passes(score);
-    let tier = if score >= thresholds.high {
+    let pass = thresholds.passes(heard);
+    let tier = if pass && score >= thresholds.high {
         Tier::High
     } else if pass {
         Tier::Medium
@@ -254,7 +262,10 @@ mod tests {
     #[test]
     fn the_weakest_digit_sets_pass_and_tier() {
         let t = PhraseThresholds::default();
-        let heard = |weakest: f32| Heard { weakest };
+        let heard = |weakest: f32| Heard {
+            weakest,
+            digit_mass: 0.9,
+        };
         let exact = phrase_signal(&heard(1.0), t);
         assert_eq!(
             (exact.pass, exact.tier, exact.score),
@@ -267,5 +278,14 @@ mod tests {
             (wrong.pass, wrong.tier, wrong.reason, wrong.threshold),
             (false, Tier::Low, Some(Code::PhraseMismatch), Some(t.pass))
         );
+        // Words, not a code: every digit as (un)likely as the others.
+        let words = phrase_signal(
+            &Heard {
+                weakest: 1.0,
+                digit_mass: 0.001,
+            },
+            t,
+        );
+        assert_eq!((words.pass, words.tier), (false, Tier::Low));
     }
 }

@@ -40,6 +40,11 @@ pub struct Heard {
     /// digit): 1 when every expected digit is the recogniser's first
     /// choice, near 0 when one is clearly another digit.
     pub weakest: f32,
+    /// The least, over the positions, of the probability that the next
+    /// token is a digit at all (against the whole vocabulary): near 1 for a
+    /// spoken code, near 0 for words. The ratio above compares digits only,
+    /// so speech that is no code at all must be refused by this.
+    pub digit_mass: f32,
 }
 
 impl Heard {
@@ -58,8 +63,9 @@ pub struct DigitRecogniser {
     /// Token ids of " 0" … " 9" (a leading space: how Whisper writes a
     /// spoken digit sequence), then "0" … "9".
     outputs: Vec<u32>,
-    /// Output embedding rows of `outputs`, `[20, d_model]`.
-    output_rows: Tensor,
+    /// The output embedding matrix, `[vocab, d_model]` (tied to the
+    /// decoder's token embeddings).
+    vocab_rows: Tensor,
     span: EncoderSpan,
 }
 
@@ -239,8 +245,7 @@ impl DigitRecogniser {
         for digit in '0'..='9' {
             outputs.push(id(&digit.to_string())?);
         }
-        let output_rows =
-            embeddings.index_select(&Tensor::new(outputs.as_slice(), &Device::Cpu)?, 0)?;
+        let vocab_rows = embeddings.to_dtype(DType::F32)?;
         let layers = (count_layers(ct2, "encoder"), count_layers(ct2, "decoder"));
         let heads = |side: &str| -> Result<usize, PhraseError> {
             Ok(ct2.scalar(&format!("{side}/num_heads"))? as usize)
@@ -264,7 +269,7 @@ impl DigitRecogniser {
             mel: WhisperMel::new(),
             prompt,
             outputs,
-            output_rows,
+            vocab_rows,
             span,
         })
     }
@@ -291,7 +296,10 @@ impl DigitRecogniser {
         audio.resize(target, 0.0);
         let frames = WhisperMel::frames(audio.len());
         if digits.is_empty() || frames < 2 {
-            return Ok(Heard { weakest: 0.0 });
+            return Ok(Heard {
+                weakest: 0.0,
+                digit_mass: 0.0,
+            });
         }
         let mel = Tensor::from_vec(
             self.mel.compute(&audio),
@@ -311,17 +319,27 @@ impl DigitRecogniser {
         // repeat), and requiring the end refused most right codes.
         let from = self.prompt.len() - 1;
         let states = hidden.i((0, from..tokens.len() - 1))?;
-        let logits: Vec<Vec<f32>> = states.matmul(&self.output_rows.t()?)?.to_vec2()?;
+        let logits: Vec<Vec<f32>> = states.matmul(&self.vocab_rows.t()?)?.to_vec2()?;
         let mut weakest = 1f32;
+        let mut digit_mass = 1f32;
         for (row, &want) in logits.iter().zip(&digits) {
             // A digit with or without its leading space is the same digit;
             // other tokens (words, punctuation, the end) are not candidates.
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let p: Vec<f32> = row.iter().map(|l| (l - max).exp()).collect();
+            let total: f32 = row.iter().map(|l| (l - max).exp()).sum();
+            let p: Vec<f32> = self
+                .outputs
+                .iter()
+                .map(|&t| (row[t as usize] - max).exp())
+                .collect();
             let scores: Vec<f32> = (0..10).map(|d| p[d] + p[d + 10]).collect();
             let best = scores.iter().copied().fold(f32::MIN_POSITIVE, f32::max);
             weakest = weakest.min(scores[want] / best);
+            digit_mass = digit_mass.min(scores.iter().sum::<f32>() / total);
         }
-        Ok(Heard { weakest })
+        Ok(Heard {
+            weakest,
+            digit_mass,
+        })
     }
 }

@@ -137,6 +137,16 @@ impl Processor {
             let refused = Outcome::error(Code::WrongKey, "the message key must be tenant/user_id");
             return self.emit(emission(refused)).await;
         }
+        // Re-scoring embeds the retained audio before it takes its user's
+        // lock: scoring at background priority may wait behind live traffic.
+        let retained = match &request {
+            Request::Rescore(job) => Some(self.embed_retained(job).await?),
+            _ => None,
+        };
+        // One job of a user at a time, live or re-scoring: what a job
+        // decides on is read under the lock, and nothing else of the user
+        // changes until it is committed.
+        let _user = self.user_locks.lock(&request.message_key()).await;
         // Never answer one job with another's decision, and never overwrite
         // the stored one.
         let conflict = || {
@@ -167,7 +177,7 @@ impl Processor {
         {
             return self.emit(emission(conflict()).without_commit()).await;
         }
-        let outcome = self.decide(&request).await?;
+        let outcome = self.decide(&request, retained).await?;
         self.emit(emission(outcome)).await
     }
 
@@ -190,7 +200,11 @@ impl Processor {
     }
 
     /// Load → score → rule, for each kind of job.
-    async fn decide(&self, request: &Request) -> Result<Outcome, ProcessError> {
+    async fn decide(
+        &self,
+        request: &Request,
+        retained: Option<Retained>,
+    ) -> Result<Outcome, ProcessError> {
         let ctx = Context {
             policy: self.policies.for_tenant(request.tenant()),
             now: now_ms(),
@@ -200,7 +214,13 @@ impl Processor {
             Request::Verification(job) => self.verify(job, ctx).await,
             Request::Consent(job) => Ok(self.change_consent(job, ctx).await?),
             Request::Profile(job) => Ok(self.profile_command(job, ctx).await?),
-            Request::Rescore(job) => self.rescore(job, ctx).await,
+            Request::Rescore(job) => {
+                let retained = match retained {
+                    Some(r) => r,
+                    None => self.embed_retained(job).await?,
+                };
+                self.rescore(job, retained, ctx).await
+            }
         }
     }
 
@@ -344,21 +364,20 @@ impl Processor {
         Ok(rules::profile::decide(job, loaded, ctx))
     }
 
-    async fn rescore(
-        &self,
-        job: &RescoreRequested,
-        ctx: Context<'_>,
-    ) -> Result<Outcome, ProcessError> {
-        let (tenant, user) = (job.tenant.as_str(), job.user_id.as_str());
-        let loaded = rules::rescore::Loaded {
-            profile: self.store.profile(tenant, user).await?,
-            consent: self.store.consent(tenant, user, BIOMETRIC_PURPOSE).await?,
+    /// Embeds a user's retained audio under the run's target model, once
+    /// the rule admits it (the audio is read only then).
+    async fn embed_retained(&self, job: &RescoreRequested) -> Result<Retained, ProcessError> {
+        let ctx = Context {
+            policy: self.policies.for_tenant(&job.tenant),
+            now: now_ms(),
         };
-        // The audio is read only once the rule allows it.
-        if let Err(refused) = rules::rescore::admit(job, &loaded, ctx) {
-            return Ok(*refused);
+        if let Err(refused) = self.admit_rescore(job, ctx).await? {
+            return Ok(Retained::Refused(refused));
         }
-        let audio = self.store.enrollment_audio(tenant, user).await?;
+        let audio = self
+            .store
+            .enrollment_audio(&job.tenant, &job.user_id)
+            .await?;
         let mut embeddings = Vec::with_capacity(audio.len());
         for (_, wav) in &audio {
             match self
@@ -372,32 +391,72 @@ impl Processor {
                 .await
             {
                 Ok(sample) => embeddings.push(sample.embedding),
+                Err((code, _)) if code.is_transient() => {
+                    // This processor cannot score it now (a replica without
+                    // the target model, a shutdown): retry, never record a failure.
+                    return Err(ProcessError::Scoring(
+                        code,
+                        format!("re-scoring to {}", job.to_model),
+                    ));
+                }
                 Err((code, _)) => {
-                    if code.is_transient() {
-                        // This processor cannot score it now (a replica without
-                        // the target model, a shutdown): retry, never record a failure.
-                        return Err(ProcessError::Scoring(
-                            code,
-                            format!("re-scoring to {}", job.to_model),
-                        ));
-                    }
-                    return Ok(rules::rescore::failed(
+                    return Ok(Retained::Refused(Box::new(rules::rescore::failed(
                         job,
                         code,
                         "retained audio could not be scored",
                         ctx,
-                    ));
+                    ))));
                 }
             }
         }
+        Ok(Retained::Embedded(embeddings))
+    }
+
+    async fn admit_rescore(
+        &self,
+        job: &RescoreRequested,
+        ctx: Context<'_>,
+    ) -> Result<Result<(), Box<Outcome>>, StoreError> {
+        let (tenant, user) = (job.tenant.as_str(), job.user_id.as_str());
+        let loaded = rules::rescore::Loaded {
+            profile: self.store.profile(tenant, user).await?,
+            consent: self.store.consent(tenant, user, BIOMETRIC_PURPOSE).await?,
+        };
+        Ok(rules::rescore::admit(job, &loaded, ctx))
+    }
+
+    /// Rules on embedded audio under the user's lock: profile and consent
+    /// are read again, so a withdrawal, opt-out or delete handled while the
+    /// audio was being scored wins.
+    async fn rescore(
+        &self,
+        job: &RescoreRequested,
+        retained: Retained,
+        ctx: Context<'_>,
+    ) -> Result<Outcome, ProcessError> {
+        let embeddings = match retained {
+            Retained::Refused(outcome) => return Ok(*outcome),
+            Retained::Embedded(e) => e,
+        };
+        if let Err(refused) = self.admit_rescore(job, ctx).await? {
+            return Ok(*refused);
+        }
         let listed = self
             .store
-            .watchlist(tenant)
+            .watchlist(&job.tenant)
             .await?
             .into_iter()
             .find(|w| w.user_id == job.user_id);
         Ok(rules::rescore::decide(job, listed, &embeddings, ctx))
     }
+}
+
+/// A re-scoring job's audio, embedded before the job takes its user's lock.
+pub(super) enum Retained {
+    /// The rule refused the job (or its audio) before the lock.
+    Refused(Box<Outcome>),
+    /// One embedding per retained recording, under the target model.
+    Embedded(Vec<Vec<f32>>),
 }
 
 /// Waits `delay` before a retry; false if shutdown came first.

@@ -21,6 +21,7 @@ mod emit;
 mod job;
 mod offsets;
 mod reader;
+mod user_locks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +87,7 @@ pub struct Processor {
     lane_queue: usize,
     retry_budget: Duration,
     max_in_flight_bytes: usize,
+    user_locks: user_locks::UserLocks,
 }
 
 impl Processor {
@@ -111,6 +113,7 @@ impl Processor {
             lane_queue: config.lane_queue.max(1),
             retry_budget: config.retry_budget,
             max_in_flight_bytes: config.max_in_flight_bytes.max(1),
+            user_locks: user_locks::UserLocks::default(),
         })
     }
 }

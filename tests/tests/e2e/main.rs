@@ -4,7 +4,7 @@
 //!
 //! - ports: `bus_port`, `store_port` (one body per port, every backend);
 //! - pipeline: `pipeline_e2e`, `malformed_jobs`, `crash_resume`,
-//!   `reader_backpressure`, `retry_budget`, `rescore`;
+//!   `reader_backpressure`, `retry_budget`, `rescore`, `erasure_race`;
 //! - HTTP: `api_e2e`, `api_openapi`;
 //! - model and audio: `model_parity`, `model_errors`, `audio_inputs`;
 //! - phrase signal: `phrase_check` (front end, reader, recogniser, challenges);
@@ -16,6 +16,7 @@ mod api_openapi;
 mod audio_inputs;
 mod bus_port;
 mod crash_resume;
+mod erasure_race;
 mod helm_chart;
 mod loadgen_embedded;
 mod loadgen_targets;

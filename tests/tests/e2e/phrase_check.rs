@@ -123,6 +123,34 @@ fn prompted_codes_pass_only_when_the_right_code_is_said() {
     }
 }
 
+/// Words are no code: a read sentence answers no challenge, whatever digits
+/// were asked (the digit ratio alone compares digits with each other only,
+/// so a sentence once passed some 6-digit codes).
+#[test]
+fn a_sentence_never_passes_a_code() {
+    let thresholds = PhraseThresholds::default();
+    // The clip the API test answers a challenge with.
+    let audio = samples(&wav("librispeech-r/test-other/1688/1688-142285-0005.wav"));
+    let mut worst = None::<timbre::phrase::Heard>;
+    for seed in 0..40u64 {
+        // Deterministic codes of 4 and 6 digits spread over all digits.
+        let len = if seed % 2 == 0 { 4 } else { 6 };
+        let code: String = (0..len)
+            .map(|i| char::from(b'0' + ((seed * 7 + i * 3 + seed / 3) % 10) as u8))
+            .collect();
+        let heard = recogniser().check(&audio, &code).unwrap();
+        let signal = phrase_signal(&heard, thresholds);
+        assert!(!signal.pass, "a sentence passed {code}: {heard:?}");
+        if worst
+            .as_ref()
+            .is_none_or(|w| heard.digit_mass > w.digit_mass)
+        {
+            worst = Some(heard);
+        }
+    }
+    eprintln!("highest digit mass of a sentence: {worst:?}");
+}
+
 fn settings() -> Vec<(&'static str, String)> {
     vec![
         ("TIMBRE__POLICY__ENROLLMENT_TARGET_MILLIS", "5000".into()),

@@ -3,42 +3,16 @@
 //! a gate (this tests the reader's scheduling, not the model): enrollment
 //! jobs pile up behind it while other jobs are decided or wait unread.
 
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use timbre::adapters::file_store::FileStore;
-use timbre::adapters::memory_bus::MemoryBus;
-use timbre::audio::AudioLimits;
 use timbre::domain::{BIOMETRIC_PURPOSE, Policies, Policy, key_slot};
 use timbre::metrics::Metrics;
 use timbre::pipeline::{Processor, ProcessorConfig};
-use timbre::ports::{Bus, EmbedError, Embedder, Store};
-use timbre::scoring::ScoringPool;
-use timbre::topics::{TopicNames, catalogue};
 use timbre_schemas::{ConsentChanged, Decision, EnrollmentRequested, Registry, message_key};
+use timbre_tests::gate::{Setup, setup};
 use tokio_util::sync::CancellationToken;
 
 const LANES: usize = 4;
-
-/// Blocks every embedding until opened.
-struct Gate {
-    open: Mutex<bool>,
-    changed: Condvar,
-}
-
-impl Embedder for Gate {
-    fn embed(&self, _: &[f32]) -> Result<Vec<f32>, EmbedError> {
-        let mut open = self.open.lock().unwrap();
-        while !*open {
-            open = self.changed.wait(open).unwrap();
-        }
-        Ok(vec![0.1; 192])
-    }
-
-    fn model_id(&self) -> String {
-        "gate@test".into()
-    }
-}
 
 /// A user whose key lands on a lane other than `avoid`'s lane.
 fn user_on_other_lane(tenant: &str, avoid: &str) -> String {
@@ -47,43 +21,6 @@ fn user_on_other_lane(tenant: &str, avoid: &str) -> String {
         .map(|i| format!("user{i}"))
         .find(|u| lane(u) != lane(avoid))
         .unwrap()
-}
-
-/// An embedded bus and store with the topics, a closed gate as the
-/// scoring pool's one worker, and a real recording to enroll.
-struct Setup {
-    wav: Vec<u8>,
-    bus: Arc<dyn Bus>,
-    store: Arc<dyn Store>,
-    gate: Arc<Gate>,
-    pool: Arc<ScoringPool>,
-    topics: TopicNames,
-}
-
-async fn setup() -> Setup {
-    let wav = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/librispeech-r/test-other/1688/1688-142285-0005.wav"
-    ))
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("timbre-reader-{}", uuid::Uuid::new_v4()));
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(1_000));
-    let store: Arc<dyn Store> = Arc::new(FileStore::open(&dir.join("t.redb")).unwrap());
-    store.migrate().await.unwrap();
-    bus.ensure_topics(&catalogue("", Some(1))).await.unwrap();
-    let gate = Arc::new(Gate {
-        open: Mutex::new(false),
-        changed: Condvar::new(),
-    });
-    let pool = Arc::new(ScoringPool::new(gate.clone(), 1, 0, AudioLimits::default()));
-    Setup {
-        wav,
-        bus,
-        store,
-        gate,
-        pool,
-        topics: TopicNames::with_prefix(""),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,8 +91,7 @@ async fn a_full_lane_does_not_stall_other_partitions() {
     let first: Decision = registry.decode(&first.payload).unwrap();
     assert_eq!(first.request_id, "c1");
 
-    *gate.open.lock().unwrap() = true;
-    gate.changed.notify_all();
+    gate.open();
     let mut order = Vec::new();
     for _ in 0..5 {
         let m = tokio::time::timeout(Duration::from_secs(30), decisions.next())
@@ -244,8 +180,7 @@ async fn reading_stops_at_the_in_flight_byte_budget() {
     );
     assert_eq!(metrics.in_flight_bytes.get(), (3 * size) as i64);
 
-    *gate.open.lock().unwrap() = true;
-    gate.changed.notify_all();
+    gate.open();
     for _ in 0..10 {
         tokio::time::timeout(Duration::from_secs(30), decisions.next())
             .await
