@@ -8,9 +8,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use timbre::adapters::file_store::FileStore;
 use timbre::adapters::memory_bus::MemoryBus;
 use timbre::audio::AudioLimits;
-use timbre::ports::{Bus, EmbedError, Embedder, Store};
+use timbre::metrics::Metrics;
+use timbre::pipeline::{Processor, ProcessorConfig};
+use timbre::ports::{Bus, BusError, EmbedError, Embedder, Store, Subscription};
 use timbre::scoring::ScoringPool;
 use timbre::topics::{TopicNames, catalogue};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Blocks every embedding until opened.
 pub struct Gate {
@@ -92,5 +96,50 @@ pub async fn setup() -> Setup {
         gate,
         pool,
         topics: TopicNames::with_prefix(""),
+    }
+}
+
+/// A processor running on a [`Setup`], and a reader of every decision.
+pub struct Running {
+    /// Every decision the processor publishes, in order.
+    pub decisions: Box<dyn Subscription>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), BusError>>,
+}
+
+impl Setup {
+    /// Starts a processor on this setup's bus, store and gated pool
+    /// (`config.topics` is replaced by the setup's).
+    pub async fn start(&self, config: ProcessorConfig, metrics: Metrics) -> Running {
+        let processor = Processor::new(
+            self.bus.clone(),
+            self.store.clone(),
+            self.pool.clone(),
+            ProcessorConfig {
+                topics: self.topics.clone(),
+                ..config
+            },
+            metrics,
+        );
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(processor.run(shutdown.clone()));
+        let decisions = self
+            .bus
+            .subscribe("observer", std::slice::from_ref(&self.topics.decisions))
+            .await
+            .unwrap();
+        Running {
+            decisions,
+            shutdown,
+            task,
+        }
+    }
+}
+
+impl Running {
+    /// Stops the processor and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
     }
 }

@@ -6,27 +6,27 @@
 use std::time::Duration;
 
 use timbre::domain::{
-    BIOMETRIC_PURPOSE, Consent, JobCommit, Mutation, Policies, Profile, ProfileStatus, now_ms,
+    BIOMETRIC_PURPOSE, Consent, JobCommit, Mutation, Profile, ProfileStatus, now_ms,
 };
 use timbre::metrics::Metrics;
-use timbre::pipeline::{Processor, ProcessorConfig};
+use timbre::pipeline::ProcessorConfig;
 use timbre_schemas::{
     Contract, Decision, DecisionKind, ProfileCommand, ProfileCommandKind, Registry,
     RescoreRequested, message_key,
 };
 use timbre_tests::gate::{GATE_MODEL, Setup, setup};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_during_rescoring_leaves_no_voiceprint() {
+    let setup = setup().await;
     let Setup {
         wav,
         bus,
         store,
         gate,
-        pool,
         topics,
-    } = setup().await;
+        ..
+    } = &setup;
     let (tenant, user) = ("t", "u");
     let now = now_ms();
     // An enrolled user whose consent allows re-scoring from retained audio.
@@ -59,30 +59,16 @@ async fn a_delete_during_rescoring_leaves_no_voiceprint() {
                 }),
                 Mutation::RetainAudio {
                     user_id: user.into(),
-                    wav,
+                    wav: wav.clone(),
                 },
             ],
         })
         .await
         .unwrap();
-    let processor = Processor::new(
-        bus.clone(),
-        store.clone(),
-        pool,
-        ProcessorConfig {
-            topics: topics.clone(),
-            policies: Policies::default(),
-            ..ProcessorConfig::default()
-        },
-        Metrics::new(),
-    );
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(processor.run(shutdown.clone()));
+    let mut running = setup
+        .start(ProcessorConfig::default(), Metrics::new())
+        .await;
     let registry = Registry::new();
-    let mut decisions = bus
-        .subscribe("observer", std::slice::from_ref(&topics.decisions))
-        .await
-        .unwrap();
     let key = message_key(tenant, user);
 
     let rescore = RescoreRequested {
@@ -129,7 +115,7 @@ async fn a_delete_during_rescoring_leaves_no_voiceprint() {
     )
     .await
     .unwrap();
-    let deleted = next_decision(&mut decisions, &registry).await;
+    let deleted = next_decision(&mut running.decisions, &registry).await;
     assert_eq!(
         (deleted.request_id.as_str(), deleted.decision),
         ("delete-u", DecisionKind::Applied),
@@ -137,7 +123,7 @@ async fn a_delete_during_rescoring_leaves_no_voiceprint() {
     );
 
     gate.open();
-    let rescored = next_decision(&mut decisions, &registry).await;
+    let rescored = next_decision(&mut running.decisions, &registry).await;
     assert_eq!(rescored.request_id, "rescore-u");
     assert_ne!(
         rescored.decision,
@@ -160,8 +146,7 @@ async fn a_delete_during_rescoring_leaves_no_voiceprint() {
             .unwrap()
             .is_empty()
     );
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 async fn next_decision(

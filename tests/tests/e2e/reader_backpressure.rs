@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use timbre::domain::{BIOMETRIC_PURPOSE, Policies, Policy, key_slot};
 use timbre::metrics::Metrics;
-use timbre::pipeline::{Processor, ProcessorConfig};
+use timbre::pipeline::ProcessorConfig;
 use timbre_schemas::{ConsentChanged, Decision, EnrollmentRequested, Registry, message_key};
 use timbre_tests::gate::{Setup, setup};
-use tokio_util::sync::CancellationToken;
 
 const LANES: usize = 4;
 
@@ -25,41 +24,26 @@ fn user_on_other_lane(tenant: &str, avoid: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_lane_does_not_stall_other_partitions() {
+    let setup = setup().await;
     let Setup {
-        wav,
-        bus,
-        store,
-        gate,
-        pool,
-        topics,
-    } = setup().await;
+        wav, bus, topics, ..
+    } = &setup;
     let policy = Policy {
         consent_required: false,
         ..Policy::default()
     };
-    let processor = Processor::new(
-        bus.clone(),
-        store,
-        pool,
-        ProcessorConfig {
-            topics: topics.clone(),
-            lanes: LANES,
-            lane_queue: 1,
-            policies: Policies {
-                default: policy,
-                ..Policies::default()
-            },
-            ..ProcessorConfig::default()
+    let config = ProcessorConfig {
+        lanes: LANES,
+        lane_queue: 1,
+        policies: Policies {
+            default: policy,
+            ..Policies::default()
         },
-        Metrics::new(),
-    );
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(processor.run(shutdown.clone()));
+        ..ProcessorConfig::default()
+    };
+    let mut running = setup.start(config, Metrics::new()).await;
+    let decisions = &mut running.decisions;
     let registry = Registry::new();
-    let mut decisions = bus
-        .subscribe("observer", std::slice::from_ref(&topics.decisions))
-        .await
-        .unwrap();
 
     // One job scoring (held by the gate), one queued, the rest parked.
     let busy = "busy";
@@ -91,7 +75,7 @@ async fn a_full_lane_does_not_stall_other_partitions() {
     let first: Decision = registry.decode(&first.payload).unwrap();
     assert_eq!(first.request_id, "c1");
 
-    gate.open();
+    setup.gate.open();
     let mut order = Vec::new();
     for _ in 0..5 {
         let m = tokio::time::timeout(Duration::from_secs(30), decisions.next())
@@ -105,8 +89,7 @@ async fn a_full_lane_does_not_stall_other_partitions() {
         ["e0", "e1", "e2", "e3", "e4"],
         "one user's jobs stay in order"
     );
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// The reader holds jobs by bytes, not by count: with every job stuck in
@@ -114,14 +97,10 @@ async fn a_full_lane_does_not_stall_other_partitions() {
 /// messages in flight reach `max_in_flight_bytes`, and reads on as they finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_stops_at_the_in_flight_byte_budget() {
+    let setup = setup().await;
     let Setup {
-        wav,
-        bus,
-        store,
-        gate,
-        pool,
-        topics,
-    } = setup().await;
+        wav, bus, topics, ..
+    } = &setup;
     let registry = Registry::new();
     let jobs: Vec<Vec<u8>> = (0..10)
         .map(|i| {
@@ -132,32 +111,21 @@ async fn reading_stops_at_the_in_flight_byte_budget() {
         .collect();
     let size = jobs[0].len();
     let metrics = Metrics::new();
-    let processor = Processor::new(
-        bus.clone(),
-        store,
-        pool,
-        ProcessorConfig {
-            topics: topics.clone(),
-            lanes: 16,
-            lane_queue: 4,
-            max_in_flight_bytes: 3 * size,
-            policies: Policies {
-                default: Policy {
-                    consent_required: false,
-                    ..Policy::default()
-                },
-                ..Policies::default()
+    let config = ProcessorConfig {
+        lanes: 16,
+        lane_queue: 4,
+        max_in_flight_bytes: 3 * size,
+        policies: Policies {
+            default: Policy {
+                consent_required: false,
+                ..Policy::default()
             },
-            ..ProcessorConfig::default()
+            ..Policies::default()
         },
-        metrics.clone(),
-    );
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(processor.run(shutdown.clone()));
-    let mut decisions = bus
-        .subscribe("observer", std::slice::from_ref(&topics.decisions))
-        .await
-        .unwrap();
+        ..ProcessorConfig::default()
+    };
+    let mut running = setup.start(config, metrics.clone()).await;
+    let decisions = &mut running.decisions;
     for (i, job) in jobs.iter().enumerate() {
         let key = message_key("t", &format!("u{i}"));
         bus.publish(&topics.enrollment, key.as_bytes(), job)
@@ -180,13 +148,12 @@ async fn reading_stops_at_the_in_flight_byte_budget() {
     );
     assert_eq!(metrics.in_flight_bytes.get(), (3 * size) as i64);
 
-    gate.open();
+    setup.gate.open();
     for _ in 0..10 {
         tokio::time::timeout(Duration::from_secs(30), decisions.next())
             .await
             .expect("every job is decided once they finish")
             .unwrap();
     }
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
+    running.stop().await;
 }
