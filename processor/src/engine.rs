@@ -103,21 +103,13 @@ impl Engine {
             None,
         );
         let ops_addr = self.config.listen;
-        let stop_both = |r: Result<(), EngineError>| {
-            shutdown.cancel();
-            r
-        };
-        let (ops, api) = tokio::join!(
-            async {
-                stop_both(
-                    ops::serve(state, ops, shutdown.clone())
-                        .await
-                        .map_err(|e| EngineError::Listen(ops_addr, e)),
-                )
-            },
-            async { stop_both(self.serve_api_on(api, shutdown.clone()).await) },
-        );
-        ops.and(api)
+        let ops = ops::serve(state, ops, shutdown.clone());
+        both(
+            &shutdown,
+            async { ops.await.map_err(|e| EngineError::Listen(ops_addr, e)) },
+            self.serve_api_on(api, shutdown.clone()),
+        )
+        .await
     }
 
     /// Serves the HTTP API on `api.listen` until `shutdown`.
@@ -151,15 +143,12 @@ impl Engine {
     /// Runs the processor and the API together until `shutdown`; either one
     /// failing stops both.
     pub async fn run_with_api(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
-        let stop_both = |r: Result<(), EngineError>| {
-            shutdown.cancel();
-            r
-        };
-        let (processor, api) = tokio::join!(
-            async { stop_both(self.run(shutdown.clone()).await) },
-            async { stop_both(self.serve_api(shutdown.clone()).await) },
-        );
-        processor.and(api)
+        both(
+            &shutdown,
+            self.run(shutdown.clone()),
+            self.serve_api(shutdown.clone()),
+        )
+        .await
     }
 
     /// Runs the processor and the operations endpoints on `listen` until
@@ -245,4 +234,21 @@ async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Eng
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| EngineError::Listen(addr, e))
+}
+
+/// Runs two servers until `shutdown`; either one ending (failing, say)
+/// stops the other too.
+async fn both(
+    shutdown: &CancellationToken,
+    first: impl std::future::Future<Output = Result<(), EngineError>>,
+    second: impl std::future::Future<Output = Result<(), EngineError>>,
+) -> Result<(), EngineError> {
+    let stop_both = |r: Result<(), EngineError>| {
+        shutdown.cancel();
+        r
+    };
+    let (first, second) = tokio::join!(async { stop_both(first.await) }, async {
+        stop_both(second.await)
+    });
+    first.and(second)
 }

@@ -115,7 +115,7 @@ impl Request {
                 f.text(&r.plan_id).text(&r.from_model).text(&r.to_model);
             }
         }
-        hex(&f.0.finalize())
+        hex::encode(f.0.finalize())
     }
 
     /// The job's identity, digest included (hashes the body once).
@@ -128,14 +128,6 @@ impl Request {
             digest: self.digest(),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 #[cfg(test)]

@@ -233,8 +233,10 @@ impl Processor {
             .map_or_else(|| self.scoring.model_id(), |m| m.active_model))
     }
 
-    /// Scores one job's audio on the worker pool; a refusal comes back as
-    /// its code and detail.
+    /// Scores one job's audio on the worker pool. A refusal of the audio
+    /// comes back as its code and detail; a failure this processor cannot
+    /// score through now (a model it lacks, a shutdown) is a transient
+    /// [`ProcessError::Scoring`], retried within the budget.
     async fn score(
         &self,
         audio: &[u8],
@@ -242,11 +244,14 @@ impl Processor {
         priority: Priority,
         job: JobKind,
         expected_phrase: Option<&str>,
-    ) -> Result<Analysis, (Code, String)> {
+    ) -> Result<Result<Analysis, (Code, String)>, ProcessError> {
         if audio.is_empty() {
-            return Err((Code::AudioUriUnsupported, "audio must be inline".into()));
+            return Ok(Err((
+                Code::AudioUriUnsupported,
+                "audio must be inline".into(),
+            )));
         }
-        let scored = self
+        let scored = match self
             .scoring
             .score(ScoreRequest {
                 wav: audio.to_vec(),
@@ -256,9 +261,15 @@ impl Processor {
                 expected_phrase: expected_phrase.map(str::to_string),
             })
             .await
-            .map_err(|e| (e.code(), e.to_string()))?;
+        {
+            Ok(scored) => scored,
+            Err(e) if e.code().is_transient() => {
+                return Err(ProcessError::Scoring(e.code(), e.to_string()));
+            }
+            Err(e) => return Ok(Err((e.code(), e.to_string()))),
+        };
         self.metrics.scoring_seconds.observe(scored.worker_seconds);
-        Ok(scored.analysis)
+        Ok(Ok(scored.analysis))
     }
 
     async fn enroll(
@@ -285,12 +296,9 @@ impl Processor {
                 JobKind::Enrollment,
                 None,
             )
-            .await
+            .await?
         {
             Ok(s) => s,
-            Err((code, detail)) if code.is_transient() => {
-                return Err(ProcessError::Scoring(code, detail));
-            }
             Err((code, detail)) => return Ok(Outcome::error(code, detail)),
         };
         Ok(rules::enrollment::decide(job, loaded, &sample, ctx))
@@ -320,12 +328,9 @@ impl Processor {
                 JobKind::Verification,
                 job.expected_phrase.as_deref(),
             )
-            .await
+            .await?
         {
             Ok(s) => s,
-            Err((code, detail)) if code.is_transient() => {
-                return Err(ProcessError::Scoring(code, detail));
-            }
             Err((code, detail)) => return Ok(Outcome::error(code, detail)),
         };
         // Read only for admitted jobs: refusals (cooldowns under a brute-force
@@ -388,17 +393,9 @@ impl Processor {
                     JobKind::Rescore,
                     None,
                 )
-                .await
+                .await?
             {
                 Ok(sample) => embeddings.push(sample.embedding),
-                Err((code, _)) if code.is_transient() => {
-                    // This processor cannot score it now (a replica without
-                    // the target model, a shutdown): retry, never record a failure.
-                    return Err(ProcessError::Scoring(
-                        code,
-                        format!("re-scoring to {}", job.to_model),
-                    ));
-                }
                 Err((code, _)) => {
                     return Ok(Retained::Refused(Box::new(rules::rescore::failed(
                         job,
