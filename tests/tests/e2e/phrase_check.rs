@@ -233,6 +233,47 @@ async fn answer(api: &Api, key: &str, user: &str, session: &str, said: &str) -> 
     settled(api, key, reply).await
 }
 
+/// Answers challenges with their codes until one is accepted, as a caller
+/// asked to retry would. The recogniser misses about one right code in
+/// twenty (README, phrase signal), so one attempt alone would make a flaky
+/// test; three stay within the two failures that cost no cooldown. Every
+/// miss must be a phrase retry: the voice itself always matches.
+///
+/// Returns the accepting answer and the HTTP status of every answer.
+async fn won_challenge(api: &Api, key: &str, user: &str) -> (Value, Vec<StatusCode>) {
+    let mut misses = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (session, code) = challenge(api, key, user).await;
+        let digits: Vec<char> = code.chars().filter(char::is_ascii_digit).collect();
+        assert!(
+            digits.len() == 6 && digits.windows(2).all(|w| w[0] != w[1]),
+            "six digits, none twice in a row: {code}"
+        );
+        let reply = api
+            .upload(
+                key,
+                "/verify-voice",
+                &[("user_id", user), ("session_id", session.as_str())],
+                spoken_digits(SPEAKER, 0, &code),
+                "audio/wav",
+            )
+            .await;
+        statuses.push(reply.0);
+        let reply = settled(api, key, reply).await;
+        if reply["decision"] == "accept" {
+            return (reply, statuses);
+        }
+        assert_eq!(
+            (reply["decision"].as_str(), reply["code"].as_str()),
+            (Some("retry"), Some("phrase_mismatch")),
+            "challenge {code}: {reply}"
+        );
+        misses.push(code);
+    }
+    panic!("three right answers refused: {misses:?}");
+}
+
 /// `second`: where tokens are checked (another replica on shared backends).
 async fn flow(d: &Deployment, second: &Api) {
     let (api, acme) = (&d.api, d.acme.as_str());
@@ -264,6 +305,25 @@ async fn flow(d: &Deployment, second: &Api) {
     let score = right["signals"]["phrase_score"].as_f64().unwrap();
     let threshold = right["signals"]["phrase_threshold"].as_f64().unwrap();
     assert!(score >= threshold, "{right}");
+
+    // A challenge answered with its code: accepted, with a single-use
+    // token. (Before the failures below, which count toward a cooldown.)
+    let (won, _) = won_challenge(api, acme, &user).await;
+    let token = json!({"token": won["voiceToken"]});
+    let (_, foreign) = second.post(&d.globex, "/verify-token", token.clone()).await;
+    assert_eq!(foreign["valid"], false, "another tenant's token is invalid");
+    let (_, first) = second.post(acme, "/verify-token", token.clone()).await;
+    assert_eq!(
+        (first["valid"].as_bool(), first["user_id"].as_str()),
+        (Some(true), Some(user.as_str())),
+        "{first}"
+    );
+    let (_, again) = api.post(acme, "/verify-token", token).await;
+    assert_eq!(
+        (again["valid"].as_bool(), again["reason"].as_str()),
+        (Some(false), Some("already_used")),
+        "spent, on every replica"
+    );
 
     // One digit wrong: a retry for the phrase, not a voice reject.
     let (status, near) = verify("4 7 1 0", "4719").await;
@@ -302,26 +362,6 @@ async fn flow(d: &Deployment, second: &Api) {
         "{lost}"
     );
     assert!(lost.get("voiceToken").is_none(), "{lost}");
-
-    // A challenge answered with its code: accepted, with a single-use token.
-    let (session, code) = challenge(api, acme, &user).await;
-    let won = answer(api, acme, &user, &session, &code).await;
-    assert_eq!(won["decision"], "accept", "challenge {code}: {won}");
-    let token = json!({"token": won["voiceToken"]});
-    let (_, foreign) = second.post(&d.globex, "/verify-token", token.clone()).await;
-    assert_eq!(foreign["valid"], false, "another tenant's token is invalid");
-    let (_, first) = second.post(acme, "/verify-token", token.clone()).await;
-    assert_eq!(
-        (first["valid"].as_bool(), first["user_id"].as_str()),
-        (Some(true), Some(user.as_str())),
-        "{first}"
-    );
-    let (_, again) = api.post(acme, "/verify-token", token).await;
-    assert_eq!(
-        (again["valid"].as_bool(), again["reason"].as_str()),
-        (Some(false), Some("already_used")),
-        "spent, on every replica"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,18 +413,11 @@ async fn a_slow_challenge_decision_still_mints_its_token() {
     let d = deploy("embedded://", &store, slow).await;
     let (api, acme) = (&d.api, d.acme.as_str());
     let user = enrolled_user(api, acme).await;
-    let (session, code) = challenge(api, acme, &user).await;
-    let (status, won) = api
-        .upload(
-            acme,
-            "/verify-voice",
-            &[("user_id", user.as_str()), ("session_id", session.as_str())],
-            spoken_digits(SPEAKER, 0, &code),
-            "audio/wav",
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "the answer waits: {won}");
-    assert_eq!(won["decision"], "accept", "challenge {code}: {won}");
+    let (won, statuses) = won_challenge(api, acme, &user).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "every answer waits: {statuses:?}"
+    );
     let token = json!({"token": won["voiceToken"]});
     let (_, checked) = api.post(acme, "/verify-token", token).await;
     assert_eq!(checked["valid"], true, "{checked}");
