@@ -73,6 +73,9 @@ impl BusTarget {
             // Repeated impostor attempts must not put users in cooldown:
             // that would turn rejects into cooldowns and distort FAR/FRR.
             free_failures: 1_000_000,
+            // Attempts reuse the corpus' clips, which replay detection
+            // would rightly reject as recordings played again.
+            replay_memory_days: 0,
             ..config.policy.clone()
         };
         config.tenants.insert(tenant.to_string(), policy);

@@ -9,6 +9,7 @@ use crate::api::{ApiParts, ApiState};
 use crate::backends::{connect_bus_as, connect_store};
 use crate::config::Config;
 use crate::domain::Policies;
+use crate::liveness::ReplayDetector;
 use crate::metrics::Metrics;
 use crate::model::{SpeakerModel, default_model_dir};
 use crate::ops::{self, OpsState};
@@ -188,6 +189,9 @@ impl Engine {
                 self.config.phrase.thresholds,
             )));
         }
+        // Cheap (under a millisecond per second of audio); it runs where a
+        // tenant keeps fingerprints (`policy.replay_memory_days`).
+        analysers.push(Arc::new(ReplayDetector::default()));
         let pool = Arc::new(
             ScoringPool::new(
                 model,

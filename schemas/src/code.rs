@@ -87,6 +87,8 @@ codes! {
     PhraseMismatch = "phrase_mismatch", 200, Reason;
     /// A liveness analyser found a replay or a synthetic voice.
     LivenessFailed = "liveness_failed", 200, Reason;
+    /// The audio is a recording the user submitted before, played again.
+    ReplayDetected = "replay_detected", 200, Reason;
     /// Consent granted.
     ConsentGranted = "consent_granted", 200, Reason;
     /// A profile was allocated.

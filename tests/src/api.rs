@@ -137,6 +137,10 @@ pub fn config(bus: &str, store: &str, settings: Vec<(&str, String)>) -> Config {
         ("TIMBRE__LISTEN", "127.0.0.1:0".into()),
         ("TIMBRE__API__KEY_PEPPER", "test-pepper".into()),
         ("TIMBRE__API__TOKEN_SIGNING_KEY", "test-signing-key".into()),
+        // The tests submit the same fixture recordings again and again for
+        // one user, which is exactly what replay detection rejects; its
+        // tests (pipeline_e2e) turn it on.
+        ("TIMBRE__POLICY__REPLAY_MEMORY_DAYS", "0".into()),
     ];
     let env = base
         .into_iter()

@@ -9,10 +9,11 @@ use std::time::Duration;
 use timbre::audio::AudioLimits;
 use timbre::client::JobClient;
 use timbre::domain::{BIOMETRIC_PURPOSE, Policies, Policy, now_ms};
+use timbre::liveness::ReplayDetector;
 use timbre::metrics::Metrics;
 use timbre::model::{SpeakerModel, default_model_dir};
 use timbre::pipeline::{Processor, ProcessorConfig};
-use timbre::ports::{Bus, Store, Subscription};
+use timbre::ports::{Analyser, Bus, Store, Subscription};
 use timbre::scoring::ScoringPool;
 use timbre::topics::{TopicNames, catalogue};
 use timbre_schemas::{
@@ -54,13 +55,19 @@ pub struct Harness {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// The policy of the tests: 6 s of speech enrolls (one 8 s fixture).
+/// The policy of the tests: 6 s of speech enrolls (one 8 s fixture). The
+/// tests submit the same fixtures again for one user, which replay
+/// detection rejects: it is on for [`REPLAY_TENANT`] only.
 pub fn test_policy() -> Policy {
     Policy {
         enrollment_target_millis: 6_000,
+        replay_memory_days: 0,
         ..Policy::default()
     }
 }
+
+/// A tenant with replay detection on (the product's default).
+pub const REPLAY_TENANT: &str = "replays";
 
 /// A tenant whose dead letters keep the audio of refused jobs.
 pub const DIAGNOSTIC_TENANT: &str = "diagnostics";
@@ -100,19 +107,31 @@ impl Harness {
 
     /// Starts (or restarts) the processor task.
     pub fn start_processor(&mut self, prefix: &str) {
-        let pool = Arc::new(ScoringPool::new(model(), 2, 8, AudioLimits::default()));
+        let pool = Arc::new(
+            ScoringPool::new(model(), 2, 8, AudioLimits::default())
+                .with_analysers([Arc::new(ReplayDetector::default()) as Arc<dyn Analyser>]),
+        );
         let config = ProcessorConfig {
             group: format!("{prefix}processor"),
             topics: self.topics.clone(),
             policies: Policies {
                 default: test_policy(),
-                tenants: HashMap::from([(
-                    DIAGNOSTIC_TENANT.to_string(),
-                    Policy {
-                        dead_letter_audio: true,
-                        ..test_policy()
-                    },
-                )]),
+                tenants: HashMap::from([
+                    (
+                        DIAGNOSTIC_TENANT.to_string(),
+                        Policy {
+                            dead_letter_audio: true,
+                            ..test_policy()
+                        },
+                    ),
+                    (
+                        REPLAY_TENANT.to_string(),
+                        Policy {
+                            replay_memory_days: Policy::default().replay_memory_days,
+                            ..test_policy()
+                        },
+                    ),
+                ]),
             },
             retry_budget: self.retry_budget,
             ..ProcessorConfig::default()
@@ -210,6 +229,12 @@ pub fn wav(relative: &str) -> Vec<u8> {
             .join(relative),
     )
     .expect("fixture")
+}
+
+/// `wav` played back through one of the replay transforms
+/// ([`timbre::liveness::replays`], by name), as a 16 kHz WAV.
+pub fn replayed(wav: &[u8], transform: &str) -> Vec<u8> {
+    timbre::liveness::replays::replayed_wav(wav, transform).expect("a fixture decodes")
 }
 
 /// A consent event.

@@ -8,16 +8,21 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::domain::now_ms;
 use crate::domain::{
     ApiKey, ChallengeSession, Consent, JobCommit, Mutation, Profile, ProfileStatus, RescoreResult,
     RescoreRun, TenantModel, UsageCount, Voiceprint, WatchlistEntry,
 };
+use crate::liveness::Fingerprint;
 use crate::ports::{AccessStore, Store, StoreError};
 
 const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
 const VOICEPRINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("voiceprints");
 const CONSENT: TableDefinition<&str, &[u8]> = TableDefinition::new("consent");
 const AUDIO: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollment_audio");
+/// tenant · user · request id → taken at (i64 LE) · expires at (i64 LE) ·
+/// landmarks.
+const FINGERPRINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("fingerprints");
 const DECISIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("decisions");
 /// tenant · request id → digest of the job that owns the id.
 const REQUEST_CLAIMS: TableDefinition<&str, &str> = TableDefinition::new("request_claims");
@@ -36,7 +41,7 @@ const RESCORE_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("rescore
 const RESCORE_RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rescore_results");
 
 /// Version of the file layout; bumped with each migration.
-const SCHEMA_VERSION: u32 = 5;
+const SCHEMA_VERSION: u32 = 6;
 /// Separates key parts; ids never contain control characters (validated at decode).
 const SEP: char = '\u{1f}';
 
@@ -62,6 +67,45 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialise")
+}
+
+/// `(taken at, expires at, landmarks)` of a fingerprint row.
+fn split_fingerprint_row(row: &[u8]) -> Result<(i64, i64, &[u8]), StoreError> {
+    if row.len() < 16 {
+        return Err(StoreError::Corrupt("short fingerprint row".into()));
+    }
+    let at = i64::from_le_bytes(row[..8].try_into().expect("8 bytes"));
+    let expires = i64::from_le_bytes(row[8..16].try_into().expect("8 bytes"));
+    Ok((at, expires, &row[16..]))
+}
+
+/// Drops a user's expired fingerprints and all but the `keep` newest.
+fn prune_fingerprints(
+    tx: &redb::WriteTransaction,
+    tenant: &str,
+    user_id: &str,
+    now: i64,
+    keep: u32,
+) -> Result<(), StoreError> {
+    let mut table = tx.open_table(FINGERPRINTS).map_err(unavailable)?;
+    let prefix = format!("{}{SEP}", key(&[tenant, user_id]));
+    let end = prefix_end(&key(&[tenant, user_id]));
+    let mut rows: Vec<(i64, i64, String)> = Vec::new();
+    for entry in table
+        .range(prefix.as_str()..end.as_str())
+        .map_err(unavailable)?
+    {
+        let (k, v) = entry.map_err(unavailable)?;
+        let (at, expires, _) = split_fingerprint_row(v.value())?;
+        rows.push((at, expires, k.value().to_string()));
+    }
+    rows.sort_by_key(|(at, _, _)| std::cmp::Reverse(*at));
+    for (i, (_, expires, k)) in rows.iter().enumerate() {
+        if i >= keep as usize || *expires <= now {
+            table.remove(k.as_str()).map_err(unavailable)?;
+        }
+    }
+    Ok(())
 }
 
 /// A [`Store`] in a local redb file.
@@ -166,6 +210,7 @@ impl Store for FileStore {
                 VOICEPRINTS,
                 CONSENT,
                 AUDIO,
+                FINGERPRINTS,
                 DECISIONS,
                 API_KEYS,
                 SESSIONS,
@@ -231,6 +276,30 @@ impl Store for FileStore {
             .await?
             .into_iter()
             .map(|(k, v)| (k.rsplit(SEP).next().unwrap_or_default().to_string(), v))
+            .collect())
+    }
+
+    async fn fingerprints(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Fingerprint>, StoreError> {
+        let now = now_ms();
+        let mut rows: Vec<(i64, Fingerprint)> = Vec::new();
+        for (_, row) in self.scan(FINGERPRINTS, &[tenant, user_id]).await? {
+            let (at, expires, landmarks) = split_fingerprint_row(&row)?;
+            if expires > now {
+                let fp = Fingerprint::from_bytes(landmarks)
+                    .ok_or_else(|| StoreError::Corrupt("fingerprint length".into()))?;
+                rows.push((at, fp));
+            }
+        }
+        rows.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        Ok(rows
+            .into_iter()
+            .take(limit as usize)
+            .map(|(_, fp)| fp)
             .collect())
     }
 
@@ -305,11 +374,14 @@ impl Store for FileStore {
                 for mutation in c.ordered() {
                     match mutation {
                         Mutation::EraseBiometrics { user_id } => {
-                            clear(&[VOICEPRINTS, AUDIO], user_id)?;
+                            clear(&[VOICEPRINTS, FINGERPRINTS, AUDIO], user_id)?;
                         }
                         Mutation::EraseAudio { user_id } => clear(&[AUDIO], user_id)?,
                         Mutation::DeleteUser { user_id } => {
-                            clear(&[VOICEPRINTS, AUDIO, CONSENT, WATCHLIST], user_id)?;
+                            clear(
+                                &[VOICEPRINTS, FINGERPRINTS, AUDIO, CONSENT, WATCHLIST],
+                                user_id,
+                            )?;
                             tx.open_table(PROFILES)
                                 .map_err(unavailable)?
                                 .remove(key(&[&c.tenant, user_id]).as_str())
@@ -341,6 +413,25 @@ impl Store for FileStore {
                         )?,
                         Mutation::RetainAudio { user_id, wav } => {
                             put(AUDIO, key(&[&c.tenant, user_id, &c.request_id]), wav)?;
+                        }
+                        Mutation::KeepFingerprint {
+                            user_id,
+                            landmarks,
+                            at,
+                            ttl_secs,
+                            keep_newest,
+                        } => {
+                            let expires = at.saturating_add(i64::from(*ttl_secs) * 1_000);
+                            let mut row = Vec::with_capacity(16 + landmarks.len());
+                            row.extend_from_slice(&at.to_le_bytes());
+                            row.extend_from_slice(&expires.to_le_bytes());
+                            row.extend_from_slice(landmarks);
+                            put(
+                                FINGERPRINTS,
+                                key(&[&c.tenant, user_id, &c.request_id]),
+                                &row,
+                            )?;
+                            prune_fingerprints(&tx, &c.tenant, user_id, *at, *keep_newest)?;
                         }
                     }
                 }

@@ -161,6 +161,9 @@ fn failure_text(code: Option<Code>) -> &'static str {
         Some(Code::VoiceUncertain) => "the voice match was inconclusive; try again",
         Some(Code::Cooldown) => "too many failed attempts; wait before trying again",
         Some(Code::NotEnoughSpeech) => "not enough speech in the recording",
+        Some(Code::ReplayDetected | Code::LivenessFailed) => {
+            "the audio did not pass the liveness check; speak live"
+        }
         _ => "verification failed",
     }
 }

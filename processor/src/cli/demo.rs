@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use timbre::client::JobClient;
 use timbre::domain::{BIOMETRIC_PURPOSE, now_ms};
+use timbre::liveness::replays::replayed_wav;
 use timbre_schemas::{ConsentChanged, EnrollmentRequested, Request, VerificationRequested};
 
 /// The demo tenant; `timbre up --demo` lets it enroll from one 8 s recording.
@@ -52,6 +53,15 @@ pub async fn run(client: &JobClient, audio_dir: &Path) -> Result<()> {
             verification(&id("verify-same"), &user, read(SAME)?),
         ),
         (
+            "verify a replay",
+            "(the same recording through a phone)",
+            verification(
+                &id("verify-replay"),
+                &user,
+                replayed_wav(&read(SAME)?, "room_and_telephone_band")?,
+            ),
+        ),
+        (
             "verify other speaker",
             OTHER,
             verification(&id("verify-other"), &user, read(OTHER)?),
@@ -87,6 +97,11 @@ pub async fn run(client: &JobClient, audio_dir: &Path) -> Result<()> {
             && decision.decision != timbre_schemas::DecisionKind::Accept
         {
             bail!("the enrolled speaker was not accepted: {decision:?}");
+        }
+        if step.starts_with("verify a replay")
+            && decision.decision == timbre_schemas::DecisionKind::Accept
+        {
+            bail!("a replayed recording was accepted: {decision:?}");
         }
         if step.starts_with("verify other")
             && decision.decision == timbre_schemas::DecisionKind::Accept

@@ -4,6 +4,7 @@ mod bench_rescore;
 mod demo;
 mod engine;
 mod eval_phrase;
+mod eval_replay;
 mod rescore;
 mod speech;
 

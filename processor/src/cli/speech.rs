@@ -174,6 +174,9 @@ enum Protocol {
     /// The phrase check on prompted codes of single-digit recordings
     /// (needs a `text` column).
     Phrase,
+    /// Replayed copies of each utterance against its speaker's stored
+    /// recordings, and genuine utterances against them.
+    Replay,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -201,6 +204,12 @@ pub struct EvalCmd {
     /// Digits per code (`codes`, `phrase`).
     #[arg(long, default_value_t = 4)]
     digits: usize,
+    /// TSV (`file`, `source`) of externally made replays (`replay`).
+    #[arg(long)]
+    replays: Option<PathBuf>,
+    /// Shortest utterance used (`replay`).
+    #[arg(long, default_value_t = 1.0)]
+    min_seconds: f64,
     /// Encoder input length of the phrase recogniser (`phrase`).
     #[arg(long, value_enum, default_value = "own")]
     span: Span,
@@ -238,6 +247,16 @@ impl EvalCmd {
             };
             return super::eval_phrase::run(opts, self.json);
         }
+        if let Protocol::Replay = self.protocol {
+            let opts = super::eval_replay::ReplayEval {
+                manifest: &self.manifest,
+                replays: self.replays.as_deref(),
+                seed: self.seed,
+                threads: self.threads,
+                min_seconds: self.min_seconds,
+            };
+            return super::eval_replay::run(opts, self.json);
+        }
         let model = load_model(&self.model)?;
         let utterances = read_manifest(&self.manifest)?;
         if utterances.is_empty() {
@@ -267,7 +286,7 @@ impl EvalCmd {
                     })
                     .collect::<Vec<_>>()
             }
-            Protocol::Phrase => unreachable!("handled above"),
+            Protocol::Phrase | Protocol::Replay => unreachable!("handled above"),
             Protocol::Codes => {
                 let (enroll, test) =
                     code_sets(&utterances, self.digits, self.codes_per_speaker, self.seed);

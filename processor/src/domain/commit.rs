@@ -6,7 +6,8 @@ use super::{Consent, Profile, RescoreResult, Voiceprint, WatchlistEntry};
 /// One state change of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mutation {
-    /// Erase the user's voiceprints (every model) and retained audio.
+    /// Erase the user's voiceprints (every model), fingerprints and
+    /// retained audio.
     EraseBiometrics {
         /// User id.
         user_id: String,
@@ -37,6 +38,21 @@ pub enum Mutation {
     PutVoiceprint(Voiceprint),
     /// Write a consent record.
     PutConsent(Consent),
+    /// Keep the landmark fingerprint of the job's audio (keyed by the job's
+    /// request id) for replay detection.
+    KeepFingerprint {
+        /// User id.
+        user_id: String,
+        /// [`crate::liveness::Fingerprint::to_bytes`].
+        landmarks: Vec<u8>,
+        /// When the audio was decided (ms since the epoch).
+        at: i64,
+        /// How long it is kept.
+        ttl_secs: u32,
+        /// How many of the user's newest fingerprints are read back (a
+        /// store may drop older ones).
+        keep_newest: u32,
+    },
     /// Keep enrollment audio (keyed by the job's request id).
     RetainAudio {
         /// User id.
@@ -60,7 +76,7 @@ impl Mutation {
             Mutation::PutProfile(_) => 5,
             Mutation::PutVoiceprint(_) => 6,
             Mutation::PutConsent(_) => 7,
-            Mutation::RetainAudio { .. } => 8,
+            Mutation::RetainAudio { .. } | Mutation::KeepFingerprint { .. } => 8,
         }
     }
 }

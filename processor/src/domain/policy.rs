@@ -57,6 +57,13 @@ pub struct Policy {
     /// by default). Off: the digest and size of the original and the job
     /// without its audio.
     pub dead_letter_audio: bool,
+    /// Days the landmark fingerprints of a user's enrollment and verified
+    /// audio are kept for replay detection (0: none kept, no replay check).
+    /// Fingerprints hold no audio and no voice features; they are erased
+    /// with the voiceprint.
+    pub replay_memory_days: u32,
+    /// Most recent recordings per user a verification is compared with.
+    pub replay_memory_recordings: u32,
 }
 
 impl Default for Policy {
@@ -78,6 +85,8 @@ impl Default for Policy {
             max_voiceprint_weight: 20.0,
             retain_audio_by_default: true,
             expose_score: false,
+            replay_memory_days: 90,
+            replay_memory_recordings: 20,
             dead_letter_audio: false,
         }
     }

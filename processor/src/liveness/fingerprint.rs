@@ -67,6 +67,34 @@ impl Overlap {
     }
 }
 
+/// When a probe counts as a replay of a stored recording.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplayThresholds {
+    /// Least share of the probe's landmarks aligned with one recording.
+    pub min_ratio: f32,
+    /// Least number of aligned landmarks (short probes have few).
+    pub min_aligned: u32,
+}
+
+impl Default for ReplayThresholds {
+    fn default() -> Self {
+        // On LibriSpeech (`timbre eval --protocol replay`) no genuine pair
+        // of one speaker's utterances went above a share of 0.013 or 6
+        // aligned landmarks; 1% of replays fall below 0.037.
+        Self {
+            min_ratio: 0.025,
+            min_aligned: 10,
+        }
+    }
+}
+
+impl ReplayThresholds {
+    /// Whether `overlap` is a replay.
+    pub fn is_replay(&self, overlap: &Overlap) -> bool {
+        overlap.aligned >= self.min_aligned && overlap.ratio() >= self.min_ratio
+    }
+}
+
 impl Fingerprint {
     /// The landmarks, sorted by hash.
     pub fn landmarks(&self) -> &[Landmark] {

@@ -5,4 +5,53 @@
 pub mod fingerprint;
 pub mod replays;
 
-pub use fingerprint::{Fingerprint, Fingerprinter, Overlap};
+pub use fingerprint::{Fingerprint, Fingerprinter, Overlap, ReplayThresholds};
+
+use timbre_schemas::{Code, JobKind};
+
+use crate::domain::{Signal, SignalKind, Tier};
+use crate::ports::{Analyser, AnalyserError, AnalysisInput};
+
+/// The replay check: a verification whose audio lines up with one of the
+/// user's recent recordings is a replay (liveness `low`,
+/// `replay_detected`), which the fusion turns into a reject.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayDetector {
+    thresholds: ReplayThresholds,
+}
+
+impl ReplayDetector {
+    /// A detector with these thresholds.
+    pub fn new(thresholds: ReplayThresholds) -> Self {
+        Self { thresholds }
+    }
+}
+
+impl Analyser for ReplayDetector {
+    fn kind(&self) -> SignalKind {
+        SignalKind::Liveness
+    }
+
+    fn analyse(&self, input: &AnalysisInput<'_>) -> Result<Option<Signal>, AnalyserError> {
+        let Some(probe) = input.fingerprint else {
+            return Ok(None);
+        };
+        if input.job != JobKind::Verification {
+            return Ok(None);
+        }
+        let best = input
+            .earlier
+            .iter()
+            .map(|earlier| earlier.overlap(probe))
+            .max_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+        let replayed = best.is_some_and(|o| self.thresholds.is_replay(&o));
+        Ok(Some(Signal {
+            kind: SignalKind::Liveness,
+            tier: if replayed { Tier::Low } else { Tier::High },
+            pass: !replayed,
+            reason: replayed.then_some(Code::ReplayDetected),
+            score: Some(best.map_or(0.0, |o| o.ratio())),
+            threshold: Some(self.thresholds.min_ratio),
+        }))
+    }
+}

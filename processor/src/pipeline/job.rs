@@ -5,6 +5,7 @@
 //! failures are retried for ever; permanent ones end in an error decision
 //! and a dead letter.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use timbre_schemas::{
@@ -239,29 +240,15 @@ impl Processor {
     /// [`ProcessError::Scoring`], retried within the budget.
     async fn score(
         &self,
-        audio: &[u8],
-        model_id: &str,
-        priority: Priority,
-        job: JobKind,
-        expected_phrase: Option<&str>,
+        request: ScoreRequest,
     ) -> Result<Result<Analysis, (Code, String)>, ProcessError> {
-        if audio.is_empty() {
+        if request.wav.is_empty() {
             return Ok(Err((
                 Code::AudioUriUnsupported,
                 "audio must be inline".into(),
             )));
         }
-        let scored = match self
-            .scoring
-            .score(ScoreRequest {
-                wav: audio.to_vec(),
-                model_id: model_id.to_string(),
-                priority,
-                job,
-                expected_phrase: expected_phrase.map(str::to_string),
-            })
-            .await
-        {
+        let scored = match self.scoring.score(request).await {
             Ok(scored) => scored,
             Err(e) if e.code().is_transient() => {
                 return Err(ProcessError::Scoring(e.code(), e.to_string()));
@@ -289,13 +276,14 @@ impl Processor {
             return Ok(*refused);
         }
         let sample = match self
-            .score(
-                &job.audio,
-                &loaded.model_id,
-                Priority::Live,
-                JobKind::Enrollment,
-                None,
-            )
+            .score(ScoreRequest {
+                wav: job.audio.clone(),
+                model_id: loaded.model_id.clone(),
+                priority: Priority::Live,
+                job: JobKind::Enrollment,
+                expected_phrase: None,
+                earlier: (ctx.policy.replay_memory_days > 0).then(|| Arc::from([])),
+            })
             .await?
         {
             Ok(s) => s,
@@ -320,14 +308,25 @@ impl Processor {
             Ok(a) => a,
             Err(refused) => return Ok(*refused),
         };
+        // Read only for admitted jobs, like the watchlist below.
+        let earlier = if ctx.policy.replay_memory_days > 0 {
+            let stored = self
+                .store
+                .fingerprints(tenant, user, ctx.policy.replay_memory_recordings)
+                .await?;
+            Some(stored.into())
+        } else {
+            None
+        };
         let sample = match self
-            .score(
-                &job.audio,
-                &model_id,
-                Priority::Live,
-                JobKind::Verification,
-                job.expected_phrase.as_deref(),
-            )
+            .score(ScoreRequest {
+                wav: job.audio.clone(),
+                model_id: model_id.clone(),
+                priority: Priority::Live,
+                job: JobKind::Verification,
+                expected_phrase: job.expected_phrase.clone(),
+                earlier,
+            })
             .await?
         {
             Ok(s) => s,
@@ -384,15 +383,16 @@ impl Processor {
             .enrollment_audio(&job.tenant, &job.user_id)
             .await?;
         let mut embeddings = Vec::with_capacity(audio.len());
-        for (_, wav) in &audio {
+        for (_, wav) in audio {
             match self
-                .score(
+                .score(ScoreRequest {
                     wav,
-                    &job.to_model,
-                    Priority::Background,
-                    JobKind::Rescore,
-                    None,
-                )
+                    model_id: job.to_model.clone(),
+                    priority: Priority::Background,
+                    job: JobKind::Rescore,
+                    expected_phrase: None,
+                    earlier: None,
+                })
                 .await?
             {
                 Ok(sample) => embeddings.push(sample.embedding),

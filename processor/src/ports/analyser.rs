@@ -7,6 +7,7 @@
 use timbre_schemas::{Code, JobKind};
 
 use crate::domain::{Signal, SignalKind};
+use crate::liveness::Fingerprint;
 
 /// What an analyser sees of a job.
 #[derive(Debug, Clone, Copy)]
@@ -19,6 +20,10 @@ pub struct AnalysisInput<'a> {
     pub speech_millis: u64,
     /// The phrase the caller was prompted to say, if any.
     pub expected_phrase: Option<&'a str>,
+    /// Landmark fingerprint of the samples, when the job keeps one.
+    pub fingerprint: Option<&'a Fingerprint>,
+    /// Fingerprints of the user's recent recordings, newest first.
+    pub earlier: &'a [Fingerprint],
 }
 
 /// Why an analyser could not produce its signal.

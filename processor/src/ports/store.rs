@@ -8,6 +8,7 @@ use crate::domain::{
     Consent, JobCommit, Profile, ProfileStatus, RescoreResult, RescoreRun, TenantModel, Voiceprint,
     WatchlistEntry,
 };
+use crate::liveness::Fingerprint;
 
 /// Store failures; [`StoreError::code`] is stable.
 #[derive(Debug, Error)]
@@ -70,6 +71,16 @@ pub trait Store: Send + Sync {
         tenant: &str,
         user_id: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Landmark fingerprints of a user's recent recordings (enrollment and
+    /// verified audio), newest first, at most `limit`, none past its time
+    /// to live.
+    async fn fingerprints(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Fingerprint>, StoreError>;
 
     /// The tenant's watchlist, every model (a listed user stays listed
     /// across a model change; voices match only within their model).

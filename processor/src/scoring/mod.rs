@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::audio::{AudioError, AudioLimits, decode_wav};
 use crate::domain::Analysis;
+use crate::liveness::{Fingerprint, Fingerprinter};
 use crate::ports::{Analyser, AnalyserError, AnalysisInput, EmbedError, Embedder};
 
 /// One job's audio to score.
@@ -31,6 +32,9 @@ pub struct ScoreRequest {
     pub job: JobKind,
     /// The phrase the caller was prompted to say, if any.
     pub expected_phrase: Option<String>,
+    /// For a job that keeps a fingerprint: the user's recent ones (replay
+    /// detection compares with them). `None`: no fingerprint is made.
+    pub earlier: Option<Arc<[Fingerprint]>>,
 }
 
 /// A scored sample.
@@ -102,6 +106,7 @@ pub struct ScoringPool {
     background_slots: usize,
     capacity: usize,
     limits: AudioLimits,
+    fingerprinter: Arc<Fingerprinter>,
 }
 
 impl ScoringPool {
@@ -130,6 +135,7 @@ impl ScoringPool {
             background_slots,
             capacity: workers + queue,
             limits,
+            fingerprinter: Arc::new(Fingerprinter::new()),
         }
     }
 
@@ -179,6 +185,7 @@ impl ScoringPool {
             priority,
             job,
             expected_phrase,
+            earlier,
         } = request;
         let embedder = self
             .embedders
@@ -205,6 +212,7 @@ impl ScoringPool {
         let (tx, rx) = oneshot::channel();
         let limits = self.limits;
         let analysers = self.analysers.clone();
+        let fingerprinter = self.fingerprinter.clone();
         let span = tracing::Span::current();
         self.pool.spawn(move || {
             let _enter = span.enter();
@@ -216,11 +224,16 @@ impl ScoringPool {
                     .map_err(ScoreError::from)
                     .and_then(|audio| {
                         let embedding = embedder.embed(&audio.samples)?;
+                        let fingerprint = earlier
+                            .as_ref()
+                            .map(|_| fingerprinter.fingerprint(&audio.samples));
                         let input = AnalysisInput {
                             job,
                             samples: &audio.samples,
                             speech_millis: audio.speech_millis,
                             expected_phrase: expected_phrase.as_deref(),
+                            fingerprint: fingerprint.as_ref(),
+                            earlier: earlier.as_deref().unwrap_or_default(),
                         };
                         let mut signals = Vec::new();
                         for analyser in analysers.iter() {
@@ -231,6 +244,7 @@ impl ScoringPool {
                                 embedding,
                                 speech_millis: audio.speech_millis,
                                 signals,
+                                fingerprint,
                             },
                             duration_millis: audio.duration_millis,
                             worker_seconds: start.elapsed().as_secs_f64(),
@@ -328,6 +342,7 @@ mod tests {
             priority: Priority::Live,
             job: JobKind::Verification,
             expected_phrase: phrase.map(str::to_string),
+            earlier: None,
         }
     }
 

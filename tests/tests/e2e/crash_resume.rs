@@ -24,6 +24,8 @@ fn spawn_processor(bus: &str, store: &str, prefix: &str) -> Child {
         .env("TIMBRE__GROUP", format!("\"{prefix}processor\""))
         .env("TIMBRE__LISTEN", "\"127.0.0.1:0\"")
         .env("TIMBRE__WORKERS", "2")
+        // The same fixtures verify again and again: replays, to the engine.
+        .env("TIMBRE__POLICY__REPLAY_MEMORY_DAYS", "0")
         .env("TIMBRE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -43,6 +43,11 @@ fn tenant_settings(tenant: &str) -> Vec<(String, String)> {
             format!("TIMBRE__TENANTS__{tenant}__ENROLLMENT_TARGET_MILLIS"),
             "4000".into(),
         ),
+        // Attempts reuse the corpus' clips: replays, to the engine.
+        (
+            format!("TIMBRE__TENANTS__{tenant}__REPLAY_MEMORY_DAYS"),
+            "0".into(),
+        ),
     ]
 }
 

@@ -14,13 +14,51 @@ use timbre::ports::{Bus, Store};
 use timbre_schemas::ProfileCommandKind;
 use timbre_schemas::{DeadLetter, DecisionKind, ProfileStatus as WireStatus};
 use timbre_tests::pipeline::{
-    Harness, consent, enrollment, key, profile_command, verification, wav,
+    Harness, REPLAY_TENANT, consent, enrollment, key, profile_command, replayed, verification, wav,
 };
 use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
 
 const ALICE_ENROLL: &str = "librispeech-r/test-other/1688/1688-142285-0000.wav";
 const ALICE_VERIFY: &str = "librispeech-r/test-other/1688/1688-142285-0005.wav";
 const BOB_VERIFY: &str = "librispeech-r/test-other/1998/1998-15444-0000.wav";
+
+/// A recording of the user played back, through a room and a telephone
+/// line or through a µ-law 8 kHz channel, is rejected as a replay and
+/// counts as a failure; the user's own fresh speech is not flagged.
+async fn replayed_recordings(h: &mut Harness, store: &dyn Store) {
+    let (tenant, user) = (REPLAY_TENANT, "replayed");
+    h.publish(&consent(tenant, user, "r-consent", true)).await;
+    h.publish(&enrollment(tenant, user, "r-enroll", wav(ALICE_ENROLL)))
+        .await;
+    assert_eq!(h.decision("r-enroll").await.decision, DecisionKind::Applied);
+    h.publish(&verification(tenant, user, "r-live", wav(ALICE_VERIFY)))
+        .await;
+    let live = h.decision("r-live").await;
+    assert_eq!(live.decision, DecisionKind::Accept, "{live:?}");
+    assert_eq!(live.signals.expect("signals").liveness, "high");
+
+    for (id, original, transform) in [
+        ("r-replay-verify", ALICE_VERIFY, "room_and_telephone_band"),
+        ("r-replay-enroll", ALICE_ENROLL, "mulaw_8k"),
+    ] {
+        let audio = replayed(&wav(original), transform);
+        h.publish(&verification(tenant, user, id, audio)).await;
+        let d = h.decision(id).await;
+        assert_eq!(d.decision, DecisionKind::Reject, "{transform}: {d:?}");
+        assert!(d.reasons.iter().any(|r| r == "replay_detected"), "{d:?}");
+        assert_eq!(d.signals.expect("signals").liveness, "low");
+    }
+    let profile = store.profile(tenant, user).await.unwrap().unwrap();
+    assert_eq!(
+        profile.failures, 2,
+        "each replay counts toward the cooldown"
+    );
+    assert_eq!(
+        store.fingerprints(tenant, user, 20).await.unwrap().len(),
+        2,
+        "the enrollment and the live verification are kept, the replays not"
+    );
+}
 
 async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
     let prefix = format!("{}.", unique("e2e"));
@@ -99,6 +137,8 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
             .samples,
         1
     );
+
+    replayed_recordings(&mut h, store.as_ref()).await;
 
     // Refusals with stable codes.
     h.publish(&verification(

@@ -173,6 +173,8 @@ fn engine_env(bus: &str, store: &str, prefix: &str) -> Vec<(String, String)> {
         // One 8 s sample enrolls; impostor checks must not trip cooldowns.
         ("TIMBRE__POLICY__ENROLLMENT_TARGET_MILLIS", "5000".into()),
         ("TIMBRE__POLICY__FREE_FAILURES", "1000".into()),
+        // The same fixtures verify again and again: replays, to the engine.
+        ("TIMBRE__POLICY__REPLAY_MEMORY_DAYS", "0".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

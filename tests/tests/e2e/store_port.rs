@@ -8,6 +8,7 @@ use timbre::domain::{
     ApiKey, ChallengeSession, Consent, JobCommit, Mutation, Profile, ProfileStatus, Voiceprint,
     WatchlistEntry, now_ms,
 };
+use timbre::liveness::Fingerprint;
 use timbre::ports::{AccessStore, Store};
 use timbre_schemas::Code;
 use timbre_tests::{cql_nodes, scratch_dir, unique};
@@ -29,7 +30,7 @@ fn profile(tenant: &str, user: &str, status: ProfileStatus) -> Profile {
 }
 
 /// Migrations are idempotent; a job's commit is read back field for field;
-/// erasure removes voiceprints and audio; tenants never see each other's rows.
+/// erasure removes voiceprints, fingerprints and audio; tenants never see each other's rows.
 async fn store_contract(store: Arc<dyn Store>) {
     let v1 = store.migrate().await.unwrap();
     assert_eq!(
@@ -239,6 +240,86 @@ async fn store_contract(store: Arc<dyn Store>) {
         Some(b"decision-bytes".to_vec())
     );
     watchlist_and_delete(store.as_ref(), tenant).await;
+    fingerprints(store.as_ref(), tenant, other).await;
+}
+
+/// Replay fingerprints: newest first, at most the limit, gone after their
+/// time to live, with the user's biometrics and with the user.
+async fn fingerprints(store: &dyn Store, tenant: &str, other: &str) {
+    let user = "fp-user";
+    let landmarks = |n: u32| [n.to_le_bytes(), (n * 10).to_le_bytes()].concat();
+    let keep = |id: &str, n: u32, at: i64, ttl_secs: u32| JobCommit {
+        tenant: tenant.into(),
+        request_id: id.into(),
+        decision: b"d".to_vec(),
+        mutations: vec![Mutation::KeepFingerprint {
+            user_id: user.into(),
+            landmarks: landmarks(n),
+            at,
+            ttl_secs,
+            keep_newest: 2,
+        }],
+    };
+    let now = now_ms();
+    for (i, n) in [1u32, 2, 3].into_iter().enumerate() {
+        let at = now - 3_000 + i as i64 * 1_000;
+        store
+            .commit(&keep(&format!("fp-{n}"), n, at, 3_600))
+            .await
+            .unwrap();
+    }
+    let expect = |n: u32| Fingerprint::from_bytes(&landmarks(n)).unwrap();
+    assert_eq!(
+        store.fingerprints(tenant, user, 2).await.unwrap(),
+        vec![expect(3), expect(2)],
+        "newest first, at most the limit"
+    );
+    assert!(
+        store
+            .fingerprints(other, user, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store
+        .commit(&keep("fp-short", 9, now_ms(), 1))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let left = store.fingerprints(tenant, user, 10).await.unwrap();
+    assert!(!left.contains(&expect(9)), "expired: {left:?}");
+    assert!(left.contains(&expect(3)));
+
+    // Erasure of the biometrics, then deletion of the user, take them all.
+    for (id, erase) in [
+        (
+            "fp-erase",
+            Mutation::EraseBiometrics {
+                user_id: user.into(),
+            },
+        ),
+        (
+            "fp-delete",
+            Mutation::DeleteUser {
+                user_id: user.into(),
+            },
+        ),
+    ] {
+        store
+            .commit(&keep(&format!("{id}-before"), 4, now_ms(), 3_600))
+            .await
+            .unwrap();
+        let commit = JobCommit {
+            tenant: tenant.into(),
+            request_id: id.into(),
+            decision: b"d".to_vec(),
+            mutations: vec![erase],
+        };
+        store.commit(&commit).await.unwrap();
+        let left = store.fingerprints(tenant, user, 10).await.unwrap();
+        assert!(left.is_empty(), "{id}: {left:?}");
+    }
 }
 
 /// Watchlist entries by model, and a profile deletion that takes every row

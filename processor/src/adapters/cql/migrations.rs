@@ -65,4 +65,13 @@ pub(super) const MIGRATIONS: &[(u32, &str, &[&str])] = &[
              PRIMARY KEY ((tenant, request_id))) WITH default_time_to_live = {decision_ttl}",
         ],
     ),
+    (
+        6,
+        "landmark fingerprints of recent recordings, for replay detection",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.fingerprints (tenant text, user_id text, taken_at timestamp, \
+             request_id text, landmarks blob, PRIMARY KEY ((tenant, user_id), taken_at, request_id)) \
+             WITH CLUSTERING ORDER BY (taken_at DESC, request_id ASC)",
+        ],
+    ),
 ];

@@ -20,6 +20,9 @@ pub(super) struct Statements {
     pub(super) claim_request: PreparedStatement,
     pub(super) erase_voiceprints: PreparedStatement,
     pub(super) erase_audio: PreparedStatement,
+    pub(super) fingerprints: PreparedStatement,
+    pub(super) put_fingerprint: PreparedStatement,
+    pub(super) erase_fingerprints: PreparedStatement,
     pub(super) access: AccessStatements,
     pub(super) watchlist: PreparedStatement,
     pub(super) put_watchlist: PreparedStatement,
@@ -124,6 +127,19 @@ impl CqlStore {
                         .await?,
                     erase_audio: p(format!("DELETE FROM {ks}.enrollment_audio WHERE tenant = ? AND user_id = ?"))
                         .await?,
+                    fingerprints: p(format!(
+                        "SELECT landmarks FROM {ks}.fingerprints WHERE tenant = ? AND user_id = ? LIMIT ?"
+                    ))
+                    .await?,
+                    put_fingerprint: p(format!(
+                        "INSERT INTO {ks}.fingerprints (tenant, user_id, taken_at, request_id, landmarks) \
+                         VALUES (?, ?, ?, ?, ?) USING TTL ?"
+                    ))
+                    .await?,
+                    erase_fingerprints: p(format!(
+                        "DELETE FROM {ks}.fingerprints WHERE tenant = ? AND user_id = ?"
+                    ))
+                    .await?,
                     watchlist: p(format!(
                         "SELECT user_id, model_id, embedding, reason, added_at FROM {ks}.watchlist WHERE tenant = ?"
                     ))

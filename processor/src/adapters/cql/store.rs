@@ -13,6 +13,7 @@ use crate::domain::{
     Consent, JobCommit, Mutation, Profile, ProfileStatus, RescoreResult, RescoreRun, RunState,
     TenantModel, Voiceprint, WatchlistEntry, now_ms,
 };
+use crate::liveness::Fingerprint;
 use crate::ports::{Store, StoreError};
 
 type ProfileRow = (
@@ -178,6 +179,22 @@ impl Store for CqlStore {
         self.all(&s.audio, (tenant, user_id)).await
     }
 
+    async fn fingerprints(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Fingerprint>, StoreError> {
+        let s = self.statements().await?;
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows: Vec<(Vec<u8>,)> = self.all(&s.fingerprints, (tenant, user_id, limit)).await?;
+        rows.into_iter()
+            .map(|(landmarks,)| {
+                Fingerprint::from_bytes(&landmarks).ok_or_else(|| corrupt("fingerprint length"))
+            })
+            .collect()
+    }
+
     async fn watchlist(&self, tenant: &str) -> Result<Vec<WatchlistEntry>, StoreError> {
         let s = self.statements().await?;
         let rows: Vec<(String, String, Vec<u8>, String, CqlTimestamp)> =
@@ -251,7 +268,7 @@ impl Store for CqlStore {
         for mutation in c.ordered() {
             match mutation {
                 Mutation::EraseBiometrics { user_id } => {
-                    for stmt in [&s.erase_voiceprints, &s.erase_audio] {
+                    for stmt in [&s.erase_voiceprints, &s.erase_fingerprints, &s.erase_audio] {
                         add(stmt, user_row(user_id));
                     }
                 }
@@ -259,6 +276,7 @@ impl Store for CqlStore {
                 Mutation::DeleteUser { user_id } => {
                     for stmt in [
                         &s.erase_voiceprints,
+                        &s.erase_fingerprints,
                         &s.erase_audio,
                         &s.delete_consent,
                         &s.remove_watchlist,
@@ -344,6 +362,32 @@ impl Store for CqlStore {
                     // rewrites the same row.
                     self.session
                         .execute_unpaged(&s.put_audio, (&c.tenant, user_id, &c.request_id, wav))
+                        .await
+                        .map_err(store_error)?;
+                }
+                Mutation::KeepFingerprint {
+                    user_id,
+                    landmarks,
+                    at,
+                    ttl_secs,
+                    keep_newest: _,
+                } => {
+                    // Like audio, too large for a batch at a minute of
+                    // speech; idempotent by request id. Older rows age out
+                    // by TTL; reads take the newest `keep_newest`.
+                    let ttl = i32::try_from(*ttl_secs).unwrap_or(i32::MAX);
+                    self.session
+                        .execute_unpaged(
+                            &s.put_fingerprint,
+                            (
+                                &c.tenant,
+                                user_id,
+                                CqlTimestamp(*at),
+                                &c.request_id,
+                                landmarks,
+                                ttl,
+                            ),
+                        )
                         .await
                         .map_err(store_error)?;
                 }

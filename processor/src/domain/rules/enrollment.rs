@@ -141,5 +141,11 @@ pub fn decide(
             wav: job.audio.clone(),
         });
     }
+    // The fingerprint a replay of this sample will be recognised by.
+    if loaded.consent.as_ref().is_some_and(|c| c.granted)
+        && let Some(keep) = super::keep_fingerprint(&job.user_id, sample, ctx)
+    {
+        outcome = outcome.with(keep);
+    }
     outcome.with(Mutation::PutProfile(profile))
 }

@@ -17,7 +17,8 @@ mod tests;
 use timbre_schemas::Code;
 
 use super::signals::Signal;
-use super::{Outcome, Policy, Profile, ProfileStatus};
+use super::{Mutation, Outcome, Policy, Profile, ProfileStatus};
+use crate::liveness::Fingerprint;
 
 /// What every rule knows besides its inputs.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +38,24 @@ pub struct Analysis {
     pub speech_millis: u64,
     /// Signals of the analysers that ran (phrase, liveness).
     pub signals: Vec<Signal>,
+    /// Landmark fingerprint of the audio, when the job keeps one for
+    /// replay detection.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// The mutation that keeps a job's fingerprint for replay detection, when
+/// the tenant keeps them and the job made one.
+pub fn keep_fingerprint(user_id: &str, sample: &Analysis, ctx: Context<'_>) -> Option<Mutation> {
+    let fingerprint = sample.fingerprint.as_ref()?;
+    (ctx.policy.replay_memory_days > 0 && !fingerprint.is_empty()).then(|| {
+        Mutation::KeepFingerprint {
+            user_id: user_id.into(),
+            landmarks: fingerprint.to_bytes(),
+            at: ctx.now,
+            ttl_secs: ctx.policy.replay_memory_days.saturating_mul(86_400),
+            keep_newest: ctx.policy.replay_memory_recordings,
+        }
+    })
 }
 
 /// A fresh profile.

@@ -59,6 +59,7 @@ fn sample(score: f32, speech_millis: u64) -> Analysis {
         embedding: at(score),
         speech_millis,
         signals: Vec::new(),
+        fingerprint: None,
     }
 }
 
@@ -1106,6 +1107,12 @@ fn the_tables_produce_every_reason_and_refusal_code() {
         ..sample(0.95, 3_000)
     };
     seen.extend(codes(&verify(enrolled(0, 0), &live_failed, false, &policy)));
+    seen.extend(codes(&verify(
+        enrolled(0, 0),
+        &replay(true),
+        false,
+        &policy,
+    )));
     // The failure that locks the profile.
     seen.extend(codes(&verify(
         enrolled(7, 0),
@@ -1123,4 +1130,86 @@ fn the_tables_produce_every_reason_and_refusal_code() {
         missing.is_empty(),
         "codes no rule table produces: {missing:?}"
     );
+}
+
+/// A verification by the enrolled voice, with a fingerprint, whose replay
+/// check found (or did not find) an earlier recording.
+fn replay(found: bool) -> Analysis {
+    let mut landmarks = Vec::new();
+    for n in 1u32..=3 {
+        landmarks.extend_from_slice(&n.to_le_bytes());
+        landmarks.extend_from_slice(&n.to_le_bytes());
+    }
+    Analysis {
+        signals: vec![Signal {
+            kind: SignalKind::Liveness,
+            tier: if found { Tier::Low } else { Tier::High },
+            pass: !found,
+            reason: found.then_some(Code::ReplayDetected),
+            score: Some(if found { 0.4 } else { 0.0 }),
+            threshold: Some(0.025),
+        }],
+        fingerprint: crate::liveness::Fingerprint::from_bytes(&landmarks),
+        ..sample(0.95, 3_000)
+    }
+}
+
+fn kept_fingerprints(o: &Outcome) -> usize {
+    o.mutations
+        .iter()
+        .filter(|m| matches!(m, Mutation::KeepFingerprint { .. }))
+        .count()
+}
+
+#[test]
+fn a_replay_is_rejected_counted_and_not_remembered() {
+    let policy = Policy::default();
+    let replayed = verify(enrolled(0, 0), &replay(true), false, &policy);
+    assert_eq!(replayed.kind, DecisionKind::Reject);
+    assert_eq!(replayed.reasons, vec![Code::ReplayDetected]);
+    assert_eq!(kept_fingerprints(&replayed), 0, "a replay is not kept");
+    let failures = replayed.mutations.iter().find_map(|m| match m {
+        Mutation::PutProfile(p) => Some(p.failures),
+        _ => None,
+    });
+    assert_eq!(failures, Some(1), "a replay counts toward the cooldown");
+
+    let live = verify(enrolled(0, 0), &replay(false), false, &policy);
+    assert_eq!(live.kind, DecisionKind::Accept);
+    assert_eq!(kept_fingerprints(&live), 1, "live speech is remembered");
+    let impostor = Analysis {
+        embedding: at(0.1),
+        ..replay(false)
+    };
+    let rejected = verify(enrolled(0, 0), &impostor, false, &policy);
+    assert_eq!(
+        kept_fingerprints(&rejected),
+        0,
+        "not under the claimed user"
+    );
+
+    let off = Policy {
+        replay_memory_days: 0,
+        ..Policy::default()
+    };
+    let live = verify(enrolled(0, 0), &replay(false), false, &off);
+    assert_eq!(kept_fingerprints(&live), 0, "the tenant keeps none");
+}
+
+#[test]
+fn enrollment_keeps_its_fingerprint_only_with_consent() {
+    let policy = Policy {
+        consent_required: false,
+        ..Policy::default()
+    };
+    let loaded = |consent: Option<Consent>| enrollment::Loaded {
+        model_id: "m1".into(),
+        consent,
+        ..Default::default()
+    };
+    let with = enroll(loaded(Some(consent(true, false))), &replay(false), &policy);
+    assert_eq!(kept_fingerprints(&with), 1);
+    let without = enroll(loaded(None), &replay(false), &policy);
+    assert_eq!(without.kind, DecisionKind::Applied, "{without:?}");
+    assert_eq!(kept_fingerprints(&without), 0);
 }

@@ -7,7 +7,7 @@ use timbre_schemas::{Code, DecisionKind, Signals, Thresholds, VerificationReques
 use super::{Analysis, Context};
 use crate::domain::outcome::Scores;
 use crate::domain::policy::{self, Verdict, cosine};
-use crate::domain::signals::{SignalKind, fuse};
+use crate::domain::signals::{SignalKind, Tier, fuse};
 use crate::domain::{Mutation, Outcome, Profile, ProfileStatus, Voiceprint, WatchlistEntry};
 
 /// What verification reads before it scores.
@@ -166,6 +166,14 @@ pub fn decide(
         },
     });
     outcome.reasons = fused.reasons;
+    // The caller's own live voice: a replay of it later is recognised. An
+    // impostor's audio, or a replay, is not kept under this user.
+    if voice != Verdict::Reject
+        && fused.liveness != Tier::Low
+        && let Some(keep) = super::keep_fingerprint(&job.user_id, sample, ctx)
+    {
+        outcome = outcome.with(keep);
+    }
     match fused.verdict {
         Verdict::Accept => {
             outcome.kind = DecisionKind::Accept;
