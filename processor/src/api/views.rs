@@ -52,11 +52,16 @@ pub fn decision(d: &Decision, expose_score: bool) -> Value {
     }
     if let Some(s) = &d.signals {
         let mut signals = json!({"voice": s.voice, "phrase": s.phrase, "liveness": s.liveness});
-        // The phrase check's confidence says nothing about the voice: it is
-        // shown whatever the tenant's `expose_score`.
-        if let (Some(score), Some(threshold)) = (s.phrase_score, s.phrase_threshold) {
-            signals["phrase_score"] = json!(score);
-            signals["phrase_threshold"] = json!(threshold);
+        // The phrase and liveness scores say nothing about the voice: they
+        // are shown whatever the tenant's `expose_score`.
+        for (name, score, threshold) in [
+            ("phrase", s.phrase_score, s.phrase_threshold),
+            ("liveness", s.liveness_score, s.liveness_threshold),
+        ] {
+            if let (Some(score), Some(threshold)) = (score, threshold) {
+                signals[format!("{name}_score")] = json!(score);
+                signals[format!("{name}_threshold")] = json!(threshold);
+            }
         }
         obj.insert("signals".into(), signals);
     }

@@ -64,6 +64,10 @@ pub struct Policy {
     pub replay_memory_days: u32,
     /// Most recent recordings per user a verification is compared with.
     pub replay_memory_recordings: u32,
+    /// Whether a failed liveness check rejects. Off: liveness is reported in
+    /// decisions (to measure it on a tenant's traffic first) and the voice
+    /// and phrase decide alone.
+    pub liveness_enforced: bool,
 }
 
 impl Default for Policy {
@@ -87,6 +91,7 @@ impl Default for Policy {
             expose_score: false,
             replay_memory_days: 90,
             replay_memory_recordings: 20,
+            liveness_enforced: true,
             dead_letter_audio: false,
         }
     }

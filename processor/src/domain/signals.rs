@@ -131,6 +131,22 @@ pub fn fuse(
     }
 }
 
+/// The signals with every liveness failure turned into a report: tier and
+/// score kept, no failure, no reason (a tenant that does not enforce it).
+pub fn liveness_reported_only(signals: &[Signal]) -> Vec<Signal> {
+    signals
+        .iter()
+        .map(|s| match s.kind {
+            SignalKind::Liveness => Signal {
+                pass: true,
+                reason: None,
+                ..s.clone()
+            },
+            SignalKind::Phrase => s.clone(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

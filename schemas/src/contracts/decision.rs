@@ -112,6 +112,12 @@ pub struct Signals {
     /// Score the phrase check had to reach (v2).
     #[serde(default)]
     pub phrase_threshold: Option<f32>,
+    /// Liveness score, when checked: the replay check's aligned share (v4).
+    #[serde(default)]
+    pub liveness_score: Option<f32>,
+    /// Score at or above which the audio is a replay (v4).
+    #[serde(default)]
+    pub liveness_threshold: Option<f32>,
 }
 
 /// Score thresholds applied to a decision, for audit.
@@ -249,7 +255,7 @@ impl Decision {
 
 impl Contract for Decision {
     const KIND: RecordKind = RecordKind::Decision;
-    const CURRENT_VERSION: SchemaVersion = 3;
+    const CURRENT_VERSION: SchemaVersion = 4;
 
     fn schema_version(&self) -> SchemaVersion {
         self.schema_version

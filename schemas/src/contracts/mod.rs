@@ -55,6 +55,8 @@ pub mod avsc {
         pub const DECISION_V1: &str = include_str!("../../avro/history/Decision.v1.avsc");
         /// `Decision` v2: before the request digest and the `LOCKED` status.
         pub const DECISION_V2: &str = include_str!("../../avro/history/Decision.v2.avsc");
+        /// `Decision` v3: before the liveness score and threshold.
+        pub const DECISION_V3: &str = include_str!("../../avro/history/Decision.v3.avsc");
         /// `DeadLetter` v1: the whole original value, no digest.
         pub const DEAD_LETTER_V1: &str = include_str!("../../avro/history/DeadLetter.v1.avsc");
         /// `ProfileCommand` v1: before `UNLOCK`.
@@ -74,10 +76,11 @@ pub mod avsc {
     ];
 
     /// Every older writer schema still registered.
-    pub const HISTORY: [&str; 5] = [
+    pub const HISTORY: [&str; 6] = [
         history::VERIFICATION_REQUESTED_V1,
         history::DECISION_V1,
         history::DECISION_V2,
+        history::DECISION_V3,
         history::PROFILE_COMMAND_V1,
         history::DEAD_LETTER_V1,
     ];

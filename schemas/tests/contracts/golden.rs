@@ -116,12 +116,20 @@ fn decode_old<T: timbre_schemas::Contract>(history_schema: &str, version: u32) -
 #[test]
 fn decision_v1_still_decodes() {
     let decoded: timbre_schemas::Decision = decode_old(avsc::history::DECISION_V1, 1);
-    let mut expected = common::decision();
+    let mut expected = before_liveness_scores(common::decision());
     let signals = expected.signals.as_mut().unwrap();
     (signals.phrase_score, signals.phrase_threshold) = (None, None);
     expected.request_digest = None;
     expected.schema_version = 1;
     assert_eq!(decoded, expected);
+}
+
+/// What the test decision was before v4: no liveness check had run.
+fn before_liveness_scores(mut d: timbre_schemas::Decision) -> timbre_schemas::Decision {
+    let signals = d.signals.as_mut().unwrap();
+    signals.liveness = "not_checked".into();
+    (signals.liveness_score, signals.liveness_threshold) = (None, None);
+    d
 }
 
 /// Decisions a v2 producer wrote (before the request digest) still decode.
@@ -131,7 +139,18 @@ fn decision_v2_still_decodes() {
     let expected = timbre_schemas::Decision {
         request_digest: None,
         schema_version: 2,
-        ..common::decision()
+        ..before_liveness_scores(common::decision())
+    };
+    assert_eq!(decoded, expected);
+}
+
+/// Decisions a v3 producer wrote (before the liveness score) still decode.
+#[test]
+fn decision_v3_still_decodes() {
+    let decoded: timbre_schemas::Decision = decode_old(avsc::history::DECISION_V3, 3);
+    let expected = timbre_schemas::Decision {
+        schema_version: 3,
+        ..before_liveness_scores(common::decision())
     };
     assert_eq!(decoded, expected);
 }

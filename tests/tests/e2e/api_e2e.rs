@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use timbre_tests::api::{Api, Deployment, deploy, replica};
-use timbre_tests::pipeline::wav;
+use timbre_tests::pipeline::{replayed, wav};
 use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
 
 const ALICE_ENROLL: &str = "librispeech-r/test-other/1688/1688-142285-0000.wav";
@@ -658,6 +658,68 @@ async fn api_end_to_end_on_kafka_and_cassandra() {
     );
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), d.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Over HTTP, with replay detection on (the product's default): a fresh
+/// recording of the user is accepted, the same recording played back
+/// through a µ-law telephone channel is rejected as a replay, with a
+/// failure counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_are_refused_over_http() {
+    let store = format!(
+        "file://{}",
+        scratch_dir("api-replay").join("timbre.redb").display()
+    );
+    let mut on = settings();
+    on.push(("TIMBRE__POLICY__REPLAY_MEMORY_DAYS", "90".into()));
+    let d = deploy("embedded://", &store, on).await;
+    let (api, key) = (&d.api, d.acme.as_str());
+    let user = unique("carol");
+    let fields = [("user_id", user.as_str())];
+    api.post(key, "/create-profile", json!({"user_id": user}))
+        .await;
+    api.post(
+        key,
+        "/v1/consent",
+        json!({"user_id": user, "granted": true}),
+    )
+    .await;
+    let (_, enrolled) = api
+        .upload(key, "/enroll", &fields, wav(ALICE_ENROLL), "audio/wav")
+        .await;
+    assert_eq!(enrolled["status"], "ENROLLED", "{enrolled}");
+    let verify = |audio: Vec<u8>| api.upload(key, "/v1/voice/verify", &fields, audio, "audio/wav");
+
+    let (status, live) = verify(wav(ALICE_VERIFY)).await;
+    assert_eq!(status, StatusCode::OK, "{live}");
+    assert_eq!(
+        (
+            live["decision"].as_str(),
+            live["signals"]["liveness"].as_str()
+        ),
+        (Some("accept"), Some("high")),
+        "{live}"
+    );
+    let (status, replay) = verify(replayed(&wav(ALICE_VERIFY), "mulaw_8k")).await;
+    assert_eq!(status, StatusCode::OK, "{replay}");
+    assert_eq!(
+        (
+            replay["decision"].as_str(),
+            replay["reason"].as_str(),
+            replay["signals"]["liveness"].as_str()
+        ),
+        (Some("reject"), Some("replay_detected"), Some("low")),
+        "{replay}"
+    );
+    assert_eq!(
+        replay["retries"], 1,
+        "a replay counts as a failure: {replay}"
+    );
+    d.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), d.task)
         .await
         .unwrap()
         .unwrap();

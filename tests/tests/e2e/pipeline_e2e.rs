@@ -27,15 +27,26 @@ const BOB_VERIFY: &str = "librispeech-r/test-other/1998/1998-15444-0000.wav";
 /// counts as a failure; the user's own fresh speech is not flagged.
 async fn replayed_recordings(h: &mut Harness, store: &dyn Store) {
     let (tenant, user) = (REPLAY_TENANT, "replayed");
+    // Consent first: it travels on its own topic.
     h.publish(&consent(tenant, user, "r-consent", true)).await;
+    assert_eq!(
+        h.decision("r-consent").await.decision,
+        DecisionKind::Applied
+    );
     h.publish(&enrollment(tenant, user, "r-enroll", wav(ALICE_ENROLL)))
         .await;
-    assert_eq!(h.decision("r-enroll").await.decision, DecisionKind::Applied);
+    let enrolled = h.decision("r-enroll").await;
+    assert_eq!(enrolled.decision, DecisionKind::Applied, "{enrolled:?}");
     h.publish(&verification(tenant, user, "r-live", wav(ALICE_VERIFY)))
         .await;
     let live = h.decision("r-live").await;
     assert_eq!(live.decision, DecisionKind::Accept, "{live:?}");
-    assert_eq!(live.signals.expect("signals").liveness, "high");
+    let signals = live.signals.clone().expect("signals");
+    assert_eq!(signals.liveness, "high");
+    assert!(
+        signals.liveness_score.unwrap() < signals.liveness_threshold.unwrap(),
+        "{live:?}"
+    );
 
     for (id, original, transform) in [
         ("r-replay-verify", ALICE_VERIFY, "room_and_telephone_band"),
@@ -46,7 +57,12 @@ async fn replayed_recordings(h: &mut Harness, store: &dyn Store) {
         let d = h.decision(id).await;
         assert_eq!(d.decision, DecisionKind::Reject, "{transform}: {d:?}");
         assert!(d.reasons.iter().any(|r| r == "replay_detected"), "{d:?}");
-        assert_eq!(d.signals.expect("signals").liveness, "low");
+        let signals = d.signals.clone().expect("signals");
+        assert_eq!(signals.liveness, "low");
+        assert!(
+            signals.liveness_score.unwrap() >= signals.liveness_threshold.unwrap(),
+            "{d:?}"
+        );
     }
     let profile = store.profile(tenant, user).await.unwrap().unwrap();
     assert_eq!(

@@ -1168,6 +1168,12 @@ fn a_replay_is_rejected_counted_and_not_remembered() {
     assert_eq!(replayed.kind, DecisionKind::Reject);
     assert_eq!(replayed.reasons, vec![Code::ReplayDetected]);
     assert_eq!(kept_fingerprints(&replayed), 0, "a replay is not kept");
+    let signals = &replayed.scores.as_ref().unwrap().signals;
+    assert_eq!(
+        (signals.liveness_score, signals.liveness_threshold),
+        (Some(0.4), Some(0.025)),
+        "the detector's score and threshold are in the decision"
+    );
     let failures = replayed.mutations.iter().find_map(|m| match m {
         Mutation::PutProfile(p) => Some(p.failures),
         _ => None,
@@ -1187,6 +1193,18 @@ fn a_replay_is_rejected_counted_and_not_remembered() {
         0,
         "not under the claimed user"
     );
+
+    let reported = Policy {
+        liveness_enforced: false,
+        ..Policy::default()
+    };
+    let allowed = verify(enrolled(0, 0), &replay(true), false, &reported);
+    assert_eq!(allowed.kind, DecisionKind::Accept, "reported, not enforced");
+    assert_eq!(allowed.reasons[0], Code::VoiceMatch);
+    assert!(!allowed.reasons.contains(&Code::ReplayDetected));
+    let liveness = allowed.scores.as_ref().map(|s| s.signals.liveness.clone());
+    assert_eq!(liveness.as_deref(), Some("low"), "still reported");
+    assert_eq!(kept_fingerprints(&allowed), 0, "a replay is never kept");
 
     let off = Policy {
         replay_memory_days: 0,

@@ -7,7 +7,7 @@ use timbre_schemas::{Code, DecisionKind, Signals, Thresholds, VerificationReques
 use super::{Analysis, Context};
 use crate::domain::outcome::Scores;
 use crate::domain::policy::{self, Verdict, cosine};
-use crate::domain::signals::{SignalKind, Tier, fuse};
+use crate::domain::signals::{SignalKind, Tier, fuse, liveness_reported_only};
 use crate::domain::{Mutation, Outcome, Profile, ProfileStatus, Voiceprint, WatchlistEntry};
 
 /// What verification reads before it scores.
@@ -146,13 +146,19 @@ pub fn decide(
         Verdict::Retry => (Verdict::Retry, Code::VoiceUncertain),
         Verdict::Reject => (Verdict::Reject, Code::VoiceMismatch),
     };
-    let fused = fuse(
-        voice,
-        voice_reason,
-        &sample.signals,
-        job.expected_phrase.is_some(),
-    );
+    let reported;
+    let signals = if policy.liveness_enforced {
+        &sample.signals
+    } else {
+        reported = liveness_reported_only(&sample.signals);
+        &reported
+    };
+    let fused = fuse(voice, voice_reason, signals, job.expected_phrase.is_some());
     let phrase_check = sample.signals.iter().find(|s| s.kind == SignalKind::Phrase);
+    let liveness_check = sample
+        .signals
+        .iter()
+        .find(|s| s.kind == SignalKind::Liveness);
     outcome.scores = Some(Scores {
         score,
         confidence: policy::confidence(score, policy),
@@ -163,6 +169,8 @@ pub fn decide(
             liveness: fused.liveness.as_str().into(),
             phrase_score: phrase_check.and_then(|s| s.score),
             phrase_threshold: phrase_check.and_then(|s| s.threshold),
+            liveness_score: liveness_check.and_then(|s| s.score),
+            liveness_threshold: liveness_check.and_then(|s| s.threshold),
         },
     });
     outcome.reasons = fused.reasons;

@@ -124,9 +124,11 @@ pub fn decision() -> Decision {
         signals: Some(Signals {
             voice: "high".into(),
             phrase: "medium".into(),
-            liveness: "not_checked".into(),
+            liveness: "high".into(),
             phrase_score: Some(0.7),
             phrase_threshold: Some(0.5),
+            liveness_score: Some(0.0625),
+            liveness_threshold: Some(0.025),
         }),
         bio_result: Some(BioResult::TrueHigh),
         reasons: vec!["voice_match".into(), "phrase_partial".into()],
