@@ -47,6 +47,7 @@ start_processor() { # prefix keyspace mode
     TIMBRE__LISTEN='"127.0.0.1:0"'
     TIMBRE__POLICY__ENROLLMENT_TARGET_MILLIS=6000
     TIMBRE__POLICY__FREE_FAILURES=1000000
+    TIMBRE__POLICY__REPLAY_MEMORY_DAYS=0 # loadgen reuses its clips
     TIMBRE_LOG=warn
   )
   [[ $3 == static ]] && env+=(TIMBRE__INSTANCE_ID="\"processor-0\"")

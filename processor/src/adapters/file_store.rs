@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use crate::domain::now_ms;
 use crate::domain::{
@@ -20,6 +20,9 @@ const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
 const VOICEPRINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("voiceprints");
 const CONSENT: TableDefinition<&str, &[u8]> = TableDefinition::new("consent");
 const AUDIO: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollment_audio");
+/// tenant · user · request id → when the audio was retained (ms); a
+/// recording without an entry (written before version 7) counts as oldest.
+const AUDIO_TIMES: TableDefinition<&str, i64> = TableDefinition::new("enrollment_audio_at");
 /// tenant · user · request id → taken at (i64 LE) · expires at (i64 LE) ·
 /// landmarks.
 const FINGERPRINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("fingerprints");
@@ -41,7 +44,7 @@ const RESCORE_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("rescore
 const RESCORE_RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rescore_results");
 
 /// Version of the file layout; bumped with each migration.
-const SCHEMA_VERSION: u32 = 6;
+const SCHEMA_VERSION: u32 = 7;
 /// Separates key parts; ids never contain control characters (validated at decode).
 const SEP: char = '\u{1f}';
 
@@ -104,6 +107,38 @@ fn prune_fingerprints(
         if i >= keep as usize || *expires <= now {
             table.remove(k.as_str()).map_err(unavailable)?;
         }
+    }
+    Ok(())
+}
+
+/// Deletes all but the `keep` newest retained recordings of a user.
+fn prune_audio(
+    tx: &redb::WriteTransaction,
+    tenant: &str,
+    user_id: &str,
+    keep: u32,
+) -> Result<(), StoreError> {
+    let prefix = format!("{}{SEP}", key(&[tenant, user_id]));
+    let end = prefix_end(&key(&[tenant, user_id]));
+    let mut audio = tx.open_table(AUDIO).map_err(unavailable)?;
+    let mut times = tx.open_table(AUDIO_TIMES).map_err(unavailable)?;
+    let mut rows: Vec<(i64, String)> = Vec::new();
+    for entry in audio
+        .range(prefix.as_str()..end.as_str())
+        .map_err(unavailable)?
+    {
+        let (k, _) = entry.map_err(unavailable)?;
+        let k = k.value().to_string();
+        let at = times
+            .get(k.as_str())
+            .map_err(unavailable)?
+            .map_or(0, |v| v.value());
+        rows.push((at, k));
+    }
+    rows.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    for (_, k) in rows.iter().skip(keep as usize) {
+        audio.remove(k.as_str()).map_err(unavailable)?;
+        times.remove(k.as_str()).map_err(unavailable)?;
     }
     Ok(())
 }
@@ -225,6 +260,7 @@ impl Store for FileStore {
                 tx.open_table(table).map_err(unavailable)?;
             }
             tx.open_table(REQUEST_CLAIMS).map_err(unavailable)?;
+            tx.open_table(AUDIO_TIMES).map_err(unavailable)?;
             tx.open_table(META)
                 .map_err(unavailable)?
                 .insert("schema_version", SCHEMA_VERSION)
@@ -362,6 +398,13 @@ impl Store for FileStore {
                         t.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
                             .map_err(unavailable)?;
                     }
+                    // The retention times go with the audio.
+                    if tables.iter().any(|t| t.name() == AUDIO.name()) {
+                        tx.open_table(AUDIO_TIMES)
+                            .map_err(unavailable)?
+                            .retain_in(prefix.as_str()..end.as_str(), |_, _| false)
+                            .map_err(unavailable)?;
+                    }
                     Ok::<_, StoreError>(())
                 };
                 let put = |table: TableDefinition<&str, &[u8]>, k: String, v: &[u8]| {
@@ -411,8 +454,19 @@ impl Store for FileStore {
                             key(&[&cs.tenant, &cs.user_id, &cs.purpose]),
                             &encode(cs),
                         )?,
-                        Mutation::RetainAudio { user_id, wav } => {
-                            put(AUDIO, key(&[&c.tenant, user_id, &c.request_id]), wav)?;
+                        Mutation::RetainAudio {
+                            user_id,
+                            wav,
+                            at,
+                            keep_newest,
+                        } => {
+                            let k = key(&[&c.tenant, user_id, &c.request_id]);
+                            put(AUDIO, k.clone(), wav)?;
+                            tx.open_table(AUDIO_TIMES)
+                                .map_err(unavailable)?
+                                .insert(k.as_str(), *at)
+                                .map_err(unavailable)?;
+                            prune_audio(&tx, &c.tenant, user_id, *keep_newest)?;
                         }
                         Mutation::KeepFingerprint {
                             user_id,

@@ -53,12 +53,17 @@ pub enum Mutation {
         /// store may drop older ones).
         keep_newest: u32,
     },
-    /// Keep enrollment audio (keyed by the job's request id).
+    /// Keep enrollment audio (keyed by the job's request id), and of the
+    /// user's retained recordings only the `keep_newest` newest.
     RetainAudio {
         /// User id.
         user_id: String,
         /// The WAV bytes as submitted.
         wav: Vec<u8>,
+        /// When the sample was decided (ms since the epoch).
+        at: i64,
+        /// Recordings kept per user, this one included.
+        keep_newest: u32,
     },
 }
 
@@ -115,6 +120,8 @@ mod tests {
                 Mutation::RetainAudio {
                     user_id: "u".into(),
                     wav: vec![1],
+                    at: 1,
+                    keep_newest: 10,
                 },
                 Mutation::Unwatchlist {
                     user_id: "u".into(),

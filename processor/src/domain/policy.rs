@@ -64,6 +64,10 @@ pub struct Policy {
     pub replay_memory_days: u32,
     /// Most recent recordings per user a verification is compared with.
     pub replay_memory_recordings: u32,
+    /// Enrollment recordings kept per user (with consent to retain audio):
+    /// the newest; older ones are deleted as new ones come. Bounds the
+    /// audio a re-scoring job reads for one user.
+    pub max_retained_recordings: u32,
     /// Whether a failed liveness check rejects. Off: liveness is reported in
     /// decisions (to measure it on a tenant's traffic first) and the voice
     /// and phrase decide alone.
@@ -92,6 +96,7 @@ impl Default for Policy {
             replay_memory_days: 90,
             replay_memory_recordings: 20,
             liveness_enforced: true,
+            max_retained_recordings: 10,
             dead_letter_audio: false,
         }
     }

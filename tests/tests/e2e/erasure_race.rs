@@ -60,6 +60,8 @@ async fn a_delete_during_rescoring_leaves_no_voiceprint() {
                 Mutation::RetainAudio {
                     user_id: user.into(),
                     wav: wav.clone(),
+                    at: 1,
+                    keep_newest: 10,
                 },
             ],
         })

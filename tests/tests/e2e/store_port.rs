@@ -120,6 +120,8 @@ async fn store_contract(store: Arc<dyn Store>) {
             Mutation::RetainAudio {
                 user_id: user.into(),
                 wav: audio.clone(),
+                at: 1,
+                keep_newest: 10,
             },
         ],
     };
@@ -241,6 +243,36 @@ async fn store_contract(store: Arc<dyn Store>) {
     );
     watchlist_and_delete(store.as_ref(), tenant).await;
     fingerprints(store.as_ref(), tenant, other).await;
+    retained_audio_is_capped(store.as_ref(), tenant).await;
+}
+
+/// Only the newest recordings of a user are retained.
+async fn retained_audio_is_capped(store: &dyn Store, tenant: &str) {
+    let user = "capped";
+    for n in 1..=3 {
+        let commit = JobCommit {
+            tenant: tenant.into(),
+            request_id: format!("cap-{n}"),
+            decision: b"d".to_vec(),
+            mutations: vec![Mutation::RetainAudio {
+                user_id: user.into(),
+                wav: vec![n; 16],
+                at: 1_700_000_000_000 + i64::from(n),
+                keep_newest: 2,
+            }],
+        };
+        store.commit(&commit).await.unwrap();
+    }
+    let mut kept = store.enrollment_audio(tenant, user).await.unwrap();
+    kept.sort();
+    assert_eq!(
+        kept,
+        vec![
+            ("cap-2".to_string(), vec![2; 16]),
+            ("cap-3".to_string(), vec![3; 16])
+        ],
+        "the oldest recording made room"
+    );
 }
 
 /// Replay fingerprints: newest first, at most the limit, gone after their
@@ -385,6 +417,8 @@ async fn watchlist_and_delete(store: &dyn Store, tenant: &str) {
                 Mutation::RetainAudio {
                     user_id: user.into(),
                     wav: b"RIFF".to_vec(),
+                    at: 1,
+                    keep_newest: 10,
                 },
             ],
         };

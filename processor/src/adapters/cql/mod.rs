@@ -134,6 +134,28 @@ impl CqlStore {
             .map_err(corrupt)
     }
 
+    /// Deletes all but the `keep` newest retained recordings of a user,
+    /// ordered by their write time (the client-side monotonic timestamps).
+    async fn prune_audio(
+        &self,
+        s: &Statements,
+        tenant: &str,
+        user_id: &str,
+        keep: u32,
+    ) -> Result<(), StoreError> {
+        let mut ages: Vec<(String, Option<i64>)> =
+            self.all(&s.audio_ages, (tenant, user_id)).await?;
+        if ages.len() <= keep as usize {
+            return Ok(());
+        }
+        ages.sort_by_key(|(_, written)| std::cmp::Reverse(written.unwrap_or(0)));
+        for (request_id, _) in &ages[keep as usize..] {
+            self.exec(&s.delete_audio, (tenant, user_id, request_id))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Runs a prepared write.
     async fn exec(
         &self,

@@ -20,6 +20,8 @@ pub(super) struct Statements {
     pub(super) claim_request: PreparedStatement,
     pub(super) erase_voiceprints: PreparedStatement,
     pub(super) erase_audio: PreparedStatement,
+    pub(super) audio_ages: PreparedStatement,
+    pub(super) delete_audio: PreparedStatement,
     pub(super) fingerprints: PreparedStatement,
     pub(super) put_fingerprint: PreparedStatement,
     pub(super) erase_fingerprints: PreparedStatement,
@@ -127,6 +129,16 @@ impl CqlStore {
                         .await?,
                     erase_audio: p(format!("DELETE FROM {ks}.enrollment_audio WHERE tenant = ? AND user_id = ?"))
                         .await?,
+                    // The write time of each recording, without reading it.
+                    audio_ages: p(format!(
+                        "SELECT request_id, WRITETIME(audio) FROM {ks}.enrollment_audio \
+                         WHERE tenant = ? AND user_id = ?"
+                    ))
+                    .await?,
+                    delete_audio: p(format!(
+                        "DELETE FROM {ks}.enrollment_audio WHERE tenant = ? AND user_id = ? AND request_id = ?"
+                    ))
+                    .await?,
                     fingerprints: p(format!(
                         "SELECT landmarks FROM {ks}.fingerprints WHERE tenant = ? AND user_id = ? LIMIT ?"
                     ))

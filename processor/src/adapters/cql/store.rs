@@ -354,7 +354,12 @@ impl Store for CqlStore {
                         ts(cs.updated_at),
                     ],
                 ),
-                Mutation::RetainAudio { user_id, wav } => {
+                Mutation::RetainAudio {
+                    user_id,
+                    wav,
+                    at: _,
+                    keep_newest,
+                } => {
                     // Audio is far over Cassandra's batch size limit (50 KiB
                     // by default), so it is written on its own, before the
                     // batch. The write is idempotent (keyed by request id);
@@ -364,6 +369,8 @@ impl Store for CqlStore {
                         .execute_unpaged(&s.put_audio, (&c.tenant, user_id, &c.request_id, wav))
                         .await
                         .map_err(store_error)?;
+                    self.prune_audio(s, &c.tenant, user_id, *keep_newest)
+                        .await?;
                 }
                 Mutation::KeepFingerprint {
                     user_id,

@@ -139,6 +139,8 @@ pub fn decide(
         outcome = outcome.with(Mutation::RetainAudio {
             user_id: job.user_id.clone(),
             wav: job.audio.clone(),
+            at: now,
+            keep_newest: policy.max_retained_recordings,
         });
     }
     // The fingerprint a replay of this sample will be recognised by.
