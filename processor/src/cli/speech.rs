@@ -10,6 +10,7 @@ use serde_json::json;
 use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav};
 use timbre::domain::policy::cosine;
 use timbre::eval::{Trial, code_sets, metrics, pair_trials, read_manifest};
+use timbre::liveness::{Fingerprint, Fingerprinter};
 use timbre::model::{SpeakerModel, WEIGHTS_FILE, default_model_dir};
 use timbre::phrase::EncoderSpan;
 
@@ -406,16 +407,18 @@ impl BenchEmbed {
         }
         let wall = start.elapsed().as_secs_f64();
         let rtf = wall / audio_seconds;
+        let replay_ms = replay_check_ms_per_3s(&audio);
         let rss = peak_rss_mib();
         if self.json {
             println!(
                 "{}",
                 json!({"rtf": rtf, "audio_seconds": audio_seconds, "wall_seconds": wall,
-                       "threads": self.threads, "peak_rss_mib": rss, "model": model.id().to_string()})
+                       "threads": self.threads, "peak_rss_mib": rss, "model": model.id().to_string(),
+                       "replay_check_ms_per_3s": replay_ms})
             );
         } else {
             println!(
-                "rtf {rtf:.4} ({:.1}x real time)  audio {audio_seconds:.1} s  wall {wall:.2} s  threads {}  peak rss {} MiB",
+                "rtf {rtf:.4} ({:.1}x real time)  audio {audio_seconds:.1} s  wall {wall:.2} s  threads {}  peak rss {} MiB  replay check {replay_ms:.2} ms per 3 s",
                 1.0 / rtf,
                 self.threads,
                 rss.map_or("?".into(), |r| r.to_string())
@@ -423,6 +426,24 @@ impl BenchEmbed {
         }
         Ok(())
     }
+}
+
+/// One core's cost of the replay check per 3 s of audio: fingerprinting
+/// each utterance and comparing it with 20 stored fingerprints (the other
+/// utterances, as a user's memory), as a verification does.
+fn replay_check_ms_per_3s(audio: &[Vec<f32>]) -> f64 {
+    let printer = Fingerprinter::new();
+    let stored: Vec<Fingerprint> = audio.iter().map(|a| printer.fingerprint(a)).collect();
+    let start = Instant::now();
+    for (i, a) in audio.iter().enumerate() {
+        let probe = printer.fingerprint(a);
+        for k in 1..=20 {
+            std::hint::black_box(stored[(i + k) % stored.len()].overlap(&probe));
+        }
+    }
+    let seconds: usize = audio.iter().map(Vec::len).sum();
+    let seconds = seconds as f64 / f64::from(MODEL_SAMPLE_RATE);
+    start.elapsed().as_secs_f64() * 1e3 / (seconds / 3.0).max(1e-9)
 }
 
 /// Peak resident set size of this process (Linux), in MiB.
