@@ -52,12 +52,12 @@ fn key(parts: &[&str]) -> String {
     parts.join(&SEP.to_string())
 }
 
-/// Keys starting with `prefix` sort in `[prefix, prefix + SEP + 1)`.
-fn prefix_end(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        char::from_u32(SEP as u32 + 1).expect("valid char")
-    )
+/// The keys under the whole `parts`, as a range: they sort in
+/// `[parts + SEP, parts + (SEP + 1))`.
+fn key_range(parts: &[&str]) -> (String, String) {
+    let base = key(parts);
+    let after_sep = char::from_u32(SEP as u32 + 1).expect("valid char");
+    (format!("{base}{SEP}"), format!("{base}{after_sep}"))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -91,8 +91,7 @@ fn prune_fingerprints(
     keep: u32,
 ) -> Result<(), StoreError> {
     let mut table = tx.open_table(FINGERPRINTS).map_err(unavailable)?;
-    let prefix = format!("{}{SEP}", key(&[tenant, user_id]));
-    let end = prefix_end(&key(&[tenant, user_id]));
+    let (prefix, end) = key_range(&[tenant, user_id]);
     let mut rows: Vec<(i64, i64, String)> = Vec::new();
     for entry in table
         .range(prefix.as_str()..end.as_str())
@@ -118,8 +117,7 @@ fn prune_audio(
     user_id: &str,
     keep: u32,
 ) -> Result<(), StoreError> {
-    let prefix = format!("{}{SEP}", key(&[tenant, user_id]));
-    let end = prefix_end(&key(&[tenant, user_id]));
+    let (prefix, end) = key_range(&[tenant, user_id]);
     let mut audio = tx.open_table(AUDIO).map_err(unavailable)?;
     let mut times = tx.open_table(AUDIO_TIMES).map_err(unavailable)?;
     let mut rows: Vec<(i64, String)> = Vec::new();
@@ -175,8 +173,7 @@ impl FileStore {
         table: TableDefinition<'static, &'static str, &'static [u8]>,
         parts: &[&str],
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut prefix = key(parts);
-        prefix.push(SEP);
+        let (prefix, end) = key_range(parts);
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(unavailable)?;
             let t = match tx.open_table(table) {
@@ -184,7 +181,6 @@ impl FileStore {
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
                 Err(e) => return Err(unavailable(e)),
             };
-            let end = prefix_end(&prefix[..prefix.len() - SEP.len_utf8()]);
             let mut out = Vec::new();
             for entry in t
                 .range(prefix.as_str()..end.as_str())
@@ -391,8 +387,7 @@ impl Store for FileStore {
             let tx = db.begin_write().map_err(unavailable)?;
             {
                 let clear = |tables: &[TableDefinition<&str, &[u8]>], user: &str| {
-                    let prefix = key(&[&c.tenant, user, ""]);
-                    let end = prefix_end(&prefix[..prefix.len() - 1]);
+                    let (prefix, end) = key_range(&[&c.tenant, user]);
                     for table in tables {
                         let mut t = tx.open_table(*table).map_err(unavailable)?;
                         t.retain_in(prefix.as_str()..end.as_str(), |_, _| false)
@@ -519,14 +514,13 @@ impl Store for FileStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, ProfileStatus)>, StoreError> {
-        let prefix = key(&[tenant, ""]);
+        let (prefix, end) = key_range(&[tenant]);
         let start = match after {
             // Just past `after` (keys sort bytewise; SEP-joined, so appending
             // the smallest char moves past exactly that key).
             Some(a) => format!("{}\u{0}", key(&[tenant, a])),
             None => prefix.clone(),
         };
-        let end = prefix_end(&prefix[..prefix.len() - 1]);
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(unavailable)?;
             let t = match tx.open_table(PROFILES) {
@@ -708,7 +702,7 @@ impl AccessStore for FileStore {
     }
 
     async fn usage(&self, tenant: &str, key_id: &str) -> Result<Vec<UsageCount>, StoreError> {
-        let prefix = key(&[tenant, key_id, ""]);
+        let (prefix, end) = key_range(&[tenant, key_id]);
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(unavailable)?;
             let t = match tx.open_table(USAGE) {
@@ -718,7 +712,7 @@ impl AccessStore for FileStore {
             };
             let mut out = Vec::new();
             for entry in t
-                .range(prefix.as_str()..prefix_end(&prefix[..prefix.len() - 1]).as_str())
+                .range(prefix.as_str()..end.as_str())
                 .map_err(unavailable)?
             {
                 let (k, v) = entry.map_err(unavailable)?;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use timbre::audio::AudioLimits;
 use timbre::eval::read_manifest;
 use timbre::liveness::replays::replays;
-use timbre::liveness::{Fingerprint, Fingerprinter, Overlap, ReplayThresholds};
+use timbre::liveness::{Fingerprint, Fingerprinter, Overlap, ReplayThresholds, best_overlap};
 
 use super::speech::{pool, read_audio_with};
 
@@ -105,15 +105,14 @@ pub fn run(opts: ReplayEval<'_>, json: bool) -> Result<()> {
     });
     let stored: Vec<&Fingerprint> = timed.iter().map(|(fp, _)| fp).collect();
     let speaker_of: Vec<&str> = utterances.iter().map(|u| u.speaker.as_str()).collect();
-    let best_against = |speaker: &str, probe: &Fingerprint, skip: Option<usize>| {
-        (0..stored.len())
-            .filter(|&i| speaker_of[i] == speaker && Some(i) != skip)
-            .map(|i| stored[i].overlap(probe))
-            .max_by(|a, b| a.ratio().total_cmp(&b.ratio()))
-            .unwrap_or(Overlap {
-                aligned: 0,
-                probe: probe.len() as u32,
-            })
+    let best_against = |speaker: &str, probe: &Fingerprint| {
+        let own = (0..stored.len())
+            .filter(|&i| speaker_of[i] == speaker)
+            .map(|i| stored[i]);
+        best_overlap(own, probe).unwrap_or(Overlap {
+            aligned: 0,
+            probe: probe.len() as u32,
+        })
     };
 
     // Replays made here from every original.
@@ -128,7 +127,7 @@ pub fn run(opts: ReplayEval<'_>, json: bool) -> Result<()> {
             })
             .map(|(i, r)| Probe {
                 transform: r.transform.to_string(),
-                best: best_against(speaker_of[i], &printer.fingerprint(&r.samples), None),
+                best: best_against(speaker_of[i], &printer.fingerprint(&r.samples)),
             })
             .collect()
     });
@@ -141,7 +140,7 @@ pub fn run(opts: ReplayEval<'_>, json: bool) -> Result<()> {
             let samples = read_audio_with(&file, &limits)?;
             probes.push(Probe {
                 transform: "external".into(),
-                best: best_against(speaker_of[i], &printer.fingerprint(&samples), None),
+                best: best_against(speaker_of[i], &printer.fingerprint(&samples)),
             });
         }
     }

@@ -167,6 +167,18 @@ impl Fingerprint {
     }
 }
 
+/// The overlap of `probe` with the stored fingerprint that shares the
+/// largest share of it; `None` when nothing is stored.
+pub fn best_overlap<'a>(
+    stored: impl IntoIterator<Item = &'a Fingerprint>,
+    probe: &Fingerprint,
+) -> Option<Overlap> {
+    stored
+        .into_iter()
+        .map(|s| s.overlap(probe))
+        .max_by(|a, b| a.ratio().total_cmp(&b.ratio()))
+}
+
 /// Computes fingerprints; holds the FFT plan (build once, share freely).
 pub struct Fingerprinter {
     fft: Arc<dyn RealToComplex<f32>>,

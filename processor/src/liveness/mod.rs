@@ -5,7 +5,7 @@
 pub mod fingerprint;
 pub mod replays;
 
-pub use fingerprint::{Fingerprint, Fingerprinter, Overlap, ReplayThresholds};
+pub use fingerprint::{Fingerprint, Fingerprinter, Overlap, ReplayThresholds, best_overlap};
 
 use timbre_schemas::{Code, JobKind};
 
@@ -39,11 +39,7 @@ impl Analyser for ReplayDetector {
         if input.job != JobKind::Verification {
             return Ok(None);
         }
-        let best = input
-            .earlier
-            .iter()
-            .map(|earlier| earlier.overlap(probe))
-            .max_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+        let best = best_overlap(input.earlier, probe);
         let replayed = best.is_some_and(|o| self.thresholds.is_replay(&o));
         Ok(Some(Signal {
             kind: SignalKind::Liveness,
