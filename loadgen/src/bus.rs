@@ -68,6 +68,9 @@ impl BusTarget {
         if let Some(w) = opts.workers {
             config.workers = w;
         }
+        if opts.no_synthetic_check {
+            config.synthetic.enabled = false;
+        }
         let policy = Policy {
             enrollment_target_millis: opts.enroll_target_ms,
             // Repeated impostor attempts must not put users in cooldown:

@@ -95,6 +95,10 @@ pub struct Options {
     /// Embedded: scoring worker threads (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Embedded: leave out the synthetic-speech check (on in production;
+    /// it costs several times the embedding of a verification).
+    #[arg(long)]
+    pub no_synthetic_check: bool,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -48,6 +48,7 @@ start_processor() { # prefix keyspace mode
     TIMBRE__POLICY__ENROLLMENT_TARGET_MILLIS=6000
     TIMBRE__POLICY__FREE_FAILURES=1000000
     TIMBRE__POLICY__REPLAY_MEMORY_DAYS=0 # loadgen reuses its clips
+    TIMBRE__SYNTHETIC__ENABLED=false     # the figures compare with earlier runs
     TIMBRE_LOG=warn
   )
   [[ $3 == static ]] && env+=(TIMBRE__INSTANCE_ID="\"processor-0\"")

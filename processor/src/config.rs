@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use crate::audio::AudioLimits;
 use crate::domain::Policy;
+use crate::liveness::SyntheticThresholds;
 use crate::phrase::PhraseThresholds;
 
 /// Everything `timbre run` / `timbre up` needs.
@@ -63,6 +64,30 @@ pub struct Config {
     pub api: ApiConfig,
     /// The phrase check of prompted codes.
     pub phrase: PhraseConfig,
+    /// The synthetic-speech check of verifications (liveness).
+    pub synthetic: SyntheticConfig,
+}
+
+/// Settings of the synthetic-speech check (AASIST, in the scoring pool).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyntheticConfig {
+    /// Load the detector (`<model_dir>/aasist`). It costs several times the
+    /// embedding of a verification (README, "Speed and memory"); off, the
+    /// liveness signal is the replay check alone.
+    pub enabled: bool,
+    /// Score thresholds of the signal.
+    #[serde(flatten)]
+    pub thresholds: SyntheticThresholds,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            thresholds: SyntheticThresholds::default(),
+        }
+    }
 }
 
 /// Settings of the phrase check (Whisper base, in the scoring pool).
@@ -205,6 +230,7 @@ impl Default for Config {
             tenants: HashMap::new(),
             api: ApiConfig::default(),
             phrase: PhraseConfig::default(),
+            synthetic: SyntheticConfig::default(),
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::api::{ApiParts, ApiState};
 use crate::backends::{connect_bus_as, connect_store};
 use crate::config::Config;
 use crate::domain::Policies;
-use crate::liveness::ReplayDetector;
+use crate::liveness::{ReplayDetector, SyntheticSpeechCheck};
 use crate::metrics::Metrics;
 use crate::model::{SpeakerModel, default_model_dir};
 use crate::ops::{self, OpsState};
@@ -192,6 +192,14 @@ impl Engine {
         // Cheap (under a millisecond per second of audio); it runs where a
         // tenant keeps fingerprints (`policy.replay_memory_days`).
         analysers.push(Arc::new(ReplayDetector::default()));
+        if self.config.synthetic.enabled {
+            let check = SyntheticSpeechCheck::load(&dir, self.config.synthetic.thresholds)?;
+            tracing::info!(
+                threshold = self.config.synthetic.thresholds.threshold,
+                "synthetic-speech check loaded"
+            );
+            analysers.push(Arc::new(check));
+        }
         let pool = Arc::new(
             ScoringPool::new(
                 model,

@@ -89,6 +89,8 @@ codes! {
     LivenessFailed = "liveness_failed", 200, Reason;
     /// The audio is a recording the user submitted before, played again.
     ReplayDetected = "replay_detected", 200, Reason;
+    /// The audio sounds like text-to-speech or a converted voice.
+    SyntheticSpeech = "synthetic_speech", 200, Reason;
     /// Consent granted.
     ConsentGranted = "consent_granted", 200, Reason;
     /// A profile was allocated.

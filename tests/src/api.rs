@@ -141,6 +141,10 @@ pub fn config(bus: &str, store: &str, settings: Vec<(&str, String)>) -> Config {
         // one user, which is exactly what replay detection rejects; its
         // tests (pipeline_e2e) turn it on.
         ("TIMBRE__POLICY__REPLAY_MEMORY_DAYS", "0".into()),
+        // The synthetic-speech network is several times the embedding's
+        // cost, in a test build more so; its tests (synthetic_speech,
+        // pipeline_e2e) turn it on.
+        ("TIMBRE__SYNTHETIC__ENABLED", "false".into()),
     ];
     let env = base
         .into_iter()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use timbre::audio::AudioLimits;
 use timbre::client::JobClient;
 use timbre::domain::{BIOMETRIC_PURPOSE, Policies, Policy, now_ms};
-use timbre::liveness::ReplayDetector;
+use timbre::liveness::{ReplayDetector, SyntheticSpeechCheck};
 use timbre::metrics::Metrics;
 use timbre::model::{SpeakerModel, default_model_dir};
 use timbre::pipeline::{Processor, ProcessorConfig};
@@ -28,6 +28,19 @@ pub fn model() -> Arc<SpeakerModel> {
     MODEL
         .get_or_init(|| {
             Arc::new(SpeakerModel::load(&default_model_dir()).unwrap_or_else(|e| panic!("{e}")))
+        })
+        .clone()
+}
+
+/// The real synthetic-speech check, loaded once per test binary.
+pub fn synthetic_check() -> Arc<SyntheticSpeechCheck> {
+    static CHECK: OnceLock<Arc<SyntheticSpeechCheck>> = OnceLock::new();
+    CHECK
+        .get_or_init(|| {
+            Arc::new(
+                SyntheticSpeechCheck::load(&default_model_dir(), Default::default())
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
         })
         .clone()
 }
@@ -51,6 +64,9 @@ pub struct Harness {
     pub seen: HashMap<String, Vec<Vec<u8>>>,
     /// The processor's retry budget (takes effect at its next start).
     pub retry_budget: Duration,
+    /// Analysers besides the replay detector (the synthetic-speech check
+    /// costs most of a verification, so only its own tests run it).
+    extra_analysers: Vec<Arc<dyn Analyser>>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -69,12 +85,25 @@ pub fn test_policy() -> Policy {
 /// A tenant with replay detection on (the product's default).
 pub const REPLAY_TENANT: &str = "replays";
 
+/// A tenant that enrolls from 1.5 s of speech (one short clip).
+pub const SHORT_ENROLLMENT_TENANT: &str = "short-enrollment";
+
 /// A tenant whose dead letters keep the audio of refused jobs.
 pub const DIAGNOSTIC_TENANT: &str = "diagnostics";
 
 impl Harness {
     /// Creates the topics, starts a processor and subscribes to decisions.
     pub async fn start(bus: Arc<dyn Bus>, store: Arc<dyn Store>, prefix: &str) -> Self {
+        Self::start_with(bus, store, prefix, Vec::new()).await
+    }
+
+    /// The same, the processor running `extra_analysers` too.
+    pub async fn start_with(
+        bus: Arc<dyn Bus>,
+        store: Arc<dyn Store>,
+        prefix: &str,
+        extra_analysers: Vec<Arc<dyn Analyser>>,
+    ) -> Self {
         let topics = TopicNames::with_prefix(prefix);
         let drift = bus
             .ensure_topics(&catalogue(prefix, Some(1)))
@@ -98,6 +127,7 @@ impl Harness {
             decisions,
             seen: HashMap::new(),
             retry_budget: ProcessorConfig::default().retry_budget,
+            extra_analysers,
             shutdown: CancellationToken::new(),
             task: None,
         };
@@ -107,9 +137,10 @@ impl Harness {
 
     /// Starts (or restarts) the processor task.
     pub fn start_processor(&mut self, prefix: &str) {
+        let analysers = std::iter::once(Arc::new(ReplayDetector::default()) as Arc<dyn Analyser>)
+            .chain(self.extra_analysers.iter().cloned());
         let pool = Arc::new(
-            ScoringPool::new(model(), 2, 8, AudioLimits::default())
-                .with_analysers([Arc::new(ReplayDetector::default()) as Arc<dyn Analyser>]),
+            ScoringPool::new(model(), 2, 8, AudioLimits::default()).with_analysers(analysers),
         );
         let config = ProcessorConfig {
             group: format!("{prefix}processor"),
@@ -121,6 +152,13 @@ impl Harness {
                         DIAGNOSTIC_TENANT.to_string(),
                         Policy {
                             dead_letter_audio: true,
+                            ..test_policy()
+                        },
+                    ),
+                    (
+                        SHORT_ENROLLMENT_TENANT.to_string(),
+                        Policy {
+                            enrollment_target_millis: 1_500,
                             ..test_policy()
                         },
                     ),

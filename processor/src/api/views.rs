@@ -57,6 +57,7 @@ pub fn decision(d: &Decision, expose_score: bool) -> Value {
         for (name, score, threshold) in [
             ("phrase", s.phrase_score, s.phrase_threshold),
             ("liveness", s.liveness_score, s.liveness_threshold),
+            ("synthetic", s.synthetic_score, s.synthetic_threshold),
         ] {
             if let (Some(score), Some(threshold)) = (score, threshold) {
                 signals[format!("{name}_score")] = json!(score);

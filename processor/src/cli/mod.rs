@@ -5,6 +5,7 @@ mod demo;
 mod engine;
 mod eval_phrase;
 mod eval_replay;
+mod eval_spoof;
 mod rescore;
 mod speech;
 

@@ -40,8 +40,29 @@ impl Tier {
 pub enum SignalKind {
     /// The prompted phrase was said.
     Phrase,
-    /// The audio is live speech, not a replay or a synthetic voice.
-    Liveness,
+    /// Liveness: the audio is not a replay of the user's earlier audio.
+    Replay,
+    /// Liveness: the audio is not text-to-speech or a converted voice.
+    Synthetic,
+}
+
+impl SignalKind {
+    /// Whether the signal is part of liveness (one tier in decisions).
+    pub fn is_liveness(self) -> bool {
+        matches!(self, SignalKind::Replay | SignalKind::Synthetic)
+    }
+}
+
+impl Tier {
+    /// Rank for "worst of": a failing tier outranks a passing one.
+    fn severity(self) -> u8 {
+        match self {
+            Tier::NotChecked => 0,
+            Tier::High => 1,
+            Tier::Medium => 2,
+            Tier::Low => 3,
+        }
+    }
 }
 
 /// What an analyser found in a job's audio.
@@ -86,22 +107,24 @@ pub fn fuse(
     signals: &[Signal],
     phrase_expected: bool,
 ) -> Fused {
-    let tier_of = |kind| {
+    // Liveness is one tier: the worst of its detectors'.
+    let tier_of = |liveness: bool| {
         signals
             .iter()
-            .find(|s| s.kind == kind)
-            .map_or(Tier::NotChecked, |s| s.tier)
+            .filter(|s| s.kind.is_liveness() == liveness)
+            .map(|s| s.tier)
+            .max_by_key(|t| t.severity())
+            .unwrap_or(Tier::NotChecked)
     };
-    let failed = |kind: SignalKind| -> Vec<Code> {
+    let failed = |liveness: bool| -> Vec<Code> {
         signals
             .iter()
-            .filter(|s| s.kind == kind && !s.pass)
+            .filter(|s| s.kind.is_liveness() == liveness && !s.pass)
             .map(|s| s.reason.unwrap_or(Code::VoiceMismatch))
             .collect()
     };
-    let (liveness_failed, phrase_failed) =
-        (failed(SignalKind::Liveness), failed(SignalKind::Phrase));
-    let phrase = tier_of(SignalKind::Phrase);
+    let (liveness_failed, phrase_failed) = (failed(true), failed(false));
+    let phrase = tier_of(false);
     let phrase_unchecked = phrase_expected && phrase == Tier::NotChecked;
     let (verdict, mut reasons) = if voice == Verdict::Reject {
         // The voice already failed; the signals add to the audit trail.
@@ -127,7 +150,7 @@ pub fn fuse(
         verdict,
         reasons,
         phrase,
-        liveness: tier_of(SignalKind::Liveness),
+        liveness: tier_of(true),
     }
 }
 
@@ -136,13 +159,16 @@ pub fn fuse(
 pub fn liveness_reported_only(signals: &[Signal]) -> Vec<Signal> {
     signals
         .iter()
-        .map(|s| match s.kind {
-            SignalKind::Liveness => Signal {
-                pass: true,
-                reason: None,
-                ..s.clone()
-            },
-            SignalKind::Phrase => s.clone(),
+        .map(|s| {
+            if s.kind.is_liveness() {
+                Signal {
+                    pass: true,
+                    reason: None,
+                    ..s.clone()
+                }
+            } else {
+                s.clone()
+            }
         })
         .collect()
 }
@@ -167,7 +193,13 @@ mod tests {
         use Verdict::*;
         let phrase_bad = signal(SignalKind::Phrase, false, Code::PhraseMismatch);
         let phrase_ok = signal(SignalKind::Phrase, true, Code::PhraseMismatch);
-        let live_bad = signal(SignalKind::Liveness, false, Code::LivenessFailed);
+        let live_bad = signal(SignalKind::Replay, false, Code::ReplayDetected);
+        let synthetic_bad = signal(SignalKind::Synthetic, false, Code::SyntheticSpeech);
+        let synthetic_medium = Signal {
+            tier: Tier::Medium,
+            ..signal(SignalKind::Synthetic, true, Code::SyntheticSpeech)
+        };
+        let replay_ok = signal(SignalKind::Replay, true, Code::ReplayDetected);
         // (voice, its reason, signals, phrase expected) → fused
         type Case = (
             Verdict,
@@ -187,9 +219,12 @@ mod tests {
             (Accept, Code::VoiceMatch, vec![phrase_ok.clone()], true, Accept, vec![Code::VoiceMatch], Tier::High, Tier::NotChecked),
             (Accept, Code::VoiceMatch, vec![phrase_bad.clone()], true, Retry, vec![Code::PhraseMismatch], Tier::Low, Tier::NotChecked),
             (Retry, Code::VoiceUncertain, vec![phrase_bad.clone()], true, Retry, vec![Code::PhraseMismatch], Tier::Low, Tier::NotChecked),
-            (Accept, Code::VoiceMatch, vec![phrase_bad.clone(), live_bad.clone()], true, Reject, vec![Code::LivenessFailed, Code::PhraseMismatch], Tier::Low, Tier::Low),
-            (Accept, Code::VoiceMatch, vec![phrase_ok, live_bad.clone()], true, Reject, vec![Code::LivenessFailed], Tier::High, Tier::Low),
-            (Retry, Code::VoiceUncertain, vec![live_bad], false, Reject, vec![Code::LivenessFailed], Tier::NotChecked, Tier::Low),
+            (Accept, Code::VoiceMatch, vec![phrase_bad.clone(), live_bad.clone()], true, Reject, vec![Code::ReplayDetected, Code::PhraseMismatch], Tier::Low, Tier::Low),
+            (Accept, Code::VoiceMatch, vec![phrase_ok, live_bad.clone()], true, Reject, vec![Code::ReplayDetected], Tier::High, Tier::Low),
+            (Retry, Code::VoiceUncertain, vec![live_bad.clone()], false, Reject, vec![Code::ReplayDetected], Tier::NotChecked, Tier::Low),
+            (Accept, Code::VoiceMatch, vec![replay_ok.clone(), synthetic_bad.clone()], false, Reject, vec![Code::SyntheticSpeech], Tier::NotChecked, Tier::Low),
+            (Accept, Code::VoiceMatch, vec![live_bad, synthetic_bad], false, Reject, vec![Code::ReplayDetected, Code::SyntheticSpeech], Tier::NotChecked, Tier::Low),
+            (Accept, Code::VoiceMatch, vec![replay_ok, synthetic_medium], false, Accept, vec![Code::VoiceMatch], Tier::NotChecked, Tier::Medium),
             (Reject, Code::VoiceMismatch, vec![phrase_bad], true, Reject, vec![Code::VoiceMismatch, Code::PhraseMismatch], Tier::Low, Tier::NotChecked),
         ];
         for (voice, reason, signals, expected, verdict, reasons, phrase, liveness) in table {

@@ -1,11 +1,16 @@
 //! The liveness signal: is this live speech by the caller, or a recording
 //! played back? [`fingerprint`] recognises audio submitted before (replays);
-//! [`replays`] makes the replayed copies the evaluation measures against.
+//! [`replays`] makes the replayed copies the evaluation measures against;
+//! [`synthetic`] recognises text-to-speech and converted voices (AASIST).
 
 pub mod fingerprint;
 pub mod replays;
+pub mod synthetic;
+mod synthetic_backend;
 
 pub use fingerprint::{Fingerprint, Fingerprinter, Overlap, ReplayThresholds, best_overlap};
+pub use synthetic::{SyntheticSpeechCheck, SyntheticThresholds};
+pub use synthetic_backend::SyntheticBackend;
 
 use timbre_schemas::{Code, JobKind};
 
@@ -29,7 +34,7 @@ impl ReplayDetector {
 
 impl Analyser for ReplayDetector {
     fn kind(&self) -> SignalKind {
-        SignalKind::Liveness
+        SignalKind::Replay
     }
 
     fn analyse(&self, input: &AnalysisInput<'_>) -> Result<Option<Signal>, AnalyserError> {
@@ -42,7 +47,7 @@ impl Analyser for ReplayDetector {
         let best = best_overlap(input.earlier, probe);
         let replayed = best.is_some_and(|o| self.thresholds.is_replay(&o));
         Ok(Some(Signal {
-            kind: SignalKind::Liveness,
+            kind: SignalKind::Replay,
             tier: if replayed { Tier::Low } else { Tier::High },
             pass: !replayed,
             reason: replayed.then_some(Code::ReplayDetected),

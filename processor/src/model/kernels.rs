@@ -36,6 +36,72 @@ pub fn im2col_3x3(x: &[f32], cin: usize, h: usize, w: usize, stride_h: usize) ->
     (cols, out_h)
 }
 
+/// Patches of a `kh x 3` kernel over a tile of `[cin][h][w]` that already
+/// holds its neighbours' columns: no width padding, output column `o` reads
+/// input columns `offset + o .. offset + o + 3`; `pad_h` zero rows above and
+/// below. A `[cin * kh * 3][out_h * out_w]` matrix.
+#[allow(clippy::too_many_arguments)]
+pub fn im2col_tile_kx3(
+    x: &[f32],
+    (cin, h, w): (usize, usize, usize),
+    kh: usize,
+    pad_h: usize,
+    offset: usize,
+    out_w: usize,
+) -> (Vec<f32>, usize) {
+    let out_h = h + 2 * pad_h + 1 - kh;
+    let mut cols = Vec::with_capacity(cin * kh * 3 * out_h * out_w);
+    for ci in 0..cin {
+        let plane = &x[ci * h * w..(ci + 1) * h * w];
+        for k in 0..kh {
+            for kw in 0..3 {
+                for ho in 0..out_h {
+                    let hi = (ho + k) as isize - pad_h as isize;
+                    if hi < 0 || hi as usize >= h {
+                        cols.resize(cols.len() + out_w, 0.0);
+                    } else {
+                        cols.extend_from_slice(&plane[hi as usize * w + offset + kw..][..out_w]);
+                    }
+                }
+            }
+        }
+    }
+    (cols, out_h)
+}
+
+const SELU_ALPHA: f32 = 1.673_263_2;
+const SELU_SCALE: f32 = 1.050_701;
+
+/// SELU in place. `exp` is a Cephes-style polynomial the compiler can
+/// vectorise (a libm call per element cost more than the convolutions'
+/// epilogue should); absolute error below 1e-7 against `f32::exp_m1`.
+pub fn selu_in_place(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        let neg = v.min(0.0);
+        *v = SELU_SCALE * (v.max(0.0) + SELU_ALPHA * (exp_non_positive(neg) - 1.0));
+    }
+}
+
+/// `e^x` for `x <= 0` (exactly 1 at 0), branch-free.
+#[inline(always)]
+fn exp_non_positive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.max(-87.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
 /// Every `stride_h`-th row of each channel plane (the input of a strided 1x1 conv).
 pub fn subsample_rows(
     x: &[f32],
@@ -186,6 +252,57 @@ mod tests {
             let want = conv1d_direct(&x, &w, (cin, cout, t), (k, pad, stride, dilation));
             for (g, e) in got.iter().zip(&want) {
                 assert!((g - e).abs() < 1e-5, "k{k} p{pad} s{stride} d{dilation}");
+            }
+        }
+    }
+
+    #[test]
+    fn selu_matches_the_definition() {
+        let xs: Vec<f32> = (-2000..=2000)
+            .map(|i| i as f32 * 0.01)
+            .chain([-90.0, -1e-9, 0.0])
+            .collect();
+        let mut got = xs.clone();
+        selu_in_place(&mut got);
+        for (x, g) in xs.iter().zip(&got) {
+            let want = if *x > 0.0 {
+                f64::from(SELU_SCALE) * f64::from(*x)
+            } else {
+                f64::from(SELU_SCALE) * f64::from(SELU_ALPHA) * f64::from(*x).exp_m1()
+            };
+            assert!(
+                (f64::from(*g) - want).abs() <= 2e-7 * want.abs().max(1.0),
+                "selu({x}) = {g}, want {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn tile_patches_match_direct_convolution() {
+        let (cin, h, w, kh) = (2, 4, 9, 2);
+        let x: Vec<f32> = (0..cin * h * w).map(|i| (i as f32 * 0.31).sin()).collect();
+        let kernel: Vec<f32> = (0..cin * kh * 3).map(|i| (i as f32 * 0.7).cos()).collect();
+        for (pad_h, offset, out_w) in [(1, 0, 7), (0, 1, 6), (0, 0, 7)] {
+            let (cols, out_h) = im2col_tile_kx3(&x, (cin, h, w), kh, pad_h, offset, out_w);
+            assert_eq!(out_h, h + 2 * pad_h + 1 - kh);
+            let got = matmul(&kernel, &cols, 1, cin * kh * 3, out_h * out_w);
+            for ho in 0..out_h {
+                for wo in 0..out_w {
+                    let mut acc = 0f32;
+                    for ci in 0..cin {
+                        for k in 0..kh {
+                            let hi = (ho + k) as isize - pad_h as isize;
+                            if hi < 0 || hi as usize >= h {
+                                continue;
+                            }
+                            for kw in 0..3 {
+                                acc += kernel[(ci * kh + k) * 3 + kw]
+                                    * x[(ci * h + hi as usize) * w + offset + wo + kw];
+                            }
+                        }
+                    }
+                    assert!((got[ho * out_w + wo] - acc).abs() < 1e-5);
+                }
             }
         }
     }

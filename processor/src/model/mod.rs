@@ -1,8 +1,10 @@
 //! The speaker-embedding model: CAM++ weights located on disk, verified by
 //! checksum, and identified by name + weights hash.
 
+pub mod aasist;
 mod campplus;
 mod kernels;
+mod layers;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -102,6 +104,24 @@ pub fn default_model_dir() -> PathBuf {
     home.join(".cache/timbre/models")
 }
 
+/// The path of `file` in `dir` once its sha256 is the pinned one: weights
+/// are never loaded unverified.
+pub fn verified_weights(dir: &Path, file: &str, sha256: &str) -> Result<PathBuf, ModelError> {
+    let path = dir.join(file);
+    if !path.is_file() {
+        return Err(ModelError::WeightsMissing(path));
+    }
+    let actual = hex::encode(Sha256::digest(std::fs::read(&path)?));
+    if actual != sha256 {
+        return Err(ModelError::ChecksumMismatch {
+            path,
+            actual,
+            expected: sha256.into(),
+        });
+    }
+    Ok(path)
+}
+
 /// A loaded speaker model: features + network, shareable across threads.
 pub struct SpeakerModel {
     fbank: Fbank,
@@ -119,19 +139,8 @@ impl SpeakerModel {
     /// name: the id is `name@sha256:<weights>`, so one set of weights can be
     /// deployed under a new id (a re-scoring target, a calibration change).
     pub fn load_named(dir: &Path, name: &str) -> Result<Self, ModelError> {
-        let path = dir.join(WEIGHTS_FILE);
-        if !path.is_file() {
-            return Err(ModelError::WeightsMissing(path));
-        }
-        let actual = hex::encode(Sha256::digest(std::fs::read(&path)?));
-        if actual != WEIGHTS_SHA256 {
-            return Err(ModelError::ChecksumMismatch {
-                path,
-                actual,
-                expected: WEIGHTS_SHA256.into(),
-            });
-        }
-        Self::load_with_id(&path, ModelId::new(name, &actual))
+        let path = verified_weights(dir, WEIGHTS_FILE, WEIGHTS_SHA256)?;
+        Self::load_with_id(&path, ModelId::new(name, WEIGHTS_SHA256))
     }
 
     /// Loads weights from an explicit file under a declared id (used when a

@@ -18,6 +18,8 @@ pub struct AnalysisInput<'a> {
     pub samples: &'a [f32],
     /// Net speech found by the VAD.
     pub speech_millis: u64,
+    /// Sample rate the audio was submitted at (8 kHz: a telephone channel).
+    pub source_rate: u32,
     /// The phrase the caller was prompted to say, if any.
     pub expected_phrase: Option<&'a str>,
     /// Landmark fingerprint of the samples, when the job keeps one.

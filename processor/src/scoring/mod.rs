@@ -231,6 +231,7 @@ impl ScoringPool {
                             job,
                             samples: &audio.samples,
                             speech_millis: audio.speech_millis,
+                            source_rate: audio.source_rate,
                             expected_phrase: expected_phrase.as_deref(),
                             fingerprint: fingerprint.as_ref(),
                             earlier: earlier.as_deref().unwrap_or_default(),

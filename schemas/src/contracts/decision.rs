@@ -118,6 +118,12 @@ pub struct Signals {
     /// Score at or above which the audio is a replay (v4).
     #[serde(default)]
     pub liveness_threshold: Option<f32>,
+    /// Synthetic-speech score, when checked: AASIST's bona fide logit (v5).
+    #[serde(default)]
+    pub synthetic_score: Option<f32>,
+    /// Score below which the audio is synthetic (v5).
+    #[serde(default)]
+    pub synthetic_threshold: Option<f32>,
 }
 
 /// Score thresholds applied to a decision, for audit.
@@ -255,7 +261,7 @@ impl Decision {
 
 impl Contract for Decision {
     const KIND: RecordKind = RecordKind::Decision;
-    const CURRENT_VERSION: SchemaVersion = 4;
+    const CURRENT_VERSION: SchemaVersion = 5;
 
     fn schema_version(&self) -> SchemaVersion {
         self.schema_version

@@ -57,6 +57,8 @@ pub mod avsc {
         pub const DECISION_V2: &str = include_str!("../../avro/history/Decision.v2.avsc");
         /// `Decision` v3: before the liveness score and threshold.
         pub const DECISION_V3: &str = include_str!("../../avro/history/Decision.v3.avsc");
+        /// `Decision` v4: before the synthetic-speech score and threshold.
+        pub const DECISION_V4: &str = include_str!("../../avro/history/Decision.v4.avsc");
         /// `DeadLetter` v1: the whole original value, no digest.
         pub const DEAD_LETTER_V1: &str = include_str!("../../avro/history/DeadLetter.v1.avsc");
         /// `ProfileCommand` v1: before `UNLOCK`.
@@ -76,11 +78,12 @@ pub mod avsc {
     ];
 
     /// Every older writer schema still registered.
-    pub const HISTORY: [&str; 6] = [
+    pub const HISTORY: [&str; 7] = [
         history::VERIFICATION_REQUESTED_V1,
         history::DECISION_V1,
         history::DECISION_V2,
         history::DECISION_V3,
+        history::DECISION_V4,
         history::PROFILE_COMMAND_V1,
         history::DEAD_LETTER_V1,
     ];

@@ -129,6 +129,13 @@ fn before_liveness_scores(mut d: timbre_schemas::Decision) -> timbre_schemas::De
     let signals = d.signals.as_mut().unwrap();
     signals.liveness = "not_checked".into();
     (signals.liveness_score, signals.liveness_threshold) = (None, None);
+    before_synthetic_scores(d)
+}
+
+/// What the test decision was before v5: no synthetic-speech check.
+fn before_synthetic_scores(mut d: timbre_schemas::Decision) -> timbre_schemas::Decision {
+    let signals = d.signals.as_mut().unwrap();
+    (signals.synthetic_score, signals.synthetic_threshold) = (None, None);
     d
 }
 
@@ -140,6 +147,17 @@ fn decision_v2_still_decodes() {
         request_digest: None,
         schema_version: 2,
         ..before_liveness_scores(common::decision())
+    };
+    assert_eq!(decoded, expected);
+}
+
+/// Decisions a v4 producer wrote (before the synthetic-speech score) still decode.
+#[test]
+fn decision_v4_still_decodes() {
+    let decoded: timbre_schemas::Decision = decode_old(avsc::history::DECISION_V4, 4);
+    let expected = timbre_schemas::Decision {
+        schema_version: 4,
+        ..before_synthetic_scores(common::decision())
     };
     assert_eq!(decoded, expected);
 }

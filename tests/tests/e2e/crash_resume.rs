@@ -26,6 +26,7 @@ fn spawn_processor(bus: &str, store: &str, prefix: &str) -> Child {
         .env("TIMBRE__WORKERS", "2")
         // The same fixtures verify again and again: replays, to the engine.
         .env("TIMBRE__POLICY__REPLAY_MEMORY_DAYS", "0")
+        .env("TIMBRE__SYNTHETIC__ENABLED", "false")
         .env("TIMBRE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -19,6 +19,8 @@ fn options(args: &[&str]) -> Options {
     let mut all = vec![
         "loadgen",
         "--quiet",
+        // Test builds run the synthetic-speech network unoptimised.
+        "--no-synthetic-check",
         "--manifest",
         manifest.to_str().unwrap(),
     ];

@@ -29,3 +29,4 @@ mod reader_backpressure;
 mod rescore;
 mod retry_budget;
 mod store_port;
+mod synthetic_speech;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 use timbre::audio::{AudioLimits, decode_wav};
 use timbre::domain::policy::cosine;
+use timbre::model::aasist::{Aasist, prepare_input};
 use timbre::model::{SpeakerModel, default_model_dir};
 
 fn fixtures() -> PathBuf {
@@ -89,4 +90,41 @@ fn embeddings_match_pytorch_reference() {
         assert!(cos >= 0.999, "{}: cosine {cos}", file.display());
     }
     eprintln!("worst cosine over {} files: {worst:.6}", files.len());
+}
+
+/// AASIST on candle against the official PyTorch model
+/// (tests/fixtures/reference/aasist, `processor/scripts/aasist-reference.sh`):
+/// same 160 features before the classifier and same logits, on real speech
+/// and on synthetic speech.
+#[test]
+fn aasist_matches_pytorch_reference() {
+    let model = Aasist::load_from_dir(&default_model_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let dir = fixtures().join("reference/aasist");
+    let files: Vec<String> = std::fs::read_to_string(dir.join("files.txt"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let logits = Tensor::read_npy(dir.join("logits.npy")).unwrap();
+    let hidden = Tensor::read_npy(dir.join("hidden.npy")).unwrap();
+    assert_eq!(logits.dims(), &[files.len(), 2]);
+    let (mut worst_logit, mut worst_cosine) = (0f32, 1f32);
+    for (i, file) in files.iter().enumerate() {
+        let input = prepare_input(&samples(&fixtures().join(file))).unwrap();
+        let got = model.forward(&input).unwrap();
+        let want = logits.get(i).unwrap().to_vec1::<f32>().unwrap();
+        let want_hidden = hidden.get(i).unwrap().to_vec1::<f32>().unwrap();
+        let err = (got.logits[0] - want[0])
+            .abs()
+            .max((got.logits[1] - want[1]).abs());
+        let cos = cosine(&got.hidden, &want_hidden);
+        worst_logit = worst_logit.max(err);
+        worst_cosine = worst_cosine.min(cos);
+        assert!(err < 0.01, "{file}: logits {:?} vs {want:?}", got.logits);
+        assert!(cos > 0.9999, "{file}: hidden cosine {cos}");
+    }
+    eprintln!(
+        "aasist over {} files: worst logit error {worst_logit:.2e}, worst hidden cosine {worst_cosine:.7}",
+        files.len()
+    );
 }

@@ -14,13 +14,16 @@ use timbre::ports::{Bus, Store};
 use timbre_schemas::ProfileCommandKind;
 use timbre_schemas::{DeadLetter, DecisionKind, ProfileStatus as WireStatus};
 use timbre_tests::pipeline::{
-    Harness, REPLAY_TENANT, consent, enrollment, key, profile_command, replayed, verification, wav,
+    Harness, REPLAY_TENANT, SHORT_ENROLLMENT_TENANT, consent, enrollment, key, profile_command,
+    replayed, synthetic_check, verification, wav,
 };
 use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
 
 const ALICE_ENROLL: &str = "librispeech-r/test-other/1688/1688-142285-0000.wav";
 const ALICE_VERIFY: &str = "librispeech-r/test-other/1688/1688-142285-0005.wav";
 const BOB_VERIFY: &str = "librispeech-r/test-other/1998/1998-15444-0000.wav";
+/// Text-to-speech (flite's `slt` voice) never used to fit the check.
+const SYNTHETIC_CLIP: &str = "synthetic/flite-slt-1.wav";
 
 /// A recording of the user played back, through a room and a telephone
 /// line or through a µ-law 8 kHz channel, is rejected as a replay and
@@ -475,4 +478,86 @@ async fn pipeline_on_kafka_and_cassandra() {
         .unwrap()
         .state;
     e2e(connect_bus(&kafka).unwrap(), store).await;
+}
+
+/// With the synthetic-speech check in the scoring pool: a real voice passes
+/// it and is accepted; a synthetic voice is rejected even when it matches
+/// its voiceprint (here it enrolled itself, and the tenant keeps no
+/// fingerprints, so the replay check does not see the reuse) and the
+/// failure counts toward the cooldown.
+async fn synthetic_voices(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
+    let prefix = format!("{}.", unique("synth"));
+    let mut h = Harness::start_with(bus, store.clone(), &prefix, vec![synthetic_check()]).await;
+    let tenant = SHORT_ENROLLMENT_TENANT;
+    for (user, enroll, verify) in [
+        ("real", ALICE_ENROLL, ALICE_VERIFY),
+        ("robot", SYNTHETIC_CLIP, SYNTHETIC_CLIP),
+    ] {
+        h.publish(&consent(tenant, user, &format!("{user}-c"), true))
+            .await;
+        assert_eq!(
+            h.decision(&format!("{user}-c")).await.decision,
+            DecisionKind::Applied
+        );
+        h.publish(&enrollment(tenant, user, &format!("{user}-e"), wav(enroll)))
+            .await;
+        let enrolled = h.decision(&format!("{user}-e")).await;
+        assert_eq!(
+            enrolled.profile_status,
+            Some(WireStatus::Enrolled),
+            "{enrolled:?}"
+        );
+        h.publish(&verification(
+            tenant,
+            user,
+            &format!("{user}-v"),
+            wav(verify),
+        ))
+        .await;
+    }
+
+    let real = h.decision("real-v").await;
+    assert_eq!(real.decision, DecisionKind::Accept, "{real:?}");
+    let signals = real.signals.clone().expect("signals");
+    assert_ne!(signals.liveness, "low", "{real:?}");
+    assert!(
+        signals.synthetic_score.unwrap() >= signals.synthetic_threshold.unwrap(),
+        "{real:?}"
+    );
+
+    let robot = h.decision("robot-v").await;
+    assert_eq!(robot.decision, DecisionKind::Reject, "{robot:?}");
+    assert!(
+        robot.reasons.iter().any(|r| r == "synthetic_speech")
+            && !robot.reasons.iter().any(|r| r == "voice_mismatch"),
+        "{robot:?}"
+    );
+    let signals = robot.signals.clone().expect("signals");
+    assert_eq!(
+        (signals.voice.as_str(), signals.liveness.as_str()),
+        ("high", "low"),
+        "the voice matched; liveness failed: {robot:?}"
+    );
+    assert!(signals.synthetic_score.unwrap() < signals.synthetic_threshold.unwrap());
+    let profile = store.profile(tenant, "robot").await.unwrap().unwrap();
+    assert_eq!(profile.failures, 1, "{profile:?}");
+    h.stop_processor().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synthetic_voices_on_embedded_bus_and_file_store() {
+    let store = Arc::new(FileStore::open(&scratch_dir("synth").join("timbre.redb")).unwrap());
+    synthetic_voices(Arc::new(MemoryBus::new(10_000)), store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synthetic_voices_on_kafka_and_cassandra() {
+    let (Some(kafka), Some(cql)) = (kafka_url(), cql_nodes()) else {
+        return;
+    };
+    let store = connect_store(&format!("cql://{cql}/{}", unique("synth")))
+        .await
+        .unwrap()
+        .state;
+    synthetic_voices(connect_bus(&kafka).unwrap(), store).await;
 }

@@ -175,6 +175,7 @@ fn engine_env(bus: &str, store: &str, prefix: &str) -> Vec<(String, String)> {
         ("TIMBRE__POLICY__FREE_FAILURES", "1000".into()),
         // The same fixtures verify again and again: replays, to the engine.
         ("TIMBRE__POLICY__REPLAY_MEMORY_DAYS", "0".into()),
+        ("TIMBRE__SYNTHETIC__ENABLED", "false".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

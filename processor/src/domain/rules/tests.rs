@@ -1097,7 +1097,7 @@ fn the_tables_produce_every_reason_and_refusal_code() {
     // Signals fail through fusion (`signals::tests`); a liveness failure here.
     let live_failed = Analysis {
         signals: vec![Signal {
-            kind: SignalKind::Liveness,
+            kind: SignalKind::Replay,
             tier: Tier::Low,
             pass: false,
             reason: Some(Code::LivenessFailed),
@@ -1113,6 +1113,20 @@ fn the_tables_produce_every_reason_and_refusal_code() {
         false,
         &policy,
     )));
+    let synthetic = Analysis {
+        signals: vec![Signal {
+            kind: SignalKind::Synthetic,
+            tier: Tier::Low,
+            pass: false,
+            reason: Some(Code::SyntheticSpeech),
+            score: Some(-4.0),
+            threshold: Some(0.0),
+        }],
+        ..sample(0.95, 3_000)
+    };
+    let d = verify(enrolled(0, 0), &synthetic, false, &policy);
+    assert_eq!(d.kind, DecisionKind::Reject, "{d:?}");
+    seen.extend(codes(&d));
     // The failure that locks the profile.
     seen.extend(codes(&verify(
         enrolled(7, 0),
@@ -1142,7 +1156,7 @@ fn replay(found: bool) -> Analysis {
     }
     Analysis {
         signals: vec![Signal {
-            kind: SignalKind::Liveness,
+            kind: SignalKind::Replay,
             tier: if found { Tier::Low } else { Tier::High },
             pass: !found,
             reason: found.then_some(Code::ReplayDetected),

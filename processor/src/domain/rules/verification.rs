@@ -155,10 +155,9 @@ pub fn decide(
     };
     let fused = fuse(voice, voice_reason, signals, job.expected_phrase.is_some());
     let phrase_check = sample.signals.iter().find(|s| s.kind == SignalKind::Phrase);
-    let liveness_check = sample
-        .signals
-        .iter()
-        .find(|s| s.kind == SignalKind::Liveness);
+    let check = |kind| sample.signals.iter().find(|s| s.kind == kind);
+    let replay_check = check(SignalKind::Replay);
+    let synthetic_check = check(SignalKind::Synthetic);
     outcome.scores = Some(Scores {
         score,
         confidence: policy::confidence(score, policy),
@@ -169,8 +168,10 @@ pub fn decide(
             liveness: fused.liveness.as_str().into(),
             phrase_score: phrase_check.and_then(|s| s.score),
             phrase_threshold: phrase_check.and_then(|s| s.threshold),
-            liveness_score: liveness_check.and_then(|s| s.score),
-            liveness_threshold: liveness_check.and_then(|s| s.threshold),
+            liveness_score: replay_check.and_then(|s| s.score),
+            liveness_threshold: replay_check.and_then(|s| s.threshold),
+            synthetic_score: synthetic_check.and_then(|s| s.score),
+            synthetic_threshold: synthetic_check.and_then(|s| s.threshold),
         },
     });
     outcome.reasons = fused.reasons;

@@ -129,6 +129,8 @@ pub fn decision() -> Decision {
             phrase_threshold: Some(0.5),
             liveness_score: Some(0.0625),
             liveness_threshold: Some(0.025),
+            synthetic_score: Some(1.5),
+            synthetic_threshold: Some(-3.0),
         }),
         bio_result: Some(BioResult::TrueHigh),
         reasons: vec!["voice_match".into(), "phrase_partial".into()],
