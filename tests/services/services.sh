@@ -46,6 +46,7 @@ check_prereqs() {
     fi
   fi
   command -v mvn >/dev/null 2>&1 || { missing+=(maven) pkgs+=(maven); }
+  command -v openssl >/dev/null 2>&1 || { missing+=(openssl) pkgs+=(openssl); }
   command -v python3 >/dev/null 2>&1 || { missing+=(python3) pkgs+=(python3); }
   if ((${#missing[@]})); then
     log "error: missing prerequisites: ${missing[*]}"
@@ -185,10 +186,38 @@ prepare_kafka() { # prepare_kafka <port> <controller port>
     -cp "$lib/*" kafka.Kafka "$dir/server.properties"
 }
 
+# make_tls <dir>: a throwaway CA, the node's certificate (for 127.0.0.1) and
+# a client certificate signed by it, the node's PKCS12 key and trust stores,
+# and a second CA that signed nothing (to test that verification fails).
+make_tls() {
+  local d=$1 pass=timbre-test who ca keytool=${JAVA_HOME:+$JAVA_HOME/bin/}keytool
+  rm -rf "$d"
+  mkdir -p "$d"
+  for ca in ca other-ca; do
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=timbre test $ca" \
+      -keyout "$d/$ca.key" -out "$d/$ca.pem" 2>>"$d/openssl.log"
+  done
+  for who in node client; do
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=timbre-$who" \
+      -keyout "$d/$who.key" -out "$d/$who.csr" 2>>"$d/openssl.log"
+    openssl x509 -req -in "$d/$who.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 30 -out "$d/$who.pem" \
+      -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n') 2>>"$d/openssl.log"
+  done
+  openssl pkcs12 -export -in "$d/node.pem" -inkey "$d/node.key" -certfile "$d/ca.pem" \
+    -name node -passout "pass:$pass" -out "$d/node.p12" 2>>"$d/openssl.log"
+  "$keytool" -importcert -noprompt -alias ca -file "$d/ca.pem" -storetype PKCS12 \
+    -keystore "$d/truststore.p12" -storepass "$pass" >>"$d/openssl.log" 2>&1
+  [[ -s $d/node.p12 && -s $d/truststore.p12 && -s $d/client.pem ]] ||
+    { cat "$d/openssl.log" >&2; die "cassandra: making the test certificates failed"; }
+}
+
 prepare_cassandra() { # prepare_cassandra <native port> <storage port>
   local dir=$work/cassandra lib line jamm opts=() words
   lib=$(lib_dir cassandra)
   mkdir -p "$dir/data"
+  # The native port takes plaintext and TLS (client certificate required).
+  make_tls "$dir/tls"
   render "$here/cassandra/cassandra.yaml.in" "$dir/cassandra.yaml" \
     WORK_DIR="$dir" NATIVE_PORT="$1" STORAGE_PORT="$2"
   echo "$1" >"$(port_file cassandra)"
@@ -273,6 +302,7 @@ write_env() {
   fi
   if running_pid cassandra >/dev/null; then
     echo "TIMBRE_TEST_CQL_NODES=127.0.0.1:$(<"$(port_file cassandra)")" >>"$tmp"
+    echo "TIMBRE_TEST_CQL_TLS_DIR=$work/cassandra/tls" >>"$tmp"
   fi
   if [[ -s $tmp ]]; then mv "$tmp" "$work/env"; else rm -f "$tmp" "$work/env"; fi
 }

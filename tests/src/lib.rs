@@ -42,6 +42,13 @@ pub fn cql_nodes() -> Option<String> {
     service("TIMBRE_TEST_CQL_NODES", "Apache Cassandra")
 }
 
+/// Folder of the test Cassandra's TLS material (`ca.pem`, `client.pem`,
+/// `client.key`, and `other-ca.pem`, a CA that signed nothing), if
+/// configured (a failure when required).
+pub fn cql_tls_dir() -> Option<PathBuf> {
+    service("TIMBRE_TEST_CQL_TLS_DIR", "Cassandra's TLS material").map(PathBuf::from)
+}
+
 /// A name unique to this test run, safe for topics and keyspaces.
 pub fn unique(prefix: &str) -> String {
     format!(

@@ -212,6 +212,11 @@ and the secrets, each from a secretKeyRef (the chart never holds a secret).
   mountPath: {{ .Values.secrets.kafkaTls.mountPath }}
   readOnly: true
 {{- end }}
+{{- if .Values.secrets.cqlTls.name }}
+- name: cql-tls
+  mountPath: {{ .Values.secrets.cqlTls.mountPath }}
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{/* Volumes shared by every pod; $configMap names the ConfigMap holding timbre.toml. */}}
@@ -228,6 +233,12 @@ and the secrets, each from a secretKeyRef (the chart never holds a secret).
 - name: kafka-tls
   secret:
     secretName: {{ $root.Values.secrets.kafkaTls.name }}
+    defaultMode: 0440
+{{- end }}
+{{- if $root.Values.secrets.cqlTls.name }}
+- name: cql-tls
+  secret:
+    secretName: {{ $root.Values.secrets.cqlTls.name }}
     defaultMode: 0440
 {{- end }}
 {{- end -}}

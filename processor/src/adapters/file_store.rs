@@ -173,6 +173,18 @@ impl FileStore {
         table: TableDefinition<'static, &'static str, &'static [u8]>,
         parts: &[&str],
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.scan_map(table, parts, |k, v| (k.to_string(), v.to_vec()))
+            .await
+    }
+
+    /// The rows under a key prefix, each mapped by `row(key, value)` inside
+    /// the read (so a caller that needs only keys copies no values).
+    async fn scan_map<T: Send + 'static>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        parts: &[&str],
+        row: impl Fn(&str, &[u8]) -> T + Send + 'static,
+    ) -> Result<Vec<T>, StoreError> {
         let (prefix, end) = key_range(parts);
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(unavailable)?;
@@ -187,7 +199,7 @@ impl FileStore {
                 .map_err(unavailable)?
             {
                 let (k, v) = entry.map_err(unavailable)?;
-                out.push((k.value().to_string(), v.value().to_vec()));
+                out.push(row(k.value(), v.value()));
             }
             Ok(out)
         })
@@ -298,17 +310,25 @@ impl Store for FileStore {
             .transpose()
     }
 
-    async fn enrollment_audio(
+    async fn retained_audio_ids(
         &self,
         tenant: &str,
         user_id: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        Ok(self
-            .scan(AUDIO, &[tenant, user_id])
-            .await?
-            .into_iter()
-            .map(|(k, v)| (k.rsplit(SEP).next().unwrap_or_default().to_string(), v))
-            .collect())
+    ) -> Result<Vec<String>, StoreError> {
+        // The keys alone: the recordings stay on disk until read one by one.
+        self.scan_map(AUDIO, &[tenant, user_id], |k, _| {
+            k.rsplit(SEP).next().unwrap_or_default().to_string()
+        })
+        .await
+    }
+
+    async fn retained_audio(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(AUDIO, key(&[tenant, user_id, request_id])).await
     }
 
     async fn fingerprints(

@@ -378,12 +378,20 @@ impl Processor {
         if let Err(refused) = self.admit_rescore(job, ctx).await? {
             return Ok(Retained::Refused(refused));
         }
-        let audio = self
+        // One recording in memory at a time (up to the upload limit each).
+        let ids = self
             .store
-            .enrollment_audio(&job.tenant, &job.user_id)
+            .retained_audio_ids(&job.tenant, &job.user_id)
             .await?;
-        let mut embeddings = Vec::with_capacity(audio.len());
-        for (_, wav) in audio {
+        let mut embeddings = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(wav) = self
+                .store
+                .retained_audio(&job.tenant, &job.user_id, &id)
+                .await?
+            else {
+                continue; // erased since the ids were read
+            };
             match self
                 .score(ScoreRequest {
                     wav,

@@ -65,12 +65,37 @@ pub trait Store: Send + Sync {
         purpose: &str,
     ) -> Result<Option<Consent>, StoreError>;
 
-    /// Retained enrollment audio of a user as `(request_id, wav)`, oldest first.
+    /// Request ids of a user's retained recordings, in the store's order.
+    async fn retained_audio_ids(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// One retained recording; `None` when it was erased meanwhile. Readers
+    /// take recordings one at a time, so memory holds one, not a user's ten.
+    async fn retained_audio(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every retained recording of a user as `(request_id, wav)`, read one
+    /// at a time (for inspection and tests; the engine pages).
     async fn enrollment_audio(
         &self,
         tenant: &str,
         user_id: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for id in self.retained_audio_ids(tenant, user_id).await? {
+            if let Some(wav) = self.retained_audio(tenant, user_id, &id).await? {
+                out.push((id, wav));
+            }
+        }
+        Ok(out)
+    }
 
     /// Landmark fingerprints of a user's recent recordings (enrollment and
     /// verified audio), newest first, at most `limit`, none past its time

@@ -527,15 +527,28 @@ fn secrets_come_from_secret_key_refs_and_never_as_literals() {
                     "timbre-api"
                 );
             }
-            // File-based Kafka TLS options point into the mounted Secret.
+            // File-based Kafka and CQL TLS options point into the mounted Secrets.
             let config = load_config(r, pod, c);
-            let mount = seq(&c["volumeMounts"])
-                .iter()
-                .find(|m| s(&m["name"]) == "kafka-tls")
-                .unwrap_or_else(|| panic!("{pod_id}: kafka-tls mounted"));
-            let query = config.bus.split_once('?').map_or("", |(_, q)| q);
-            for (key, path) in query.split('&').filter_map(|kv| kv.split_once('=')) {
-                if key.ends_with(".location") {
+            for (volume, url, is_file) in [
+                (
+                    "kafka-tls",
+                    &config.bus,
+                    (|k: &str| k.ends_with(".location")) as fn(&str) -> bool,
+                ),
+                ("cql-tls", &config.store, |k: &str| k.starts_with("tls_")),
+            ] {
+                let mount = seq(&c["volumeMounts"])
+                    .iter()
+                    .find(|m| s(&m["name"]) == volume)
+                    .unwrap_or_else(|| panic!("{pod_id}: {volume} mounted"));
+                let query = url.split_once('?').map_or("", |(_, q)| q);
+                let files: Vec<(&str, &str)> = query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .filter(|(k, _)| is_file(k))
+                    .collect();
+                assert!(!files.is_empty(), "{pod_id}: {url} names {volume} files");
+                for (key, path) in files {
                     assert!(
                         path.starts_with(s(&mount["mountPath"])),
                         "{pod_id}: {key}={path} is outside the mounted Secret"

@@ -11,7 +11,7 @@ use timbre::domain::{
 use timbre::liveness::Fingerprint;
 use timbre::ports::{AccessStore, Store};
 use timbre_schemas::Code;
-use timbre_tests::{cql_nodes, scratch_dir, unique};
+use timbre_tests::{cql_nodes, cql_tls_dir, scratch_dir, unique};
 
 fn profile(tenant: &str, user: &str, status: ProfileStatus) -> Profile {
     Profile {
@@ -273,6 +273,21 @@ async fn retained_audio_is_capped(store: &dyn Store, tenant: &str) {
         ],
         "the oldest recording made room"
     );
+    // Paged reads: the ids, then one recording at a time.
+    let mut ids = store.retained_audio_ids(tenant, user).await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["cap-2", "cap-3"]);
+    assert_eq!(
+        store.retained_audio(tenant, user, "cap-3").await.unwrap(),
+        Some(vec![3; 16])
+    );
+    for (user, id) in [(user, "cap-1"), ("nobody", "cap-3")] {
+        assert_eq!(
+            store.retained_audio(tenant, user, id).await.unwrap(),
+            None,
+            "{user}/{id}: pruned or another user's"
+        );
+    }
 }
 
 /// Replay fingerprints: newest first, at most the limit, gone after their
@@ -500,6 +515,52 @@ async fn cql_store_honours_the_contract() {
     let err = stores.state.commit(&refused).await.unwrap_err();
     assert_eq!(err.code(), Code::StoreRejected, "{err}");
     assert!(!err.code().is_transient());
+}
+
+/// Over TLS with a client certificate the store keeps the same contract;
+/// a node certificate of another CA, or a missing client certificate, is
+/// refused at connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_store_over_tls_honours_the_contract() {
+    let (Some(nodes), Some(tls)) = (cql_nodes(), cql_tls_dir()) else {
+        return;
+    };
+    let file = |f: &str| tls.join(f).display().to_string();
+    let url = |ca: &str, client: bool| {
+        let mut url = format!("cql://{nodes}/{}?tls_ca={}", unique("tls"), file(ca));
+        if client {
+            url += &format!(
+                "&tls_cert={}&tls_key={}",
+                file("client.pem"),
+                file("client.key")
+            );
+        }
+        url
+    };
+    for (ca, client, why) in [
+        ("other-ca.pem", true, "a node certificate of another CA"),
+        ("ca.pem", false, "no client certificate"),
+    ] {
+        let refused = match connect_store(&url(ca, client)).await {
+            Err(e) => Some(e),
+            // The handshake may only fail at the first query.
+            Ok(stores) => stores.state.migrate().await.err(),
+        };
+        let refused = refused.unwrap_or_else(|| panic!("{why} is refused"));
+        // Our side rejects the node's certificate during the handshake; a
+        // missing client certificate is the node's alert, which the driver
+        // may only see as a broken connection (the URL below, with the
+        // certificate, connects).
+        if ca == "other-ca.pem" {
+            assert!(
+                refused.to_string().contains("certificate verify failed"),
+                "{why}: {refused}"
+            );
+        }
+    }
+    let stores = connect_store(&url("ca.pem", true)).await.unwrap();
+    store_contract(stores.state.clone()).await;
+    access_contract(stores.access).await;
 }
 
 /// `dc.<name>=N` creates the keyspace with a factor per data centre: the

@@ -20,7 +20,7 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlTimestamp, CqlValue};
 
-pub use config::CqlConfig;
+pub use config::{CqlConfig, CqlTls};
 use statements::Statements;
 
 use crate::ports::StoreError;
@@ -221,6 +221,9 @@ impl CqlStore {
                 p => p.to_string(),
             };
             builder = builder.user(user, pass);
+        }
+        if let Some(tls) = &config.tls {
+            builder = builder.tls_context(Some(tls.context()?));
         }
         let session = builder.build().await.map_err(unavailable)?;
         Ok(Self {

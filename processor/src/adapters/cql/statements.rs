@@ -10,6 +10,7 @@ pub(super) struct Statements {
     pub(super) profile: PreparedStatement,
     pub(super) voiceprint: PreparedStatement,
     pub(super) consent: PreparedStatement,
+    pub(super) audio_ids: PreparedStatement,
     pub(super) audio: PreparedStatement,
     pub(super) decision: PreparedStatement,
     pub(super) put_profile: PreparedStatement,
@@ -91,8 +92,13 @@ impl CqlStore {
                          WHERE tenant = ? AND user_id = ? AND purpose = ?"
                     ))
                     .await?,
+                    audio_ids: p(format!(
+                        "SELECT request_id FROM {ks}.enrollment_audio WHERE tenant = ? AND user_id = ?"
+                    ))
+                    .await?,
                     audio: p(format!(
-                        "SELECT request_id, audio FROM {ks}.enrollment_audio WHERE tenant = ? AND user_id = ?"
+                        "SELECT audio FROM {ks}.enrollment_audio \
+                         WHERE tenant = ? AND user_id = ? AND request_id = ?"
                     ))
                     .await?,
                     decision: p(format!("SELECT payload FROM {ks}.decisions WHERE tenant = ? AND request_id = ?"))

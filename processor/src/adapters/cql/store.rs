@@ -170,13 +170,25 @@ impl Store for CqlStore {
         }))
     }
 
-    async fn enrollment_audio(
+    async fn retained_audio_ids(
         &self,
         tenant: &str,
         user_id: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let s = self.statements().await?;
-        self.all(&s.audio, (tenant, user_id)).await
+        let rows: Vec<(String,)> = self.all(&s.audio_ids, (tenant, user_id)).await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn retained_audio(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let s = self.statements().await?;
+        let row: Option<(Vec<u8>,)> = self.one(&s.audio, (tenant, user_id, request_id)).await?;
+        Ok(row.map(|(wav,)| wav))
     }
 
     async fn fingerprints(
