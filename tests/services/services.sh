@@ -6,6 +6,9 @@
 #   services.sh stop [kafka|cassandra|all]    default all; fine if not running
 #   services.sh status                        exit 0 only if both are up
 #   services.sh env                           print <workdir>/env
+#   services.sh crash <kafka|cassandra>       kill -9 the JVM, keep its state
+#   services.sh resume <kafka|cassandra>      restart a crashed service on its
+#                                             state, port and certificates
 #
 # The test runner sources <workdir>/env:
 #   TIMBRE_TEST_KAFKA_BROKERS=127.0.0.1:<port>
@@ -14,7 +17,8 @@
 # Environment: TIMBRE_SERVICES_DIR (work dir, default <repo>/target/services),
 # TIMBRE_CACHE_DIR (jar cache, default ~/.cache/timbre),
 # TIMBRE_KAFKA_START_TIMEOUT (60 s), TIMBRE_CASSANDRA_START_TIMEOUT (180 s),
-# TIMBRE_SERVICES_STOP_TIMEOUT (30 s).
+# TIMBRE_SERVICES_STOP_TIMEOUT (30 s), TIMBRE_CASSANDRA_DURABLE (1: schema
+# changes survive kill -9, for fault tests).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -180,6 +184,12 @@ prepare_kafka() { # prepare_kafka <port> <controller port>
   "$java" -cp "$lib/*" -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" \
     kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
     >>"$dir/kafka.log" 2>&1 || { tail -n 20 "$dir/kafka.log" >&2; die "kafka: storage format failed"; }
+  launch_kafka
+}
+
+launch_kafka() {
+  local dir=$work/kafka lib
+  lib=$(lib_dir kafka)
   launch kafka -Xms512m -Xmx512m -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
     -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" \
@@ -213,14 +223,22 @@ make_tls() {
 }
 
 prepare_cassandra() { # prepare_cassandra <native port> <storage port>
-  local dir=$work/cassandra lib line jamm opts=() words
-  lib=$(lib_dir cassandra)
+  local dir=$work/cassandra
   mkdir -p "$dir/data"
   # The native port takes plaintext and TLS (client certificate required).
   make_tls "$dir/tls"
   render "$here/cassandra/cassandra.yaml.in" "$dir/cassandra.yaml" \
     WORK_DIR="$dir" NATIVE_PORT="$1" STORAGE_PORT="$2"
   echo "$1" >"$(port_file cassandra)"
+  launch_cassandra
+}
+
+launch_cassandra() {
+  local dir=$work/cassandra lib line jamm opts=() words durability=()
+  lib=$(lib_dir cassandra)
+  # Schema changes skip the commit log (fast keyspace churn for the tests)
+  # unless TIMBRE_CASSANDRA_DURABLE=1: a kill -9 would lose the keyspaces.
+  [[ ${TIMBRE_CASSANDRA_DURABLE:-0} == 1 ]] || durability=(-Dcassandra.unsafesystem=true)
   # Options file lines like "--add-opens a/b=ALL-UNNAMED" are two arguments.
   while IFS= read -r line; do
     [[ $line =~ ^[[:space:]]*(#|$) ]] && continue
@@ -240,7 +258,7 @@ prepare_cassandra() { # prepare_cassandra <native port> <storage port>
     -Dlogback.configurationFile="$here/cassandra/logback.xml" \
     -Dcassandra-foreground=yes \
     -Dcassandra.skip_wait_for_gossip_to_settle=0 \
-    -Dcassandra.unsafesystem=true \
+    "${durability[@]}" \
     -cp "$lib/*" org.apache.cassandra.service.CassandraDaemon
 }
 
@@ -391,6 +409,34 @@ cmd_status() {
   return "$rc"
 }
 
+# crash <svc>: SIGKILL, as a machine failure would; data, port and
+# configuration stay for `resume`.
+cmd_crash() {
+  local svc=$1 pid deadline
+  pid=$(running_pid "$svc") || die "$svc: not running"
+  kill -KILL "$pid"
+  deadline=$((SECONDS + 10))
+  while pid_alive "$pid" "$svc" && ((SECONDS < deadline)); do sleep 0.1; done
+  ! pid_alive "$pid" "$svc" || die "$svc: pid $pid survived SIGKILL"
+  rm -f "$(pid_file "$svc")"
+  log "$svc: killed (pid $pid)"
+}
+
+cmd_resume() {
+  local svc=$1
+  [[ -f $(port_file "$svc") ]] || die "$svc: nothing to resume (start it first)"
+  ! running_pid "$svc" >/dev/null || die "$svc: already running"
+  "launch_$svc"
+  wait_ready "$svc" "$(timeout_of "$svc")"
+}
+
+timeout_of() {
+  case $1 in
+    kafka) echo "$kafka_timeout" ;;
+    cassandra) echo "$cassandra_timeout" ;;
+  esac
+}
+
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' >&2
   exit 2
@@ -405,6 +451,10 @@ main() {
       cmd_start "$@"
       ;;
     stop) cmd_stop "$@" ;;
+    crash | resume)
+      [[ ${1:-} == kafka || ${1:-} == cassandra ]] || usage
+      "cmd_$cmd" "$1"
+      ;;
     status) cmd_status ;;
     env)
       [[ -f $work/env ]] || die "no $work/env; run: $0 start"

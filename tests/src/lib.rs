@@ -4,6 +4,7 @@
 pub mod api;
 pub mod gate;
 pub mod pipeline;
+pub mod services;
 
 use std::path::PathBuf;
 

@@ -13,7 +13,7 @@ use timbre::liveness::{ReplayDetector, SyntheticSpeechCheck};
 use timbre::metrics::Metrics;
 use timbre::model::{SpeakerModel, default_model_dir};
 use timbre::pipeline::{Processor, ProcessorConfig};
-use timbre::ports::{Analyser, Bus, Store, Subscription};
+use timbre::ports::{Analyser, Bus, BusError, Store, Subscription};
 use timbre::scoring::ScoringPool;
 use timbre::topics::{TopicNames, catalogue};
 use timbre_schemas::{
@@ -246,10 +246,21 @@ impl Harness {
 
     /// Reads one decision and records its raw bytes under its request id.
     async fn read_one(&mut self, deadline: tokio::time::Instant, waiting_for: &str) -> Decision {
-        let m = tokio::time::timeout_at(deadline, self.decisions.next())
-            .await
-            .unwrap_or_else(|_| panic!("no decision for {waiting_for} within 180 s"))
-            .expect("decisions subscription");
+        let m = loop {
+            let next = tokio::time::timeout_at(deadline, self.decisions.next())
+                .await
+                .unwrap_or_else(|_| panic!("no decision for {waiting_for} within 180 s"));
+            match next {
+                Ok(m) => break m,
+                // A broker outage (the fault tests make them) surfaces here;
+                // the client reconnects by itself, as the processor's does.
+                Err(BusError::Unavailable(e)) => {
+                    eprintln!("decisions subscription: {e}; polling again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("decisions subscription: {e}"),
+            }
+        };
         let d: Decision = self.registry.decode(&m.payload).expect("decision decodes");
         self.seen
             .entry(d.request_id.clone())

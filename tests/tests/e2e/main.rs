@@ -4,10 +4,12 @@
 //!
 //! - ports: `bus_port`, `store_port` (one body per port, every backend);
 //! - pipeline: `pipeline_e2e`, `malformed_jobs`, `crash_resume`,
-//!   `reader_backpressure`, `retry_budget`, `rescore`, `erasure_race`;
+//!   `reader_backpressure`, `retry_budget`, `rescore`, `erasure_race`,
+//!   `service_faults` (kill -9 of Kafka and Cassandra, on private instances);
 //! - HTTP: `api_e2e`, `api_openapi`;
 //! - model and audio: `model_parity`, `model_errors`, `audio_inputs`;
 //! - phrase signal: `phrase_check` (front end, reader, recogniser, challenges);
+//! - liveness signal: `synthetic_speech` (and replays in `pipeline_e2e`);
 //! - load generator: `loadgen_embedded`, `loadgen_targets`;
 //! - deployment: `helm_chart`.
 
@@ -28,5 +30,6 @@ mod pipeline_e2e;
 mod reader_backpressure;
 mod rescore;
 mod retry_budget;
+mod service_faults;
 mod store_port;
 mod synthetic_speech;
