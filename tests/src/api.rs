@@ -73,6 +73,16 @@ impl Api {
         .await
     }
 
+    /// DELETEs with an `x-api-key`.
+    pub async fn delete(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        self.send(
+            self.http
+                .delete(format!("{}{path}", self.base))
+                .header("x-api-key", key),
+        )
+        .await
+    }
+
     /// POSTs a multipart form with an `audio` part.
     pub async fn upload(
         &self,
@@ -113,6 +123,8 @@ pub struct Deployment {
     pub acme: String,
     /// A second key of tenant `acme`.
     pub acme_burst: String,
+    /// A third key of tenant `acme`, for key administration.
+    pub acme_admin: String,
     /// Key of tenant `globex`.
     pub globex: String,
     /// Key of tenant `initech`.
@@ -155,8 +167,14 @@ pub fn config(bus: &str, store: &str, settings: Vec<(&str, String)>) -> Config {
 
 /// Mints an API key of `tenant` straight into the store.
 pub async fn mint(engine: &Engine, config: &Config, tenant: &str) -> String {
-    let minted =
-        KeyHasher::new(config.api.key_pepper.expose().as_bytes()).mint(tenant, "test", now_ms(), 0);
+    // No scope set: like keys made before scopes, it may do everything.
+    let minted = KeyHasher::new(config.api.key_pepper.expose().as_bytes()).mint(
+        tenant,
+        "test",
+        now_ms(),
+        0,
+        None,
+    );
     engine.access.put_api_key(&minted.record).await.unwrap();
     minted.plaintext
 }
@@ -168,6 +186,7 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
     assert!(engine.apply_topics(Some(1)).await.unwrap().is_empty());
     engine.store.migrate().await.unwrap();
     let acme = mint(&engine, &config, "acme").await;
+    let acme_admin = mint(&engine, &config, "acme").await;
     let acme_burst = mint(&engine, &config, "acme").await;
     let globex = mint(&engine, &config, "globex").await;
     let initech = mint(&engine, &config, "initech").await;
@@ -188,6 +207,7 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
         ops,
         acme,
         acme_burst,
+        acme_admin,
         globex,
         initech,
         config,

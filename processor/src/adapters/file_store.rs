@@ -618,6 +618,43 @@ impl Store for FileStore {
     }
 }
 
+impl FileStore {
+    /// Replaces (`Some`) or deletes (`None`) a key of `tenant` in one write
+    /// transaction; false when the tenant has no such key.
+    async fn change_api_key(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        change: impl FnOnce(ApiKey) -> Option<ApiKey> + Send + 'static,
+    ) -> Result<bool, StoreError> {
+        let (tenant, key_id) = (tenant.to_string(), key_id.to_string());
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = tx.open_table(API_KEYS).map_err(unavailable)?;
+                let stored = t
+                    .get(key_id.as_str())
+                    .map_err(unavailable)?
+                    .map(|v| decode::<ApiKey>(v.value()))
+                    .transpose()?;
+                let Some(stored) = stored.filter(|k| k.tenant == tenant) else {
+                    return Ok(false);
+                };
+                match change(stored) {
+                    Some(k) => t
+                        .insert(key_id.as_str(), encode(&k).as_slice())
+                        .map(drop)
+                        .map_err(unavailable)?,
+                    None => t.remove(key_id.as_str()).map(drop).map_err(unavailable)?,
+                }
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl AccessStore for FileStore {
     async fn put_api_key(&self, api_key: &ApiKey) -> Result<(), StoreError> {
@@ -630,6 +667,44 @@ impl AccessStore for FileStore {
             .await?
             .map(|b| decode(&b))
             .transpose()
+    }
+
+    async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, StoreError> {
+        let tenant = tenant.to_string();
+        // Keys are few; the embedded store reads them all and filters.
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = match tx.open_table(API_KEYS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let mut keys = Vec::new();
+            for entry in t.iter().map_err(unavailable)? {
+                let (_, v) = entry.map_err(unavailable)?;
+                let k: ApiKey = decode(v.value())?;
+                if k.tenant == tenant {
+                    keys.push(k);
+                }
+            }
+            keys.sort_by_key(|k| k.created_at);
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn set_api_key_enabled(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        enabled: bool,
+    ) -> Result<bool, StoreError> {
+        self.change_api_key(tenant, key_id, move |k| Some(ApiKey { enabled, ..k }))
+            .await
+    }
+
+    async fn delete_api_key(&self, tenant: &str, key_id: &str) -> Result<bool, StoreError> {
+        self.change_api_key(tenant, key_id, |_| None).await
     }
 
     async fn put_session(&self, session: &ChallengeSession) -> Result<(), StoreError> {

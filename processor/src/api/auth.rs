@@ -1,6 +1,6 @@
 //! Who is calling: API key → tenant, per-key rate limits, usage counters.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use axum::extract::FromRequestParts;
@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 
 use super::{ApiError, ApiState, keys};
-use crate::domain::{now_ms, utc_day};
+use crate::domain::{Scope, now_ms, utc_day};
 
 /// An authenticated caller: every handler that takes one is tenant-scoped.
 #[derive(Debug, Clone)]
@@ -17,6 +17,23 @@ pub struct Caller {
     pub tenant: String,
     /// Public id of the key (usage is counted per key).
     pub key_id: String,
+    /// The key's scopes (`None`: a key from before scopes, every scope).
+    scopes: Option<BTreeSet<Scope>>,
+}
+
+impl Caller {
+    /// `403 insufficient_scope`, naming the scope, unless the key has it.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.as_ref().is_none_or(|s| s.contains(&scope)) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this api key lacks the {} scope", scope.as_str()),
+        )
+        .with("scope", scope.as_str()))
+    }
 }
 
 fn presented_key(parts: &Parts) -> Option<&str> {
@@ -40,12 +57,16 @@ impl FromRequestParts<ApiState> for Caller {
             .api_key(key_id)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        if stored.expired(now_ms()) || !state.inner.keys.verify(secret, &stored) {
+        // Read from the store on every request: a disabled or revoked key
+        // is refused at once by every replica.
+        if !stored.enabled || stored.expired(now_ms()) || !state.inner.keys.verify(secret, &stored)
+        {
             return Err(ApiError::unauthorized());
         }
         let caller = Caller {
             tenant: stored.tenant,
             key_id: stored.key_id,
+            scopes: stored.scopes,
         };
         if let Err(retry_after_ms) = state.inner.limiter.admit(&caller.key_id, now_ms()) {
             record_usage(state, &caller, vec![("throttled".into(), 1)]).await;

@@ -19,7 +19,7 @@ use super::auth::Caller;
 use super::jobs::{Early, decide, decide_within_request, request_id};
 use super::router::Body;
 use super::{ApiError, ApiState, form, views};
-use crate::domain::{ChallengeSession, ProfileStatus, now_ms, utc_rfc3339};
+use crate::domain::{ChallengeSession, ProfileStatus, Scope, now_ms, utc_rfc3339};
 use crate::phrase::challenge_code;
 
 /// The brief's routes.
@@ -43,6 +43,7 @@ async fn create_profile(
     headers: HeaderMap,
     Body(body): Body<UserRef>,
 ) -> Result<Response, Early> {
+    caller.require(Scope::Enroll)?;
     let job = ProfileCommand {
         request_id: request_id(&headers)?,
         tenant: caller.tenant.clone(),
@@ -70,6 +71,7 @@ async fn enroll(
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, Early> {
+    caller.require(Scope::Enroll)?;
     let form = form::read(multipart).await?;
     let mut job = EnrollmentRequested::new(
         request_id(&headers)?,
@@ -109,6 +111,7 @@ async fn start_auth(
     caller: Caller,
     Body(body): Body<StartAuth>,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::Verify)?;
     let profile = state
         .inner
         .store
@@ -173,6 +176,7 @@ async fn verify_voice(
     caller: Caller,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, Early> {
+    caller.require(Scope::Verify)?;
     let form = form::read(multipart).await?;
     let user_id = form.required("user_id")?;
     let session_id = form.required("session_id")?;
@@ -249,6 +253,7 @@ async fn verify_token(
     caller: Caller,
     Body(body): Body<TokenBody>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Verify)?;
     let invalid = |reason: &str| Json(json!({"valid": false, "reason": reason}));
     let Some(claims) = state.inner.tokens.check(&body.token) else {
         return Ok(invalid("invalid_or_expired"));

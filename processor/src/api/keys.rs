@@ -6,7 +6,9 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::domain::ApiKey;
+use std::collections::BTreeSet;
+
+use crate::domain::{ApiKey, Scope};
 
 const PREFIX: &str = "tmb_";
 
@@ -39,8 +41,15 @@ impl KeyHasher {
         mac
     }
 
-    /// Mints a key for `tenant`.
-    pub fn mint(&self, tenant: &str, name: &str, now: i64, expires_at: i64) -> MintedKey {
+    /// Mints a key for `tenant` with `scopes` (`None`: every scope).
+    pub fn mint(
+        &self,
+        tenant: &str,
+        name: &str,
+        now: i64,
+        expires_at: i64,
+        scopes: Option<BTreeSet<Scope>>,
+    ) -> MintedKey {
         let mut id = [0u8; 8];
         let mut secret = [0u8; 24];
         rand::rng().fill_bytes(&mut id);
@@ -56,6 +65,8 @@ impl KeyHasher {
                 secret_hash,
                 created_at: now,
                 expires_at,
+                scopes,
+                enabled: true,
             },
         }
     }
@@ -84,7 +95,7 @@ mod tests {
     #[test]
     fn minted_keys_verify_only_with_their_secret_and_pepper() {
         let hasher = KeyHasher::new(b"pepper");
-        let minted = hasher.mint("acme", "ci", 1, 0);
+        let minted = hasher.mint("acme", "ci", 1, 0, None);
         assert!(!minted.record.secret_hash.contains(&minted.plaintext[21..]));
         let (id, secret) = parse(&minted.plaintext).expect("well formed");
         assert_eq!(id, minted.record.key_id);

@@ -17,6 +17,9 @@ pub mod dialects;
 mod error;
 mod form;
 mod jobs;
+mod key_admin;
+
+pub use key_admin::key_view;
 pub mod keys;
 mod ops;
 mod router;

@@ -10,13 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, middleware};
 use serde::de::DeserializeOwned;
 
-use super::{ApiError, ApiState, brief, dialects, error, ops, v1};
+use super::{ApiError, ApiState, brief, dialects, error, key_admin, ops, v1};
 
 /// The router with its middleware: body limit, timeout, metrics, JSON errors.
 pub fn router(state: ApiState) -> Router {
     let limit = state.inner.config.max_upload_bytes;
     Router::new()
         .merge(v1::routes())
+        .merge(key_admin::routes())
         .merge(brief::routes())
         .merge(ops::routes())
         .merge(dialects::routes())

@@ -14,12 +14,13 @@ use super::auth::Caller;
 use super::jobs::{Early, decide, request_id};
 use super::router::Body;
 use super::{ApiError, ApiState, form, views};
-use crate::domain::{BIOMETRIC_PURPOSE, now_ms, policy, utc_rfc3339};
+use crate::domain::{BIOMETRIC_PURPOSE, Scope, now_ms, policy, utc_rfc3339};
 
 /// The `/v1` routes.
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/consent", post(consent))
+        .route("/v1/consent/{user_id}", get(consent_of))
         .route("/v1/voice/verify", post(verify))
         .route("/v1/usage", get(usage))
         .route("/v1/user-learning/{user_id}", get(user_learning))
@@ -35,12 +36,36 @@ struct ConsentBody {
     retain_audio: Option<bool>,
 }
 
+/// A user's consent for voice biometrics: `NOT_ASKED` when never recorded.
+async fn consent_of(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::ConsentRead)?;
+    let consent = state
+        .inner
+        .store
+        .consent(&caller.tenant, &user_id, BIOMETRIC_PURPOSE)
+        .await?;
+    Ok(Json(match consent {
+        None => json!({"user_id": user_id, "status": "NOT_ASKED"}),
+        Some(c) => json!({
+            "user_id": user_id,
+            "status": if c.granted { "GRANTED" } else { "WITHDRAWN" },
+            "retain_audio": c.retain_audio,
+            "updated_at": utc_rfc3339(c.updated_at),
+        }),
+    }))
+}
+
 async fn consent(
     State(state): State<ApiState>,
     caller: Caller,
     headers: HeaderMap,
     Body(body): Body<ConsentBody>,
 ) -> Result<Response, Early> {
+    caller.require(Scope::ConsentWrite)?;
     let retain_audio = body.retain_audio.unwrap_or(
         state
             .inner
@@ -86,6 +111,7 @@ async fn verify(
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, Early> {
+    caller.require(Scope::Verify)?;
     let form = form::read(multipart).await?;
     let mut job = VerificationRequested::new(
         request_id(&headers)?,
@@ -104,6 +130,7 @@ async fn verify(
 }
 
 async fn usage(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::UsageRead)?;
     let counts = state
         .inner
         .access
@@ -138,6 +165,7 @@ async fn user_learning(
     caller: Caller,
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::ProfilesRead)?;
     let p = state
         .inner
         .store
@@ -178,10 +206,15 @@ async fn demo_key(State(state): State<ApiState>) -> Result<Response, ApiError> {
         .with("scope", "minute"));
     }
     let expires = now + config.demo_key_ttl_secs as i64 * 1000;
+    // Demo keys share one tenant: they may not manage keys or erase users.
+    let scopes = Scope::ALL
+        .into_iter()
+        .filter(|s| !matches!(s, Scope::KeysAdmin | Scope::ProfilesAdmin))
+        .collect();
     let minted = state
         .inner
         .keys
-        .mint(&config.demo_tenant, "demo", now, expires);
+        .mint(&config.demo_tenant, "demo", now, expires, Some(scopes));
     state.inner.access.put_api_key(&minted.record).await?;
     tracing::info!(key_id = %minted.record.key_id, "demo key minted");
     Ok((
@@ -200,6 +233,7 @@ async fn decision(
     caller: Caller,
     Path(request_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::ProfilesRead)?;
     let d = state
         .inner
         .client

@@ -173,6 +173,36 @@ impl ServeCmd {
 pub enum KeysCmd {
     /// Mints an API key for a tenant and prints it once (only its hash is stored).
     Create(KeysCreate),
+    /// Lists a tenant's keys (never a secret).
+    List(KeysOfTenant),
+    /// Refuses a key until it is enabled again.
+    Disable(KeyRef),
+    /// Lets a disabled key in again.
+    Enable(KeyRef),
+    /// Deletes a key for good.
+    Revoke(KeyRef),
+}
+
+/// `timbre keys list`.
+#[derive(clap::Args)]
+pub struct KeysOfTenant {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Tenant whose keys to list.
+    #[arg(long)]
+    tenant: String,
+}
+
+/// One key of a tenant.
+#[derive(clap::Args)]
+pub struct KeyRef {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Tenant of the key.
+    #[arg(long)]
+    tenant: String,
+    /// Public id of the key (the hex after `tmb_`).
+    key_id: String,
 }
 
 /// `timbre keys create`.
@@ -189,11 +219,80 @@ pub struct KeysCreate {
     /// Days until the key expires (0 = never).
     #[arg(long, default_value_t = 0)]
     expires_in_days: u32,
+    /// Comma-separated scopes (consent:read, consent:write, enroll, verify,
+    /// profiles:read, profiles:admin, keys:admin, usage:read); all when unset.
+    #[arg(long, value_delimiter = ',')]
+    scopes: Vec<String>,
 }
 
 impl KeysCmd {
     pub fn run(self) -> Result<()> {
-        let KeysCmd::Create(cmd) = self;
+        match self {
+            KeysCmd::Create(cmd) => cmd.run(),
+            KeysCmd::List(cmd) => {
+                let config = cmd.config.load()?;
+                runtime()?.block_on(async move {
+                    let stores = timbre::backends::connect_store(&config.store).await?;
+                    for k in stores.access.api_keys(&cmd.tenant).await? {
+                        println!("{}", timbre::api::key_view(&k, None));
+                    }
+                    Ok(())
+                })
+            }
+            KeysCmd::Disable(key) => key.set_enabled(false),
+            KeysCmd::Enable(key) => key.set_enabled(true),
+            KeysCmd::Revoke(key) => {
+                let config = key.config.load()?;
+                runtime()?.block_on(async move {
+                    let stores = timbre::backends::connect_store(&config.store).await?;
+                    if !stores
+                        .access
+                        .delete_api_key(&key.tenant, &key.key_id)
+                        .await?
+                    {
+                        bail!("no key {} in tenant {}", key.key_id, key.tenant);
+                    }
+                    eprintln!("revoked {}", key.key_id);
+                    Ok(())
+                })
+            }
+        }
+    }
+}
+
+impl KeyRef {
+    fn set_enabled(self, enabled: bool) -> Result<()> {
+        let config = self.config.load()?;
+        runtime()?.block_on(async move {
+            let stores = timbre::backends::connect_store(&config.store).await?;
+            let access = &stores.access;
+            if !access
+                .set_api_key_enabled(&self.tenant, &self.key_id, enabled)
+                .await?
+            {
+                bail!("no key {} in tenant {}", self.key_id, self.tenant);
+            }
+            eprintln!("{} enabled={enabled}", self.key_id);
+            Ok(())
+        })
+    }
+}
+
+impl KeysCreate {
+    fn run(self) -> Result<()> {
+        let cmd = self;
+        let scopes = match cmd.scopes.is_empty() {
+            true => None,
+            false => Some(
+                cmd.scopes
+                    .iter()
+                    .map(|n| {
+                        timbre::domain::Scope::parse(n.trim())
+                            .with_context(|| format!("unknown scope {n:?}"))
+                    })
+                    .collect::<Result<std::collections::BTreeSet<_>>>()?,
+            ),
+        };
         let config = cmd.config.load()?;
         if cmd.tenant.is_empty()
             || cmd.tenant.contains('/')
@@ -214,7 +313,7 @@ impl KeysCmd {
             };
             let hasher =
                 timbre::api::keys::KeyHasher::new(config.api.key_pepper.expose().as_bytes());
-            let minted = hasher.mint(&cmd.tenant, &cmd.name, now, expires);
+            let minted = hasher.mint(&cmd.tenant, &cmd.name, now, expires, scopes);
             stores.access.put_api_key(&minted.record).await?;
             eprintln!(
                 "api key for tenant {} (shown once; only its hash is stored):",

@@ -1,6 +1,74 @@
 //! Records of API access: keys, challenge sessions and usage counters.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
+
+/// What a key may do; every route requires one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// Read a user's consent.
+    #[serde(rename = "consent:read")]
+    ConsentRead,
+    /// Grant or withdraw consent.
+    #[serde(rename = "consent:write")]
+    ConsentWrite,
+    /// Create profiles and enroll samples.
+    #[serde(rename = "enroll")]
+    Enroll,
+    /// Challenges, verifications and voice tokens.
+    #[serde(rename = "verify")]
+    Verify,
+    /// Read profiles, learning progress and decisions.
+    #[serde(rename = "profiles:read")]
+    ProfilesRead,
+    /// Delete, opt out, greylist and unlock users.
+    #[serde(rename = "profiles:admin")]
+    ProfilesAdmin,
+    /// Create, list, disable and revoke keys of the tenant.
+    #[serde(rename = "keys:admin")]
+    KeysAdmin,
+    /// Read usage counters.
+    #[serde(rename = "usage:read")]
+    UsageRead,
+}
+
+impl Scope {
+    /// Every scope.
+    pub const ALL: [Scope; 8] = [
+        Scope::ConsentRead,
+        Scope::ConsentWrite,
+        Scope::Enroll,
+        Scope::Verify,
+        Scope::ProfilesRead,
+        Scope::ProfilesAdmin,
+        Scope::KeysAdmin,
+        Scope::UsageRead,
+    ];
+
+    /// The wire name (`consent:read`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::ConsentRead => "consent:read",
+            Scope::ConsentWrite => "consent:write",
+            Scope::Enroll => "enroll",
+            Scope::Verify => "verify",
+            Scope::ProfilesRead => "profiles:read",
+            Scope::ProfilesAdmin => "profiles:admin",
+            Scope::KeysAdmin => "keys:admin",
+            Scope::UsageRead => "usage:read",
+        }
+    }
+
+    /// The scope of a wire name.
+    pub fn parse(name: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
 
 /// An API key as stored: the secret itself is never kept, only its keyed hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,12 +85,33 @@ pub struct ApiKey {
     pub created_at: i64,
     /// Expiry (ms since the epoch; 0 = never).
     pub expires_at: i64,
+    /// What the key may do; `None` for keys made before scopes existed,
+    /// which keep every scope. Never an empty set (refused at creation).
+    #[serde(default)]
+    pub scopes: Option<BTreeSet<Scope>>,
+    /// A disabled key is refused until enabled again.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
 }
 
 impl ApiKey {
     /// Whether the key has expired at `now`.
     pub fn expired(&self, now: i64) -> bool {
         self.expires_at != 0 && now >= self.expires_at
+    }
+
+    /// Whether the key carries `scope`.
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.as_ref().is_none_or(|s| s.contains(&scope))
+    }
+
+    /// The key's scopes, every scope for a key without a set.
+    pub fn scope_names(&self) -> Vec<&'static str> {
+        Scope::ALL
+            .into_iter()
+            .filter(|s| self.allows(*s))
+            .map(Scope::as_str)
+            .collect()
     }
 }
 
@@ -94,5 +183,30 @@ mod tests {
         assert_eq!(utc_day(1_795_305_599_999), "2026-11-21");
         assert_eq!(utc_day(1_795_305_600_000), "2026-11-22");
         assert_eq!(utc_rfc3339(1_795_329_681_007), "2026-11-22T06:41:21.007Z");
+    }
+
+    #[test]
+    fn keys_without_scopes_keep_every_scope_and_scoped_keys_only_theirs() {
+        for scope in Scope::ALL {
+            assert_eq!(Scope::parse(scope.as_str()), Some(scope));
+            let json = serde_json::to_string(&scope).unwrap();
+            assert_eq!(json, format!("\"{}\"", scope.as_str()));
+        }
+        assert_eq!(Scope::parse("admin"), None);
+        // A key stored before scopes and the enabled flag existed.
+        let legacy: ApiKey = serde_json::from_str(
+            r#"{"key_id":"k","tenant":"t","name":"n","secret_hash":"h","created_at":1,"expires_at":0}"#,
+        )
+        .unwrap();
+        assert!(legacy.enabled);
+        assert!(Scope::ALL.iter().all(|s| legacy.allows(*s)));
+        assert_eq!(legacy.scope_names().len(), Scope::ALL.len());
+        let scoped = ApiKey {
+            scopes: Some([Scope::ConsentRead].into()),
+            ..legacy
+        };
+        assert!(scoped.allows(Scope::ConsentRead));
+        assert!(!scoped.allows(Scope::ConsentWrite));
+        assert_eq!(scoped.scope_names(), ["consent:read"]);
     }
 }

@@ -16,6 +16,20 @@ pub trait AccessStore: Send + Sync {
     /// Looks a key up by its public id.
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError>;
 
+    /// Every key of a tenant (hashes included: callers show none).
+    async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Enables or disables a key of `tenant`; false when it has no such key.
+    async fn set_api_key_enabled(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        enabled: bool,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes a key of `tenant`; false when it has no such key.
+    async fn delete_api_key(&self, tenant: &str, key_id: &str) -> Result<bool, StoreError>;
+
     /// Stores a challenge session until it expires.
     async fn put_session(&self, session: &ChallengeSession) -> Result<(), StoreError>;
 

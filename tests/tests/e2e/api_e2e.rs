@@ -514,9 +514,12 @@ async fn operations(d: &Deployment) {
     let (_, doc) = api.get("", "/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 13, "every route is documented");
+    assert_eq!(paths.len(), 18, "every route is documented");
     for (path, ops) in paths {
-        let concrete = path.replace("{user_id}", "u").replace("{request_id}", "r");
+        let concrete = path
+            .replace("{user_id}", "u")
+            .replace("{request_id}", "r")
+            .replace("{key_id}", "k");
         for method in ["GET", "POST", "PUT", "DELETE"] {
             let req = api
                 .http
@@ -540,6 +543,138 @@ async fn operations(d: &Deployment) {
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+/// Keys carry scopes and a lifecycle: a consent-reading key reads consent
+/// and is refused writes and key administration with the scope named; a
+/// listing shows no secret; a disabled or revoked key is refused at once
+/// on every replica (`others`); another tenant's key cannot touch it.
+async fn key_lifecycle(d: &Deployment, others: &[&Api]) {
+    let admin = d.acme_admin.as_str();
+    let user = unique("ivr-user");
+    for bad in [json!({"scopes": []}), json!({"scopes": ["root"]})] {
+        let (status, body) = d.api.post(admin, "/v1/keys", bad).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_scope")),
+            "{body}"
+        );
+    }
+    let (status, created) = d
+        .api
+        .post(
+            admin,
+            "/v1/keys",
+            json!({"scopes": ["consent:read"], "name": "ivr"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["scopes"], json!(["consent:read"]));
+    let ivr = created["api_key"].as_str().unwrap().to_string();
+    let key_id = created["key_id"].as_str().unwrap().to_string();
+
+    let (status, consent) = d.api.get(&ivr, &format!("/v1/consent/{user}")).await;
+    assert_eq!(
+        (status, consent["status"].as_str()),
+        (StatusCode::OK, Some("NOT_ASKED")),
+        "{consent}"
+    );
+    for (status, body, scope) in [
+        {
+            let (s, b) = d
+                .api
+                .post(
+                    &ivr,
+                    "/v1/consent",
+                    json!({"user_id": user, "granted": true}),
+                )
+                .await;
+            (s, b, "consent:write")
+        },
+        {
+            let (s, b) = d.api.get(&ivr, "/v1/keys").await;
+            (s, b, "keys:admin")
+        },
+    ] {
+        assert_eq!(
+            (status, body["error"].as_str(), body["scope"].as_str()),
+            (
+                StatusCode::FORBIDDEN,
+                Some("insufficient_scope"),
+                Some(scope)
+            ),
+            "{body}"
+        );
+    }
+
+    let (status, listing) = d.api.get(admin, "/v1/keys").await;
+    assert_eq!(status, StatusCode::OK, "{listing}");
+    let listed = listing["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_id"] == key_id.as_str())
+        .unwrap_or_else(|| panic!("{key_id} listed: {listing}"));
+    assert_eq!(listed["enabled"], true);
+    let secret = ivr.rsplit('_').next().unwrap();
+    assert!(
+        !listing.to_string().contains(secret) && listed.get("secret_hash").is_none(),
+        "a listing shows no secret: {listing}"
+    );
+
+    // Another tenant cannot see or change the key.
+    let (status, _) = d
+        .api
+        .post(&d.globex, &format!("/v1/keys/{key_id}/disable"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let consent_path = format!("/v1/consent/{user}");
+    let answers = |key: String| {
+        let path = consent_path.clone();
+        async move {
+            let mut statuses = vec![d.api.get(&key, &path).await.0];
+            for api in others {
+                statuses.push(api.get(&key, &path).await.0);
+            }
+            statuses
+        }
+    };
+    let (status, _) = d
+        .api
+        .post(admin, &format!("/v1/keys/{key_id}/disable"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        answers(ivr.clone())
+            .await
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED),
+        "a disabled key is refused by every replica"
+    );
+    d.api
+        .post(admin, &format!("/v1/keys/{key_id}/enable"), json!({}))
+        .await;
+    assert!(
+        answers(ivr.clone())
+            .await
+            .iter()
+            .all(|s| *s == StatusCode::OK)
+    );
+    let (status, _) = d.api.delete(admin, &format!("/v1/keys/{key_id}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(
+        answers(ivr.clone())
+            .await
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED),
+        "a revoked key is refused by every replica"
+    );
+    let (status, body) = d.api.delete(admin, &format!("/v1/keys/{key_id}")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("key_not_found"))
     );
 }
 
@@ -636,7 +771,8 @@ async fn api_end_to_end_on_the_embedded_backend() {
     tokio::join!(
         flow(&d),
         rate_limit(&d.api, &d.acme_burst, &d.globex),
-        operations(&d)
+        operations(&d),
+        key_lifecycle(&d, &[])
     );
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), d.task)
@@ -657,11 +793,13 @@ async fn api_end_to_end_on_kafka_and_cassandra() {
     )
     .await;
     let (second, second_ops) = replica(&d.config, d.shutdown.clone()).await;
+    let other_replicas = [&second];
     tokio::join!(
         flow(&d),
         rate_limit(&d.api, &d.acme_burst, &d.globex),
         replicas(&d, &second),
-        ops_listener_only(&second, &second_ops)
+        ops_listener_only(&second, &second_ops),
+        key_lifecycle(&d, &other_replicas)
     );
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), d.task)

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use timbre::adapters::file_store::FileStore;
 use timbre::backends::connect_store;
 use timbre::domain::{
-    ApiKey, ChallengeSession, Consent, JobCommit, Mutation, Profile, ProfileStatus, Voiceprint,
-    WatchlistEntry, now_ms,
+    ApiKey, ChallengeSession, Consent, JobCommit, Mutation, Profile, ProfileStatus, Scope,
+    Voiceprint, WatchlistEntry, now_ms,
 };
 use timbre::liveness::Fingerprint;
 use timbre::ports::{AccessStore, Store};
@@ -608,10 +608,69 @@ async fn access_contract(store: Arc<dyn AccessStore>) {
         secret_hash: "ab".repeat(32),
         created_at: now,
         expires_at: 0,
+        scopes: None,
+        enabled: true,
     };
     assert_eq!(store.api_key(&key.key_id).await.unwrap(), None);
     store.put_api_key(&key).await.unwrap();
     assert_eq!(store.api_key(&key.key_id).await.unwrap(), Some(key.clone()));
+
+    // Scopes round-trip; keys are listed per tenant; enable, disable and
+    // revoke act only within the key's tenant.
+    let scoped = ApiKey {
+        key_id: unique("key"),
+        scopes: Some([Scope::ConsentRead, Scope::Verify].into()),
+        created_at: now + 1,
+        ..key.clone()
+    };
+    let other = ApiKey {
+        key_id: unique("key"),
+        tenant: "globex".into(),
+        ..key.clone()
+    };
+    store.put_api_key(&scoped).await.unwrap();
+    store.put_api_key(&other).await.unwrap();
+    assert_eq!(
+        store.api_key(&scoped.key_id).await.unwrap(),
+        Some(scoped.clone())
+    );
+    assert_eq!(
+        store.api_keys("acme").await.unwrap(),
+        vec![key.clone(), scoped.clone()]
+    );
+    assert!(
+        !store
+            .set_api_key_enabled("globex", &scoped.key_id, false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_api_key("globex", &scoped.key_id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_api_key_enabled("acme", &scoped.key_id, false)
+            .await
+            .unwrap()
+    );
+    let disabled = store.api_key(&scoped.key_id).await.unwrap().unwrap();
+    assert_eq!(
+        (disabled.enabled, disabled.scopes),
+        (false, scoped.scopes.clone())
+    );
+    assert!(store.delete_api_key("acme", &scoped.key_id).await.unwrap());
+    assert_eq!(store.api_key(&scoped.key_id).await.unwrap(), None);
+    assert!(
+        !store
+            .set_api_key_enabled("acme", &scoped.key_id, true)
+            .await
+            .unwrap(),
+        "a revoked key stays gone"
+    );
+    assert_eq!(store.api_keys("globex").await.unwrap(), vec![other]);
 
     let session = ChallengeSession {
         tenant: "acme".into(),

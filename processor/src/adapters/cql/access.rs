@@ -1,10 +1,12 @@
 //! [`AccessStore`] on CQL: API keys, challenge sessions, spent tokens, usage.
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use scylla::value::{CqlTimestamp, CqlValue};
 
 use super::{CqlStore, corrupt, store_error, unavailable};
-use crate::domain::{ApiKey, ChallengeSession, UsageCount, now_ms};
+use crate::domain::{ApiKey, ChallengeSession, Scope, UsageCount, now_ms};
 use crate::ports::{AccessStore, StoreError};
 
 /// Whether a lightweight transaction applied (its first column, `[applied]`).
@@ -17,6 +19,33 @@ fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, 
     match row.columns.first() {
         Some(Some(CqlValue::Boolean(b))) => Ok(*b),
         other => Err(corrupt(format!("lwt result without [applied]: {other:?}"))),
+    }
+}
+
+/// An `api_keys` row (`statements::KEY_COLUMNS`).
+type KeyRow = (
+    String,
+    String,
+    String,
+    String,
+    CqlTimestamp,
+    CqlTimestamp,
+    Option<BTreeSet<String>>,
+    Option<bool>,
+);
+
+fn key_from_row(row: KeyRow) -> ApiKey {
+    let (key_id, tenant, name, secret_hash, created, expires, scopes, enabled) = row;
+    ApiKey {
+        key_id,
+        tenant,
+        name,
+        secret_hash,
+        created_at: created.0,
+        expires_at: expires.0,
+        // A scope this version does not know grants nothing here.
+        scopes: scopes.map(|names| names.iter().filter_map(|n| Scope::parse(n)).collect()),
+        enabled: enabled.unwrap_or(true),
     }
 }
 
@@ -38,6 +67,12 @@ impl AccessStore for CqlStore {
                 &k.secret_hash,
                 CqlTimestamp(k.created_at),
                 CqlTimestamp(k.expires_at),
+                k.scopes.as_ref().map(|s| {
+                    s.iter()
+                        .map(|scope| scope.as_str().to_string())
+                        .collect::<BTreeSet<String>>()
+                }),
+                k.enabled,
             ),
         )
         .await
@@ -45,19 +80,41 @@ impl AccessStore for CqlStore {
 
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
         let s = &self.statements().await?.access;
-        let row = self
-            .one::<(String, String, String, CqlTimestamp, CqlTimestamp)>(&s.key, (key_id,))
-            .await?;
-        Ok(
-            row.map(|(tenant, name, secret_hash, created, expires)| ApiKey {
-                key_id: key_id.to_string(),
-                tenant,
-                name,
-                secret_hash,
-                created_at: created.0,
-                expires_at: expires.0,
-            }),
-        )
+        let row = self.one::<KeyRow>(&s.key, (key_id,)).await?;
+        Ok(row.map(key_from_row))
+    }
+
+    async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, StoreError> {
+        let s = &self.statements().await?.access;
+        let rows = self.all::<KeyRow>(&s.keys_of_tenant, (tenant,)).await?;
+        let mut keys: Vec<ApiKey> = rows.into_iter().map(key_from_row).collect();
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
+    }
+
+    async fn set_api_key_enabled(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        enabled: bool,
+    ) -> Result<bool, StoreError> {
+        let s = &self.statements().await?.access;
+        let result = self
+            .session
+            .execute_unpaged(&s.set_key_enabled, (enabled, key_id, tenant))
+            .await
+            .map_err(store_error)?;
+        applied(result)
+    }
+
+    async fn delete_api_key(&self, tenant: &str, key_id: &str) -> Result<bool, StoreError> {
+        let s = &self.statements().await?.access;
+        let result = self
+            .session
+            .execute_unpaged(&s.delete_key, (key_id, tenant))
+            .await
+            .map_err(store_error)?;
+        applied(result)
     }
 
     async fn put_session(&self, c: &ChallengeSession) -> Result<(), StoreError> {

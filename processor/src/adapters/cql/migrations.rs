@@ -74,4 +74,17 @@ pub(super) const MIGRATIONS: &[(u32, &str, &[&str])] = &[
              WITH CLUSTERING ORDER BY (taken_at DESC, request_id ASC)",
         ],
     ),
+    (
+        7,
+        "api key scopes and enabled flag; keys found by tenant",
+        &[
+            // Keys written before this migration read back with no scope
+            // set (every scope) and no flag (enabled).
+            "ALTER TABLE {ks}.api_keys ADD scopes set<text>",
+            "ALTER TABLE {ks}.api_keys ADD enabled boolean",
+            // A tenant has few keys and the table is small: a secondary
+            // index serves the admin listing without a second table.
+            "CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON {ks}.api_keys (tenant)",
+        ],
+    ),
 ];

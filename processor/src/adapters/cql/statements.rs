@@ -6,6 +6,10 @@ use scylla::statement::prepared::PreparedStatement;
 use super::{CqlStore, unavailable};
 use crate::ports::StoreError;
 
+/// The columns of an API key row, in the order `access::KeyRow` reads them.
+pub(super) const KEY_COLUMNS: &str =
+    "key_id, tenant, name, secret_hash, created_at, expires_at, scopes, enabled";
+
 pub(super) struct Statements {
     pub(super) profile: PreparedStatement,
     pub(super) voiceprint: PreparedStatement,
@@ -52,6 +56,9 @@ pub(super) struct ModelStatements {
 pub(super) struct AccessStatements {
     pub(super) put_key: PreparedStatement,
     pub(super) key: PreparedStatement,
+    pub(super) keys_of_tenant: PreparedStatement,
+    pub(super) set_key_enabled: PreparedStatement,
+    pub(super) delete_key: PreparedStatement,
     pub(super) put_session: PreparedStatement,
     pub(super) session: PreparedStatement,
     pub(super) delete_session: PreparedStatement,
@@ -224,12 +231,26 @@ impl CqlStore {
                     },
                     access: AccessStatements {
                         put_key: p(format!(
-                            "INSERT INTO {ks}.api_keys (key_id, tenant, name, secret_hash, created_at, expires_at) \
-                             VALUES (?, ?, ?, ?, ?, ?)"
+                            "INSERT INTO {ks}.api_keys (key_id, tenant, name, secret_hash, created_at, expires_at, \
+                             scopes, enabled) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                         ))
                         .await?,
                         key: p(format!(
-                            "SELECT tenant, name, secret_hash, created_at, expires_at FROM {ks}.api_keys WHERE key_id = ?"
+                            "SELECT {KEY_COLUMNS} FROM {ks}.api_keys WHERE key_id = ?"
+                        ))
+                        .await?,
+                        keys_of_tenant: p(format!(
+                            "SELECT {KEY_COLUMNS} FROM {ks}.api_keys WHERE tenant = ?"
+                        ))
+                        .await?,
+                        // Conditional on the tenant: a key id of another
+                        // tenant is "not found", and a concurrent revoke wins.
+                        set_key_enabled: p(format!(
+                            "UPDATE {ks}.api_keys SET enabled = ? WHERE key_id = ? IF tenant = ?"
+                        ))
+                        .await?,
+                        delete_key: p(format!(
+                            "DELETE FROM {ks}.api_keys WHERE key_id = ? IF tenant = ?"
                         ))
                         .await?,
                         // Conditional like the delete that takes it: both get

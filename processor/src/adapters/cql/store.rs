@@ -34,10 +34,18 @@ impl Store for CqlStore {
         let ks = &self.config.keyspace;
         let replication = self.config.replication.cql();
         let ddl = |q: String| async move {
-            self.session
-                .query_unpaged(q, &[])
-                .await
-                .map_err(unavailable)
+            match self.session.query_unpaged(q.as_str(), &[]).await {
+                // A migration cut off after its ALTER ran, done again: the
+                // column is there (Cassandra / ScyllaDB wording).
+                Err(e)
+                    if q.starts_with("ALTER TABLE")
+                        && (e.to_string().contains("already exist")
+                            || e.to_string().contains("conflicts with an existing column")) =>
+                {
+                    Ok(())
+                }
+                r => r.map(drop).map_err(unavailable),
+            }
         };
         ddl(format!(
             "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {replication}"
