@@ -11,13 +11,13 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use timbre_schemas::{
-    Code, Contract, DecisionKind, EnrollmentRequested, ProfileCommand, ProfileCommandKind, Request,
-    VerificationRequested,
+    Code, DecisionKind, EnrollmentRequested, ProfileCommandKind, Request, VerificationRequested,
 };
 
 use super::auth::Caller;
 use super::jobs::{Early, decide, decide_within_request, request_id};
 use super::router::Body;
+use super::users::profile_command;
 use super::{ApiError, ApiState, form, views};
 use crate::domain::{ChallengeSession, ProfileStatus, Scope, now_ms, utc_rfc3339};
 use crate::phrase::challenge_code;
@@ -44,17 +44,8 @@ async fn create_profile(
     Body(body): Body<UserRef>,
 ) -> Result<Response, Early> {
     caller.require(Scope::Enroll)?;
-    let job = ProfileCommand {
-        request_id: request_id(&headers)?,
-        tenant: caller.tenant.clone(),
-        user_id: body.user_id,
-        occurred_at: now_ms(),
-        schema_version: ProfileCommand::CURRENT_VERSION,
-        trace: None,
-        command: ProfileCommandKind::Create,
-        reason: None,
-    };
-    let d = decide(&state, &caller, Request::Profile(job)).await?;
+    let job = profile_command(&caller, &headers, body.user_id, ProfileCommandKind::Create)?;
+    let d = decide(&state, &caller, job).await?;
     let created = d.has_reason(Code::ProfileCreated);
     Ok(Json(json!({
         "request_id": d.request_id,

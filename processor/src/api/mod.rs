@@ -24,6 +24,7 @@ pub mod keys;
 mod ops;
 mod router;
 pub mod tokens;
+mod users;
 mod v1;
 mod views;
 

@@ -514,7 +514,7 @@ async fn operations(d: &Deployment) {
     let (_, doc) = api.get("", "/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 18, "every route is documented");
+    assert_eq!(paths.len(), 22, "every route is documented");
     for (path, ops) in paths {
         let concrete = path
             .replace("{user_id}", "u")
@@ -678,6 +678,120 @@ async fn key_lifecycle(d: &Deployment, others: &[&Api]) {
     );
 }
 
+/// User state and administration over HTTP: the admin routes need
+/// `profiles:admin`; greylisting a user makes their voice rejected under
+/// another identity; opt-out withdraws consent; deletion leaves no trace
+/// the API can read.
+async fn user_administration(d: &Deployment) {
+    let all = [
+        "consent:read",
+        "consent:write",
+        "enroll",
+        "verify",
+        "profiles:read",
+        "profiles:admin",
+    ];
+    let mut keys = Vec::new();
+    for scopes in [&all[..], &all[..5]] {
+        let (status, created) = d
+            .api
+            .post(&d.acme_admin, "/v1/keys", json!({"scopes": scopes}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        keys.push(created["api_key"].as_str().unwrap().to_string());
+    }
+    let (admin, reader) = (keys[0].as_str(), keys[1].as_str());
+    let (listed, claimed, leaving) = (unique("listed"), unique("claimed"), unique("leaving"));
+    for (user, clip) in [
+        (&listed, ALICE_ENROLL),
+        (&claimed, IMPOSTOR),
+        (&leaving, IMPOSTOR),
+    ] {
+        d.api
+            .post(
+                admin,
+                "/v1/consent",
+                json!({"user_id": user, "granted": true}),
+            )
+            .await;
+        let fields = [("user_id", user.as_str())];
+        let (_, enrolled) = d
+            .api
+            .upload(admin, "/enroll", &fields, wav(clip), "audio/wav")
+            .await;
+        assert_eq!(enrolled["status"], "ENROLLED", "{enrolled}");
+    }
+    let (status, state) = d.api.get(reader, &format!("/v1/users/{listed}")).await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    assert_eq!(
+        (state["status"].as_str(), state["is_greylisted"].as_bool()),
+        (Some("ENROLLED"), Some(false)),
+        "{state}"
+    );
+    assert!(state["opted_in_at"].is_string(), "{state}");
+
+    let greylist = format!("/v1/users/{listed}/greylist");
+    let put = |key: &str| {
+        d.api
+            .http
+            .put(format!("{}{greylist}", d.api.base))
+            .header("x-api-key", key.to_string())
+    };
+    let (status, body) = d.api.send(put(reader)).await;
+    assert_eq!(
+        (status, body["scope"].as_str()),
+        (StatusCode::FORBIDDEN, Some("profiles:admin")),
+        "{body}"
+    );
+    let (status, body) = d.api.send(put(admin)).await;
+    assert_eq!(
+        (status, body["decision"].as_str()),
+        (StatusCode::OK, Some("applied")),
+        "{body}"
+    );
+    let (_, state) = d.api.get(reader, &format!("/v1/users/{listed}")).await;
+    assert_eq!(state["is_greylisted"], true, "{state}");
+    // The listed voice claims another user's identity.
+    let fields = [("user_id", claimed.as_str())];
+    let (_, verdict) = d
+        .api
+        .upload(
+            admin,
+            "/v1/voice/verify",
+            &fields,
+            wav(ALICE_VERIFY),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(verdict["decision"], "reject", "{verdict}");
+    assert!(verdict.to_string().contains("watchlist_match"), "{verdict}");
+
+    let (status, body) = d
+        .api
+        .post(admin, &format!("/v1/users/{leaving}/opt-out"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("OPTED_OUT")),
+        "{body}"
+    );
+    let (_, consent) = d.api.get(reader, &format!("/v1/consent/{leaving}")).await;
+    assert_eq!(consent["status"], "WITHDRAWN", "{consent}");
+
+    let (status, body) = d.api.delete(admin, &format!("/v1/users/{listed}")).await;
+    assert_eq!(
+        (status, body["decision"].as_str()),
+        (StatusCode::OK, Some("applied")),
+        "{body}"
+    );
+    let (status, body) = d.api.get(reader, &format!("/v1/users/{listed}")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("profile_not_found")),
+        "a deleted user leaves no profile, consent or listing: {body}"
+    );
+}
+
 /// Two adapter replicas each get their own decisions, and a token minted on
 /// one is spent for both (revocation lives in the store).
 async fn replicas(d: &Deployment, second: &Api) {
@@ -772,7 +886,8 @@ async fn api_end_to_end_on_the_embedded_backend() {
         flow(&d),
         rate_limit(&d.api, &d.acme_burst, &d.globex),
         operations(&d),
-        key_lifecycle(&d, &[])
+        key_lifecycle(&d, &[]),
+        user_administration(&d)
     );
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), d.task)
@@ -799,7 +914,8 @@ async fn api_end_to_end_on_kafka_and_cassandra() {
         rate_limit(&d.api, &d.acme_burst, &d.globex),
         replicas(&d, &second),
         ops_listener_only(&second, &second_ops),
-        key_lifecycle(&d, &other_replicas)
+        key_lifecycle(&d, &other_replicas),
+        user_administration(&d)
     );
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), d.task)

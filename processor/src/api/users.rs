@@ -1,0 +1,127 @@
+//! A user's state and the administrative jobs on it: delete (erasure),
+//! opt-out, greylist and unlock. Each change is a `ProfileCommand` on the
+//! bus, answered from its decision like every job; the adapter decides
+//! nothing itself.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use timbre_schemas::{Contract, ProfileCommand, ProfileCommandKind, Request};
+
+use super::auth::Caller;
+use super::jobs::{Early, decide, request_id};
+use super::{ApiError, ApiState, views};
+use crate::domain::{BIOMETRIC_PURPOSE, Scope, now_ms, policy, utc_rfc3339};
+
+/// The user routes.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route(
+            "/v1/users/{user_id}",
+            get(user).delete(on(ProfileCommandKind::Delete)),
+        )
+        .route(
+            "/v1/users/{user_id}/opt-out",
+            post(on(ProfileCommandKind::OptOut)),
+        )
+        .route(
+            "/v1/users/{user_id}/unlock",
+            post(on(ProfileCommandKind::Unlock)),
+        )
+        .route(
+            "/v1/users/{user_id}/greylist",
+            put(on(ProfileCommandKind::GreylistAdd)).delete(on(ProfileCommandKind::GreylistRemove)),
+        )
+}
+
+/// Status, progress, consent times and watchlist membership of a user.
+async fn user(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::ProfilesRead)?;
+    let store = &state.inner.store;
+    let tenant = caller.tenant.as_str();
+    let profile = store.profile(tenant, &user_id).await?;
+    let consent = store.consent(tenant, &user_id, BIOMETRIC_PURPOSE).await?;
+    let listed = store
+        .watchlist(tenant)
+        .await?
+        .iter()
+        .any(|e| e.user_id == user_id);
+    if profile.is_none() && consent.is_none() && !listed {
+        return Err(ApiError::profile_not_found(&user_id));
+    }
+    let policy = state.inner.policies.for_tenant(tenant);
+    let granted = consent.as_ref().filter(|c| c.granted);
+    let withdrawn = consent.as_ref().filter(|c| !c.granted);
+    Ok(Json(json!({
+        "user_id": user_id,
+        "status": profile.as_ref().map_or("NOT_ENROLLED", |p| p.status.as_str()),
+        "updated_at": profile.as_ref().map(|p| utc_rfc3339(p.updated_at)),
+        "opted_in_at": granted.map(|c| utc_rfc3339(c.updated_at)),
+        "opted_out_at": withdrawn.map(|c| utc_rfc3339(c.updated_at)),
+        "is_greylisted": listed,
+        "enrollment_progress": profile.as_ref().map_or(0.0, |p| policy::enrollment_progress(p, policy)),
+        "learning_progress": profile.as_ref().map_or(0.0, |p| p.learning_progress),
+    })))
+}
+
+/// The job of a profile command by `caller` (request id from the headers).
+pub(super) fn profile_command(
+    caller: &Caller,
+    headers: &HeaderMap,
+    user_id: String,
+    command: ProfileCommandKind,
+) -> Result<Request, ApiError> {
+    Ok(Request::Profile(ProfileCommand {
+        request_id: request_id(headers)?,
+        tenant: caller.tenant.clone(),
+        user_id,
+        occurred_at: now_ms(),
+        schema_version: ProfileCommand::CURRENT_VERSION,
+        trace: None,
+        command,
+        reason: None,
+    }))
+}
+
+/// Submits a profile command and answers with its decision.
+async fn command(
+    state: &ApiState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    user_id: String,
+    command: ProfileCommandKind,
+) -> Result<Response, Early> {
+    caller.require(Scope::ProfilesAdmin)?;
+    let job = profile_command(caller, headers, user_id, command)?;
+    let d = decide(state, caller, job).await?;
+    Ok(Json(json!({
+        "request_id": d.request_id,
+        "user_id": d.user_id,
+        "decision": views::decision_name(d.decision),
+        "status": views::status_name(d.profile_status),
+        "reasons": d.reasons,
+    }))
+    .into_response())
+}
+
+type CommandFuture = std::pin::Pin<Box<dyn Future<Output = Result<Response, Early>> + Send>>;
+
+/// The handler of one profile command on the path's user.
+fn on(
+    kind: ProfileCommandKind,
+) -> impl Fn(State<ApiState>, Caller, HeaderMap, Path<String>) -> CommandFuture
++ Clone
++ Send
++ Sync
++ 'static {
+    move |State(state), caller, headers, Path(user_id)| {
+        Box::pin(async move { command(&state, &caller, &headers, user_id, kind).await })
+    }
+}
