@@ -42,6 +42,9 @@ const TENANT_MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenant
 const RESCORE_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("rescore_runs");
 /// tenant · target model · user → result.
 const RESCORE_RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rescore_results");
+/// `key|replica` → `(minute, admitted)`: one row per replica, overwritten
+/// each minute, so the table stays as small as keys × replicas.
+const RATE_COUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rate_counts");
 
 /// Version of the file layout; bumped with each migration.
 const SCHEMA_VERSION: u32 = 7;
@@ -261,6 +264,7 @@ impl Store for FileStore {
                 TENANT_MODELS,
                 RESCORE_RUNS,
                 RESCORE_RESULTS,
+                RATE_COUNTS,
             ] {
                 tx.open_table(table).map_err(unavailable)?;
             }
@@ -705,6 +709,38 @@ impl AccessStore for FileStore {
 
     async fn delete_api_key(&self, tenant: &str, key_id: &str) -> Result<bool, StoreError> {
         self.change_api_key(tenant, key_id, |_| None).await
+    }
+
+    async fn count_requests(
+        &self,
+        counted: &str,
+        minute: i64,
+        replica: &str,
+        admitted: i64,
+    ) -> Result<i64, StoreError> {
+        let row = key(&[counted, replica]);
+        let (prefix, end) = key_range(&[counted]);
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let total = {
+                let mut t = tx.open_table(RATE_COUNTS).map_err(unavailable)?;
+                t.insert(row.as_str(), encode(&(minute, admitted)).as_slice())
+                    .map_err(unavailable)?;
+                let mut total = 0;
+                for entry in t
+                    .range(prefix.as_str()..end.as_str())
+                    .map_err(unavailable)?
+                {
+                    let (_, v) = entry.map_err(unavailable)?;
+                    let (m, n): (i64, i64) = decode(v.value())?;
+                    total += if m == minute { n } else { 0 };
+                }
+                total
+            };
+            tx.commit().map_err(unavailable)?;
+            Ok(total)
+        })
+        .await
     }
 
     async fn put_session(&self, session: &ChallengeSession) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 
 use super::{ApiError, ApiState, keys};
 use crate::domain::{Scope, now_ms, utc_day};
+use crate::ports::AccessStore;
 
 /// An authenticated caller: every handler that takes one is tenant-scoped.
 #[derive(Debug, Clone)]
@@ -68,7 +69,12 @@ impl FromRequestParts<ApiState> for Caller {
             key_id: stored.key_id,
             scopes: stored.scopes,
         };
-        if let Err(retry_after_ms) = state.inner.limiter.admit(&caller.key_id, now_ms()) {
+        let admitted = state
+            .inner
+            .limiter
+            .admit_shared(&*state.inner.access, &caller.key_id, now_ms())
+            .await;
+        if let Err(retry_after_ms) = admitted {
             record_usage(state, &caller, vec![("throttled".into(), 1)]).await;
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -83,11 +89,24 @@ impl FromRequestParts<ApiState> for Caller {
     }
 }
 
-/// Fixed one-minute windows per key. Each replica counts its own requests:
-/// with N replicas behind a balancer a key gets up to N × the limit.
+/// Fixed one-minute windows per key. [`RateLimiter::admit_shared`] counts
+/// across replicas through the store; [`RateLimiter::admit`] counts in this
+/// process only (demo-key minting).
 pub struct RateLimiter {
     per_minute: u32,
+    /// This process among the API replicas (random per start).
+    replica: String,
     windows: Mutex<HashMap<String, (i64, u32)>>,
+    /// Per key: minute, requests this replica admitted, the other
+    /// replicas' count as last read.
+    shared: Mutex<HashMap<String, SharedWindow>>,
+}
+
+#[derive(Clone, Copy)]
+struct SharedWindow {
+    minute: i64,
+    own: i64,
+    others: i64,
 }
 
 impl RateLimiter {
@@ -95,7 +114,69 @@ impl RateLimiter {
     pub fn new(per_minute: u32) -> Self {
         Self {
             per_minute,
+            replica: uuid::Uuid::new_v4().to_string(),
             windows: Mutex::default(),
+            shared: Mutex::default(),
+        }
+    }
+
+    /// Counts a request of `key` at `now` against the limit of all
+    /// replicas together: this replica's count is written to the store,
+    /// the sum of every replica's read back. A key already over the limit
+    /// in this replica's last view is refused without a store round trip.
+    /// Replicas racing in the same instant can overshoot by one request
+    /// each; a store failure falls back to this replica's own count.
+    pub async fn admit_shared(
+        &self,
+        access: &dyn AccessStore,
+        key: &str,
+        now: i64,
+    ) -> Result<(), i64> {
+        let minute = now.div_euclid(60_000);
+        let retry_after = (minute + 1) * 60_000 - now;
+        let limit = i64::from(self.per_minute);
+        let own = {
+            let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            if shared.len() > 100_000 {
+                shared.retain(|_, w| w.minute == minute);
+            }
+            let w = shared.entry(key.to_string()).or_insert(SharedWindow {
+                minute,
+                own: 0,
+                others: 0,
+            });
+            if w.minute != minute {
+                *w = SharedWindow {
+                    minute,
+                    own: 0,
+                    others: 0,
+                };
+            }
+            if w.own + w.others >= limit {
+                return Err(retry_after);
+            }
+            w.own += 1;
+            w.own
+        };
+        let total = match access.count_requests(key, minute, &self.replica, own).await {
+            Ok(total) => total,
+            Err(e) => {
+                tracing::warn!(error = %e, "shared rate count unavailable, counting locally");
+                return if own > limit {
+                    Err(retry_after)
+                } else {
+                    Ok(())
+                };
+            }
+        };
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = shared.get_mut(key).filter(|w| w.minute == minute) {
+            w.others = w.others.max(total - own);
+        }
+        if total > limit {
+            Err(retry_after)
+        } else {
+            Ok(())
         }
     }
 

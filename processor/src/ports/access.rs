@@ -30,6 +30,17 @@ pub trait AccessStore: Send + Sync {
     /// Deletes a key of `tenant`; false when it has no such key.
     async fn delete_api_key(&self, tenant: &str, key_id: &str) -> Result<bool, StoreError>;
 
+    /// Records that `replica` has admitted `admitted` requests of `key` in
+    /// the minute `minute` and returns the sum over every replica: the
+    /// shared count behind the per-key rate limit.
+    async fn count_requests(
+        &self,
+        key: &str,
+        minute: i64,
+        replica: &str,
+        admitted: i64,
+    ) -> Result<i64, StoreError>;
+
     /// Stores a challenge session until it expires.
     async fn put_session(&self, session: &ChallengeSession) -> Result<(), StoreError>;
 

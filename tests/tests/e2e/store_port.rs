@@ -672,6 +672,22 @@ async fn access_contract(store: Arc<dyn AccessStore>) {
     );
     assert_eq!(store.api_keys("globex").await.unwrap(), vec![other]);
 
+    // Shared rate counts: each replica's latest count, summed per minute.
+    let counted = unique("rate");
+    let count = |minute: i64, replica: &'static str, n: i64| {
+        let (store, counted) = (store.clone(), counted.clone());
+        async move {
+            store
+                .count_requests(&counted, minute, replica, n)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(7, "a", 1).await, 1);
+    assert_eq!(count(7, "b", 1).await, 2);
+    assert_eq!(count(7, "a", 2).await, 3, "a replica's count is replaced");
+    assert_eq!(count(8, "b", 1).await, 1, "a new minute starts at zero");
+
     let session = ChallengeSession {
         tenant: "acme".into(),
         session_id: unique("s"),

@@ -117,6 +117,20 @@ impl AccessStore for CqlStore {
         applied(result)
     }
 
+    async fn count_requests(
+        &self,
+        key: &str,
+        minute: i64,
+        replica: &str,
+        admitted: i64,
+    ) -> Result<i64, StoreError> {
+        let s = &self.statements().await?.access;
+        self.exec(&s.put_rate_count, (key, minute, replica, admitted))
+            .await?;
+        let rows: Vec<(i64,)> = self.all(&s.rate_counts, (key, minute)).await?;
+        Ok(rows.into_iter().map(|(n,)| n).sum())
+    }
+
     async fn put_session(&self, c: &ChallengeSession) -> Result<(), StoreError> {
         let s = &self.statements().await?.access;
         self.exec(

@@ -87,4 +87,12 @@ pub(super) const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             "CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON {ks}.api_keys (tenant)",
         ],
     ),
+    (
+        8,
+        "requests admitted per key, minute and API replica (shared rate limits)",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.rate_counts (key text, minute bigint, replica text, \
+             admitted bigint, PRIMARY KEY ((key, minute), replica)) WITH default_time_to_live = 180",
+        ],
+    ),
 ];

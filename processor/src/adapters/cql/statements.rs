@@ -59,6 +59,8 @@ pub(super) struct AccessStatements {
     pub(super) keys_of_tenant: PreparedStatement,
     pub(super) set_key_enabled: PreparedStatement,
     pub(super) delete_key: PreparedStatement,
+    pub(super) put_rate_count: PreparedStatement,
+    pub(super) rate_counts: PreparedStatement,
     pub(super) put_session: PreparedStatement,
     pub(super) session: PreparedStatement,
     pub(super) delete_session: PreparedStatement,
@@ -251,6 +253,14 @@ impl CqlStore {
                         .await?,
                         delete_key: p(format!(
                             "DELETE FROM {ks}.api_keys WHERE key_id = ? IF tenant = ?"
+                        ))
+                        .await?,
+                        put_rate_count: p(format!(
+                            "INSERT INTO {ks}.rate_counts (key, minute, replica, admitted) VALUES (?, ?, ?, ?)"
+                        ))
+                        .await?,
+                        rate_counts: p(format!(
+                            "SELECT admitted FROM {ks}.rate_counts WHERE key = ? AND minute = ?"
                         ))
                         .await?,
                         // Conditional like the delete that takes it: both get
