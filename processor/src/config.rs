@@ -171,8 +171,15 @@ pub struct ApiConfig {
     pub demo_tenant: String,
     /// Lifetime of a demo key.
     pub demo_key_ttl_secs: u64,
-    /// Requests per key per minute (per replica).
+    /// Requests per key per minute, all replicas together.
     pub rate_limit_per_minute: u32,
+    /// Requests per client address per minute and replica, counted before
+    /// any key lookup (so unknown keys are throttled too).
+    pub address_rate_limit_per_minute: u32,
+    /// Header carrying the client's address when a trusted proxy sets it
+    /// (its first address is used, e.g. `x-forwarded-for`); unset: the
+    /// connection's peer address.
+    pub client_address_header: Option<String>,
     /// How long a request waits for its decision before answering 202.
     pub wait_timeout_ms: u64,
     /// Hard limit on any request's handling time.
@@ -198,6 +205,8 @@ impl Default for ApiConfig {
             demo_tenant: "demo".into(),
             demo_key_ttl_secs: 3600,
             rate_limit_per_minute: 120,
+            address_rate_limit_per_minute: 600,
+            client_address_header: None,
             wait_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             // The largest inline audio a job may carry, plus multipart framing.

@@ -157,6 +157,11 @@ pub fn config(bus: &str, store: &str, settings: Vec<(&str, String)>) -> Config {
         // cost, in a test build more so; its tests (synthetic_speech,
         // pipeline_e2e) turn it on.
         ("TIMBRE__SYNTHETIC__ENABLED", "false".into()),
+        // Every test client is 127.0.0.1; `address_limit` tests the limit.
+        (
+            "TIMBRE__API__ADDRESS_RATE_LIMIT_PER_MINUTE",
+            "1000000".into(),
+        ),
     ];
     let env = base
         .into_iter()

@@ -45,10 +45,47 @@ fn presented_key(parts: &Parts) -> Option<&str> {
     auth.to_str().ok()?.strip_prefix("Bearer ")
 }
 
+/// The client's address: the trusted proxy's header when configured, else
+/// the connection's peer.
+fn client_address(parts: &Parts, header: Option<&str>) -> String {
+    let forwarded = header
+        .and_then(|h| parts.headers.get(h))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|a| !a.is_empty());
+    match forwarded {
+        Some(a) => a.to_string(),
+        None => parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string()),
+    }
+}
+
+fn rate_limited(retry_after_ms: i64, scope: &str, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        what.to_string(),
+    )
+    .with("retryAfterMs", retry_after_ms)
+    .with("scope", scope)
+}
+
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        // Before any key lookup: guessing keys costs the guesser, not the store.
+        let address = client_address(parts, state.inner.config.client_address_header.as_deref());
+        if let Err(ms) = state.inner.address_limiter.admit(&address, now_ms()) {
+            return Err(rate_limited(
+                ms,
+                "address",
+                "too many requests from this address",
+            ));
+        }
         let (key_id, secret) = presented_key(parts)
             .and_then(keys::parse)
             .ok_or_else(ApiError::unauthorized)?;
@@ -76,13 +113,11 @@ impl FromRequestParts<ApiState> for Caller {
             .await;
         if let Err(retry_after_ms) = admitted {
             record_usage(state, &caller, vec![("throttled".into(), 1)]).await;
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+            return Err(rate_limited(
+                retry_after_ms,
+                "minute",
                 "too many requests for this api key",
-            )
-            .with("retryAfterMs", retry_after_ms)
-            .with("scope", "minute"));
+            ));
         }
         record_usage(state, &caller, vec![("requests".into(), 1)]).await;
         Ok(caller)

@@ -61,6 +61,9 @@ struct Inner {
     keys: keys::KeyHasher,
     tokens: tokens::TokenSigner,
     limiter: auth::RateLimiter,
+    /// Requests per client address (local to the replica: it runs before
+    /// any store access).
+    address_limiter: auth::RateLimiter,
     /// Permits of request-body bytes in flight (`api.max_in_flight_bytes`).
     body_bytes: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
@@ -102,6 +105,7 @@ impl ApiState {
                     api.token_ttl_secs,
                 ),
                 limiter: auth::RateLimiter::new(api.rate_limit_per_minute),
+                address_limiter: auth::RateLimiter::new(api.address_rate_limit_per_minute),
                 // Never below one largest upload, or that upload could never pass.
                 body_bytes: Arc::new(tokio::sync::Semaphore::new(
                     api.max_in_flight_bytes.max(api.max_upload_bytes),
@@ -152,6 +156,7 @@ pub async fn serve(
     let tail = state.inner.client.start(shutdown.clone()).await?;
     let app: Router = router::router(state);
     let graceful = shutdown.clone();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { graceful.cancelled().await })
         .await

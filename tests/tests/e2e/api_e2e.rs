@@ -930,6 +930,58 @@ async fn api_end_to_end_on_kafka_and_cassandra() {
         .unwrap();
 }
 
+/// Requests from one address past its limit are refused before any key is
+/// looked up, so guessing keys is throttled too; behind a trusted proxy the
+/// configured header names the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_addresses_are_limited_before_key_lookup() {
+    let store = format!(
+        "file://{}",
+        scratch_dir("address").join("timbre.redb").display()
+    );
+    let mut settings = settings();
+    settings.push(("TIMBRE__API__ADDRESS_RATE_LIMIT_PER_MINUTE", "5".into()));
+    settings.push((
+        "TIMBRE__API__CLIENT_ADDRESS_HEADER",
+        "\"x-forwarded-for\"".into(),
+    ));
+    let d = deploy("embedded://", &store, settings).await;
+    let guess = format!("tmb_{}_{}", "0".repeat(16), "0".repeat(48));
+    let from = |client: &str| {
+        d.api
+            .http
+            .get(format!("{}/v1/usage", d.api.base))
+            .header("x-api-key", guess.clone())
+            .header("x-forwarded-for", format!("{client}, 10.0.0.1"))
+    };
+    let into_minute = timbre::domain::now_ms().rem_euclid(60_000);
+    if into_minute > 50_000 {
+        tokio::time::sleep(Duration::from_millis((60_000 - into_minute) as u64 + 100)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            d.api.send(from("203.0.113.7")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (status, body) = d.api.send(from("203.0.113.7")).await;
+    assert_eq!(
+        (status, body["scope"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("address")),
+        "{body}"
+    );
+    assert_eq!(
+        d.api.send(from("198.51.100.2")).await.0,
+        StatusCode::UNAUTHORIZED,
+        "another client is not affected"
+    );
+    d.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), d.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// Over HTTP, with replay detection on (the product's default): a fresh
 /// recording of the user is accepted, the same recording played back
 /// through a µ-law telephone channel is rejected as a replay, with a
