@@ -171,6 +171,10 @@ pub struct ApiConfig {
     pub demo_tenant: String,
     /// Lifetime of a demo key.
     pub demo_key_ttl_secs: u64,
+    /// Lifetime of an OAuth2 access token.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of an OAuth2 refresh token (each is single use).
+    pub refresh_token_ttl_secs: u64,
     /// Requests per key per minute, all replicas together.
     pub rate_limit_per_minute: u32,
     /// Requests per client address per minute and replica, counted before
@@ -205,6 +209,8 @@ impl Default for ApiConfig {
             demo_tenant: "demo".into(),
             demo_key_ttl_secs: 3600,
             rate_limit_per_minute: 120,
+            access_token_ttl_secs: 600,
+            refresh_token_ttl_secs: 86_400,
             address_rate_limit_per_minute: 600,
             client_address_header: None,
             wait_timeout_ms: 10_000,

@@ -73,39 +73,64 @@ fn rate_limited(retry_after_ms: i64, scope: &str, what: &str) -> ApiError {
     .with("scope", scope)
 }
 
+/// Counts a request against its client address's limit; run before any
+/// key lookup, so guessing keys costs the guesser, not the store.
+pub fn admit_address(state: &ApiState, parts: &Parts) -> Result<(), ApiError> {
+    let address = client_address(parts, state.inner.config.client_address_header.as_deref());
+    state
+        .inner
+        .address_limiter
+        .admit(&address, now_ms())
+        .map_err(|ms| rate_limited(ms, "address", "too many requests from this address"))
+}
+
+/// The caller behind an API key or an OAuth2 access token. The key is read
+/// from the store on every request (a token's too): a disabled or revoked
+/// key is refused at once by every replica.
+async fn authenticate(state: &ApiState, presented: &str) -> Result<Caller, ApiError> {
+    let now = now_ms();
+    let (key_id, secret, token_scopes) = match keys::parse(presented) {
+        Some((id, secret)) => (id.to_string(), Some(secret), None),
+        None => {
+            let claims = state
+                .inner
+                .oauth
+                .check(presented, "access")
+                .ok_or_else(ApiError::unauthorized)?;
+            let scopes = claims.scopes();
+            (claims.sub, None, Some((claims.tenant, scopes)))
+        }
+    };
+    let stored = state
+        .inner
+        .access
+        .api_key(&key_id)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    let secret_ok = secret.is_none_or(|s| state.inner.keys.verify(s, &stored));
+    if !stored.enabled || stored.expired(now) || !secret_ok {
+        return Err(ApiError::unauthorized());
+    }
+    let scopes = match token_scopes {
+        None => stored.scopes,
+        Some((tenant, _)) if tenant != stored.tenant => return Err(ApiError::unauthorized()),
+        // A token never exceeds what its key may do now.
+        Some((_, granted)) => Some(granted.into_iter().filter(|s| stored.allows(*s)).collect()),
+    };
+    Ok(Caller {
+        tenant: stored.tenant,
+        key_id: stored.key_id,
+        scopes,
+    })
+}
+
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        // Before any key lookup: guessing keys costs the guesser, not the store.
-        let address = client_address(parts, state.inner.config.client_address_header.as_deref());
-        if let Err(ms) = state.inner.address_limiter.admit(&address, now_ms()) {
-            return Err(rate_limited(
-                ms,
-                "address",
-                "too many requests from this address",
-            ));
-        }
-        let (key_id, secret) = presented_key(parts)
-            .and_then(keys::parse)
-            .ok_or_else(ApiError::unauthorized)?;
-        let stored = state
-            .inner
-            .access
-            .api_key(key_id)
-            .await?
-            .ok_or_else(ApiError::unauthorized)?;
-        // Read from the store on every request: a disabled or revoked key
-        // is refused at once by every replica.
-        if !stored.enabled || stored.expired(now_ms()) || !state.inner.keys.verify(secret, &stored)
-        {
-            return Err(ApiError::unauthorized());
-        }
-        let caller = Caller {
-            tenant: stored.tenant,
-            key_id: stored.key_id,
-            scopes: stored.scopes,
-        };
+        admit_address(state, parts)?;
+        let presented = presented_key(parts).ok_or_else(ApiError::unauthorized)?;
+        let caller = authenticate(state, presented).await?;
         let admitted = state
             .inner
             .limiter

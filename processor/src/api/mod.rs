@@ -18,6 +18,7 @@ mod error;
 mod form;
 mod jobs;
 mod key_admin;
+pub mod oauth;
 
 pub use key_admin::key_view;
 pub mod keys;
@@ -61,6 +62,7 @@ struct Inner {
     keys: keys::KeyHasher,
     tokens: tokens::TokenSigner,
     limiter: auth::RateLimiter,
+    oauth: oauth::OAuthSigner,
     /// Requests per client address (local to the replica: it runs before
     /// any store access).
     address_limiter: auth::RateLimiter,
@@ -105,6 +107,11 @@ impl ApiState {
                     api.token_ttl_secs,
                 ),
                 limiter: auth::RateLimiter::new(api.rate_limit_per_minute),
+                oauth: oauth::OAuthSigner::new(
+                    api.token_signing_key.expose().as_bytes(),
+                    api.access_token_ttl_secs,
+                    api.refresh_token_ttl_secs,
+                ),
                 address_limiter: auth::RateLimiter::new(api.address_rate_limit_per_minute),
                 // Never below one largest upload, or that upload could never pass.
                 body_bytes: Arc::new(tokio::sync::Semaphore::new(

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, middleware};
 use serde::de::DeserializeOwned;
 
-use super::{ApiError, ApiState, brief, dialects, error, key_admin, ops, users, v1};
+use super::{ApiError, ApiState, brief, dialects, error, key_admin, oauth, ops, users, v1};
 
 /// The router with its middleware: body limit, timeout, metrics, JSON errors.
 pub fn router(state: ApiState) -> Router {
@@ -19,6 +19,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(v1::routes())
         .merge(key_admin::routes())
         .merge(users::routes())
+        .merge(oauth::routes())
         .merge(brief::routes())
         .merge(ops::routes())
         .merge(dialects::routes())

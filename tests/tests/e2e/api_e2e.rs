@@ -518,7 +518,7 @@ async fn operations(d: &Deployment) {
     let (_, doc) = api.get("", "/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 22, "every route is documented");
+    assert_eq!(paths.len(), 23, "every route is documented");
     for (path, ops) in paths {
         let concrete = path
             .replace("{user_id}", "u")
@@ -974,6 +974,162 @@ async fn client_addresses_are_limited_before_key_lookup() {
         d.api.send(from("198.51.100.2")).await.0,
         StatusCode::UNAUTHORIZED,
         "another client is not affected"
+    );
+    d.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), d.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// OAuth2 client credentials (RFC 6749 §4.4) with a key as the client:
+/// wrong secret, unknown grant and a scope beyond the key are refused with
+/// the RFC's codes; an access token carries only the granted scopes; a
+/// refresh token is good once and expires; a disabled key's tokens stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_client_credentials_and_refresh_rotation() {
+    let store = format!(
+        "file://{}",
+        scratch_dir("oauth").join("timbre.redb").display()
+    );
+    let mut settings = settings();
+    settings.push(("TIMBRE__API__REFRESH_TOKEN_TTL_SECS", "4".into()));
+    let d = deploy("embedded://", &store, settings).await;
+    let (_, created) = d
+        .api
+        .post(
+            &d.acme_admin,
+            "/v1/keys",
+            json!({"scopes": ["consent:read", "consent:write"], "name": "ivr"}),
+        )
+        .await;
+    let key = created["api_key"].as_str().unwrap().to_string();
+    let (client_id, secret) = {
+        let rest = key.strip_prefix("tmb_").unwrap();
+        let (id, secret) = rest.split_once('_').unwrap();
+        (id.to_string(), secret.to_string())
+    };
+    let token = |form: Vec<(&str, String)>, basic: Option<(&str, &str)>| {
+        let mut req = d
+            .api
+            .http
+            .post(format!("{}/oauth/token", d.api.base))
+            .form(&form);
+        if let Some((id, pw)) = basic {
+            req = req.basic_auth(id, Some(pw));
+        }
+        d.api.send(req)
+    };
+    let grant = |scope: Option<&str>| {
+        let mut form = vec![
+            ("grant_type", "client_credentials".to_string()),
+            ("client_id", client_id.clone()),
+            ("client_secret", secret.clone()),
+        ];
+        if let Some(scope) = scope {
+            form.push(("scope", scope.to_string()));
+        }
+        form
+    };
+
+    let (status, body) = token(
+        vec![("grant_type", "client_credentials".into())],
+        Some((client_id.as_str(), "0".repeat(48).as_str())),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    let (status, body) = token(grant(Some("keys:admin")), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope"))
+    );
+    let mut password = grant(None);
+    password[0].1 = "password".into();
+    let (status, body) = token(password, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unsupported_grant_type"))
+    );
+
+    let (status, issued) = token(grant(Some("consent:read")), None).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    assert_eq!(
+        (issued["token_type"].as_str(), issued["scope"].as_str()),
+        (Some("Bearer"), Some("consent:read"))
+    );
+    let access = issued["access_token"].as_str().unwrap().to_string();
+    assert_eq!(d.api.get(&access, "/v1/consent/u1").await.0, StatusCode::OK);
+    let (status, body) = d
+        .api
+        .send(
+            d.api
+                .http
+                .post(format!("{}/v1/consent", d.api.base))
+                .bearer_auth(&access)
+                .json(&json!({"user_id": "u1", "granted": true})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["scope"].as_str()),
+        (StatusCode::FORBIDDEN, Some("consent:write")),
+        "the token has only the granted scope: {body}"
+    );
+
+    // Rotation: a refresh token is good once.
+    let refresh = |refresh_token: String| {
+        token(
+            vec![
+                ("grant_type", "refresh_token".into()),
+                ("refresh_token", refresh_token),
+            ],
+            Some((client_id.as_str(), secret.as_str())),
+        )
+    };
+    let first = issued["refresh_token"].as_str().unwrap().to_string();
+    let (status, rotated) = refresh(first.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let (status, body) = refresh(first).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let access = rotated["access_token"].as_str().unwrap().to_string();
+    assert_eq!(d.api.get(&access, "/v1/consent/u1").await.0, StatusCode::OK);
+
+    // The key's state governs its tokens.
+    let disable = format!("/v1/keys/{client_id}/disable");
+    d.api.post(&d.acme_admin, &disable, json!({})).await;
+    assert_eq!(
+        d.api.get(&access, "/v1/consent/u1").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let latest = rotated["refresh_token"].as_str().unwrap().to_string();
+    let (status, body) = refresh(latest.clone()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    d.api
+        .post(
+            &d.acme_admin,
+            &format!("/v1/keys/{client_id}/enable"),
+            json!({}),
+        )
+        .await;
+
+    // Expiry (refresh tokens live 4 s here).
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
+    let (status, body) = refresh(latest).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(
+        d.api.get("not-a-token", "/v1/consent/u1").await.0,
+        StatusCode::UNAUTHORIZED
     );
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), d.task)
