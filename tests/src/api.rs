@@ -119,6 +119,8 @@ pub struct Deployment {
     pub api: Api,
     /// Client of the processor's operations endpoints (`listen`).
     pub ops: Api,
+    /// The deployment's store, to check what an HTTP call left behind.
+    pub store: Arc<dyn timbre::ports::Store>,
     /// Key of tenant `acme`.
     pub acme: String,
     /// A second key of tenant `acme`.
@@ -190,6 +192,7 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
     let engine = Arc::new(Engine::connect(config.clone()).await.unwrap());
     assert!(engine.apply_topics(Some(1)).await.unwrap().is_empty());
     engine.store.migrate().await.unwrap();
+    let store = engine.store.clone();
     let acme = mint(&engine, &config, "acme").await;
     let acme_admin = mint(&engine, &config, "acme").await;
     let acme_burst = mint(&engine, &config, "acme").await;
@@ -210,6 +213,7 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
     Deployment {
         api,
         ops,
+        store,
         acme,
         acme_burst,
         acme_admin,

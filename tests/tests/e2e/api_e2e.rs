@@ -782,11 +782,54 @@ async fn user_administration(d: &Deployment) {
     let (_, consent) = d.api.get(reader, &format!("/v1/consent/{leaving}")).await;
     assert_eq!(consent["status"], "WITHDRAWN", "{consent}");
 
+    let model = verdict["model"].as_str().expect("model id").to_string();
+    assert!(
+        d.store
+            .voiceprint("acme", &listed, &model)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        !d.store
+            .enrollment_audio("acme", &listed)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let (status, body) = d.api.delete(admin, &format!("/v1/users/{listed}")).await;
     assert_eq!(
         (status, body["decision"].as_str()),
         (StatusCode::OK, Some("applied")),
         "{body}"
+    );
+    // Erasure leaves no biometric rows behind.
+    assert_eq!(
+        d.store.voiceprint("acme", &listed, &model).await.unwrap(),
+        None
+    );
+    assert!(
+        d.store
+            .enrollment_audio("acme", &listed)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        d.store
+            .fingerprints("acme", &listed, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !d.store
+            .watchlist("acme")
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.user_id == listed),
+        "the listing went with the user"
     );
     let (status, body) = d.api.get(reader, &format!("/v1/users/{listed}")).await;
     assert_eq!(
