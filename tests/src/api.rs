@@ -125,8 +125,10 @@ pub struct Deployment {
     pub acme: String,
     /// A second key of tenant `acme`.
     pub acme_burst: String,
-    /// A third key of tenant `acme`, for key administration.
-    pub acme_admin: String,
+    /// Key of tenant `hooli`, for key and user administration: its own
+    /// tenant, so the voices it greylists never meet the other flows'
+    /// verifications (a watchlist is tenant-wide).
+    pub hooli_admin: String,
     /// Key of tenant `globex`.
     pub globex: String,
     /// Key of tenant `initech`.
@@ -194,7 +196,7 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
     engine.store.migrate().await.unwrap();
     let store = engine.store.clone();
     let acme = mint(&engine, &config, "acme").await;
-    let acme_admin = mint(&engine, &config, "acme").await;
+    let hooli_admin = mint(&engine, &config, "hooli").await;
     let acme_burst = mint(&engine, &config, "acme").await;
     let globex = mint(&engine, &config, "globex").await;
     let initech = mint(&engine, &config, "initech").await;
@@ -216,7 +218,7 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
         store,
         acme,
         acme_burst,
-        acme_admin,
+        hooli_admin,
         globex,
         initech,
         config,

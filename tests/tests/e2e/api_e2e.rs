@@ -555,7 +555,7 @@ async fn operations(d: &Deployment) {
 /// listing shows no secret; a disabled or revoked key is refused at once
 /// on every replica (`others`); another tenant's key cannot touch it.
 async fn key_lifecycle(d: &Deployment, others: &[&Api]) {
-    let admin = d.acme_admin.as_str();
+    let admin = d.hooli_admin.as_str();
     let user = unique("ivr-user");
     for bad in [json!({"scopes": []}), json!({"scopes": ["root"]})] {
         let (status, body) = d.api.post(admin, "/v1/keys", bad).await;
@@ -699,7 +699,7 @@ async fn user_administration(d: &Deployment) {
     for scopes in [&all[..], &all[..5]] {
         let (status, created) = d
             .api
-            .post(&d.acme_admin, "/v1/keys", json!({"scopes": scopes}))
+            .post(&d.hooli_admin, "/v1/keys", json!({"scopes": scopes}))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
         keys.push(created["api_key"].as_str().unwrap().to_string());
@@ -785,14 +785,14 @@ async fn user_administration(d: &Deployment) {
     let model = verdict["model"].as_str().expect("model id").to_string();
     assert!(
         d.store
-            .voiceprint("acme", &listed, &model)
+            .voiceprint("hooli", &listed, &model)
             .await
             .unwrap()
             .is_some()
     );
     assert!(
         !d.store
-            .enrollment_audio("acme", &listed)
+            .enrollment_audio("hooli", &listed)
             .await
             .unwrap()
             .is_empty()
@@ -805,26 +805,26 @@ async fn user_administration(d: &Deployment) {
     );
     // Erasure leaves no biometric rows behind.
     assert_eq!(
-        d.store.voiceprint("acme", &listed, &model).await.unwrap(),
+        d.store.voiceprint("hooli", &listed, &model).await.unwrap(),
         None
     );
     assert!(
         d.store
-            .enrollment_audio("acme", &listed)
+            .enrollment_audio("hooli", &listed)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
         d.store
-            .fingerprints("acme", &listed, 100)
+            .fingerprints("hooli", &listed, 100)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
         !d.store
-            .watchlist("acme")
+            .watchlist("hooli")
             .await
             .unwrap()
             .iter()
@@ -1041,7 +1041,7 @@ async fn oauth_client_credentials_and_refresh_rotation() {
     let (_, created) = d
         .api
         .post(
-            &d.acme_admin,
+            &d.hooli_admin,
             "/v1/keys",
             json!({"scopes": ["consent:read", "consent:write"], "name": "ivr"}),
         )
@@ -1144,7 +1144,7 @@ async fn oauth_client_credentials_and_refresh_rotation() {
 
     // The key's state governs its tokens.
     let disable = format!("/v1/keys/{client_id}/disable");
-    d.api.post(&d.acme_admin, &disable, json!({})).await;
+    d.api.post(&d.hooli_admin, &disable, json!({})).await;
     assert_eq!(
         d.api.get(&access, "/v1/consent/u1").await.0,
         StatusCode::UNAUTHORIZED
@@ -1157,7 +1157,7 @@ async fn oauth_client_credentials_and_refresh_rotation() {
     );
     d.api
         .post(
-            &d.acme_admin,
+            &d.hooli_admin,
             &format!("/v1/keys/{client_id}/enable"),
             json!({}),
         )
