@@ -188,6 +188,17 @@ pub async fn mint(engine: &Engine, config: &Config, tenant: &str) -> String {
     minted.plaintext
 }
 
+impl Deployment {
+    /// Stops processor and API and waits (at most 30 s) until they have.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("deployment stops within 30 s")
+            .expect("deployment task");
+    }
+}
+
 /// Starts processor + API in this process on `bus`/`store`.
 pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> Deployment {
     let config = config(bus, store, settings);

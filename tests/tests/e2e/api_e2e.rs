@@ -937,11 +937,7 @@ async fn api_end_to_end_on_the_embedded_backend() {
         key_lifecycle(&d, &[]),
         user_administration(&d)
     );
-    d.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), d.task)
-        .await
-        .unwrap()
-        .unwrap();
+    d.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1018,11 +1014,7 @@ async fn client_addresses_are_limited_before_key_lookup() {
         StatusCode::UNAUTHORIZED,
         "another client is not affected"
     );
-    d.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), d.task)
-        .await
-        .unwrap()
-        .unwrap();
+    d.stop().await;
 }
 
 /// OAuth2 client credentials (RFC 6749 §4.4) with a key as the client:
@@ -1174,11 +1166,7 @@ async fn oauth_client_credentials_and_refresh_rotation() {
         d.api.get("not-a-token", "/v1/consent/u1").await.0,
         StatusCode::UNAUTHORIZED
     );
-    d.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), d.task)
-        .await
-        .unwrap()
-        .unwrap();
+    d.stop().await;
 }
 
 /// Over HTTP, with replay detection on (the product's default): a fresh
@@ -1236,9 +1224,5 @@ async fn replays_are_refused_over_http() {
         replay["retries"], 1,
         "a replay counts as a failure: {replay}"
     );
-    d.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), d.task)
-        .await
-        .unwrap()
-        .unwrap();
+    d.stop().await;
 }

@@ -2,7 +2,6 @@
 //! (schemathesis): no server error and no response outside the spec.
 
 use std::process::Command;
-use std::time::Duration;
 
 use timbre_tests::api::deploy;
 use timbre_tests::{required, scratch_dir};
@@ -81,9 +80,5 @@ async fn the_live_api_conforms_to_its_openapi_document() {
         stdout.contains("passed"),
         "schemathesis ran operations:\n{stdout}"
     );
-    d.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), d.task)
-        .await
-        .unwrap()
-        .unwrap();
+    d.stop().await;
 }

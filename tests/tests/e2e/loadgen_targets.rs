@@ -205,9 +205,5 @@ async fn http_target_against_the_api() {
     .unwrap_err();
     assert!(tenant.to_string().contains("--tenant"), "{tenant:#}");
 
-    d.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), d.task)
-        .await
-        .unwrap()
-        .unwrap();
+    d.stop().await;
 }

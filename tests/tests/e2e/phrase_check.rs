@@ -372,11 +372,7 @@ async fn challenges_on_the_embedded_backend() {
     );
     let d = deploy("embedded://", &store, settings()).await;
     flow(&d, &d.api).await;
-    d.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), d.task)
-        .await
-        .unwrap()
-        .unwrap();
+    d.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,9 +417,5 @@ async fn a_slow_challenge_decision_still_mints_its_token() {
     let token = json!({"token": won["voiceToken"]});
     let (_, checked) = api.post(acme, "/verify-token", token).await;
     assert_eq!(checked["valid"], true, "{checked}");
-    d.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), d.task)
-        .await
-        .unwrap()
-        .unwrap();
+    d.stop().await;
 }
