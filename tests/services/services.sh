@@ -17,8 +17,8 @@
 # Environment: TIMBRE_SERVICES_DIR (work dir, default <repo>/target/services),
 # TIMBRE_CACHE_DIR (jar cache, default ~/.cache/timbre),
 # TIMBRE_KAFKA_START_TIMEOUT (60 s), TIMBRE_CASSANDRA_START_TIMEOUT (180 s),
-# TIMBRE_SERVICES_STOP_TIMEOUT (30 s), TIMBRE_CASSANDRA_DURABLE (1: schema
-# changes survive kill -9, for fault tests).
+# TIMBRE_SERVICES_STOP_TIMEOUT (30 s), TIMBRE_CASSANDRA_DURABLE (1: every
+# acknowledged write and schema change survives kill -9, for fault tests).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -227,8 +227,13 @@ prepare_cassandra() { # prepare_cassandra <native port> <storage port>
   mkdir -p "$dir/data"
   # The native port takes plaintext and TLS (client certificate required).
   make_tls "$dir/tls"
+  local sync=periodic window="commitlog_sync_period: 10000ms"
+  if [[ ${TIMBRE_CASSANDRA_DURABLE:-0} == 1 ]]; then
+    sync=group window="commitlog_sync_group_window: 10ms"
+  fi
   render "$here/cassandra/cassandra.yaml.in" "$dir/cassandra.yaml" \
-    WORK_DIR="$dir" NATIVE_PORT="$1" STORAGE_PORT="$2"
+    WORK_DIR="$dir" NATIVE_PORT="$1" STORAGE_PORT="$2" \
+    COMMITLOG_SYNC="$sync" COMMITLOG_SYNC_WINDOW="$window"
   echo "$1" >"$(port_file cassandra)"
   launch_cassandra
 }

@@ -3,8 +3,12 @@
 //! killing them never touches the services the other tests share.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The two services of one fault test; stopped when dropped.
 pub struct PrivateServices {
@@ -59,6 +63,33 @@ impl PrivateServices {
             "services.sh {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// Runs `body` on its own runtime with private services started in `dir`,
+/// failing it after `deadline`. The runtime, and with it every client and
+/// processor task, ends before the services stop, pass or fail: a Kafka
+/// consumer closed against a dead broker can block for ever.
+pub fn with_private_services<F, Fut>(dir: &Path, deadline: Duration, body: F)
+where
+    F: FnOnce(Arc<PrivateServices>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let services = Arc::new(PrivateServices::start(dir));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("test runtime");
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        runtime.block_on(async { tokio::time::timeout(deadline, body(services.clone())).await })
+    }));
+    runtime.shutdown_timeout(Duration::from_secs(30));
+    drop(services);
+    match outcome {
+        Err(panic) => std::panic::resume_unwind(panic),
+        Ok(Err(_)) => panic!("not finished within {deadline:?}"),
+        Ok(Ok(())) => {}
     }
 }
 
