@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
 
-use super::{ApiError, ApiState, auth};
+use super::{ApiError, ApiState, auth, dialects};
 use crate::domain::{ApiKey, Scope, now_ms};
 
 /// The token route.
@@ -194,7 +194,9 @@ fn requested_scopes(
     };
     let mut scopes = BTreeSet::new();
     for name in requested.split(' ').filter(|n| !n.is_empty()) {
-        let scope = Scope::parse(name).filter(|s| allowed(*s))?;
+        let scope = Scope::parse(name)
+            .or_else(|| dialects::scope(name))
+            .filter(|s| allowed(*s))?;
         scopes.insert(scope);
     }
     (!scopes.is_empty()).then_some(scopes)

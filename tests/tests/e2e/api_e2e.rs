@@ -9,6 +9,8 @@ use timbre_tests::api::{Api, Deployment, deploy, replica};
 use timbre_tests::pipeline::{replayed, wav};
 use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
 
+use crate::dialects;
+
 const ALICE_ENROLL: &str = "librispeech-r/test-other/1688/1688-142285-0000.wav";
 const ALICE_VERIFY: &str = "librispeech-r/test-other/1688/1688-142285-0005.wav";
 const IMPOSTOR: &str = "librispeech-r/test-other/1998/1998-15444-0000.wav";
@@ -518,7 +520,7 @@ async fn operations(d: &Deployment) {
     let (_, doc) = api.get("", "/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 23, "every route is documented");
+    assert_eq!(paths.len(), 24, "every route is documented");
     for (path, ops) in paths {
         let concrete = path
             .replace("{user_id}", "u")
@@ -935,7 +937,8 @@ async fn api_end_to_end_on_the_embedded_backend() {
         rate_limit(&replicas, &d.acme_burst, &d.globex),
         operations(&d),
         key_lifecycle(&d, &[]),
-        user_administration(&d)
+        user_administration(&d),
+        dialects::contact_consent(&d)
     );
     d.stop().await;
 }
@@ -960,7 +963,8 @@ async fn api_end_to_end_on_kafka_and_cassandra() {
         replicas(&d, &second),
         ops_listener_only(&second, &second_ops),
         key_lifecycle(&d, &other_replicas),
-        user_administration(&d)
+        user_administration(&d),
+        dialects::contact_consent(&d)
     );
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), d.task)

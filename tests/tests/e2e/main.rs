@@ -6,7 +6,8 @@
 //! - pipeline: `pipeline_e2e`, `malformed_jobs`, `crash_resume`,
 //!   `reader_backpressure`, `retry_budget`, `rescore`, `erasure_race`,
 //!   `service_faults` (kill -9 of Kafka and Cassandra, on private instances);
-//! - HTTP: `api_e2e`, `api_openapi`;
+//! - HTTP: `api_e2e`, `api_openapi`, `dialects` (vendor dialects, run by
+//!   `api_e2e`);
 //! - model and audio: `model_parity`, `model_errors`, `audio_inputs`;
 //! - phrase signal: `phrase_check` (front end, reader, recogniser, challenges);
 //! - liveness signal: `synthetic_speech` (and replays in `pipeline_e2e`);
@@ -18,6 +19,7 @@ mod api_openapi;
 mod audio_inputs;
 mod bus_port;
 mod crash_resume;
+mod dialects;
 mod erasure_race;
 mod helm_chart;
 mod loadgen_embedded;

@@ -7,8 +7,19 @@
 use axum::Router;
 
 use super::ApiState;
+use crate::domain::Scope;
 
-/// Every dialect's routes (none are enabled yet).
+pub mod contact_consent;
+
+/// Every dialect's routes.
 pub fn routes() -> Router<ApiState> {
-    Router::new()
+    Router::new().merge(contact_consent::routes())
+}
+
+/// The native scope a dialect's OAuth2 scope name grants.
+pub fn scope(name: &str) -> Option<Scope> {
+    contact_consent::SCOPES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map(|(_, scope)| *scope)
 }
