@@ -153,6 +153,11 @@ pub fn config(bus: &str, store: &str, settings: Vec<(&str, String)>) -> Config {
         ("TIMBRE__LISTEN", "127.0.0.1:0".into()),
         ("TIMBRE__API__KEY_PEPPER", "test-pepper".into()),
         ("TIMBRE__API__TOKEN_SIGNING_KEY", "test-signing-key".into()),
+        // One debug-build scoring worker serves several concurrent flows
+        // on a shared 2-core machine: answers wait longer than in
+        // production (10 s) before a 202 sends the test polling.
+        ("TIMBRE__API__WAIT_TIMEOUT_MS", "30000".into()),
+        ("TIMBRE__API__REQUEST_TIMEOUT_MS", "45000".into()),
         // The tests submit the same fixture recordings again and again for
         // one user, which is exactly what replay detection rejects; its
         // tests (pipeline_e2e) turn it on.
