@@ -34,6 +34,9 @@ pub enum EngineError {
     /// The phrase recogniser could not be loaded.
     #[error(transparent)]
     Phrase(#[from] crate::phrase::PhraseError),
+    /// A start-up task failed unexpectedly (a loader panicked).
+    #[error("start-up failed: {0}")]
+    Startup(String),
     /// The operations listener could not bind.
     #[error("cannot listen on {0}: {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
@@ -164,42 +167,15 @@ impl Engine {
         ops_listener: tokio::net::TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), EngineError> {
-        let dir = self
-            .config
-            .model_dir
-            .clone()
-            .unwrap_or_else(default_model_dir);
-        let model = Arc::new(SpeakerModel::load(&dir)?);
-        tracing::info!(model = %model.id(), workers = self.config.workers, "model loaded");
-        let mut extra: Vec<Arc<dyn Embedder>> = Vec::new();
-        for m in &self.config.extra_models {
-            let loaded = SpeakerModel::load_named(m.dir.as_deref().unwrap_or(&dir), &m.name)?;
-            tracing::info!(model = %loaded.id(), "extra model loaded");
-            extra.push(Arc::new(loaded));
-        }
-        let mut analysers: Vec<Arc<dyn Analyser>> = Vec::new();
-        if self.config.phrase.enabled {
-            let recogniser = load_recogniser(&dir, EncoderSpan::OwnLength)?;
-            tracing::info!(
-                model = crate::phrase::MODEL_FOLDER,
-                "phrase recogniser loaded"
-            );
-            analysers.push(Arc::new(PhraseAnalyser::new(
-                recogniser,
-                self.config.phrase.thresholds,
-            )));
-        }
-        // Cheap (under a millisecond per second of audio); it runs where a
-        // tenant keeps fingerprints (`policy.replay_memory_days`).
-        analysers.push(Arc::new(ReplayDetector::default()));
-        if self.config.synthetic.enabled {
-            let check = SyntheticSpeechCheck::load(&dir, self.config.synthetic.thresholds)?;
-            tracing::info!(
-                threshold = self.config.synthetic.thresholds.threshold,
-                "synthetic-speech check loaded"
-            );
-            analysers.push(Arc::new(check));
-        }
+        let config = self.config.clone();
+        let models = tokio::task::spawn_blocking(move || load_models(&config))
+            .await
+            .map_err(|e| EngineError::Startup(e.to_string()))??;
+        let LoadedModels {
+            model,
+            extra,
+            analysers,
+        } = models;
         let pool = Arc::new(
             ScoringPool::new(
                 model,
@@ -240,6 +216,100 @@ impl Engine {
         let _ = server.await;
         Ok(result?)
     }
+}
+
+/// The networks a processor scores with.
+struct LoadedModels {
+    model: Arc<SpeakerModel>,
+    extra: Vec<Arc<dyn Embedder>>,
+    analysers: Vec<Arc<dyn Analyser>>,
+}
+
+/// Loads every configured network, each on its own thread: a restarted
+/// processor reads again only once they are in memory, so its outage lasts
+/// the slowest load, not their sum.
+fn load_models(config: &Config) -> Result<LoadedModels, EngineError> {
+    let dir = config.model_dir.clone().unwrap_or_else(default_model_dir);
+    let started = std::time::Instant::now();
+    let (speakers, phrase, synthetic) = std::thread::scope(|scope| {
+        let speakers = scope.spawn(|| {
+            let model = Arc::new(SpeakerModel::load(&dir)?);
+            tracing::info!(
+                model = %model.id(),
+                workers = config.workers,
+                millis = started.elapsed().as_millis() as u64,
+                "model loaded"
+            );
+            let mut extra: Vec<Arc<dyn Embedder>> = Vec::new();
+            for m in &config.extra_models {
+                let loaded = SpeakerModel::load_named(m.dir.as_deref().unwrap_or(&dir), &m.name)?;
+                tracing::info!(model = %loaded.id(), "extra model loaded");
+                extra.push(Arc::new(loaded));
+            }
+            Ok::<_, EngineError>((model, extra))
+        });
+        let phrase = scope.spawn(|| {
+            let recogniser = config
+                .phrase
+                .enabled
+                .then(|| load_recogniser(&dir, EncoderSpan::OwnLength))
+                .transpose()?;
+            if recogniser.is_some() {
+                tracing::info!(
+                    model = crate::phrase::MODEL_FOLDER,
+                    millis = started.elapsed().as_millis() as u64,
+                    "phrase recogniser loaded"
+                );
+            }
+            Ok::<_, EngineError>(recogniser)
+        });
+        let synthetic = scope.spawn(|| {
+            let check = config
+                .synthetic
+                .enabled
+                .then(|| SyntheticSpeechCheck::load(&dir, config.synthetic.thresholds))
+                .transpose()?;
+            if check.is_some() {
+                tracing::info!(
+                    threshold = config.synthetic.thresholds.threshold,
+                    millis = started.elapsed().as_millis() as u64,
+                    "synthetic-speech check loaded"
+                );
+            }
+            Ok::<_, EngineError>(check)
+        });
+        let joined = |e: Box<dyn std::any::Any + Send>| {
+            EngineError::Startup(format!("a model loader panicked: {e:?}"))
+        };
+        Ok::<_, EngineError>((
+            speakers.join().map_err(joined)?,
+            phrase.join().map_err(joined)?,
+            synthetic.join().map_err(joined)?,
+        ))
+    })?;
+    let (model, extra) = speakers?;
+    let mut analysers: Vec<Arc<dyn Analyser>> = Vec::new();
+    if let Some(recogniser) = phrase? {
+        analysers.push(Arc::new(PhraseAnalyser::new(
+            recogniser,
+            config.phrase.thresholds,
+        )));
+    }
+    // Cheap (under a millisecond per second of audio); it runs where a
+    // tenant keeps fingerprints (`policy.replay_memory_days`).
+    analysers.push(Arc::new(ReplayDetector::default()));
+    if let Some(check) = synthetic? {
+        analysers.push(Arc::new(check));
+    }
+    tracing::info!(
+        millis = started.elapsed().as_millis() as u64,
+        "models ready"
+    );
+    Ok(LoadedModels {
+        model,
+        extra,
+        analysers,
+    })
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, EngineError> {
