@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Peak memory under large audio, measured on real Kafka + Cassandra against
-# the Helm chart's limits (adapter 512 MiB, processor 1536 MiB):
+# the Helm chart's limits (adapter 512 MiB, processor 2560 MiB):
 #   1. `timbre serve` alone takes N concurrent uploads of a 10 MiB WAV from
 #      clients that wait `Retry-After` and retry when it answers 503;
 #   2. `timbre run` then starts on the backlog of those jobs and drains it.
@@ -112,4 +112,4 @@ while :; do
   sleep 1
 done
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
-echo "{\"process\": \"timbre run\", \"backlog_jobs\": $backlog, \"decided\": $decided, \"drain_seconds\": $(($(date +%s) - started)), \"peak_rss_mib\": $(($(peak_kib "$run") / 1024)), \"limit_mib\": 1536, \"cpu\": \"$cpu\"}"
+echo "{\"process\": \"timbre run\", \"backlog_jobs\": $backlog, \"decided\": $decided, \"drain_seconds\": $(($(date +%s) - started)), \"peak_rss_mib\": $(($(peak_kib "$run") / 1024)), \"limit_mib\": 2560, \"cpu\": \"$cpu\"}"
