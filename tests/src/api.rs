@@ -83,6 +83,23 @@ impl Api {
         .await
     }
 
+    /// A POST of `form` to `/oauth/token`, with HTTP Basic client
+    /// authentication when `basic` is given (send it with [`Api::send`]).
+    pub fn oauth_token(
+        &self,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .post(format!("{}/oauth/token", self.base))
+            .form(form);
+        match basic {
+            Some((id, secret)) => req.basic_auth(id, Some(secret)),
+            None => req,
+        }
+    }
+
     /// POSTs a multipart form with an `audio` part.
     pub async fn upload(
         &self,
@@ -177,6 +194,15 @@ pub fn config(bus: &str, store: &str, settings: Vec<(&str, String)>) -> Config {
         .chain(settings)
         .map(|(k, v)| (k.to_string(), v));
     Config::load(None, env).unwrap()
+}
+
+/// The OAuth2 client id and secret of an API key (`tmb_<id>_<secret>`).
+pub fn client_credentials(key: &str) -> (String, String) {
+    let (id, secret) = key
+        .strip_prefix("tmb_")
+        .and_then(|rest| rest.split_once('_'))
+        .expect("an API key");
+    (id.to_string(), secret.to_string())
 }
 
 /// Mints an API key of `tenant` straight into the store.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use timbre_tests::api::{Api, Deployment, deploy, replica};
+use timbre_tests::api::{Api, Deployment, client_credentials, deploy, replica};
 use timbre_tests::pipeline::{replayed, wav};
 use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
 
@@ -1043,21 +1043,10 @@ async fn oauth_client_credentials_and_refresh_rotation() {
         )
         .await;
     let key = created["api_key"].as_str().unwrap().to_string();
-    let (client_id, secret) = {
-        let rest = key.strip_prefix("tmb_").unwrap();
-        let (id, secret) = rest.split_once('_').unwrap();
-        (id.to_string(), secret.to_string())
-    };
+    let (client_id, secret) = client_credentials(&key);
     let token = |form: Vec<(&str, String)>, basic: Option<(&str, &str)>| {
-        let mut req = d
-            .api
-            .http
-            .post(format!("{}/oauth/token", d.api.base))
-            .form(&form);
-        if let Some((id, pw)) = basic {
-            req = req.basic_auth(id, Some(pw));
-        }
-        d.api.send(req)
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        d.api.send(d.api.oauth_token(&form, basic))
     };
     let grant = |scope: Option<&str>| {
         let mut form = vec![

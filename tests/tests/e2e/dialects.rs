@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use timbre::domain::BIOMETRIC_PURPOSE;
-use timbre_tests::api::Deployment;
+use timbre_tests::api::{Deployment, client_credentials};
 use timbre_tests::pipeline::wav;
 use timbre_tests::unique;
 
@@ -22,17 +22,13 @@ async fn token(d: &Deployment, scopes: &[&str], scope: &str) -> String {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let key = created["api_key"].as_str().unwrap();
-    let (id, secret) = key.strip_prefix("tmb_").unwrap().split_once('_').unwrap();
+    let (id, secret) = client_credentials(created["api_key"].as_str().unwrap());
     let (status, body) = d
         .api
-        .send(
-            d.api
-                .http
-                .post(format!("{}/oauth/token", d.api.base))
-                .basic_auth(id, Some(secret))
-                .form(&[("grant_type", "client_credentials"), ("scope", scope)]),
-        )
+        .send(d.api.oauth_token(
+            &[("grant_type", "client_credentials"), ("scope", scope)],
+            Some((&id, &secret)),
+        ))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["access_token"].as_str().unwrap().to_string()
@@ -102,6 +98,27 @@ pub async fn contact_consent(d: &Deployment) {
         );
         assert!(body["message"].as_str().unwrap().contains(field), "{body}");
     }
+    // Bytes that are not JSON at all, as a form-encoding client sends them.
+    let (status, body) = d
+        .api
+        .send(
+            d.api
+                .http
+                .put(&url)
+                .bearer_auth(&writer)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("status=CONSENTED"),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str(), body["field"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("invalid_request"),
+            Some("status")
+        ),
+        "{body}"
+    );
     assert_eq!(
         get(&reader).await.1,
         json!({"status": "NO_CONSENT"}),

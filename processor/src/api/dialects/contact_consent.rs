@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use serde_json::json;
-use timbre_schemas::{ConsentChanged, ProfileCommandKind, Request};
+use timbre_schemas::{Code, ConsentChanged, ProfileCommandKind, Request};
 
 use crate::api::auth::Caller;
 use crate::api::jobs::{Early, decide, request_id};
@@ -163,7 +163,7 @@ async fn set_status(
     match decide(&state, &caller, job).await {
         Ok(_) => {}
         // Erasing a contact that has nothing stored leaves it as asked.
-        Err(Early::Error(e)) if e.code == "profile_not_found" => {}
+        Err(Early::Error(e)) if e.code == Code::ProfileNotFound.as_str() => {}
         Err(e) => return Err(e),
     }
     Ok(Json(json!({ "status": status.as_str() })).into_response())
