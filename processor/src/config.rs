@@ -66,6 +66,33 @@ pub struct Config {
     pub phrase: PhraseConfig,
     /// The synthetic-speech check of verifications (liveness).
     pub synthetic: SyntheticConfig,
+    /// Score normalisation and calibration of verifications.
+    pub calibration: CalibrationConfig,
+}
+
+/// Settings of score normalisation (AS-norm) and calibration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CalibrationConfig {
+    /// Judge verifications by calibrated LLRs against the policy's
+    /// false-accept rates when the model has a bundled calibration. Off: raw
+    /// cosine against the policy's cosine thresholds.
+    pub enabled: bool,
+    /// A tenant's enrolled voiceprints that join the normalisation cohort
+    /// (0: the bundled cohort alone).
+    pub tenant_cohort: usize,
+    /// Seconds a tenant's cohort sample is used before it is read again.
+    pub tenant_cohort_refresh_secs: u64,
+}
+
+impl Default for CalibrationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tenant_cohort: 200,
+            tenant_cohort_refresh_secs: 300,
+        }
+    }
 }
 
 /// Settings of the synthetic-speech check (AASIST, in the scoring pool).
@@ -246,6 +273,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             phrase: PhraseConfig::default(),
             synthetic: SyntheticConfig::default(),
+            calibration: CalibrationConfig::default(),
         }
     }
 }

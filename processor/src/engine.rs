@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::model::{SpeakerModel, default_model_dir};
 use crate::ops::{self, OpsState};
 use crate::phrase::{EncoderSpan, PhraseAnalyser, load_recogniser};
-use crate::pipeline::{Processor, ProcessorConfig};
+use crate::pipeline::{CohortSettings, Processor, ProcessorConfig};
 use crate::ports::{AccessStore, Analyser, Bus, Embedder, Store};
 use crate::scoring::ScoringPool;
 use crate::topics::{TopicNames, catalogue};
@@ -196,6 +196,19 @@ impl Engine {
                 lanes: self.config.lanes,
                 retry_budget: std::time::Duration::from_secs(self.config.retry_budget_secs),
                 max_in_flight_bytes: self.config.max_in_flight_bytes,
+                score_norm: self
+                    .config
+                    .calibration
+                    .enabled
+                    .then(|| crate::scoring::bundled_score_norm(&pool.model_id()))
+                    .flatten()
+                    .map(Arc::new),
+                cohorts: CohortSettings {
+                    size: self.config.calibration.tenant_cohort,
+                    refresh: std::time::Duration::from_secs(
+                        self.config.calibration.tenant_cohort_refresh_secs,
+                    ),
+                },
                 policies: Policies {
                     default: self.config.policy.clone(),
                     tenants: self.config.tenants.clone(),

@@ -14,7 +14,7 @@ use timbre::metrics::Metrics;
 use timbre::model::{SpeakerModel, default_model_dir};
 use timbre::pipeline::{Processor, ProcessorConfig};
 use timbre::ports::{Analyser, Bus, BusError, Store, Subscription};
-use timbre::scoring::ScoringPool;
+use timbre::scoring::{ScoringPool, bundled_score_norm};
 use timbre::topics::{TopicNames, catalogue};
 use timbre_schemas::{
     ConsentChanged, Decision, EnrollmentRequested, Registry, Request, VerificationRequested,
@@ -172,6 +172,8 @@ impl Harness {
                 ]),
             },
             retry_budget: self.retry_budget,
+            // Scored as the engine scores the default model: calibrated.
+            score_norm: bundled_score_norm(&pool.model_id()).map(Arc::new),
             ..ProcessorConfig::default()
         };
         let processor = Processor::new(
@@ -280,6 +282,34 @@ pub fn wav(relative: &str) -> Vec<u8> {
     .expect("fixture")
 }
 
+/// `wav` as an 8 kHz channel delivers it: an 8 kHz, 16-bit WAV.
+pub fn at_8k(wav: &[u8]) -> Vec<u8> {
+    let audio = timbre::audio::decode_wav(wav, &AudioLimits::default()).expect("a fixture decodes");
+    let samples = timbre::audio::resample_to(&audio.samples, 16_000, 8_000);
+    wav_8k(
+        samples
+            .iter()
+            .map(|s| (s * 32_767.0).round().clamp(-32_768.0, 32_767.0) as i16),
+    )
+}
+
+/// An 8 kHz, 16-bit mono WAV of `samples`.
+fn wav_8k(samples: impl IntoIterator<Item = i16>) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut out, spec).expect("wav header");
+    for s in samples {
+        writer.write_sample(s).expect("write");
+    }
+    writer.finalize().expect("finalize");
+    out.into_inner()
+}
+
 /// `wav` played back through one of the replay transforms
 /// ([`timbre::liveness::replays`], by name), as a 16 kHz WAV.
 pub fn replayed(wav: &[u8], transform: &str) -> Vec<u8> {
@@ -349,27 +379,17 @@ pub fn key(tenant: &str, user: &str) -> String {
 /// A WAV (8 kHz, 16-bit) of `speaker` saying `code` (its ASCII digits), made
 /// of the FSDD fixture recordings of `take` joined with 150 ms pauses.
 pub fn spoken_digits(speaker: &str, take: u32, code: &str) -> Vec<u8> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut writer = hound::WavWriter::new(&mut out, spec).expect("wav header");
+    let mut samples = Vec::new();
     for (i, digit) in code.chars().filter(char::is_ascii_digit).enumerate() {
         if i > 0 {
-            for _ in 0..8_000 * 150 / 1000 {
-                writer.write_sample(0i16).expect("write");
-            }
+            samples.extend(std::iter::repeat_n(0i16, 8_000 * 150 / 1000));
         }
         let bytes = wav(&format!("fsdd/recordings/{digit}_{speaker}_{take}.wav"));
         let mut reader = hound::WavReader::new(bytes.as_slice()).expect("fixture wav");
         assert_eq!(reader.spec().sample_rate, 8_000, "FSDD is 8 kHz");
         for sample in reader.samples::<i16>() {
-            writer.write_sample(sample.expect("sample")).expect("write");
+            samples.push(sample.expect("sample"));
         }
     }
-    writer.finalize().expect("finalize");
-    out.into_inner()
+    wav_8k(samples)
 }

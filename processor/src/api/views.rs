@@ -67,10 +67,11 @@ pub fn decision(d: &Decision, expose_score: bool) -> Value {
         obj.insert("signals".into(), signals);
     }
     if let Some(t) = &d.thresholds {
-        obj.insert(
-            "thresholds".into(),
-            json!({"accept": t.accept, "reject": t.reject}),
-        );
+        let mut thresholds = json!({"accept": t.accept, "reject": t.reject, "scale": t.scale});
+        if let Some(band) = &t.band {
+            thresholds["band"] = json!(band);
+        }
+        obj.insert("thresholds".into(), thresholds);
     }
     if let Some(ms) = d.retry_after_ms {
         obj.insert("retryAfterMs".into(), json!(ms));

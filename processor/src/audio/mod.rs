@@ -10,7 +10,7 @@ pub mod whisper_mel;
 
 pub use decode::{AudioLimits, DecodedAudio, decode_wav, is_wav_container};
 pub use error::AudioError;
-pub use resample::resample_to;
+pub use resample::{resample_to, through_narrowband};
 
 /// Sample rate the speaker model is trained on.
 pub const MODEL_SAMPLE_RATE: u32 = 16_000;

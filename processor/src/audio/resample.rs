@@ -40,6 +40,17 @@ pub fn resample_to(input: &[f32], from_rate: u32, to_rate: u32) -> Vec<f32> {
     out
 }
 
+/// Model-rate audio as an 8 kHz channel (classic telephony) would deliver
+/// it: down to 8 kHz and back, everything above 4 kHz gone.
+pub fn through_narrowband(samples: &[f32]) -> Vec<f32> {
+    use super::MODEL_SAMPLE_RATE;
+    resample_to(
+        &resample_to(samples, MODEL_SAMPLE_RATE, 8_000),
+        8_000,
+        MODEL_SAMPLE_RATE,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

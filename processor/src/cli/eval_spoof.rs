@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::Serialize;
-use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav, resample_to};
+use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav, through_narrowband};
 use timbre::eval::{Trial, metrics, read_manifest};
 use timbre::liveness::{SyntheticBackend, SyntheticSpeechCheck};
 
@@ -295,11 +295,7 @@ fn with_narrowband_copy(samples: Vec<f32>, source_rate: u32) -> Vec<(Vec<f32>, b
     if source_rate < MODEL_SAMPLE_RATE {
         return vec![(samples, true)];
     }
-    let narrow = resample_to(
-        &resample_to(&samples, MODEL_SAMPLE_RATE, 8_000),
-        8_000,
-        MODEL_SAMPLE_RATE,
-    );
+    let narrow = through_narrowband(&samples);
     vec![(samples, false), (narrow, true)]
 }
 

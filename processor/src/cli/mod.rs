@@ -1,9 +1,11 @@
 //! Command-line entry points; each subcommand lives in its own module.
 
 mod bench_rescore;
+mod calibrate;
 mod demo;
 mod engine;
 mod eval_phrase;
+mod eval_product;
 mod eval_replay;
 mod eval_spoof;
 mod rescore;
@@ -57,6 +59,9 @@ enum Command {
     Compare(speech::CompareCmd),
     /// Measure EER/minDCF on a corpus manifest.
     Eval(speech::EvalCmd),
+    /// Build a model's score normalisation (impostor cohorts and LLR
+    /// calibration) from a corpus.
+    Calibrate(calibrate::CalibrateCmd),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(speech::BenchCmd),
@@ -79,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Compare(cmd) => cmd.run(),
         Command::Eval(cmd) => cmd.run(),
         Command::Bench(cmd) => cmd.run(),
+        Command::Calibrate(cmd) => cmd.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

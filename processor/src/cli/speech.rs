@@ -7,7 +7,9 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
+use timbre::audio::vad::speech_millis;
 use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav};
+use timbre::domain::calibration::ScoreNorm;
 use timbre::domain::policy::cosine;
 use timbre::eval::{Trial, code_sets, metrics, pair_trials, read_manifest};
 use timbre::liveness::{Fingerprint, Fingerprinter, best_overlap};
@@ -21,12 +23,12 @@ use super::ModelArgs;
 /// measured on librispeech-r (see README, "Accuracy").
 const DEFAULT_COMPARE_THRESHOLD: f32 = 0.40;
 
-fn load_model(args: &ModelArgs) -> Result<SpeakerModel> {
+pub(super) fn load_model(args: &ModelArgs) -> Result<SpeakerModel> {
     let dir = args.model_dir.clone().unwrap_or_else(default_model_dir);
     Ok(SpeakerModel::load(&dir)?)
 }
 
-fn read_audio(path: &Path) -> Result<Vec<f32>> {
+pub(super) fn read_audio(path: &Path) -> Result<Vec<f32>> {
     read_audio_with(path, &AudioLimits::default())
 }
 
@@ -182,6 +184,18 @@ enum Protocol {
     /// The synthetic-speech check: `--manifest` is real speech, `--spoof`
     /// synthetic speech (speaker `engine:voice`).
     Spoof,
+    /// The product path: voiceprints from `--enroll` recordings, probes cut
+    /// to `--probe-seconds`, scores normalised and calibrated as the engine
+    /// does, the policy's accept threshold.
+    Product,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Norm {
+    /// Raw cosine scores.
+    None,
+    /// AS-norm against the model's cohort, then calibrated to an LLR.
+    AsNorm,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -215,7 +229,8 @@ pub struct EvalCmd {
     /// Synthetic speech manifest (`spoof`): `speaker` is `engine:voice`.
     #[arg(long)]
     spoof: Option<PathBuf>,
-    /// Write every score and feature vector to this TSV (`spoof`).
+    /// Write every score and feature vector (`spoof`) or trial (`product`)
+    /// to this TSV.
     #[arg(long)]
     dump: Option<PathBuf>,
     /// Fit the synthetic-speech back-end on all the data and write it here
@@ -228,6 +243,26 @@ pub struct EvalCmd {
     /// Encoder input length of the phrase recogniser (`phrase`).
     #[arg(long, value_enum, default_value = "own")]
     span: Span,
+    /// Recordings per voiceprint (`product`).
+    #[arg(long, default_value_t = 1)]
+    enroll: usize,
+    /// Probe length in seconds; the whole recording when absent (`product`).
+    #[arg(long)]
+    probe_seconds: Option<f64>,
+    /// Recordings of a speaker joined into one utterance, e.g. 4 single
+    /// digits into a code (`product`; 1: as they are).
+    #[arg(long, default_value_t = 1)]
+    join: usize,
+    /// How enrollment recordings make a voiceprint (`product`).
+    #[arg(long, value_enum, default_value = "mean")]
+    enroll_mode: super::eval_product::EnrollMode,
+    /// Score normalisation (`pairs`: none by default; `product`: as-norm).
+    #[arg(long, value_enum)]
+    norm: Option<Norm>,
+    /// Score normalisation file made by `timbre calibrate` (default: the
+    /// one bundled for the model).
+    #[arg(long)]
+    score_norm: Option<PathBuf>,
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Embedding threads.
@@ -292,6 +327,30 @@ impl EvalCmd {
             return super::eval_spoof::run(opts, self.json);
         }
         let model = load_model(&self.model)?;
+        let default_norm = match self.protocol {
+            Protocol::Product => Norm::AsNorm,
+            _ => Norm::None,
+        };
+        let norm = match self.norm.unwrap_or(default_norm) {
+            Norm::None => None,
+            Norm::AsNorm => Some(score_norm(self.score_norm.as_deref(), &model)?),
+        };
+        if let Protocol::Product = self.protocol {
+            let opts = super::eval_product::ProductEval {
+                manifest: &self.manifest,
+                model: &model,
+                norm: norm.as_ref(),
+                enroll: self.enroll.max(1),
+                probe_seconds: self.probe_seconds,
+                join: self.join,
+                per_speaker: self.codes_per_speaker,
+                mode: self.enroll_mode,
+                seed: self.seed,
+                threads: self.threads,
+                dump: self.dump.as_deref(),
+            };
+            return super::eval_product::run(opts, self.json);
+        }
         let utterances = read_manifest(&self.manifest)?;
         if utterances.is_empty() {
             bail!("manifest {} has no utterances", self.manifest.display());
@@ -300,27 +359,40 @@ impl EvalCmd {
         let trials = match self.protocol {
             Protocol::Pairs => {
                 let bar = progress(utterances.len(), "embedding");
-                let embeddings: Vec<Vec<f32>> = pool.install(|| {
+                let embedded: Vec<(Vec<f32>, u64)> = pool.install(|| {
                     utterances
                         .par_iter()
                         .map(|u| {
-                            let e = model.embed(&read_audio(&u.path)?);
+                            let audio = read_audio(&u.path)?;
+                            let e = model.embed(&audio)?;
                             bar.inc(1);
-                            Ok(e?)
+                            Ok((e, speech_millis(&audio, MODEL_SAMPLE_RATE)))
                         })
                         .collect::<Result<_>>()
                 })?;
                 bar.finish_and_clear();
+                let (embeddings, lengths): (Vec<_>, Vec<_>) = embedded.into_iter().unzip();
                 let speakers: Vec<String> = utterances.iter().map(|u| u.speaker.clone()).collect();
                 pair_trials(&speakers, self.max_trials, self.seed)
                     .into_iter()
                     .map(|(a, b, target)| Trial {
-                        score: cosine(&embeddings[a], &embeddings[b]),
+                        score: match &norm {
+                            // Both sides are recordings: each one's own
+                            // length is its quality.
+                            Some(n) => {
+                                let band = timbre::domain::calibration::Band::Wide;
+                                n.score(band, &embeddings[a], &embeddings[b], lengths[b], &[])
+                                    .llr
+                            }
+                            None => cosine(&embeddings[a], &embeddings[b]),
+                        },
                         target,
                     })
                     .collect::<Vec<_>>()
             }
-            Protocol::Phrase | Protocol::Replay | Protocol::Spoof => unreachable!("handled above"),
+            Protocol::Phrase | Protocol::Replay | Protocol::Spoof | Protocol::Product => {
+                unreachable!("handled above")
+            }
             Protocol::Codes => {
                 let (enroll, test) =
                     code_sets(&utterances, self.digits, self.codes_per_speaker, self.seed);
@@ -382,6 +454,25 @@ impl EvalCmd {
         }
         Ok(())
     }
+}
+
+/// The score normalisation in `path`, or the one bundled for `model`.
+fn score_norm(path: Option<&Path>, model: &SpeakerModel) -> Result<ScoreNorm> {
+    let norm: ScoreNorm = match path {
+        Some(p) => serde_json::from_slice(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )?,
+        None => timbre::scoring::bundled_score_norm(&model.id().to_string())
+            .context("no score normalisation is bundled for this model; pass --score-norm")?,
+    };
+    if norm.model_id != model.id().to_string() {
+        bail!(
+            "the score normalisation is for {}, not {}",
+            norm.model_id,
+            model.id()
+        );
+    }
+    Ok(norm)
 }
 
 /// `timbre bench …`.

@@ -9,6 +9,7 @@
 //! - [`commit`]: the mutations a job writes, in the order stores apply them.
 
 mod access;
+pub mod calibration;
 pub mod commit;
 mod models;
 pub mod outcome;

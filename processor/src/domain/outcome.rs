@@ -47,8 +47,12 @@ impl Progress {
 /// The voice score of a verification and what it means.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scores {
-    /// Cosine score against the voiceprint.
+    /// Score on the thresholds' scale: the LLR when calibrated, else `raw`.
     pub score: f32,
+    /// Cosine against the voiceprint.
+    pub raw: f32,
+    /// AS-norm of `raw` and the LLR, when calibrated.
+    pub calibrated: Option<(f32, f32)>,
     /// Confidence of the verdict.
     pub confidence: f32,
     /// Biometric result class.
@@ -151,6 +155,8 @@ impl Outcome {
         }
         if let Some(s) = &self.scores {
             d.score = Some(s.score);
+            d.raw_score = Some(s.raw);
+            (d.norm_score, d.llr) = s.calibrated.unzip();
             d.confidence = Some(s.confidence);
             d.bio_result = Some(s.bio_result);
             d.signals = Some(s.signals.clone());

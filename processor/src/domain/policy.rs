@@ -28,6 +28,14 @@ pub struct Policy {
     /// Cosine score below which the voice does not match (`reject`); between
     /// the two the caller is asked to `retry`.
     pub reject_threshold: f32,
+    /// Share of impostors accepted, for models with a bundled calibration:
+    /// the voice matches when its log-likelihood ratio reaches the LLR at
+    /// which this share of the calibration corpus's impostors passed. The
+    /// cosine thresholds apply to models without one.
+    pub accept_far: f64,
+    /// Share of impostors above the reject line (calibrated models): below
+    /// it the voice does not match; between the two, `retry`.
+    pub reject_far: f64,
     /// Failures allowed before a cooldown starts.
     pub free_failures: u32,
     /// First cooldown; doubles with each further failure.
@@ -48,8 +56,8 @@ pub struct Policy {
     /// enrollment audio is kept (so a model update can rebuild voiceprints
     /// without asking users again) unless the user says otherwise.
     pub retain_audio_by_default: bool,
-    /// Whether API responses carry the raw cosine score. Off by default: a
-    /// raw score lets an attacker hill-climb towards a voiceprint; the
+    /// Whether API responses carry the voice score (the LLR, or the raw
+    /// cosine). Off by default: a score lets an attacker hill-climb towards a voiceprint; the
     /// confidence and the tiers stay. Decision events always carry it.
     pub expose_score: bool,
     /// Whether dead letters of this tenant's refused audio jobs keep the
@@ -76,14 +84,19 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        // Thresholds: the EER threshold of CAM++ cosine scores was 0.45 on
-        // librispeech-r and 0.50 on 4-digit codes (README, "Accuracy").
+        // Cosine thresholds (models without a calibration): the EER
+        // threshold of CAM++ cosine scores was 0.45 on librispeech-r and 0.50
+        // on 4-digit codes. False-accept rates (calibrated models): 0.1% to
+        // accept, measured to transfer to held-out corpora (README,
+        // "Accuracy").
         Self {
             consent_required: true,
             enrollment_target_millis: 20_000,
             min_speech_millis: 1_000,
             accept_threshold: 0.50,
             reject_threshold: 0.35,
+            accept_far: 0.001,
+            reject_far: 0.01,
             free_failures: 3,
             base_cooldown_millis: 30_000,
             max_cooldown_millis: 15 * 60_000,
@@ -130,22 +143,85 @@ pub enum Verdict {
     Reject,
 }
 
+/// The scale a voice score is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreScale {
+    /// Raw cosine of the embeddings (models without a calibration).
+    Cosine,
+    /// Calibrated log-likelihood ratio (AS-norm, then calibration).
+    Llr,
+}
+
+impl ScoreScale {
+    /// Lowercase name, as in decision events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScoreScale::Cosine => "cosine",
+            ScoreScale::Llr => "llr",
+        }
+    }
+}
+
+/// The thresholds a voice score is judged against, on its scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VoiceThresholds {
+    /// The scale of the score and of both thresholds.
+    pub scale: ScoreScale,
+    /// At or above: the voice matches.
+    pub accept: f32,
+    /// Below: the voice does not match; between the two, `retry`.
+    pub reject: f32,
+}
+
+impl VoiceThresholds {
+    /// The policy's cosine thresholds.
+    pub fn cosine(policy: &Policy) -> Self {
+        Self {
+            scale: ScoreScale::Cosine,
+            accept: policy.accept_threshold,
+            reject: policy.reject_threshold,
+        }
+    }
+
+    /// The policy's false-accept rates read as LLRs on a calibration's
+    /// impostor curve (`llr_at_far`).
+    pub fn calibrated(policy: &Policy, llr_at_far: impl Fn(f64) -> f32) -> Self {
+        let accept = llr_at_far(policy.accept_far);
+        Self {
+            scale: ScoreScale::Llr,
+            accept,
+            // A policy with the two rates the wrong way round gets no
+            // `retry` band, never a reject above the accept line.
+            reject: llr_at_far(policy.reject_far).min(accept),
+        }
+    }
+
+    /// How sharply confidence grows with the distance to a threshold: a
+    /// cosine 0.1 past it, or an LLR 1 (e:1 odds) past it, is ~0.95.
+    fn steepness(&self) -> f32 {
+        match self.scale {
+            ScoreScale::Cosine => 30.0,
+            ScoreScale::Llr => 3.0,
+        }
+    }
+}
+
 /// Tier of a signal, as reported in decisions.
-pub fn tier(score: f32, policy: &Policy) -> Tier {
-    if score >= policy.accept_threshold {
+pub fn tier(score: f32, t: &VoiceThresholds) -> Tier {
+    if score >= t.accept {
         Tier::High
-    } else if score >= policy.reject_threshold {
+    } else if score >= t.reject {
         Tier::Medium
     } else {
         Tier::Low
     }
 }
 
-/// The verdict for a cosine score.
-pub fn verdict(score: f32, policy: &Policy) -> Verdict {
-    if score >= policy.accept_threshold {
+/// The verdict for a voice score.
+pub fn verdict(score: f32, t: &VoiceThresholds) -> Verdict {
+    if score >= t.accept {
         Verdict::Accept
-    } else if score >= policy.reject_threshold {
+    } else if score >= t.reject {
         Verdict::Retry
     } else {
         Verdict::Reject
@@ -153,24 +229,24 @@ pub fn verdict(score: f32, policy: &Policy) -> Verdict {
 }
 
 /// Confidence in the verdict, in [0, 1]: a logistic of the distance to the
-/// nearest decision threshold (0.5 on a threshold, ~0.95 at 0.1 past it).
-pub fn confidence(score: f32, policy: &Policy) -> f32 {
-    let distance = match verdict(score, policy) {
-        Verdict::Accept => score - policy.accept_threshold,
-        Verdict::Reject => policy.reject_threshold - score,
+/// nearest decision threshold (0.5 on a threshold).
+pub fn confidence(score: f32, t: &VoiceThresholds) -> f32 {
+    let distance = match verdict(score, t) {
+        Verdict::Accept => score - t.accept,
+        Verdict::Reject => t.reject - score,
         Verdict::Retry => {
-            let mid = (policy.accept_threshold + policy.reject_threshold) / 2.0;
+            let mid = (t.accept + t.reject) / 2.0;
             -(score - mid).abs()
         }
     };
-    1.0 / (1.0 + (-30.0 * distance).exp())
+    1.0 / (1.0 + (-t.steepness() * distance).exp())
 }
 
 /// `TRUE_HIGH`/`TRUE_LOW`/`FALSE_LOW`/`FALSE_HIGH`: whether the voice matched
 /// and how clearly.
-pub fn bio_result(score: f32, policy: &Policy) -> BioResult {
-    let mid = (policy.accept_threshold + policy.reject_threshold) / 2.0;
-    match verdict(score, policy) {
+pub fn bio_result(score: f32, t: &VoiceThresholds) -> BioResult {
+    let mid = (t.accept + t.reject) / 2.0;
+    match verdict(score, t) {
         Verdict::Accept => BioResult::TrueHigh,
         Verdict::Retry if score >= mid => BioResult::TrueLow,
         Verdict::Retry => BioResult::FalseLow,
@@ -258,7 +334,7 @@ mod tests {
 
     #[test]
     fn thresholds_split_scores_into_three_verdicts() {
-        let p = Policy::default();
+        let p = VoiceThresholds::cosine(&Policy::default());
         assert_eq!(verdict(0.7, &p), Verdict::Accept);
         assert_eq!(verdict(0.4, &p), Verdict::Retry);
         assert_eq!(verdict(0.1, &p), Verdict::Reject);
@@ -270,6 +346,32 @@ mod tests {
         assert_eq!(bio_result(0.36, &p), BioResult::FalseLow);
         assert!(confidence(0.8, &p) > 0.99 && confidence(0.0, &p) > 0.99);
         assert!((confidence(0.5, &p) - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn calibrated_thresholds_come_from_the_false_accept_rates() {
+        // An impostor curve where the LLR for rate r is -log10(r).
+        let curve = |far: f64| -far.log10() as f32;
+        let p = Policy {
+            accept_far: 0.001,
+            reject_far: 0.1,
+            ..Policy::default()
+        };
+        let t = VoiceThresholds::calibrated(&p, curve);
+        assert_eq!((t.scale, t.accept, t.reject), (ScoreScale::Llr, 3.0, 1.0));
+        assert_eq!(verdict(2.0, &t), Verdict::Retry);
+        // One LLR past the accept line is as clear as a cosine 0.1 past it.
+        let llr = confidence(4.0, &t);
+        let cos = confidence(0.6, &VoiceThresholds::cosine(&Policy::default()));
+        assert!((llr - cos).abs() < 1e-6 && llr > 0.95);
+        // Rates the wrong way round: no reject above the accept line.
+        let swapped = Policy {
+            accept_far: 0.1,
+            reject_far: 0.001,
+            ..Policy::default()
+        };
+        let t = VoiceThresholds::calibrated(&swapped, curve);
+        assert_eq!((t.accept, t.reject), (1.0, 1.0));
     }
 
     #[test]

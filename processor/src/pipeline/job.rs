@@ -209,6 +209,7 @@ impl Processor {
         let ctx = Context {
             policy: self.policies.for_tenant(request.tenant()),
             now: now_ms(),
+            norm: None,
         };
         match request {
             Request::Enrollment(job) => self.enroll(job, ctx).await,
@@ -299,6 +300,22 @@ impl Processor {
     ) -> Result<Outcome, ProcessError> {
         let (tenant, user) = (job.tenant.as_str(), job.user_id.as_str());
         let model_id = self.model_for(tenant).await?;
+        // A model without its own normalisation (a re-scoring target, say)
+        // is judged on raw cosine.
+        let score_norm = self
+            .score_norm
+            .as_deref()
+            .filter(|n| n.model_id == model_id);
+        let cohort = match score_norm {
+            Some(_) => Some(self.cohorts.get(&*self.store, tenant, &model_id).await?),
+            None => None,
+        };
+        let ctx = Context {
+            norm: score_norm
+                .zip(cohort.as_deref())
+                .map(|(score_norm, tenant)| rules::NormContext { score_norm, tenant }),
+            ..ctx
+        };
         let loaded = rules::verification::Loaded {
             profile: self.store.profile(tenant, user).await?,
             voiceprint: self.store.voiceprint(tenant, user, &model_id).await?,
@@ -374,6 +391,7 @@ impl Processor {
         let ctx = Context {
             policy: self.policies.for_tenant(&job.tenant),
             now: now_ms(),
+            norm: None,
         };
         if let Err(refused) = self.admit_rescore(job, ctx).await? {
             return Ok(Retained::Refused(refused));

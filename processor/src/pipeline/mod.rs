@@ -17,6 +17,7 @@
 //! harmless: a job whose decision is already stored republishes that same
 //! decision and applies nothing again.
 
+mod cohorts;
 mod emit;
 mod job;
 mod offsets;
@@ -28,7 +29,10 @@ use std::time::Duration;
 
 use timbre_schemas::{Limits, Registry};
 
+pub use cohorts::CohortSettings;
+
 use crate::domain::Policies;
+use crate::domain::calibration::ScoreNorm;
 use crate::metrics::Metrics;
 use crate::ports::{Bus, Store};
 use crate::scoring::ScoringPool;
@@ -55,6 +59,10 @@ pub struct ProcessorConfig {
     /// Message bytes in flight (queued, parked, being scored) at which the
     /// reader stops reading until jobs finish.
     pub max_in_flight_bytes: usize,
+    /// Score normalisation of the default model (none: raw cosine scores).
+    pub score_norm: Option<Arc<ScoreNorm>>,
+    /// The tenants' voiceprints that join the normalisation cohort.
+    pub cohorts: CohortSettings,
 }
 
 impl Default for ProcessorConfig {
@@ -68,6 +76,8 @@ impl Default for ProcessorConfig {
             policies: Policies::default(),
             retry_budget: Duration::from_secs(300),
             max_in_flight_bytes: 128 << 20,
+            score_norm: None,
+            cohorts: CohortSettings::default(),
         }
     }
 }
@@ -88,6 +98,8 @@ pub struct Processor {
     retry_budget: Duration,
     max_in_flight_bytes: usize,
     user_locks: user_locks::UserLocks,
+    score_norm: Option<Arc<ScoreNorm>>,
+    cohorts: cohorts::TenantCohorts,
 }
 
 impl Processor {
@@ -114,6 +126,8 @@ impl Processor {
             retry_budget: config.retry_budget,
             max_in_flight_bytes: config.max_in_flight_bytes.max(1),
             user_locks: user_locks::UserLocks::default(),
+            score_norm: config.score_norm,
+            cohorts: cohorts::TenantCohorts::new(config.cohorts),
         })
     }
 }

@@ -7,6 +7,10 @@
 //! (phrase, liveness, …) run on the same samples, and their results come
 //! back together as one [`Analysis`].
 
+mod norm;
+
+pub use norm::bundled_score_norm;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -244,6 +248,7 @@ impl ScoringPool {
                             analysis: Analysis {
                                 embedding,
                                 speech_millis: audio.speech_millis,
+                                source_rate: audio.source_rate,
                                 signals,
                                 fingerprint,
                             },

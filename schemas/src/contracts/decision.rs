@@ -133,6 +133,16 @@ pub struct Thresholds {
     pub accept: f32,
     /// Scores below this reject.
     pub reject: f32,
+    /// Scale of the score and thresholds: `cosine` or `llr` (v6).
+    #[serde(default = "cosine_scale")]
+    pub scale: String,
+    /// Audio band whose calibration applied: `wide` or `narrow` (v6).
+    #[serde(default)]
+    pub band: Option<String>,
+}
+
+fn cosine_scale() -> String {
+    "cosine".into()
 }
 
 /// The one output of every job: what was decided, and why.
@@ -156,7 +166,8 @@ pub struct Decision {
     pub decision: DecisionKind,
     /// Profile status after the job, when known.
     pub profile_status: Option<ProfileStatus>,
-    /// Calibrated speaker-match score.
+    /// Speaker-match score on the thresholds' scale (the LLR when
+    /// calibrated, else the raw cosine).
     pub score: Option<f32>,
     /// Confidence of the decision in [0, 1].
     pub confidence: Option<f32>,
@@ -188,6 +199,15 @@ pub struct Decision {
     pub processed_at: i64,
     /// Digest of the job this decision answers ([`crate::Request::digest`]).
     pub request_digest: Option<String>,
+    /// Cosine of probe and voiceprint, when scored (v6).
+    #[serde(default)]
+    pub raw_score: Option<f32>,
+    /// AS-norm of the raw score, when calibrated (v6).
+    #[serde(default)]
+    pub norm_score: Option<f32>,
+    /// Calibrated log-likelihood ratio, when calibrated (v6).
+    #[serde(default)]
+    pub llr: Option<f32>,
 }
 
 impl Decision {
@@ -228,6 +248,9 @@ impl Decision {
             thresholds: None,
             processed_at,
             request_digest: None,
+            raw_score: None,
+            norm_score: None,
+            llr: None,
         }
     }
 }
@@ -261,7 +284,7 @@ impl Decision {
 
 impl Contract for Decision {
     const KIND: RecordKind = RecordKind::Decision;
-    const CURRENT_VERSION: SchemaVersion = 5;
+    const CURRENT_VERSION: SchemaVersion = 6;
 
     fn schema_version(&self) -> SchemaVersion {
         self.schema_version

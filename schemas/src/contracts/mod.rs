@@ -59,6 +59,9 @@ pub mod avsc {
         pub const DECISION_V3: &str = include_str!("../../avro/history/Decision.v3.avsc");
         /// `Decision` v4: before the synthetic-speech score and threshold.
         pub const DECISION_V4: &str = include_str!("../../avro/history/Decision.v4.avsc");
+        /// `Decision` v5: before the raw and normalised scores, the LLR and
+        /// the thresholds' scale and band.
+        pub const DECISION_V5: &str = include_str!("../../avro/history/Decision.v5.avsc");
         /// `DeadLetter` v1: the whole original value, no digest.
         pub const DEAD_LETTER_V1: &str = include_str!("../../avro/history/DeadLetter.v1.avsc");
         /// `ProfileCommand` v1: before `UNLOCK`.
@@ -78,12 +81,13 @@ pub mod avsc {
     ];
 
     /// Every older writer schema still registered.
-    pub const HISTORY: [&str; 7] = [
+    pub const HISTORY: [&str; 8] = [
         history::VERIFICATION_REQUESTED_V1,
         history::DECISION_V1,
         history::DECISION_V2,
         history::DECISION_V3,
         history::DECISION_V4,
+        history::DECISION_V5,
         history::PROFILE_COMMAND_V1,
         history::DEAD_LETTER_V1,
     ];

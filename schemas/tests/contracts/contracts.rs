@@ -195,7 +195,7 @@ fn trace_context_is_identical_everywhere() {
             forms.push(parsing_canonical_form(&f.schema));
         }
     }
-    assert_eq!(forms.len(), 12);
+    assert_eq!(forms.len(), 13);
     assert!(forms.iter().all(|f| *f == forms[0]), "{forms:#?}");
     assert_eq!(
         forms[0],

@@ -136,7 +136,32 @@ fn before_liveness_scores(mut d: timbre_schemas::Decision) -> timbre_schemas::De
 fn before_synthetic_scores(mut d: timbre_schemas::Decision) -> timbre_schemas::Decision {
     let signals = d.signals.as_mut().unwrap();
     (signals.synthetic_score, signals.synthetic_threshold) = (None, None);
+    before_calibration(d)
+}
+
+/// What the test decision was before v6: a raw cosine score against cosine
+/// thresholds.
+fn before_calibration(mut d: timbre_schemas::Decision) -> timbre_schemas::Decision {
+    d.score = Some(0.8125);
+    d.thresholds = Some(timbre_schemas::Thresholds {
+        accept: 0.4375,
+        reject: 0.3125,
+        scale: "cosine".into(),
+        band: None,
+    });
+    (d.raw_score, d.norm_score, d.llr) = (None, None, None);
     d
+}
+
+/// Decisions a v5 producer wrote (before calibration) still decode.
+#[test]
+fn decision_v5_still_decodes() {
+    let decoded: timbre_schemas::Decision = decode_old(avsc::history::DECISION_V5, 5);
+    let expected = timbre_schemas::Decision {
+        schema_version: 5,
+        ..before_calibration(common::decision())
+    };
+    assert_eq!(decoded, expected);
 }
 
 /// Decisions a v2 producer wrote (before the request digest) still decode.

@@ -14,8 +14,8 @@ use timbre::ports::{Bus, Store};
 use timbre_schemas::ProfileCommandKind;
 use timbre_schemas::{DeadLetter, DecisionKind, ProfileStatus as WireStatus};
 use timbre_tests::pipeline::{
-    Harness, REPLAY_TENANT, SHORT_ENROLLMENT_TENANT, consent, enrollment, key, profile_command,
-    replayed, synthetic_check, verification, wav,
+    Harness, REPLAY_TENANT, SHORT_ENROLLMENT_TENANT, at_8k, consent, enrollment, key,
+    profile_command, replayed, synthetic_check, verification, wav,
 };
 use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
 
@@ -111,12 +111,22 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         .await;
     let other = h.decision("v-other").await;
     assert_eq!(other.decision, DecisionKind::Reject, "{other:?}");
+    // Calibrated: the LLR is the score, positive for the speaker, negative
+    // for the impostor, judged in the wideband calibration.
     assert!(
-        same.score.unwrap() > other.score.unwrap() + 0.3,
+        same.llr.unwrap() > 0.0 && other.llr.unwrap() < 0.0,
         "{:?} vs {:?}",
-        same.score,
-        other.score
+        same.llr,
+        other.llr
     );
+    assert_eq!((same.score, other.score), (same.llr, other.llr));
+    assert!(same.raw_score.unwrap() > other.raw_score.unwrap() + 0.3);
+    let thresholds = same.thresholds.clone().expect("thresholds");
+    assert_eq!(
+        (thresholds.scale.as_str(), thresholds.band.as_deref()),
+        ("llr", Some("wide"))
+    );
+    assert!(thresholds.accept > thresholds.reject);
 
     // Stored state, read back from the store under test.
     let profile = store
@@ -302,6 +312,7 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         codes,
         vec!["bad_framing", "not_wav", "request_id_conflict", "wrong_key"]
     );
+    narrowband(&mut h, tenant).await;
     reused_request_ids(&mut h, store.as_ref(), tenant).await;
     watchlist_and_delete(&mut h, store.as_ref(), tenant).await;
     h.stop_processor().await;
@@ -310,6 +321,35 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
 /// A request id names one job: another body under the id is refused, even
 /// for the same user, and of two jobs sent under one id at once (different
 /// users, so different partitions and lanes) exactly one is applied.
+/// 8 kHz audio is judged by the narrowband calibration: the speaker's LLR
+/// stays positive and an impostor's negative.
+async fn narrowband(h: &mut Harness, tenant: &str) {
+    h.publish(&consent(tenant, "nb-alice", "nb-c", true)).await;
+    h.publish(&enrollment(tenant, "nb-alice", "nb-e", wav(ALICE_ENROLL)))
+        .await;
+    assert_eq!(h.decision("nb-e").await.decision, DecisionKind::Applied);
+    for (id, audio, same) in [
+        ("nb-same", ALICE_VERIFY, true),
+        ("nb-other", BOB_VERIFY, false),
+    ] {
+        h.publish(&verification(tenant, "nb-alice", id, at_8k(&wav(audio))))
+            .await;
+        let d = h.decision(id).await;
+        let thresholds = d.thresholds.clone().expect("thresholds");
+        assert_eq!(thresholds.band.as_deref(), Some("narrow"), "{d:?}");
+        let llr = d.llr.expect("calibrated");
+        if same {
+            // Positive, not always past the default accept line (0.1% of
+            // impostors): 4 s of telephone audio may be asked to retry.
+            assert!(llr > 0.0, "{d:?}");
+            assert_ne!(d.decision, DecisionKind::Reject, "{d:?}");
+        } else {
+            assert!(llr < 0.0, "{d:?}");
+            assert_eq!(d.decision, DecisionKind::Reject, "{d:?}");
+        }
+    }
+}
+
 async fn reused_request_ids(h: &mut Harness, store: &dyn Store, tenant: &str) {
     let genuine = verification(tenant, "alice", "v-body", wav(ALICE_VERIFY));
     h.publish(&genuine).await;
@@ -404,7 +444,7 @@ async fn watchlist_and_delete(h: &mut Harness, store: &dyn Store, tenant: &str) 
     assert_eq!(listed.decision, DecisionKind::Reject, "{listed:?}");
     assert_eq!(listed.reasons, ["watchlist_match"]);
     assert!(
-        listed.score.unwrap() > 0.5,
+        listed.raw_score.unwrap() > 0.5,
         "the voice itself matches: {listed:?}"
     );
     let unlist = profile_command(

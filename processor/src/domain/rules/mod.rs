@@ -16,6 +16,7 @@ mod tests;
 
 use timbre_schemas::Code;
 
+use super::calibration::ScoreNorm;
 use super::signals::Signal;
 use super::{Mutation, Outcome, Policy, Profile, ProfileStatus};
 use crate::liveness::Fingerprint;
@@ -27,6 +28,19 @@ pub struct Context<'a> {
     pub policy: &'a Policy,
     /// The time of the decision (ms since the epoch).
     pub now: i64,
+    /// Score normalisation of the job's model, when it has one.
+    pub norm: Option<NormContext<'a>>,
+}
+
+/// What turns a raw voice score into a calibrated LLR: the model's bundled
+/// normalisation, and the tenant's voiceprints that join its cohort.
+#[derive(Debug, Clone, Copy)]
+pub struct NormContext<'a> {
+    /// Cohorts and calibration of the model.
+    pub score_norm: &'a ScoreNorm,
+    /// Voiceprints of the tenant under the model, by user id (a sample, up
+    /// to the configured size).
+    pub tenant: &'a [(String, Vec<f32>)],
 }
 
 /// What the scoring pool measured in one job's audio.
@@ -36,6 +50,8 @@ pub struct Analysis {
     pub embedding: Vec<f32>,
     /// Net speech found by the VAD.
     pub speech_millis: u64,
+    /// Sample rate of the submitted audio (8 kHz and below: narrowband).
+    pub source_rate: u32,
     /// Signals of the analysers that ran (phrase, liveness).
     pub signals: Vec<Signal>,
     /// Landmark fingerprint of the audio, when the job keeps one for

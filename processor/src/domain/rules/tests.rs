@@ -58,13 +58,18 @@ fn sample(score: f32, speech_millis: u64) -> Analysis {
     Analysis {
         embedding: at(score),
         speech_millis,
+        source_rate: 16_000,
         signals: Vec::new(),
         fingerprint: None,
     }
 }
 
 fn ctx(policy: &Policy) -> Context<'_> {
-    Context { policy, now: NOW }
+    Context {
+        policy,
+        now: NOW,
+        norm: None,
+    }
 }
 
 fn codes(o: &Outcome) -> Vec<Code> {
@@ -1244,4 +1249,79 @@ fn enrollment_keeps_its_fingerprint_only_with_consent() {
     let without = enroll(loaded(None), &replay(false), &policy);
     assert_eq!(without.kind, DecisionKind::Applied, "{without:?}");
     assert_eq!(kept_fingerprints(&without), 0);
+}
+
+#[test]
+fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
+    use crate::domain::calibration::{BandNorm, FarPoint, LinearCalibration, ScoreNorm};
+    let band = |bias: f64| BandNorm {
+        // Cosines of the voiceprint [1, 0] with these: 0 and -1.
+        cohort: vec![vec![0.0, 1.0], vec![-1.0, 0.0]],
+        calibration: LinearCalibration {
+            weights: [bias, 1.0, 0.0, 0.0],
+        },
+    };
+    let score_norm = ScoreNorm {
+        model_id: "m1".into(),
+        top_k: 2,
+        wide: band(0.0),
+        narrow: band(-5.0),
+        // Accept at LLR 1 (0.1% of impostors), reject below 0 (1%).
+        far_curve: vec![
+            FarPoint {
+                far: 0.01,
+                llr: 0.0,
+            },
+            FarPoint {
+                far: 0.001,
+                llr: 1.0,
+            },
+        ],
+    };
+    let policy = Policy::default();
+    let run = |tenant: &[(String, Vec<f32>)], rate: u32| {
+        let job = verification(false);
+        let ctx = Context {
+            norm: Some(NormContext {
+                score_norm: &score_norm,
+                tenant,
+            }),
+            ..ctx(&policy)
+        };
+        let admitted = verification::admit(&job, enrolled(0, 0), ctx).unwrap();
+        let sample = Analysis {
+            source_rate: rate,
+            ..sample(0.9, 3_000)
+        };
+        let outcome = verification::decide(&job, admitted, &[], &sample, ctx);
+        outcome.decision(&timbre_schemas::Request::Verification(job), NOW)
+    };
+    let alone = run(&[], 16_000);
+    // Voiceprint side: top-2 cohort scores 0 and -1 (mean -0.5, sd 0.5);
+    // probe at(0.9) = [0.9, 0.436]: 0.436 and -0.9. Raw 0.9.
+    let probe_mean = (0.436 - 0.9) / 2.0;
+    let probe_sd = (0.436 + 0.9) / 2.0;
+    let expected = 0.5 * ((0.9 + 0.5) / 0.5 + (0.9 - probe_mean) / probe_sd);
+    assert_eq!(alone.decision, DecisionKind::Accept);
+    assert_eq!(alone.raw_score, Some(0.9));
+    let llr = alone.llr.unwrap();
+    assert!((llr - expected).abs() < 2e-3, "{llr} vs {expected}");
+    assert_eq!((alone.norm_score, alone.score), (Some(llr), Some(llr)));
+    let t = alone.thresholds.unwrap();
+    assert_eq!((t.accept, t.reject), (1.0, 0.0));
+    assert_eq!((t.scale.as_str(), t.band.as_deref()), ("llr", Some("wide")));
+
+    // The claimed user's own voiceprint never joins the cohort.
+    let own = [("u".to_string(), vec![1.0, 0.0])];
+    assert_eq!(run(&own, 16_000).llr, Some(llr));
+    // Another voice of the tenant close to the probe makes the match less
+    // remarkable.
+    let near = [("x".to_string(), at(0.95))];
+    assert!(run(&near, 16_000).llr.unwrap() < llr - 0.5);
+
+    // 8 kHz audio is judged by the narrowband calibration (5 lower here).
+    let narrow = run(&[], 8_000);
+    assert!((narrow.llr.unwrap() - (llr - 5.0)).abs() < 1e-4);
+    assert_eq!(narrow.decision, DecisionKind::Reject);
+    assert_eq!(narrow.thresholds.unwrap().band.as_deref(), Some("narrow"));
 }

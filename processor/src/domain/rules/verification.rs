@@ -5,8 +5,9 @@
 use timbre_schemas::{Code, DecisionKind, Signals, Thresholds, VerificationRequested};
 
 use super::{Analysis, Context};
+use crate::domain::calibration::{Band, VoiceScore};
 use crate::domain::outcome::Scores;
-use crate::domain::policy::{self, Verdict, cosine};
+use crate::domain::policy::{self, Verdict, VoiceThresholds, cosine};
 use crate::domain::signals::{SignalKind, Tier, fuse, liveness_reported_only};
 use crate::domain::{Mutation, Outcome, Profile, ProfileStatus, Voiceprint, WatchlistEntry};
 
@@ -29,10 +30,53 @@ pub struct Admitted {
     model_id: String,
 }
 
-fn thresholds(ctx: Context<'_>) -> Thresholds {
+/// The thresholds a verification is judged against: the policy's
+/// false-accept rates as LLRs when the model is calibrated, else its cosine
+/// thresholds.
+fn voice_thresholds(ctx: Context<'_>) -> VoiceThresholds {
+    match ctx.norm {
+        Some(n) => VoiceThresholds::calibrated(ctx.policy, |far| n.score_norm.threshold(far)),
+        None => VoiceThresholds::cosine(ctx.policy),
+    }
+}
+
+fn thresholds(t: &VoiceThresholds, band: Option<Band>) -> Thresholds {
     Thresholds {
-        accept: ctx.policy.accept_threshold,
-        reject: ctx.policy.reject_threshold,
+        accept: t.accept,
+        reject: t.reject,
+        scale: t.scale.as_str().into(),
+        band: band.map(|b| b.as_str().into()),
+    }
+}
+
+/// A verification's voice score: raw cosine, and with a calibration the
+/// normalised score and LLR. The claimed user's own voiceprint never joins
+/// the cohort (it would normalise the true speaker away).
+fn voice_score(
+    job: &VerificationRequested,
+    voiceprint: &Voiceprint,
+    sample: &Analysis,
+    band: Band,
+    ctx: Context<'_>,
+) -> (f32, Option<VoiceScore>) {
+    match ctx.norm {
+        Some(n) => {
+            let tenant: Vec<&[f32]> = n
+                .tenant
+                .iter()
+                .filter(|(user, _)| *user != job.user_id)
+                .map(|(_, e)| e.as_slice())
+                .collect();
+            let s = n.score_norm.score(
+                band,
+                &voiceprint.embedding,
+                &sample.embedding,
+                sample.speech_millis,
+                &tenant,
+            );
+            (s.llr, Some(s))
+        }
+        None => (cosine(&sample.embedding, &voiceprint.embedding), None),
     }
 }
 
@@ -83,7 +127,7 @@ pub fn admit(
         let mut cooldown = Outcome::new(DecisionKind::Cooldown, vec![Code::Cooldown])
             .with_progress(&profile, policy);
         cooldown.retry_after_ms = Some(profile.cooldown_until - now);
-        cooldown.thresholds = Some(thresholds(ctx));
+        cooldown.thresholds = Some(thresholds(&voice_thresholds(ctx), None));
         cooldown.session_id = job.session_id.clone();
         return Err(Box::new(cooldown));
     }
@@ -126,7 +170,9 @@ pub fn decide(
     let mut outcome = Outcome::new(DecisionKind::Retry, Vec::new());
     outcome.speech_millis = sample.speech_millis;
     outcome.model_id = Some(model_id.clone());
-    outcome.thresholds = Some(thresholds(ctx));
+    let band = Band::of(sample.source_rate, job.channel.as_deref());
+    let judged_by = voice_thresholds(ctx);
+    outcome.thresholds = Some(thresholds(&judged_by, ctx.norm.map(|_| band)));
     outcome.session_id = job.session_id.clone();
     if sample.speech_millis < policy.min_speech_millis {
         outcome.reasons = vec![Code::NotEnoughSpeech];
@@ -139,8 +185,9 @@ pub fn decide(
             || (w.model_id == model_id
                 && cosine(&sample.embedding, &w.embedding) >= policy.accept_threshold)
     });
-    let score = cosine(&sample.embedding, &voiceprint.embedding);
-    let (voice, voice_reason) = match policy::verdict(score, policy) {
+    let (score, calibrated) = voice_score(job, &voiceprint, sample, band, ctx);
+    let raw = calibrated.map_or(score, |s| s.raw);
+    let (voice, voice_reason) = match policy::verdict(score, &judged_by) {
         _ if watchlisted => (Verdict::Reject, Code::WatchlistMatch),
         Verdict::Accept => (Verdict::Accept, Code::VoiceMatch),
         Verdict::Retry => (Verdict::Retry, Code::VoiceUncertain),
@@ -160,10 +207,12 @@ pub fn decide(
     let synthetic_check = check(SignalKind::Synthetic);
     outcome.scores = Some(Scores {
         score,
-        confidence: policy::confidence(score, policy),
-        bio_result: policy::bio_result(score, policy),
+        raw,
+        calibrated: calibrated.map(|s| (s.norm, s.llr)),
+        confidence: policy::confidence(score, &judged_by),
+        bio_result: policy::bio_result(score, &judged_by),
         signals: Signals {
-            voice: policy::tier(score, policy).as_str().into(),
+            voice: policy::tier(score, &judged_by).as_str().into(),
             phrase: fused.phrase.as_str().into(),
             liveness: fused.liveness.as_str().into(),
             phrase_score: phrase_check.and_then(|s| s.score),
@@ -188,7 +237,9 @@ pub fn decide(
             outcome.kind = DecisionKind::Accept;
             profile.failures = 0;
             profile.cooldown_until = 0;
-            if score >= policy.accept_threshold + policy.refine_margin
+            // Learning stays on the raw cosine, whatever the decision scale:
+            // only a sample clearly close to the voiceprint itself moves it.
+            if raw >= policy.accept_threshold + policy.refine_margin
                 && voiceprint.weight < policy.max_voiceprint_weight
             {
                 let (embedding, weight) = policy::merge_embedding(

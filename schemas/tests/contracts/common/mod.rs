@@ -119,7 +119,7 @@ pub fn decision() -> Decision {
     Decision {
         trace: Some(trace()),
         profile_status: Some(ProfileStatus::Enrolled),
-        score: Some(0.8125),
+        score: Some(2.5),
         confidence: Some(0.96875),
         signals: Some(Signals {
             voice: "high".into(),
@@ -140,12 +140,17 @@ pub fn decision() -> Decision {
         model_id: Some("campplus@1a2b3c".into()),
         session_id: Some("sess-9".into()),
         thresholds: Some(Thresholds {
-            accept: 0.4375,
-            reject: 0.3125,
+            accept: 1.75,
+            reject: 0.25,
+            scale: "llr".into(),
+            band: Some("narrow".into()),
         }),
         request_digest: Some(
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
         ),
+        raw_score: Some(0.625),
+        norm_score: Some(3.5),
+        llr: Some(2.5),
         ..Decision::new(
             "ver-0001",
             "acme",

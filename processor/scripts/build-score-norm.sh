@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Rebuilds the bundled score normalisation of the default model
+# (processor/src/scoring/score_norm.json) from LibriSpeech train-clean-100:
+#   processor/scripts/build-score-norm.sh [librispeech-r folder]
+# The folder is ../shared/data/librispeech-r's layout (manifest.tsv with a
+# `subset` column; CC BY 4.0, LibriSpeech via Resemblyzer's audio_data). Only
+# train-clean-100 speakers are used: the test-other speakers stay unseen for
+# `timbre eval --protocol product`. Same inputs and weights, same bytes.
+# Needs target/release/timbre and the weights (fetch-model.sh).
+set -euo pipefail
+
+data=$(realpath "${1:-$(dirname "$0")/../../../shared/data/librispeech-r}")
+cd "$(dirname "$0")/../.."
+manifest=$(mktemp --suffix .tsv)
+trap 'rm -f "$manifest"' EXIT
+# The manifest reader takes `file` relative to the manifest's folder, or
+# absolute: make it absolute, keep the train-clean-100 rows.
+awk -F'\t' -v OFS='\t' -v dir="$data" '
+  NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "file") f = i; if ($i == "subset") s = i }; print; next }
+  $s == "train-clean-100" { $f = dir "/" $f; print }' "$data/manifest.tsv" > "$manifest"
+./target/release/timbre calibrate --manifest "$manifest" --top-k 50 \
+  --out processor/src/scoring/score_norm.json

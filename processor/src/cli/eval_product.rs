@@ -1,0 +1,359 @@
+//! `timbre eval --protocol product`: accuracy as users meet it. Each
+//! speaker enrolls with N recordings through the engine's own voiceprint
+//! arithmetic; the speaker's other recordings, and every other speaker's,
+//! probe it cut to S seconds; trials are scored as the engine scores them
+//! (raw cosine, or AS-norm and calibration with the bundled or a given
+//! score normalisation), and the accept threshold is the one a tenant's
+//! policy gives.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+use serde::Serialize;
+use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav, vad};
+use timbre::domain::Policy;
+use timbre::domain::calibration::{Band, ScoreNorm, VoiceScore};
+use timbre::domain::policy::{cosine, merge_embedding};
+use timbre::eval::{Trial, metrics, read_manifest};
+use timbre::model::SpeakerModel;
+
+use super::speech::{join_with_pauses, pool};
+
+/// How enrollment recordings become a voiceprint.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnrollMode {
+    /// The engine's running mean of unit embeddings, one weight per sample.
+    Mean,
+    /// The same, each sample weighted by its net speech.
+    Weighted,
+    /// Every sample kept; a probe scores against its best match.
+    Best,
+}
+
+/// Options of the product protocol.
+pub struct ProductEval<'a> {
+    pub manifest: &'a Path,
+    pub model: &'a SpeakerModel,
+    /// `None`: raw cosine against the policy's cosine thresholds.
+    pub norm: Option<&'a ScoreNorm>,
+    pub enroll: usize,
+    /// Probe length; `None`: the whole recording.
+    pub probe_seconds: Option<f64>,
+    /// Recordings joined into one utterance (1: as they are).
+    pub join: usize,
+    /// Utterances per speaker when joining.
+    pub per_speaker: usize,
+    pub mode: EnrollMode,
+    pub seed: u64,
+    pub threads: usize,
+    /// Where to write every trial (TSV).
+    pub dump: Option<&'a Path>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProductMetrics {
+    eer: f64,
+    min_dcf: f64,
+    /// Impostor trials accepted at the policy's accept threshold.
+    far_at_threshold: f64,
+    /// Target trials not accepted at it.
+    frr_at_threshold: f64,
+    /// The false-accept rate the threshold was set for (calibrated scoring).
+    target_far: Option<f64>,
+    threshold: f32,
+    /// `cosine` or `llr`.
+    scale: &'static str,
+    trials: usize,
+    target_trials: usize,
+    nontarget_trials: usize,
+    enroll: usize,
+    probe_seconds: Option<f64>,
+    enroll_mode: EnrollMode,
+    model: String,
+}
+
+/// One utterance: samples at the model rate, its band, its net speech.
+struct Item {
+    speaker: String,
+    samples: Vec<f32>,
+    band: Band,
+}
+
+/// Enrolled and probe embeddings of one utterance.
+struct Embedded {
+    full: Vec<f32>,
+    full_speech: u64,
+    probe: Vec<f32>,
+    probe_speech: u64,
+}
+
+pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
+    let items = load_items(&opts)?;
+    let mut by_speaker: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        by_speaker.entry(&item.speaker).or_default().push(i);
+    }
+    by_speaker.retain(|_, v| v.len() > opts.enroll);
+    if by_speaker.len() < 2 {
+        bail!(
+            "need two speakers with more than {} utterances each",
+            opts.enroll
+        );
+    }
+    let pool = pool(opts.threads)?;
+    let embedded: Vec<Option<Embedded>> = pool.install(|| {
+        items
+            .par_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                if !by_speaker.values().any(|v| v.contains(&i)) {
+                    return Ok(None);
+                }
+                embed_item(opts.model, item, opts.probe_seconds).map(Some)
+            })
+            .collect::<Result<_>>()
+    })?;
+    let policy = Policy::default();
+    let (threshold, target_far, scale) = match opts.norm {
+        Some(n) => (
+            n.threshold(policy.accept_far),
+            Some(policy.accept_far),
+            "llr",
+        ),
+        None => (policy.accept_threshold, None, "cosine"),
+    };
+    let score = |enrolled: &[f32], probe: &Embedded, band: Band, tenant: &[&[f32]]| match opts.norm
+    {
+        Some(n) => n.score(band, enrolled, &probe.probe, probe.probe_speech, tenant),
+        None => {
+            let raw = cosine(enrolled, &probe.probe);
+            VoiceScore {
+                raw,
+                norm: raw,
+                llr: raw,
+            }
+        }
+    };
+    let models = enrolled_models(&by_speaker, &embedded, opts.enroll, opts.mode);
+    let mut trials = Vec::new();
+    let mut dump = String::from("enrolled\tprobe\tprobe_speech_millis\tband\traw\tnorm\tllr\n");
+    for model in &models {
+        for (probe_speaker, probes) in &by_speaker {
+            // The tenant's other voiceprints join the cohort; an impostor is
+            // taken to be from outside the tenant (the hard case): their own
+            // voiceprints are left out too.
+            let tenant: Vec<&[f32]> = models
+                .iter()
+                .filter(|m| m.speaker != model.speaker && m.speaker != *probe_speaker)
+                .flat_map(|m| m.voiceprints.iter().map(Vec::as_slice))
+                .collect();
+            for &p in probes.iter().filter(|p| !model.samples.contains(p)) {
+                let probe = embedded[p].as_ref().expect("embedded");
+                let band = items[p].band;
+                let best = model
+                    .voiceprints
+                    .iter()
+                    .map(|v| score(v, probe, band, &tenant))
+                    .max_by(|a, b| a.llr.total_cmp(&b.llr))
+                    .expect("a voiceprint");
+                trials.push(Trial {
+                    score: best.llr,
+                    target: *probe_speaker == model.speaker,
+                });
+                if opts.dump.is_some() {
+                    dump.push_str(&format!(
+                        "{}\t{probe_speaker}\t{}\t{}\t{}\t{}\t{}\n",
+                        model.speaker,
+                        probe.probe_speech,
+                        band.as_str(),
+                        best.raw,
+                        best.norm,
+                        best.llr
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(path) = opts.dump {
+        std::fs::write(path, dump)?;
+    }
+    let m = metrics(&trials);
+    let rate = |target: bool, accepted: bool| {
+        let of: Vec<_> = trials.iter().filter(|t| t.target == target).collect();
+        let n = of
+            .iter()
+            .filter(|t| (t.score >= threshold) == accepted)
+            .count();
+        n as f64 / of.len().max(1) as f64
+    };
+    let out = ProductMetrics {
+        eer: m.eer,
+        min_dcf: m.min_dcf,
+        far_at_threshold: rate(false, true),
+        frr_at_threshold: rate(true, false),
+        target_far,
+        threshold,
+        scale,
+        trials: trials.len(),
+        target_trials: m.target_trials,
+        nontarget_trials: m.nontarget_trials,
+        enroll: opts.enroll,
+        probe_seconds: opts.probe_seconds,
+        enroll_mode: opts.mode,
+        model: opts.model.id().to_string(),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!(
+            "EER {:.3}%  minDCF(0.01) {:.4}  at threshold {:.3} ({}): FAR {:.3}% FRR {:.3}%  trials {} target / {} non-target",
+            out.eer * 100.0,
+            out.min_dcf,
+            out.threshold,
+            out.scale,
+            out.far_at_threshold * 100.0,
+            out.frr_at_threshold * 100.0,
+            out.target_trials,
+            out.nontarget_trials
+        );
+    }
+    Ok(())
+}
+
+/// One enrolled voiceprint (or set of them, in `best` mode).
+struct Model<'a> {
+    speaker: &'a str,
+    /// Items it was enrolled from.
+    samples: Vec<usize>,
+    voiceprints: Vec<Vec<f32>>,
+}
+
+/// Up to ten voiceprints per speaker, each from N consecutive recordings
+/// (wrapping), so every recording enrolls once when there are enough.
+fn enrolled_models<'a>(
+    by_speaker: &BTreeMap<&'a str, Vec<usize>>,
+    embedded: &[Option<Embedded>],
+    enroll: usize,
+    mode: EnrollMode,
+) -> Vec<Model<'a>> {
+    let mut models = Vec::new();
+    for (speaker, indices) in by_speaker {
+        for m in 0..indices.len().min(10) {
+            let samples: Vec<usize> = (0..enroll)
+                .map(|j| indices[(m * enroll + j) % indices.len()])
+                .collect();
+            let embedded: Vec<&Embedded> = samples
+                .iter()
+                .map(|&i| embedded[i].as_ref().expect("embedded"))
+                .collect();
+            models.push(Model {
+                speaker,
+                voiceprints: voiceprints(&embedded, mode),
+                samples,
+            });
+        }
+    }
+    models
+}
+
+/// The voiceprints a probe is scored against: one, except in `best` mode.
+fn voiceprints(samples: &[&Embedded], mode: EnrollMode) -> Vec<Vec<f32>> {
+    match mode {
+        EnrollMode::Best => samples.iter().map(|s| s.full.clone()).collect(),
+        EnrollMode::Mean | EnrollMode::Weighted => {
+            let mut voiceprint: Option<timbre::domain::Voiceprint> = None;
+            for s in samples {
+                let weight = match mode {
+                    EnrollMode::Weighted => s.full_speech.max(1) as f32 / 1000.0,
+                    _ => 1.0,
+                };
+                let (embedding, weight) = merge_embedding(voiceprint.as_ref(), &s.full, weight);
+                voiceprint = Some(timbre::domain::Voiceprint {
+                    tenant: String::new(),
+                    user_id: String::new(),
+                    model_id: String::new(),
+                    embedding,
+                    weight,
+                    updated_at: 0,
+                });
+            }
+            vec![voiceprint.expect("at least one sample").embedding]
+        }
+    }
+}
+
+fn embed_item(model: &SpeakerModel, item: &Item, probe_seconds: Option<f64>) -> Result<Embedded> {
+    let full = model.embed(&item.samples)?;
+    let full_speech = vad::speech_millis(&item.samples, MODEL_SAMPLE_RATE);
+    let (probe, probe_speech) = match probe_seconds {
+        None => (full.clone(), full_speech),
+        Some(s) => {
+            let len = ((s * f64::from(MODEL_SAMPLE_RATE)) as usize).min(item.samples.len());
+            let cut = &item.samples[..len];
+            (
+                model.embed(cut)?,
+                vad::speech_millis(cut, MODEL_SAMPLE_RATE),
+            )
+        }
+    };
+    Ok(Embedded {
+        full,
+        full_speech,
+        probe,
+        probe_speech,
+    })
+}
+
+/// The manifest's recordings, or (with `join` > 1) per speaker up to
+/// `per_speaker` utterances of `join` distinct recordings each, joined
+/// with short pauses like a spoken code.
+fn load_items(opts: &ProductEval<'_>) -> Result<Vec<Item>> {
+    let utterances = read_manifest(opts.manifest)?;
+    let limits = AudioLimits {
+        min_millis: 0,
+        ..AudioLimits::default()
+    };
+    let decoded: Vec<(Vec<f32>, u32)> = utterances
+        .par_iter()
+        .map(|u| {
+            let bytes = std::fs::read(&u.path)?;
+            let audio = decode_wav(&bytes, &limits)?;
+            Ok((audio.samples, audio.source_rate))
+        })
+        .collect::<Result<_>>()?;
+    if opts.join <= 1 {
+        return Ok(utterances
+            .into_iter()
+            .zip(decoded)
+            .map(|(u, (samples, rate))| Item {
+                speaker: u.speaker,
+                samples,
+                band: Band::of(rate, None),
+            })
+            .collect());
+    }
+    let mut by_speaker: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, u) in utterances.iter().enumerate() {
+        by_speaker.entry(&u.speaker).or_default().push(i);
+    }
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let mut items = Vec::new();
+    for (speaker, mut indices) in by_speaker {
+        indices.shuffle(&mut rng);
+        for parts in indices.chunks_exact(opts.join).take(opts.per_speaker) {
+            let rate = parts.iter().map(|&p| decoded[p].1).max().unwrap_or(0);
+            items.push(Item {
+                speaker: speaker.to_string(),
+                samples: join_with_pauses(parts.iter().map(|&p| decoded[p].0.as_slice())),
+                band: Band::of(rate, None),
+            });
+        }
+    }
+    Ok(items)
+}

@@ -1,0 +1,523 @@
+//! From a raw cosine score to a calibrated log-likelihood ratio (LLR).
+//!
+//! 1. **AS-norm** (adaptive symmetric normalisation): each side of a trial
+//!    is scored against an impostor cohort; the mean and spread of its top-K
+//!    cohort scores say how "ordinary" that voice is, and the raw score is
+//!    standardised against both sides. Voices that resemble many others stop
+//!    producing high impostor scores.
+//! 2. **Calibration**: a logistic map from the normalised score and the
+//!    probe's net speech (the quality measure: short probes score less
+//!    reliably) to an LLR, fitted per band (wideband 16 kHz, narrowband
+//!    8 kHz telephone audio) with equal class weights, so its output reads as
+//!    an LLR whatever the trial mix.
+//! 3. **Thresholds from a false-accept rate**: the calibration corpus's
+//!    impostor LLRs give the LLR above which a given share of impostors
+//!    lands, so a tenant states "1 in 200 impostors" instead of a cosine.
+//!
+//! Pure arithmetic; the fitted values ship with the engine
+//! (`scoring/score_norm.json`, built by `timbre calibrate`).
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::policy::unit;
+
+/// Audio band of a trial, which picks its cohort and calibration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Band {
+    /// 16 kHz capture (apps, browsers, wideband telephony).
+    Wide,
+    /// 8 kHz capture (classic telephony), upsampled for the model.
+    Narrow,
+}
+
+impl Band {
+    /// The band of a request: narrowband when the audio was sampled at
+    /// 8 kHz or less, or the caller names a telephone channel.
+    pub fn of(source_rate: u32, channel: Option<&str>) -> Band {
+        let phone = channel.is_some_and(|c| {
+            matches!(
+                c.to_ascii_lowercase().as_str(),
+                "phone" | "pstn" | "telephone" | "telephony" | "narrowband" | "8k"
+            )
+        });
+        if source_rate <= 8_000 || phone {
+            Band::Narrow
+        } else {
+            Band::Wide
+        }
+    }
+
+    /// Lowercase name, as in decision events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Band::Wide => "wide",
+            Band::Narrow => "narrow",
+        }
+    }
+}
+
+/// Mean and standard deviation of a voice's top-K cohort scores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CohortStats {
+    /// Mean of the top-K scores.
+    pub mean: f32,
+    /// Population standard deviation of the top-K scores.
+    pub std: f32,
+}
+
+/// Cohort statistics of `embedding`: the `top_k` highest of its cosine
+/// scores against the `cohort` embeddings.
+pub fn cohort_stats<'a>(
+    cohort: impl IntoIterator<Item = &'a [f32]>,
+    embedding: &[f32],
+    top_k: usize,
+) -> CohortStats {
+    let probe = unit(embedding);
+    let scores = cohort.into_iter().map(|c| {
+        let (mut dot, mut norm) = (0f64, 0f64);
+        for (a, b) in c.iter().zip(&probe) {
+            dot += f64::from(*a) * f64::from(*b);
+            norm += f64::from(*a) * f64::from(*a);
+        }
+        dot / norm.sqrt().max(1e-12)
+    });
+    top_k_stats(scores.collect(), top_k)
+}
+
+/// Mean and spread of the `top_k` highest `scores`.
+pub fn top_k_stats(mut scores: Vec<f64>, top_k: usize) -> CohortStats {
+    scores.sort_by(|a, b| b.total_cmp(a));
+    scores.truncate(top_k.max(1));
+    let n = scores.len().max(1) as f64;
+    let mean = scores.iter().sum::<f64>() / n;
+    let var = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n;
+    CohortStats {
+        mean: mean as f32,
+        std: var.sqrt() as f32,
+    }
+}
+
+/// AS-norm of a raw score from both sides' cohort statistics.
+pub fn as_norm(raw: f32, enrolled: CohortStats, probe: CohortStats) -> f32 {
+    let z = |s: CohortStats| (raw - s.mean) / s.std.max(1e-4);
+    0.5 * (z(enrolled) + z(probe))
+}
+
+/// The quality measure of a probe: log of its net speech in seconds,
+/// bounded to the range calibration saw.
+pub fn quality(speech_millis: u64) -> f64 {
+    (speech_millis as f64 / 1000.0).clamp(0.5, 30.0).ln()
+}
+
+/// Logistic calibration of one band: `llr = w0 + w1·s + w2·q + w3·s·q` for
+/// normalised score `s` and quality `q`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LinearCalibration {
+    /// Bias, score, quality and score×quality weights.
+    pub weights: [f64; 4],
+}
+
+impl LinearCalibration {
+    fn features(norm: f64, quality: f64) -> [f64; 4] {
+        [1.0, norm, quality, norm * quality]
+    }
+
+    /// The LLR of a normalised score at a probe quality.
+    pub fn llr(&self, norm: f32, quality: f64) -> f32 {
+        let x = Self::features(f64::from(norm), quality);
+        x.iter().zip(&self.weights).map(|(a, b)| a * b).sum::<f64>() as f32
+    }
+
+    /// Fits the weights by Newton's method on the logistic loss, target and
+    /// non-target trials weighted to equal totals (so the output is an LLR,
+    /// free of the trial mix's prior), with a small ridge for stability.
+    /// Trials are `(normalised score, quality, is target)`.
+    pub fn fit(trials: &[(f32, f64, bool)]) -> Option<LinearCalibration> {
+        let targets = trials.iter().filter(|t| t.2).count();
+        let others = trials.len() - targets;
+        if targets == 0 || others == 0 {
+            return None;
+        }
+        let weight_of = |target: bool| {
+            if target {
+                0.5 / targets as f64
+            } else {
+                0.5 / others as f64
+            }
+        };
+        const RIDGE: f64 = 1e-6;
+        let mut w = [0f64; 4];
+        for _ in 0..100 {
+            let mut grad = [0f64; 4];
+            let mut hess = [[0f64; 4]; 4];
+            for &(s, q, target) in trials {
+                let x = Self::features(f64::from(s), q);
+                let z: f64 = x.iter().zip(&w).map(|(a, b)| a * b).sum();
+                let p = 1.0 / (1.0 + (-z).exp());
+                let c = weight_of(target);
+                let y = if target { 1.0 } else { 0.0 };
+                for i in 0..4 {
+                    grad[i] += c * (p - y) * x[i];
+                    for j in 0..4 {
+                        hess[i][j] += c * p * (1.0 - p) * x[i] * x[j];
+                    }
+                }
+            }
+            for i in 0..4 {
+                grad[i] += RIDGE * w[i];
+                hess[i][i] += RIDGE;
+            }
+            let step = solve4(hess, grad)?;
+            let mut largest = 0f64;
+            for i in 0..4 {
+                w[i] -= step[i];
+                largest = largest.max(step[i].abs());
+            }
+            if largest < 1e-10 {
+                break;
+            }
+        }
+        Some(LinearCalibration { weights: w })
+    }
+}
+
+/// Solves `a·x = b` for a 4×4 system by Gaussian elimination with partial
+/// pivoting; `None` when singular.
+fn solve4(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
+    for col in 0..4 {
+        let pivot = (col..4).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-300 {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        let pivot_row = a[col];
+        for row in col + 1..4 {
+            let f = a[row][col] / pivot_row[col];
+            for (x, p) in a[row].iter_mut().zip(&pivot_row).skip(col) {
+                *x -= f * p;
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    let mut x = [0f64; 4];
+    for row in (0..4).rev() {
+        let rest: f64 = (row + 1..4).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - rest) / a[row][row];
+    }
+    Some(x)
+}
+
+/// One point of the false-accept curve: impostor trials with an LLR at or
+/// above `llr` made up `far` of all impostor trials.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FarPoint {
+    /// False-accept rate.
+    pub far: f64,
+    /// LLR threshold giving it.
+    pub llr: f32,
+}
+
+/// The false-accept curve of impostor LLRs at the given rates (each rate
+/// needs at least one impostor above its threshold to be listed).
+pub fn far_curve(impostor_llrs: &[f32], rates: &[f64]) -> Vec<FarPoint> {
+    let mut sorted = impostor_llrs.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let n = sorted.len();
+    rates
+        .iter()
+        .filter_map(|&far| {
+            let above = (far * n as f64).floor() as usize;
+            (above >= 1 && above <= n).then(|| FarPoint {
+                far,
+                // The smallest LLR among the top `above` impostors: at or
+                // above it, `above` of `n` impostors pass.
+                llr: sorted[above - 1],
+            })
+        })
+        .collect()
+}
+
+/// The LLR threshold for a target false-accept rate: interpolated in
+/// log-rate between the curve's points, held at its ends.
+pub fn llr_at_far(curve: &[FarPoint], far: f64) -> Option<f32> {
+    let first = curve.first()?;
+    let last = curve.last()?;
+    let (hi, lo) = if first.far >= last.far {
+        (first, last)
+    } else {
+        (last, first)
+    };
+    if far >= hi.far {
+        return Some(hi.llr);
+    }
+    if far <= lo.far {
+        return Some(lo.llr);
+    }
+    curve.windows(2).find_map(|w| {
+        let (a, b) = (w[0], w[1]);
+        let (big, small) = if a.far >= b.far { (a, b) } else { (b, a) };
+        (far <= big.far && far >= small.far).then(|| {
+            let t = (far.ln() - big.far.ln()) / (small.far.ln() - big.far.ln());
+            big.llr + (t as f32) * (small.llr - big.llr)
+        })
+    })
+}
+
+/// The cohort and calibration of one band.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BandNorm {
+    /// Unit-length cohort embeddings, little-endian f32 rows in base64.
+    #[serde(with = "embeddings_base64")]
+    pub cohort: Vec<Vec<f32>>,
+    /// Normalised score and quality → LLR.
+    pub calibration: LinearCalibration,
+}
+
+/// Everything needed to turn one model's raw scores into LLRs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreNorm {
+    /// The speaker model (name + weights hash) the cohort was embedded with.
+    pub model_id: String,
+    /// Cohort scores averaged per side.
+    pub top_k: usize,
+    /// Wideband cohort and calibration.
+    pub wide: BandNorm,
+    /// Narrowband cohort and calibration.
+    pub narrow: BandNorm,
+    /// Impostor false-accept curve of the calibration trials (both bands).
+    pub far_curve: Vec<FarPoint>,
+}
+
+/// A trial's score at each stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VoiceScore {
+    /// Cosine of the two embeddings.
+    pub raw: f32,
+    /// AS-norm of the raw score.
+    pub norm: f32,
+    /// Calibrated log-likelihood ratio.
+    pub llr: f32,
+}
+
+impl ScoreNorm {
+    fn band(&self, band: Band) -> &BandNorm {
+        match band {
+            Band::Wide => &self.wide,
+            Band::Narrow => &self.narrow,
+        }
+    }
+
+    /// Scores a probe against a voiceprint: raw cosine, AS-norm, LLR. The
+    /// cohort is the band's bundled one plus `tenant`: voiceprints of the
+    /// claimed user's tenant (never the claimed user's own), which bring
+    /// the tenant's population — its language, channel, microphones — into
+    /// the cohort, so one LLR threshold means the same false-accept rate
+    /// across tenants.
+    pub fn score(
+        &self,
+        band: Band,
+        voiceprint: &[f32],
+        probe: &[f32],
+        probe_speech_millis: u64,
+        tenant: &[&[f32]],
+    ) -> VoiceScore {
+        let band = self.band(band);
+        let cohort = || {
+            band.cohort
+                .iter()
+                .map(Vec::as_slice)
+                .chain(tenant.iter().copied())
+        };
+        let raw = super::policy::cosine(voiceprint, probe);
+        let norm = as_norm(
+            raw,
+            cohort_stats(cohort(), voiceprint, self.top_k),
+            cohort_stats(cohort(), probe, self.top_k),
+        );
+        let llr = band.calibration.llr(norm, quality(probe_speech_millis));
+        VoiceScore { raw, norm, llr }
+    }
+
+    /// The LLR threshold for a target false-accept rate.
+    pub fn threshold(&self, far: f64) -> f32 {
+        llr_at_far(&self.far_curve, far).unwrap_or(0.0)
+    }
+}
+
+mod embeddings_base64 {
+    use super::*;
+    use serde::{Deserializer, Serializer, de::Error};
+
+    #[derive(Serialize, Deserialize)]
+    struct Packed {
+        dim: usize,
+        data: String,
+    }
+
+    pub fn serialize<S: Serializer>(rows: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {
+        let dim = rows.first().map_or(0, Vec::len);
+        let bytes: Vec<u8> = rows
+            .iter()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        Packed {
+            dim,
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f32>>, D::Error> {
+        let packed = Packed::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(packed.data)
+            .map_err(D::Error::custom)?;
+        if packed.dim == 0 || bytes.len() % (packed.dim * 4) != 0 {
+            return Err(D::Error::custom("cohort size is not a multiple of its dim"));
+        }
+        Ok(bytes
+            .chunks_exact(packed.dim * 4)
+            .map(|row| {
+                row.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cohort_stats_are_over_the_top_k_scores() {
+        // Cosines of [1, 0] with these: 1, 0, -1, 0.6.
+        let cohort = [
+            vec![1.0, 0.0],
+            vec![0.0, 1.0],
+            vec![-1.0, 0.0],
+            vec![0.6, 0.8],
+        ];
+        let s = cohort_stats(cohort.iter().map(Vec::as_slice), &[2.0, 0.0], 2);
+        assert!((s.mean - 0.8).abs() < 1e-6, "{s:?}");
+        assert!((s.std - 0.2).abs() < 1e-6, "{s:?}");
+    }
+
+    #[test]
+    fn as_norm_averages_both_sides_z_scores() {
+        let e = CohortStats {
+            mean: 0.2,
+            std: 0.1,
+        };
+        let t = CohortStats {
+            mean: 0.4,
+            std: 0.05,
+        };
+        // z_e = (0.6 - 0.2) / 0.1 = 4; z_t = (0.6 - 0.4) / 0.05 = 4.
+        assert!((as_norm(0.6, e, t) - 4.0).abs() < 1e-5);
+        // z_e = 1, z_t = -2.
+        assert!((as_norm(0.3, e, t) - (-0.5)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn calibration_recovers_a_known_logistic_map() {
+        // Targets ~ N(1, 0.5²), non-targets ~ N(0, 0.5²) at every quality
+        // (deterministic quantiles, not random draws): with equal variances
+        // the true LLR is (μt - μn)/σ² · s - (μt² - μn²)/(2σ²) = 4·s - 2.
+        let mut trials = Vec::new();
+        for i in 1..400 {
+            let u = i as f64 / 400.0;
+            let z = normal_quantile(u);
+            for q in [0.7, 1.1, 2.0] {
+                trials.push(((1.0 + 0.5 * z) as f32, q, true));
+                trials.push(((0.5 * z) as f32, q, false));
+            }
+        }
+        let c = LinearCalibration::fit(&trials).unwrap();
+        // Within 2.5%: 399 quantiles stand in for the whole distributions.
+        assert!((c.weights[1] - 4.0).abs() < 0.1, "{:?}", c.weights);
+        assert!((c.weights[0] + 2.0).abs() < 0.05, "{:?}", c.weights);
+        assert!(c.weights[2].abs() < 0.01 && c.weights[3].abs() < 0.01);
+        assert!((c.llr(0.5, 1.1)).abs() < 0.01);
+    }
+
+    fn normal_quantile(p: f64) -> f64 {
+        // Bisection on the error function's complement; accurate enough here.
+        let (mut lo, mut hi) = (-8.0f64, 8.0f64);
+        for _ in 0..100 {
+            let mid = 0.5 * (lo + hi);
+            if normal_cdf(mid) < p {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        0.5 * (lo + hi)
+    }
+
+    fn normal_cdf(x: f64) -> f64 {
+        // Abramowitz–Stegun 7.1.26.
+        let t = 1.0 / (1.0 + 0.3275911 * x.abs() / 2f64.sqrt());
+        let poly = t
+            * (0.254829592
+                + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+        let erf = 1.0 - poly * (-(x * x) / 2.0).exp();
+        0.5 * (1.0 + erf.copysign(x))
+    }
+
+    #[test]
+    fn far_curve_reads_impostor_quantiles_and_interpolates_in_log_rate() {
+        let impostors: Vec<f32> = (0..1000).map(|i| i as f32 / 100.0).collect();
+        let curve = far_curve(&impostors, &[0.1, 0.01, 0.0001]);
+        // 0.0001 of 1000 is below one trial: not listed.
+        assert_eq!(
+            curve,
+            vec![
+                FarPoint { far: 0.1, llr: 9.0 },
+                FarPoint {
+                    far: 0.01,
+                    llr: 9.9
+                }
+            ]
+        );
+        assert_eq!(llr_at_far(&curve, 0.5), Some(9.0));
+        assert_eq!(llr_at_far(&curve, 0.001), Some(9.9));
+        // Halfway in log-rate between 0.1 and 0.01.
+        let mid = llr_at_far(&curve, 0.1f64.sqrt() * 0.1).unwrap();
+        assert!((mid - 9.45).abs() < 1e-4, "{mid}");
+    }
+
+    #[test]
+    fn bands_follow_the_rate_or_the_named_channel() {
+        assert_eq!(Band::of(8_000, None), Band::Narrow);
+        assert_eq!(Band::of(16_000, Some("app")), Band::Wide);
+        assert_eq!(Band::of(16_000, Some("Phone")), Band::Narrow);
+        assert_eq!(Band::of(44_100, None), Band::Wide);
+    }
+
+    #[test]
+    fn cohorts_survive_their_packed_form() {
+        let norm = ScoreNorm {
+            model_id: "m".into(),
+            top_k: 2,
+            wide: BandNorm {
+                cohort: vec![vec![0.6, 0.8], vec![1.0, -0.0]],
+                calibration: LinearCalibration {
+                    weights: [1.0, 2.0, 3.0, 4.0],
+                },
+            },
+            narrow: BandNorm {
+                cohort: vec![vec![0.0, 1.0]],
+                calibration: LinearCalibration { weights: [0.0; 4] },
+            },
+            far_curve: vec![FarPoint { far: 0.1, llr: 1.5 }],
+        };
+        let text = serde_json::to_string(&norm).unwrap();
+        assert_eq!(serde_json::from_str::<ScoreNorm>(&text).unwrap(), norm);
+    }
+}

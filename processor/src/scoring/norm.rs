@@ -1,0 +1,35 @@
+//! The score normalisation bundled with the engine: impostor cohorts and
+//! LLR calibration of the default speaker model, built by `timbre
+//! calibrate` (`processor/scripts/build-score-norm.sh`).
+
+use crate::domain::calibration::ScoreNorm;
+
+/// The bundled score normalisation, when it was made for `model_id`.
+/// Models without one (a re-scoring target, a custom model) are scored on
+/// raw cosine against the policy's cosine thresholds.
+pub fn bundled_score_norm(model_id: &str) -> Option<ScoreNorm> {
+    let norm: ScoreNorm = serde_json::from_str(include_str!("score_norm.json"))
+        .expect("the bundled score normalisation is valid (checked by its unit test)");
+    (norm.model_id == model_id).then_some(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundled_normalisation_is_complete() {
+        let norm: ScoreNorm = serde_json::from_str(include_str!("score_norm.json")).unwrap();
+        assert!(bundled_score_norm(&norm.model_id).is_some());
+        assert!(bundled_score_norm("another-model").is_none());
+        for band in [&norm.wide, &norm.narrow] {
+            assert!(band.cohort.len() >= norm.top_k && norm.top_k > 0);
+            assert!(band.cohort.iter().all(|e| e.len() == 192));
+            // Higher normalised scores mean more likely the same speaker.
+            assert!(band.calibration.weights[1] > 0.0);
+        }
+        // A stricter false-accept rate needs a higher LLR.
+        assert!(norm.threshold(0.001) > norm.threshold(0.01));
+        assert!(norm.threshold(0.01) > norm.threshold(0.1));
+    }
+}
