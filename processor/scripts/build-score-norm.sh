@@ -13,10 +13,8 @@ data=$(realpath "${1:-$(dirname "$0")/../../../shared/data/librispeech-r}")
 cd "$(dirname "$0")/../.."
 manifest=$(mktemp --suffix .tsv)
 trap 'rm -f "$manifest"' EXIT
-# The manifest reader takes `file` relative to the manifest's folder, or
-# absolute: make it absolute, keep the train-clean-100 rows.
-awk -F'\t' -v OFS='\t' -v dir="$data" '
-  NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "file") f = i; if ($i == "subset") s = i }; print; next }
-  $s == "train-clean-100" { $f = dir "/" $f; print }' "$data/manifest.tsv" > "$manifest"
+# shellcheck source=manifest-subset.sh
+source processor/scripts/manifest-subset.sh
+manifest_subset "$data" train-clean-100 > "$manifest"
 ./target/release/timbre calibrate --manifest "$manifest" --top-k 50 \
   --out processor/src/scoring/score_norm.json

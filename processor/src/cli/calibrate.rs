@@ -19,7 +19,8 @@ use rayon::prelude::*;
 use serde_json::json;
 use timbre::audio::{MODEL_SAMPLE_RATE, through_narrowband, vad};
 use timbre::domain::calibration::{
-    Band, BandNorm, LinearCalibration, ScoreNorm, as_norm, far_curve, quality, top_k_stats,
+    Band, BandNorm, LinearCalibration, SAME_VOICE_COSINE, ScoreNorm, as_norm, far_curve, quality,
+    top_k_stats,
 };
 use timbre::domain::policy::{cosine, unit};
 use timbre::eval::{Trial, metrics, read_manifest};
@@ -159,8 +160,9 @@ impl CalibrateCmd {
 /// Every enrollment against every probe: `(normalised score, quality, is
 /// target)`. The cohort of a trial is the bundled one plus the other
 /// calibration speakers' enrollments, as the engine adds a tenant's other
-/// voiceprints; the probe's own speaker is left out of it, as an impostor
-/// from outside the tenant would be.
+/// voiceprints (without those it takes for the claimed voice); the probe's
+/// own speaker is left out of it, as an impostor from outside the tenant
+/// would be.
 fn calibration_trials(
     cohort: &[Vec<f32>],
     halves: &[Halves],
@@ -177,7 +179,9 @@ fn calibration_trials(
         let tenant = vs_enrolled
             .iter()
             .enumerate()
-            .filter(|&(m, _)| m != i && m != j)
+            .filter(|&(m, _)| {
+                m != i && m != j && enrolled_vs_enrolled[i][m] < f64::from(SAME_VOICE_COSINE)
+            })
             .map(|(_, s)| *s);
         top_k_stats(vs_cohort.iter().copied().chain(tenant).collect(), top_k)
     };

@@ -54,6 +54,13 @@ pub async fn run(client: &JobClient, audio_dir: &Path) -> Result<()> {
             SAME,
             verification(&id("verify-same"), &user, read(SAME)?),
         ),
+        // Before the refused attempts: three of them start a cooldown, which
+        // would answer this one before its audio is read.
+        (
+            "verify malformed audio",
+            "(text bytes)",
+            verification(&id("verify-bad"), &user, b"not a wav".to_vec()),
+        ),
         (
             "verify a replay",
             "(the same recording through a phone)",
@@ -73,15 +80,10 @@ pub async fn run(client: &JobClient, audio_dir: &Path) -> Result<()> {
             OTHER,
             verification(&id("verify-other"), &user, read(OTHER)?),
         ),
-        (
-            "verify malformed audio",
-            "(text bytes)",
-            verification(&id("verify-bad"), &user, b"not a wav".to_vec()),
-        ),
     ];
     println!(
-        "{:<22} {:<40} {:<9} {:>6} {:>8}  reasons / error",
-        "step", "input", "decision", "score", "speech"
+        "{:<24} {:<40} {:<9} {:>6} {:>6} {:>8}  reasons / error",
+        "step", "input", "decision", "cosine", "llr", "speech"
     );
     for (step, input, request) in &steps {
         let decision = client
@@ -89,11 +91,12 @@ pub async fn run(client: &JobClient, audio_dir: &Path) -> Result<()> {
             .await?
             .with_context(|| format!("no decision for {step} within 300 s"))?;
         println!(
-            "{:<22} {:<40} {:<9} {:>6} {:>7.1}s  {}",
+            "{:<24} {:<40} {:<9} {:>6} {:>6} {:>7.1}s  {}",
             step,
             input,
             format!("{:?}", decision.decision).to_lowercase(),
-            decision.score.map_or("-".into(), |s| format!("{s:.3}")),
+            decision.raw_score.map_or("-".into(), |s| format!("{s:.3}")),
+            decision.llr.map_or("-".into(), |s| format!("{s:.2}")),
             decision.speech_millis as f64 / 1000.0,
             decision
                 .error_code

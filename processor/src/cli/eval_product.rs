@@ -54,6 +54,8 @@ pub struct ProductEval<'a> {
     pub threads: usize,
     /// Where to write every trial (TSV).
     pub dump: Option<&'a Path>,
+    /// Normalise with the bundled cohort alone (no tenant voiceprints).
+    pub bundled_cohort_only: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -150,6 +152,7 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
             // voiceprints are left out too.
             let tenant: Vec<&[f32]> = models
                 .iter()
+                .filter(|_| !opts.bundled_cohort_only)
                 .filter(|m| m.speaker != model.speaker && m.speaker != *probe_speaker)
                 .flat_map(|m| m.voiceprints.iter().map(Vec::as_slice))
                 .collect();

@@ -22,6 +22,12 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::unit;
 
+/// Cosine at or above which a tenant voiceprint is taken for the claimed
+/// voice itself (the same person under two accounts) and kept out of its
+/// cohort: a cohort holds impostors. It is the cosine accept line (EER
+/// thresholds were 0.45–0.50); different speakers reach it rarely.
+pub const SAME_VOICE_COSINE: f32 = 0.5;
+
 /// Audio band of a trial, which picks its cohort and calibration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -315,7 +321,8 @@ impl ScoreNorm {
     /// claimed user's tenant (never the claimed user's own), which bring
     /// the tenant's population — its language, channel, microphones — into
     /// the cohort, so one LLR threshold means the same false-accept rate
-    /// across tenants.
+    /// across tenants. Tenant voiceprints at [`SAME_VOICE_COSINE`] or more
+    /// from the claimed one are left out.
     pub fn score(
         &self,
         band: Band,
@@ -325,11 +332,16 @@ impl ScoreNorm {
         tenant: &[&[f32]],
     ) -> VoiceScore {
         let band = self.band(band);
+        let impostors: Vec<&[f32]> = tenant
+            .iter()
+            .copied()
+            .filter(|t| super::policy::cosine(t, voiceprint) < SAME_VOICE_COSINE)
+            .collect();
         let cohort = || {
             band.cohort
                 .iter()
                 .map(Vec::as_slice)
-                .chain(tenant.iter().copied())
+                .chain(impostors.iter().copied())
         };
         let raw = super::policy::cosine(voiceprint, probe);
         let norm = as_norm(

@@ -8,7 +8,8 @@
 //!   `service_faults` (kill -9 of Kafka and Cassandra, on private instances);
 //! - HTTP: `api_e2e`, `api_openapi`, `dialects` (vendor dialects, run by
 //!   `api_e2e`);
-//! - model and audio: `model_parity`, `model_errors`, `audio_inputs`;
+//! - model and audio: `model_parity`, `model_errors`, `audio_inputs`,
+//!   `calibration` (`timbre calibrate`);
 //! - phrase signal: `phrase_check` (front end, reader, recogniser, challenges);
 //! - liveness signal: `synthetic_speech` (and replays in `pipeline_e2e`);
 //! - load generator: `loadgen_embedded`, `loadgen_targets`;
@@ -18,6 +19,7 @@ mod api_e2e;
 mod api_openapi;
 mod audio_inputs;
 mod bus_port;
+mod calibration;
 mod crash_resume;
 mod dialects;
 mod erasure_race;

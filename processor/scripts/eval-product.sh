@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Accuracy through the product path against raw cosine, on the two corpora
+# of ../shared/data, for 1 and 3 enrollment recordings and 2 s, 3 s and
+# whole probes; then the enrollment modes at N = 3. Prints one markdown
+# table row per setting:
+#   processor/scripts/eval-product.sh [data folder] [threads]
+# librispeech-r: its test-other speakers only (10 x 10 recordings; the
+# train-clean-100 speakers built the bundled cohort and calibration).
+# fsdd: 4-digit codes of single-digit recordings (8 kHz), 50 per speaker.
+# Needs target/release/timbre and the weights (fetch-model.sh).
+set -euo pipefail
+
+data=$(realpath "${1:-$(dirname "$0")/../../../shared/data}")
+threads=${2:-$(nproc)}
+cd "$(dirname "$0")/../.."
+test_other=$(mktemp --suffix .tsv)
+trap 'rm -f "$test_other"' EXIT
+# shellcheck source=manifest-subset.sh
+source processor/scripts/manifest-subset.sh
+manifest_subset "$data/librispeech-r" test-other > "$test_other"
+
+row() { # corpus label, then eval arguments
+  local label=$1; shift
+  local raw product
+  raw=$(./target/release/timbre eval --protocol product --norm none --threads "$threads" --json "$@" 2>/dev/null)
+  product=$(./target/release/timbre eval --protocol product --norm as-norm --threads "$threads" --json "$@" 2>/dev/null)
+  python3 - "$label" "$raw" "$product" <<'PY'
+import json, sys
+label, raw, product = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+pct = lambda x: f"{100 * x:.2f}%"
+rel = (product["eer"] - raw["eer"]) / raw["eer"] if raw["eer"] > 0 else float("nan")
+print(f"| {label} | {product['enroll']} | {product['probe_seconds'] or 'full'} | {product['enroll_mode']} "
+      f"| {pct(raw['eer'])} | {pct(product['eer'])} | {rel:+.0%} "
+      f"| {pct(raw['far_at_threshold'])} / {pct(raw['frr_at_threshold'])} "
+      f"| {pct(product['far_at_threshold'])} / {pct(product['frr_at_threshold'])} "
+      f"| {product['target_trials']} / {product['nontarget_trials']} |")
+PY
+}
+
+echo "| corpus | N | probe s | enroll | EER raw | EER product | change | raw cosine 0.50: FAR / FRR | product, FAR target 0.1%: FAR / FRR | trials |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for n in 1 3; do
+  for s in 2 3 full; do
+    probe=(); [ "$s" != full ] && probe=(--probe-seconds "$s")
+    row "librispeech-r test-other" --manifest "$test_other" --enroll "$n" "${probe[@]}"
+    row "fsdd 4-digit codes (8 kHz)" --manifest "$data/fsdd/manifest.tsv" --join 4 \
+      --codes-per-speaker 50 --enroll "$n" "${probe[@]}"
+  done
+done
+for mode in weighted best; do
+  row "librispeech-r test-other" --manifest "$test_other" --enroll 3 --probe-seconds 2 --enroll-mode "$mode"
+  row "fsdd 4-digit codes (8 kHz)" --manifest "$data/fsdd/manifest.tsv" --join 4 \
+    --codes-per-speaker 50 --enroll 3 --probe-seconds 2 --enroll-mode "$mode"
+done
