@@ -186,6 +186,17 @@ impl Engine {
             .with_models(extra)
             .with_analysers(analysers),
         );
+        let score_norm = self
+            .config
+            .calibration
+            .enabled
+            .then(|| crate::scoring::bundled_score_norm(&pool.model_id()))
+            .flatten()
+            .map(Arc::new);
+        tracing::info!(calibrated = score_norm.is_some(), "voice scores");
+        if let Some(norm) = &score_norm {
+            check_policies(norm, &self.config);
+        }
         let processor = Processor::new(
             self.bus.clone(),
             self.store.clone(),
@@ -196,13 +207,7 @@ impl Engine {
                 lanes: self.config.lanes,
                 retry_budget: std::time::Duration::from_secs(self.config.retry_budget_secs),
                 max_in_flight_bytes: self.config.max_in_flight_bytes,
-                score_norm: self
-                    .config
-                    .calibration
-                    .enabled
-                    .then(|| crate::scoring::bundled_score_norm(&pool.model_id()))
-                    .flatten()
-                    .map(Arc::new),
+                score_norm: score_norm.clone(),
                 cohorts: CohortSettings {
                     size: self.config.calibration.tenant_cohort,
                     refresh: std::time::Duration::from_secs(
@@ -346,4 +351,29 @@ async fn both(
         stop_both(second.await)
     });
     first.and(second)
+}
+
+/// Warns about policy settings a calibrated model ignores or cannot honour.
+fn check_policies(norm: &crate::domain::calibration::ScoreNorm, config: &Config) {
+    let default = crate::domain::Policy::default();
+    let policies = std::iter::once(("(default)", &config.policy))
+        .chain(config.tenants.iter().map(|(t, p)| (t.as_str(), p)));
+    for (tenant, policy) in policies {
+        if policy.accept_far < norm.lowest_far() {
+            tracing::warn!(
+                tenant,
+                accept_far = policy.accept_far,
+                lowest = norm.lowest_far(),
+                "accept_far is below the calibration's curve: the lowest rate's threshold applies"
+            );
+        }
+        if policy.accept_threshold != default.accept_threshold
+            || policy.reject_threshold != default.reject_threshold
+        {
+            tracing::warn!(
+                tenant,
+                "cosine thresholds apply only to models without a calibration: set accept_far and reject_far"
+            );
+        }
+    }
 }

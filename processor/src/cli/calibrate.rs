@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use serde_json::json;
 use timbre::audio::{MODEL_SAMPLE_RATE, through_narrowband, vad};
+use timbre::domain::Policy;
 use timbre::domain::calibration::{
     Band, BandNorm, LinearCalibration, SAME_VOICE_COSINE, ScoreNorm, as_norm, far_curve, quality,
     top_k_stats,
@@ -94,9 +95,7 @@ impl CalibrateCmd {
             );
         }
         let pool = pool(self.threads)?;
-        let mut bands = Vec::new();
-        let mut impostor_llrs = Vec::new();
-        let mut report = serde_json::Map::new();
+        let mut embedded = Vec::new();
         for band in [Band::Wide, Band::Narrow] {
             let channel = |a: &[f32]| match band {
                 Band::Wide => a.to_vec(),
@@ -114,9 +113,21 @@ impl CalibrateCmd {
                     .map(|a| embed_halves(&model, &channel(a)))
                     .collect::<Result<_>>()
             })?;
-            let trials = calibration_trials(&cohort, &halves, self.top_k);
-            let calibration = LinearCalibration::fit(&trials)
-                .context("calibration did not converge (singular system)")?;
+            embedded.push((band, cohort, halves));
+        }
+        let speech = embedded
+            .iter()
+            .flat_map(|(_, _, halves)| halves.iter().flat_map(|h| h.probes.iter().map(|p| p.1)));
+        let range = [
+            speech.clone().min().unwrap_or(1).max(1),
+            speech.max().unwrap_or(1).max(1),
+        ];
+        let mut bands = Vec::new();
+        let mut report = serde_json::Map::new();
+        for (band, cohort, halves) in embedded {
+            let trials = calibration_trials(&cohort, &halves, self.top_k, range);
+            let calibration =
+                LinearCalibration::fit(&trials).context("the calibration fit did not converge")?;
             let scored: Vec<Trial> = trials
                 .iter()
                 .map(|&(norm, q, target)| Trial {
@@ -124,16 +135,23 @@ impl CalibrateCmd {
                     target,
                 })
                 .collect();
-            impostor_llrs.extend(scored.iter().filter(|t| !t.target).map(|t| t.score));
+            let impostors: Vec<f32> = scored
+                .iter()
+                .filter(|t| !t.target)
+                .map(|t| t.score)
+                .collect();
+            let far_curve = far_curve(&impostors, &FAR_RATES);
             let m = metrics(&scored);
             report.insert(
                 band.as_str().into(),
                 json!({"eer": m.eer, "target_trials": m.target_trials,
-                       "nontarget_trials": m.nontarget_trials, "weights": calibration.weights}),
+                       "nontarget_trials": m.nontarget_trials, "weights": calibration.weights,
+                       "far_curve": far_curve}),
             );
             bands.push(BandNorm {
                 cohort,
                 calibration,
+                far_curve,
             });
         }
         let narrow = bands.pop().expect("two bands");
@@ -143,15 +161,17 @@ impl CalibrateCmd {
             top_k: self.top_k,
             wide,
             narrow,
-            far_curve: far_curve(&impostor_llrs, &FAR_RATES),
+            probe_speech_millis: range,
         };
+        norm.validate()
+            .map_err(|e| anyhow::anyhow!("the fitted normalisation is unusable: {e}"))?;
         let mut text = serde_json::to_string_pretty(&norm)?;
         text.push('\n');
         std::fs::write(&self.out, text)
             .with_context(|| format!("writing {}", self.out.display()))?;
         report.insert("cohort_speakers".into(), cohort_audio.len().into());
         report.insert("calibration_speakers".into(), calib_audio.len().into());
-        report.insert("far_curve".into(), serde_json::to_value(&norm.far_curve)?);
+        report.insert("probe_speech_millis".into(), json!(range));
         println!("{}", serde_json::Value::Object(report));
         Ok(())
     }
@@ -167,6 +187,7 @@ fn calibration_trials(
     cohort: &[Vec<f32>],
     halves: &[Halves],
     top_k: usize,
+    range: [u64; 2],
 ) -> Vec<(f32, f64, bool)> {
     let against = |e: &[f32], others: &[Vec<f32>]| -> Vec<f64> {
         others.iter().map(|c| f64::from(cosine(c, e))).collect()
@@ -196,7 +217,7 @@ fn calibration_trials(
                     stats(&enrolled_vs_cohort[i], &enrolled_vs_enrolled[i], i, j),
                     stats(&vs_cohort, &vs_enrolled, i, j),
                 );
-                trials.push((norm, quality(*speech), i == j));
+                trials.push((norm, quality(*speech, range), i == j));
             }
         }
     }
@@ -204,20 +225,21 @@ fn calibration_trials(
 }
 
 /// The first half of a recording enrolled, the second half probing at each
-/// probe length.
+/// probe length (with enough speech).
 fn embed_halves(model: &SpeakerModel, audio: &[f32]) -> Result<Halves> {
     let (first, second) = audio.split_at(audio.len() / 2);
     let enrolled = model.embed(first)?;
-    let probes = PROBE_SECONDS
-        .iter()
-        .map(|&s| {
-            let len = ((s * f64::from(MODEL_SAMPLE_RATE)) as usize).min(second.len());
-            let cut = &second[..len];
-            Ok((
-                model.embed(cut)?,
-                vad::speech_millis(cut, MODEL_SAMPLE_RATE),
-            ))
-        })
-        .collect::<Result<_>>()?;
+    // A probe the engine would refuse (`not_enough_speech`) never reaches
+    // calibration either.
+    let min_speech = Policy::default().min_speech_millis;
+    let mut probes = Vec::new();
+    for &s in &PROBE_SECONDS {
+        let len = ((s * f64::from(MODEL_SAMPLE_RATE)) as usize).min(second.len());
+        let cut = &second[..len];
+        let speech = vad::speech_millis(cut, MODEL_SAMPLE_RATE);
+        if speech >= min_speech {
+            probes.push((model.embed(cut)?, speech));
+        }
+    }
     Ok(Halves { enrolled, probes })
 }

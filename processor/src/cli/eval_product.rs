@@ -68,7 +68,8 @@ struct ProductMetrics {
     frr_at_threshold: f64,
     /// The false-accept rate the threshold was set for (calibrated scoring).
     target_far: Option<f64>,
-    threshold: f32,
+    /// The accept line of wideband and narrowband probes.
+    thresholds: [f32; 2],
     /// `cosine` or `llr`.
     scale: &'static str,
     trials: usize,
@@ -122,13 +123,14 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
             .collect::<Result<_>>()
     })?;
     let policy = Policy::default();
-    let (threshold, target_far, scale) = match opts.norm {
-        Some(n) => (
-            n.threshold(policy.accept_far),
-            Some(policy.accept_far),
-            "llr",
-        ),
-        None => (policy.accept_threshold, None, "cosine"),
+    // The policy's accept line in a probe's band, as the engine draws it.
+    let accept_line = |band: Band| match opts.norm {
+        Some(n) => n.threshold(band, policy.accept_far),
+        None => policy.accept_threshold,
+    };
+    let (target_far, scale) = match opts.norm {
+        Some(_) => (Some(policy.accept_far), "llr"),
+        None => (None, "cosine"),
     };
     let score = |enrolled: &[f32], probe: &Embedded, band: Band, tenant: &[&[f32]]| match opts.norm
     {
@@ -144,6 +146,7 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
     };
     let models = enrolled_models(&by_speaker, &embedded, opts.enroll, opts.mode);
     let mut trials = Vec::new();
+    let mut accepted = Vec::new();
     let mut dump = String::from("enrolled\tprobe\tprobe_speech_millis\tband\traw\tnorm\tllr\n");
     for model in &models {
         for (probe_speaker, probes) in &by_speaker {
@@ -169,6 +172,7 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
                     score: best.llr,
                     target: *probe_speaker == model.speaker,
                 });
+                accepted.push(best.llr >= accept_line(band));
                 if opts.dump.is_some() {
                     dump.push_str(&format!(
                         "{}\t{probe_speaker}\t{}\t{}\t{}\t{}\t{}\n",
@@ -187,12 +191,14 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
         std::fs::write(path, dump)?;
     }
     let m = metrics(&trials);
-    let rate = |target: bool, accepted: bool| {
-        let of: Vec<_> = trials.iter().filter(|t| t.target == target).collect();
-        let n = of
+    let rate = |target: bool, accept: bool| {
+        let of: Vec<bool> = trials
             .iter()
-            .filter(|t| (t.score >= threshold) == accepted)
-            .count();
+            .zip(&accepted)
+            .filter(|(t, _)| t.target == target)
+            .map(|(_, a)| *a)
+            .collect();
+        let n = of.iter().filter(|a| **a == accept).count();
         n as f64 / of.len().max(1) as f64
     };
     let out = ProductMetrics {
@@ -201,7 +207,7 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
         far_at_threshold: rate(false, true),
         frr_at_threshold: rate(true, false),
         target_far,
-        threshold,
+        thresholds: [accept_line(Band::Wide), accept_line(Band::Narrow)],
         scale,
         trials: trials.len(),
         target_trials: m.target_trials,
@@ -215,10 +221,11 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(&out)?);
     } else {
         println!(
-            "EER {:.3}%  minDCF(0.01) {:.4}  at threshold {:.3} ({}): FAR {:.3}% FRR {:.3}%  trials {} target / {} non-target",
+            "EER {:.3}%  minDCF(0.01) {:.4}  at thresholds {:.3} / {:.3} ({}, wide / narrow): FAR {:.3}% FRR {:.3}%  trials {} target / {} non-target",
             out.eer * 100.0,
             out.min_dcf,
-            out.threshold,
+            out.thresholds[0],
+            out.thresholds[1],
             out.scale,
             out.far_at_threshold * 100.0,
             out.frr_at_threshold * 100.0,

@@ -111,10 +111,12 @@ pub fn as_norm(raw: f32, enrolled: CohortStats, probe: CohortStats) -> f32 {
     0.5 * (z(enrolled) + z(probe))
 }
 
-/// The quality measure of a probe: log of its net speech in seconds,
-/// bounded to the range calibration saw.
-pub fn quality(speech_millis: u64) -> f64 {
-    (speech_millis as f64 / 1000.0).clamp(0.5, 30.0).ln()
+/// The quality measure of a probe: log of its net speech in seconds, held
+/// within `range` (the net speech of the calibration probes, in ms), so the
+/// map is never extrapolated past what it was fitted on.
+pub fn quality(speech_millis: u64, range: [u64; 2]) -> f64 {
+    let ms = speech_millis.clamp(range[0].max(1), range[1].max(range[0]).max(1));
+    (ms as f64 / 1000.0).ln()
 }
 
 /// Logistic calibration of one band: `llr = w0 + w1·s + w2·q + w3·s·q` for
@@ -139,7 +141,8 @@ impl LinearCalibration {
     /// Fits the weights by Newton's method on the logistic loss, target and
     /// non-target trials weighted to equal totals (so the output is an LLR,
     /// free of the trial mix's prior), with a small ridge for stability.
-    /// Trials are `(normalised score, quality, is target)`.
+    /// Trials are `(normalised score, quality, is target)`; `None` when a
+    /// class is missing or the fit does not converge.
     pub fn fit(trials: &[(f32, f64, bool)]) -> Option<LinearCalibration> {
         let targets = trials.iter().filter(|t| t.2).count();
         let others = trials.len() - targets;
@@ -182,10 +185,10 @@ impl LinearCalibration {
                 largest = largest.max(step[i].abs());
             }
             if largest < 1e-10 {
-                break;
+                return Some(LinearCalibration { weights: w });
             }
         }
-        Some(LinearCalibration { weights: w })
+        None
     }
 }
 
@@ -272,7 +275,7 @@ pub fn llr_at_far(curve: &[FarPoint], far: f64) -> Option<f32> {
     })
 }
 
-/// The cohort and calibration of one band.
+/// The cohort, calibration and impostor curve of one band.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BandNorm {
     /// Unit-length cohort embeddings, little-endian f32 rows in base64.
@@ -280,6 +283,9 @@ pub struct BandNorm {
     pub cohort: Vec<Vec<f32>>,
     /// Normalised score and quality → LLR.
     pub calibration: LinearCalibration,
+    /// False-accept curve of this band's calibration impostors, by
+    /// decreasing rate.
+    pub far_curve: Vec<FarPoint>,
 }
 
 /// Everything needed to turn one model's raw scores into LLRs.
@@ -293,8 +299,9 @@ pub struct ScoreNorm {
     pub wide: BandNorm,
     /// Narrowband cohort and calibration.
     pub narrow: BandNorm,
-    /// Impostor false-accept curve of the calibration trials (both bands).
-    pub far_curve: Vec<FarPoint>,
+    /// Net speech of the shortest and longest calibration probe (ms): the
+    /// quality measure is held within it.
+    pub probe_speech_millis: [u64; 2],
 }
 
 /// A trial's score at each stage.
@@ -314,6 +321,54 @@ impl ScoreNorm {
             Band::Wide => &self.wide,
             Band::Narrow => &self.narrow,
         }
+    }
+
+    /// Checks what the arithmetic relies on; a bundle that fails is not
+    /// used (an empty cohort would make every score look remarkable).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.top_k == 0 {
+            return Err("top_k is 0".into());
+        }
+        if self.probe_speech_millis[0] == 0
+            || self.probe_speech_millis[0] > self.probe_speech_millis[1]
+        {
+            return Err(format!("bad probe range {:?}", self.probe_speech_millis));
+        }
+        for band in [Band::Wide, Band::Narrow] {
+            let b = self.band(band);
+            let name = band.as_str();
+            if b.cohort.len() < self.top_k {
+                return Err(format!(
+                    "{name} cohort has {} embeddings, top_k is {}",
+                    b.cohort.len(),
+                    self.top_k
+                ));
+            }
+            if !b.calibration.weights.iter().all(|w| w.is_finite()) {
+                return Err(format!("{name} calibration is not finite"));
+            }
+            let sorted = b
+                .far_curve
+                .windows(2)
+                .all(|w| w[0].far > w[1].far && w[0].llr <= w[1].llr);
+            let in_range = b
+                .far_curve
+                .iter()
+                .all(|p| p.far > 0.0 && p.far < 1.0 && p.llr.is_finite());
+            if b.far_curve.is_empty() || !sorted || !in_range {
+                return Err(format!(
+                    "{name} false-accept curve is empty, unsorted or out of range"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The lowest false-accept rate both bands' curves reach: stricter
+    /// targets get this rate's thresholds.
+    pub fn lowest_far(&self) -> f64 {
+        let last = |b: &BandNorm| b.far_curve.last().map_or(1.0, |p| p.far);
+        last(&self.wide).max(last(&self.narrow))
     }
 
     /// Scores a probe against a voiceprint: raw cosine, AS-norm, LLR. The
@@ -349,13 +404,15 @@ impl ScoreNorm {
             cohort_stats(cohort(), voiceprint, self.top_k),
             cohort_stats(cohort(), probe, self.top_k),
         );
-        let llr = band.calibration.llr(norm, quality(probe_speech_millis));
+        let q = quality(probe_speech_millis, self.probe_speech_millis);
+        let llr = band.calibration.llr(norm, q);
         VoiceScore { raw, norm, llr }
     }
 
-    /// The LLR threshold for a target false-accept rate.
-    pub fn threshold(&self, far: f64) -> f32 {
-        llr_at_far(&self.far_curve, far).unwrap_or(0.0)
+    /// The LLR threshold of `band` for a target false-accept rate (held at
+    /// the curve's ends: see [`ScoreNorm::lowest_far`]).
+    pub fn threshold(&self, band: Band, far: f64) -> f32 {
+        llr_at_far(&self.band(band).far_curve, far).unwrap_or(f32::INFINITY)
     }
 }
 
@@ -522,14 +579,30 @@ mod tests {
                 calibration: LinearCalibration {
                     weights: [1.0, 2.0, 3.0, 4.0],
                 },
+                far_curve: vec![FarPoint { far: 0.1, llr: 1.5 }],
             },
             narrow: BandNorm {
                 cohort: vec![vec![0.0, 1.0]],
                 calibration: LinearCalibration { weights: [0.0; 4] },
+                far_curve: vec![FarPoint { far: 0.1, llr: 1.5 }],
             },
-            far_curve: vec![FarPoint { far: 0.1, llr: 1.5 }],
+            probe_speech_millis: [1_000, 4_000],
         };
         let text = serde_json::to_string(&norm).unwrap();
         assert_eq!(serde_json::from_str::<ScoreNorm>(&text).unwrap(), norm);
+        // Top-2 against a one-embedding narrowband cohort: refused.
+        assert!(norm.validate().unwrap_err().contains("narrow cohort"));
+        let mut empty_curve = ScoreNorm { top_k: 1, ..norm };
+        assert_eq!(empty_curve.validate(), Ok(()));
+        empty_curve.wide.far_curve.clear();
+        assert!(empty_curve.validate().is_err());
+    }
+
+    #[test]
+    fn quality_is_held_within_the_calibrated_range() {
+        let range = [1_000, 4_000];
+        assert_eq!(quality(2_000, range), 2f64.ln());
+        assert_eq!(quality(30_000, range), 4f64.ln());
+        assert_eq!(quality(200, range), 0.0);
     }
 }

@@ -3,7 +3,9 @@
 //! from the store and kept for `refresh`. They bring the tenant's own
 //! population (its language, channel, microphones) into AS-norm, which is
 //! what makes one LLR threshold mean the same false-accept rate across
-//! tenants (README, "Accuracy").
+//! tenants (README, "Calibrated scores"). An erased user's voiceprint can
+//! stay in a cached sample until its refresh: it only ever stands for "some
+//! other voice of this tenant", never for the user.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -64,9 +66,16 @@ impl TenantCohorts {
         {
             return Ok(cohort.clone());
         }
+        // Jobs of one tenant that find its entry stale at the same moment
+        // each read it; the reads are bounded (`size` voiceprints) and the
+        // last one wins.
         let cohort = Arc::new(self.load(store, tenant, model_id).await?);
         tracing::debug!(tenant, voiceprints = cohort.len(), "tenant cohort loaded");
-        self.map().insert(key, (Instant::now(), cohort.clone()));
+        let refresh = self.settings.refresh;
+        let mut map = self.map();
+        // Tenants that stopped verifying leave no entry behind.
+        map.retain(|_, (at, _)| at.elapsed() < refresh);
+        map.insert(key, (Instant::now(), cohort.clone()));
         Ok(cohort)
     }
 

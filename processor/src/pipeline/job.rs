@@ -306,14 +306,13 @@ impl Processor {
             .score_norm
             .as_deref()
             .filter(|n| n.model_id == model_id);
-        let cohort = match score_norm {
-            Some(_) => Some(self.cohorts.get(&*self.store, tenant, &model_id).await?),
-            None => None,
-        };
+        // Admission needs the thresholds only: no tenant cohort is read for a
+        // refused job (a cooldown under a brute-force run above all).
         let ctx = Context {
-            norm: score_norm
-                .zip(cohort.as_deref())
-                .map(|(score_norm, tenant)| rules::NormContext { score_norm, tenant }),
+            norm: score_norm.map(|score_norm| rules::NormContext {
+                score_norm,
+                tenant: &[],
+            }),
             ..ctx
         };
         let loaded = rules::verification::Loaded {
@@ -352,6 +351,16 @@ impl Processor {
         // Read only for admitted jobs: refusals (cooldowns under a brute-force
         // run above all) cost no scan of the tenant's watchlist.
         let watchlist = self.store.watchlist(tenant).await?;
+        let cohort = match score_norm {
+            Some(_) => Some(self.cohorts.get(&*self.store, tenant, &model_id).await?),
+            None => None,
+        };
+        let ctx = Context {
+            norm: score_norm
+                .zip(cohort.as_deref())
+                .map(|(score_norm, tenant)| rules::NormContext { score_norm, tenant }),
+            ..ctx
+        };
         Ok(rules::verification::decide(
             job, admitted, &watchlist, &sample, ctx,
         ))

@@ -9,6 +9,8 @@ use crate::domain::calibration::ScoreNorm;
 /// raw cosine against the policy's cosine thresholds.
 pub fn bundled_score_norm(model_id: &str) -> Option<ScoreNorm> {
     let norm: ScoreNorm = serde_json::from_str(include_str!("score_norm.json"))
+        .expect("the bundled score normalisation parses (checked by its unit test)");
+    norm.validate()
         .expect("the bundled score normalisation is valid (checked by its unit test)");
     (norm.model_id == model_id).then_some(norm)
 }
@@ -16,6 +18,7 @@ pub fn bundled_score_norm(model_id: &str) -> Option<ScoreNorm> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::calibration::Band;
 
     #[test]
     fn the_bundled_normalisation_is_complete() {
@@ -28,8 +31,13 @@ mod tests {
             // Higher normalised scores mean more likely the same speaker.
             assert!(band.calibration.weights[1] > 0.0);
         }
-        // A stricter false-accept rate needs a higher LLR.
-        assert!(norm.threshold(0.001) > norm.threshold(0.01));
-        assert!(norm.threshold(0.01) > norm.threshold(0.1));
+        assert_eq!(norm.validate(), Ok(()));
+        // A stricter false-accept rate needs a higher LLR, in each band.
+        for band in [Band::Wide, Band::Narrow] {
+            assert!(norm.threshold(band, 0.001) > norm.threshold(band, 0.01));
+            assert!(norm.threshold(band, 0.01) > norm.threshold(band, 0.1));
+        }
+        // The default policy's rates are on the curves.
+        assert!(norm.lowest_far() <= crate::domain::Policy::default().accept_far);
     }
 }

@@ -39,7 +39,10 @@ fn calibration_is_reproducible_and_complete() {
         assert!(band.cohort.len() >= 5, "{}", band.cohort.len());
         assert!(band.calibration.weights[1] > 0.0, "{:?}", band.calibration);
     }
-    assert!(norm.threshold(0.01) > norm.threshold(0.1));
+    assert_eq!(norm.validate(), Ok(()));
+    for band in [Band::Wide, Band::Narrow] {
+        assert!(norm.threshold(band, 0.01) > norm.threshold(band, 0.1));
+    }
 
     // The fitted map separates a speaker from another on real recordings
     // (speakers of the calibration half: none is in the cohort).

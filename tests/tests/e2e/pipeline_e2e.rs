@@ -318,9 +318,6 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
     h.stop_processor().await;
 }
 
-/// A request id names one job: another body under the id is refused, even
-/// for the same user, and of two jobs sent under one id at once (different
-/// users, so different partitions and lanes) exactly one is applied.
 /// 8 kHz audio is judged by the narrowband calibration: the speaker's LLR
 /// stays positive and an impostor's negative.
 async fn narrowband(h: &mut Harness, tenant: &str) {
@@ -350,6 +347,9 @@ async fn narrowband(h: &mut Harness, tenant: &str) {
     }
 }
 
+/// A request id names one job: another body under the id is refused, even
+/// for the same user, and of two jobs sent under one id at once (different
+/// users, so different partitions and lanes) exactly one is applied.
 async fn reused_request_ids(h: &mut Harness, store: &dyn Store, tenant: &str) {
     let genuine = verification(tenant, "alice", "v-body", wav(ALICE_VERIFY));
     h.publish(&genuine).await;

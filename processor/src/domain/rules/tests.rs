@@ -1260,12 +1260,6 @@ fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
         calibration: LinearCalibration {
             weights: [bias, 1.0, 0.0, 0.0],
         },
-    };
-    let score_norm = ScoreNorm {
-        model_id: "m1".into(),
-        top_k: 2,
-        wide: band(0.0),
-        narrow: band(-5.0),
         // Accept at LLR 1 (0.1% of impostors), reject below 0 (1%).
         far_curve: vec![
             FarPoint {
@@ -1278,6 +1272,14 @@ fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
             },
         ],
     };
+    let score_norm = ScoreNorm {
+        model_id: "m1".into(),
+        top_k: 2,
+        wide: band(0.0),
+        narrow: band(-5.0),
+        probe_speech_millis: [1_000, 4_000],
+    };
+    assert_eq!(score_norm.validate(), Ok(()));
     let policy = Policy::default();
     let run = |tenant: &[(String, Vec<f32>)], rate: u32| {
         let job = verification(false);

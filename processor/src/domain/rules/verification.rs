@@ -33,9 +33,9 @@ pub struct Admitted {
 /// The thresholds a verification is judged against: the policy's
 /// false-accept rates as LLRs when the model is calibrated, else its cosine
 /// thresholds.
-fn voice_thresholds(ctx: Context<'_>) -> VoiceThresholds {
+fn voice_thresholds(ctx: Context<'_>, band: Band) -> VoiceThresholds {
     match ctx.norm {
-        Some(n) => VoiceThresholds::calibrated(ctx.policy, |far| n.score_norm.threshold(far)),
+        Some(n) => VoiceThresholds::calibrated(ctx.policy, |far| n.score_norm.threshold(band, far)),
         None => VoiceThresholds::cosine(ctx.policy),
     }
 }
@@ -127,7 +127,10 @@ pub fn admit(
         let mut cooldown = Outcome::new(DecisionKind::Cooldown, vec![Code::Cooldown])
             .with_progress(&profile, policy);
         cooldown.retry_after_ms = Some(profile.cooldown_until - now);
-        cooldown.thresholds = Some(thresholds(&voice_thresholds(ctx), None));
+        // No audio read yet: the band is the one the channel names.
+        let band = Band::of(crate::audio::MODEL_SAMPLE_RATE, job.channel.as_deref());
+        let judged_by = voice_thresholds(ctx, band);
+        cooldown.thresholds = Some(thresholds(&judged_by, ctx.norm.map(|_| band)));
         cooldown.session_id = job.session_id.clone();
         return Err(Box::new(cooldown));
     }
@@ -171,7 +174,7 @@ pub fn decide(
     outcome.speech_millis = sample.speech_millis;
     outcome.model_id = Some(model_id.clone());
     let band = Band::of(sample.source_rate, job.channel.as_deref());
-    let judged_by = voice_thresholds(ctx);
+    let judged_by = voice_thresholds(ctx, band);
     outcome.thresholds = Some(thresholds(&judged_by, ctx.norm.map(|_| band)));
     outcome.session_id = job.session_id.clone();
     if sample.speech_millis < policy.min_speech_millis {
