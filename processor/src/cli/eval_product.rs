@@ -113,9 +113,8 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
     let embedded: Vec<Option<Embedded>> = pool.install(|| {
         items
             .par_iter()
-            .enumerate()
-            .map(|(i, item)| {
-                if !by_speaker.values().any(|v| v.contains(&i)) {
+            .map(|item| {
+                if !by_speaker.contains_key(item.speaker.as_str()) {
                     return Ok(None);
                 }
                 embed_item(opts.model, item, opts.probe_seconds).map(Some)

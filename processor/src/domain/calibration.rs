@@ -80,16 +80,23 @@ pub fn cohort_stats<'a>(
     embedding: &[f32],
     top_k: usize,
 ) -> CohortStats {
+    top_k_stats(cohort_scores(cohort, embedding), top_k)
+}
+
+/// Cosine scores of `embedding` against each `cohort` embedding.
+fn cohort_scores<'a>(cohort: impl IntoIterator<Item = &'a [f32]>, embedding: &[f32]) -> Vec<f64> {
     let probe = unit(embedding);
-    let scores = cohort.into_iter().map(|c| {
-        let (mut dot, mut norm) = (0f64, 0f64);
-        for (a, b) in c.iter().zip(&probe) {
-            dot += f64::from(*a) * f64::from(*b);
-            norm += f64::from(*a) * f64::from(*a);
-        }
-        dot / norm.sqrt().max(1e-12)
-    });
-    top_k_stats(scores.collect(), top_k)
+    cohort
+        .into_iter()
+        .map(|c| {
+            let (mut dot, mut norm) = (0f64, 0f64);
+            for (a, b) in c.iter().zip(&probe) {
+                dot += f64::from(*a) * f64::from(*b);
+                norm += f64::from(*a) * f64::from(*a);
+            }
+            dot / norm.sqrt().max(1e-12)
+        })
+        .collect()
 }
 
 /// Mean and spread of the `top_k` highest `scores`.
@@ -387,22 +394,22 @@ impl ScoreNorm {
         tenant: &[&[f32]],
     ) -> VoiceScore {
         let band = self.band(band);
-        let impostors: Vec<&[f32]> = tenant
+        let bundled = || band.cohort.iter().map(Vec::as_slice);
+        // The tenant's scores against the voiceprint both pick its impostors
+        // and count on the voiceprint's side: one pass, not two.
+        let (impostors, impostor_scores): (Vec<&[f32]>, Vec<f64>) = tenant
             .iter()
             .copied()
-            .filter(|t| super::policy::cosine(t, voiceprint) < SAME_VOICE_COSINE)
-            .collect();
-        let cohort = || {
-            band.cohort
-                .iter()
-                .map(Vec::as_slice)
-                .chain(impostors.iter().copied())
-        };
+            .zip(cohort_scores(tenant.iter().copied(), voiceprint))
+            .filter(|&(_, score)| score < f64::from(SAME_VOICE_COSINE))
+            .unzip();
+        let mut enrolled_scores = cohort_scores(bundled(), voiceprint);
+        enrolled_scores.extend(impostor_scores);
         let raw = super::policy::cosine(voiceprint, probe);
         let norm = as_norm(
             raw,
-            cohort_stats(cohort(), voiceprint, self.top_k),
-            cohort_stats(cohort(), probe, self.top_k),
+            top_k_stats(enrolled_scores, self.top_k),
+            cohort_stats(bundled().chain(impostors), probe, self.top_k),
         );
         let q = quality(probe_speech_millis, self.probe_speech_millis);
         let llr = band.calibration.llr(norm, q);
