@@ -76,8 +76,9 @@ impl Fields {
 
 impl Request {
     /// SHA-256 (hex) of the tenant, user, kind of job and body. The request
-    /// id, timestamps, schema version and trace context are left out: a
-    /// retry of the same call differs only there.
+    /// id, timestamps, schema version, trace context and diagnostics flag
+    /// are left out: a retry of the same call differs only there (the flag
+    /// says how the job is kept, not what it asks).
     pub fn digest(&self) -> String {
         let mut f = Fields(Sha256::new());
         f.bytes(DIGEST_TAG)

@@ -25,6 +25,7 @@
 //!     session_id: None,
 //!     expected_phrase: Some("4 7 1 9".into()),
 //!     channel: Some("phone".into()),
+//!     retain_diagnostics: false,
 //! };
 //! let bytes = registry.encode(&job)?;
 //! let Request::Verification(back) = registry.decode_request(&bytes)? else { unreachable!() };

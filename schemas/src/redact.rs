@@ -19,6 +19,7 @@ impl Request {
                     audio: Vec::new(),
                     audio_uri: r.audio_uri.clone(),
                     channel: r.channel.clone(),
+                    retain_diagnostics: r.retain_diagnostics,
                 }))
             }
             Self::Verification(r) if !r.audio.is_empty() => {
@@ -34,6 +35,7 @@ impl Request {
                     session_id: r.session_id.clone(),
                     expected_phrase: r.expected_phrase.clone(),
                     channel: r.channel.clone(),
+                    retain_diagnostics: r.retain_diagnostics,
                 }))
             }
             _ => None,

@@ -374,6 +374,16 @@ impl Request {
         self.shared().trace
     }
 
+    /// Asks that an audio job's recording and decision be kept as
+    /// diagnostic data; other jobs carry no audio and are left as they are.
+    pub fn retain_diagnostics(&mut self) {
+        match self {
+            Self::Enrollment(r) => r.retain_diagnostics = true,
+            Self::Verification(r) => r.retain_diagnostics = true,
+            Self::Consent(_) | Self::Profile(_) | Self::Rescore(_) => {}
+        }
+    }
+
     /// Kafka key: `tenant/user_id`.
     pub fn message_key(&self) -> String {
         message_key(self.tenant(), self.user_id())

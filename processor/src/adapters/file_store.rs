@@ -10,8 +10,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 
 use crate::domain::now_ms;
 use crate::domain::{
-    ApiKey, ChallengeSession, Consent, JobCommit, Mutation, Profile, ProfileStatus, RescoreResult,
-    RescoreRun, TenantModel, UsageCount, Voiceprint, WatchlistEntry,
+    ApiKey, ChallengeSession, Consent, DiagnosticRecord, JobCommit, Mutation, Profile,
+    ProfileStatus, RescoreResult, RescoreRun, TenantModel, UsageCount, Voiceprint, WatchlistEntry,
 };
 use crate::liveness::Fingerprint;
 use crate::ports::{AccessStore, Store, StoreError};
@@ -27,6 +27,8 @@ const AUDIO_TIMES: TableDefinition<&str, i64> = TableDefinition::new("enrollment
 /// landmarks.
 const FINGERPRINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("fingerprints");
 const DECISIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("decisions");
+/// tenant · user · request id → [`diagnostic_row`].
+const DIAGNOSTICS: TableDefinition<&str, &[u8]> = TableDefinition::new("diagnostics");
 /// tenant · request id → digest of the job that owns the id.
 const REQUEST_CLAIMS: TableDefinition<&str, &str> = TableDefinition::new("request_claims");
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
@@ -47,7 +49,7 @@ const RESCORE_RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("resc
 const RATE_COUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rate_counts");
 
 /// Version of the file layout; bumped with each migration.
-const SCHEMA_VERSION: u32 = 7;
+const SCHEMA_VERSION: u32 = 8;
 /// Separates key parts; ids never contain control characters (validated at decode).
 const SEP: char = '\u{1f}';
 
@@ -75,14 +77,62 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialise")
 }
 
-/// `(taken at, expires at, landmarks)` of a fingerprint row.
-fn split_fingerprint_row(row: &[u8]) -> Result<(i64, i64, &[u8]), StoreError> {
+/// `(taken at, expires at, rest)` of a row that expires (a fingerprint's
+/// rest is its landmarks).
+fn split_timed_row(row: &[u8]) -> Result<(i64, i64, &[u8]), StoreError> {
     if row.len() < 16 {
         return Err(StoreError::Corrupt("short fingerprint row".into()));
     }
     let at = i64::from_le_bytes(row[..8].try_into().expect("8 bytes"));
     let expires = i64::from_le_bytes(row[8..16].try_into().expect("8 bytes"));
     Ok((at, expires, &row[16..]))
+}
+
+/// A diagnostic record as stored: taken at (i64 LE) · expires at (i64 LE) ·
+/// job name length (u8) · job name · decision length (u32 LE) · decision ·
+/// the WAV bytes.
+fn diagnostic_row(at: i64, expires: i64, job: &str, decision: &[u8], wav: &[u8]) -> Vec<u8> {
+    let job = &job.as_bytes()[..job.len().min(255)];
+    let mut row = Vec::with_capacity(21 + job.len() + decision.len() + wav.len());
+    row.extend_from_slice(&at.to_le_bytes());
+    row.extend_from_slice(&expires.to_le_bytes());
+    row.push(job.len() as u8);
+    row.extend_from_slice(job);
+    row.extend_from_slice(&(decision.len() as u32).to_le_bytes());
+    row.extend_from_slice(decision);
+    row.extend_from_slice(wav);
+    row
+}
+
+/// The record of a [`diagnostic_row`].
+fn parse_diagnostic_row(request_id: &str, row: &[u8]) -> Result<DiagnosticRecord, StoreError> {
+    let short = || StoreError::Corrupt("short diagnostic row".into());
+    let (at, expires, rest) = split_timed_row(row)?;
+    let (&job_len, rest) = rest.split_first().ok_or_else(short)?;
+    let (job, rest) = rest
+        .split_at_checked(usize::from(job_len))
+        .ok_or_else(short)?;
+    let (len, rest) = rest.split_at_checked(4).ok_or_else(short)?;
+    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    let (decision, wav) = rest.split_at_checked(len).ok_or_else(short)?;
+    Ok(DiagnosticRecord {
+        request_id: request_id.to_string(),
+        job: String::from_utf8_lossy(job).into_owned(),
+        at,
+        expires_at: expires,
+        wav: wav.to_vec(),
+        decision: decision.to_vec(),
+    })
+}
+
+/// Drops every expired diagnostic record. The embedded store has no TTL,
+/// and a user who never returns would otherwise keep audio past its time;
+/// records exist only for keys that retain data, so the scan stays short.
+fn prune_diagnostics(tx: &redb::WriteTransaction, now: i64) -> Result<(), StoreError> {
+    tx.open_table(DIAGNOSTICS)
+        .map_err(unavailable)?
+        .retain(|_, row| split_timed_row(row).is_ok_and(|(_, expires, _)| expires > now))
+        .map_err(unavailable)
 }
 
 /// Drops a user's expired fingerprints and all but the `keep` newest.
@@ -101,7 +151,7 @@ fn prune_fingerprints(
         .map_err(unavailable)?
     {
         let (k, v) = entry.map_err(unavailable)?;
-        let (at, expires, _) = split_fingerprint_row(v.value())?;
+        let (at, expires, _) = split_timed_row(v.value())?;
         rows.push((at, expires, k.value().to_string()));
     }
     rows.sort_by_key(|(at, _, _)| std::cmp::Reverse(*at));
@@ -258,6 +308,7 @@ impl Store for FileStore {
                 AUDIO,
                 FINGERPRINTS,
                 DECISIONS,
+                DIAGNOSTICS,
                 API_KEYS,
                 SESSIONS,
                 WATCHLIST,
@@ -344,7 +395,7 @@ impl Store for FileStore {
         let now = now_ms();
         let mut rows: Vec<(i64, Fingerprint)> = Vec::new();
         for (_, row) in self.scan(FINGERPRINTS, &[tenant, user_id]).await? {
-            let (at, expires, landmarks) = split_fingerprint_row(&row)?;
+            let (at, expires, landmarks) = split_timed_row(&row)?;
             if expires > now {
                 let fp = Fingerprint::from_bytes(landmarks)
                     .ok_or_else(|| StoreError::Corrupt("fingerprint length".into()))?;
@@ -357,6 +408,24 @@ impl Store for FileStore {
             .take(limit as usize)
             .map(|(_, fp)| fp)
             .collect())
+    }
+
+    async fn diagnostics(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Vec<DiagnosticRecord>, StoreError> {
+        let now = now_ms();
+        let (prefix, _) = key_range(&[tenant, user_id]);
+        let mut records = Vec::new();
+        for (k, row) in self.scan(DIAGNOSTICS, &[tenant, user_id]).await? {
+            let record = parse_diagnostic_row(&k[prefix.len()..], &row)?;
+            if record.expires_at > now {
+                records.push(record);
+            }
+        }
+        records.sort_by_key(|r| std::cmp::Reverse(r.at));
+        Ok(records)
     }
 
     async fn watchlist(&self, tenant: &str) -> Result<Vec<WatchlistEntry>, StoreError> {
@@ -436,12 +505,19 @@ impl Store for FileStore {
                 for mutation in c.ordered() {
                     match mutation {
                         Mutation::EraseBiometrics { user_id } => {
-                            clear(&[VOICEPRINTS, FINGERPRINTS, AUDIO], user_id)?;
+                            clear(&[VOICEPRINTS, FINGERPRINTS, AUDIO, DIAGNOSTICS], user_id)?;
                         }
                         Mutation::EraseAudio { user_id } => clear(&[AUDIO], user_id)?,
                         Mutation::DeleteUser { user_id } => {
                             clear(
-                                &[VOICEPRINTS, FINGERPRINTS, AUDIO, CONSENT, WATCHLIST],
+                                &[
+                                    VOICEPRINTS,
+                                    FINGERPRINTS,
+                                    AUDIO,
+                                    DIAGNOSTICS,
+                                    CONSENT,
+                                    WATCHLIST,
+                                ],
                                 user_id,
                             )?;
                             tx.open_table(PROFILES)
@@ -505,6 +581,21 @@ impl Store for FileStore {
                                 &row,
                             )?;
                             prune_fingerprints(&tx, &c.tenant, user_id, *at, *keep_newest)?;
+                        }
+                        Mutation::KeepDiagnostics {
+                            user_id,
+                            job,
+                            wav,
+                            at,
+                            ttl_secs,
+                        } => {
+                            let expires = at.saturating_add(i64::from(*ttl_secs) * 1_000);
+                            put(
+                                DIAGNOSTICS,
+                                key(&[&c.tenant, user_id, &c.request_id]),
+                                &diagnostic_row(*at, expires, job, &c.decision, wav),
+                            )?;
+                            prune_diagnostics(&tx, *at)?;
                         }
                     }
                 }
@@ -705,6 +796,23 @@ impl AccessStore for FileStore {
     ) -> Result<bool, StoreError> {
         self.change_api_key(tenant, key_id, move |k| Some(ApiKey { enabled, ..k }))
             .await
+    }
+
+    async fn modify_api_key(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        enabled: bool,
+        retain_data: bool,
+    ) -> Result<bool, StoreError> {
+        self.change_api_key(tenant, key_id, move |k| {
+            Some(ApiKey {
+                enabled,
+                retain_data,
+                ..k
+            })
+        })
+        .await
     }
 
     async fn delete_api_key(&self, tenant: &str, key_id: &str) -> Result<bool, StoreError> {

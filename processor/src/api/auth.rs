@@ -20,6 +20,8 @@ pub struct Caller {
     pub key_id: String,
     /// The key's scopes (`None`: a key from before scopes, every scope).
     scopes: Option<BTreeSet<Scope>>,
+    /// The key's jobs keep their audio and decision for diagnosis.
+    pub retain_data: bool,
 }
 
 impl Caller {
@@ -121,7 +123,25 @@ async fn authenticate(state: &ApiState, presented: &str) -> Result<Caller, ApiEr
         tenant: stored.tenant,
         key_id: stored.key_id,
         scopes,
+        retain_data: stored.retain_data,
     })
+}
+
+/// `(user, password)` of an HTTP Basic `Authorization` header.
+pub fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
+    use base64::Engine;
+    let encoded = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 impl FromRequestParts<ApiState> for Caller {
@@ -130,23 +150,29 @@ impl FromRequestParts<ApiState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         admit_address(state, parts)?;
         let presented = presented_key(parts).ok_or_else(ApiError::unauthorized)?;
-        let caller = authenticate(state, presented).await?;
-        let admitted = state
-            .inner
-            .limiter
-            .admit_shared(&*state.inner.access, &caller.key_id, now_ms())
-            .await;
-        if let Err(retry_after_ms) = admitted {
-            record_usage(state, &caller, vec![("throttled".into(), 1)]).await;
-            return Err(rate_limited(
-                retry_after_ms,
-                "minute",
-                "too many requests for this api key",
-            ));
-        }
-        record_usage(state, &caller, vec![("requests".into(), 1)]).await;
-        Ok(caller)
+        admit(state, presented).await
     }
+}
+
+/// The caller behind `presented` (an API key or an access token), counted
+/// against its key's rate limit and usage; run after [`admit_address`].
+pub async fn admit(state: &ApiState, presented: &str) -> Result<Caller, ApiError> {
+    let caller = authenticate(state, presented).await?;
+    let admitted = state
+        .inner
+        .limiter
+        .admit_shared(&*state.inner.access, &caller.key_id, now_ms())
+        .await;
+    if let Err(retry_after_ms) = admitted {
+        record_usage(state, &caller, vec![("throttled".into(), 1)]).await;
+        return Err(rate_limited(
+            retry_after_ms,
+            "minute",
+            "too many requests for this api key",
+        ));
+    }
+    record_usage(state, &caller, vec![("requests".into(), 1)]).await;
+    Ok(caller)
 }
 
 /// Fixed one-minute windows per key. [`RateLimiter::admit_shared`] counts

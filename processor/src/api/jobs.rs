@@ -45,13 +45,17 @@ fn conflict() -> ApiError {
 }
 
 /// Publishes `request` and waits up to `wait` for its decision; records usage.
+/// A key that retains data marks its audio jobs for diagnostic retention.
 pub async fn submit(
     state: &ApiState,
     caller: &Caller,
-    request: Request,
+    mut request: Request,
     wait: Duration,
 ) -> Result<Outcome, ApiError> {
     let inner = &state.inner;
+    if caller.retain_data {
+        request.retain_diagnostics();
+    }
     request
         .validate(&inner.limits)
         .map_err(|e| ApiError::bad_request(e.code().as_str(), e.to_string()))?;

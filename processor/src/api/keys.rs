@@ -67,6 +67,7 @@ impl KeyHasher {
                 expires_at,
                 scopes,
                 enabled: true,
+                retain_data: false,
             },
         }
     }
@@ -88,6 +89,21 @@ pub fn parse(presented: &str) -> Option<(&str, &str)> {
     (hex_of(id, 16) && hex_of(secret, 48)).then_some((id, secret))
 }
 
+/// The public handle of a key, `tmb_<key_id>`: what a listing may show
+/// (the whole key starts with it; the secret is never shown again).
+pub fn public_handle(key_id: &str) -> String {
+    format!("{PREFIX}{key_id}")
+}
+
+/// The key id a caller named: a whole key, its public handle, or the id.
+pub fn named_key_id(named: &str) -> Option<&str> {
+    if let Some((id, _)) = parse(named) {
+        return Some(id);
+    }
+    let id = named.strip_prefix(PREFIX).unwrap_or(named);
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +122,26 @@ mod tests {
         assert!(!KeyHasher::new(b"other").verify(secret, &minted.record));
         for bad in ["", "tmb_", "tmb_zz_yy", "Bearer x", &minted.plaintext[1..]] {
             assert!(parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_key_is_named_by_itself_its_handle_or_its_id() {
+        let minted = KeyHasher::new(b"pepper").mint("acme", "ci", 1, 0, None);
+        let id = minted.record.key_id.as_str();
+        let handle = public_handle(id);
+        assert!(minted.plaintext.starts_with(&handle));
+        for named in [minted.plaintext.as_str(), handle.as_str(), id] {
+            assert_eq!(named_key_id(named), Some(id), "{named}");
+        }
+        for bad in [
+            "",
+            "tmb_",
+            "tmb_0123",
+            "ak-OlRlRe8uNPUw0usbnIP2DBiafb0G",
+            &id[1..],
+        ] {
+            assert_eq!(named_key_id(bad), None, "{bad}");
         }
     }
 }

@@ -15,7 +15,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
@@ -162,18 +161,14 @@ fn client_credentials(
     parts: &Parts,
     form: &HashMap<String, String>,
 ) -> Option<(String, String, bool)> {
-    let basic = parts
+    let has_basic = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "));
-    if let Some(encoded) = basic {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (id, secret) = decoded.split_once(':')?;
-        return Some((id.to_string(), secret.to_string(), true));
+        .is_some_and(|v| v.starts_with("Basic "));
+    if has_basic {
+        let (id, secret) = super::auth::basic_credentials(parts)?;
+        return Some((id, secret, true));
     }
     Some((
         form.get("client_id")?.clone(),
@@ -324,6 +319,7 @@ mod tests {
             expires_at: 0,
             scopes: None,
             enabled: true,
+            retain_data: false,
         };
         let scopes: BTreeSet<Scope> = [Scope::ConsentRead, Scope::Verify].into();
         let now = now_ms() / 1000;

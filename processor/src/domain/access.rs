@@ -92,6 +92,10 @@ pub struct ApiKey {
     /// A disabled key is refused until enabled again.
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
+    /// Jobs submitted with the key keep their audio and decision as
+    /// diagnostic data (at most 30 days); off, no verification audio is kept.
+    #[serde(default)]
+    pub retain_data: bool,
 }
 
 impl ApiKey {
@@ -199,6 +203,7 @@ mod tests {
         )
         .unwrap();
         assert!(legacy.enabled);
+        assert!(!legacy.retain_data);
         assert!(Scope::ALL.iter().all(|s| legacy.allows(*s)));
         assert_eq!(legacy.scope_names().len(), Scope::ALL.len());
         let scoped = ApiKey {

@@ -6,8 +6,8 @@ use super::{Consent, Profile, RescoreResult, Voiceprint, WatchlistEntry};
 /// One state change of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mutation {
-    /// Erase the user's voiceprints (every model), fingerprints and
-    /// retained audio.
+    /// Erase the user's voiceprints (every model), fingerprints, retained
+    /// audio and diagnostic records.
     EraseBiometrics {
         /// User id.
         user_id: String,
@@ -18,7 +18,8 @@ pub enum Mutation {
         user_id: String,
     },
     /// Delete everything about the user: profile, consent, biometrics,
-    /// watchlist entries (the decision stays as the audit record).
+    /// diagnostic records, watchlist entries (the decision stays as the
+    /// audit record).
     DeleteUser {
         /// User id.
         user_id: String,
@@ -65,6 +66,20 @@ pub enum Mutation {
         /// Recordings kept per user, this one included.
         keep_newest: u32,
     },
+    /// Keep the job's audio and its decision (the commit's) as a diagnostic
+    /// record, keyed by the job's request id, for `ttl_secs`.
+    KeepDiagnostics {
+        /// User id.
+        user_id: String,
+        /// `enrollment` or `verification`.
+        job: String,
+        /// The WAV bytes as submitted.
+        wav: Vec<u8>,
+        /// When the job was decided (ms since the epoch).
+        at: i64,
+        /// How long the record is kept.
+        ttl_secs: u32,
+    },
 }
 
 impl Mutation {
@@ -81,7 +96,9 @@ impl Mutation {
             Mutation::PutProfile(_) => 5,
             Mutation::PutVoiceprint(_) => 6,
             Mutation::PutConsent(_) => 7,
-            Mutation::RetainAudio { .. } | Mutation::KeepFingerprint { .. } => 8,
+            Mutation::RetainAudio { .. }
+            | Mutation::KeepFingerprint { .. }
+            | Mutation::KeepDiagnostics { .. } => 8,
         }
     }
 }

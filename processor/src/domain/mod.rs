@@ -23,7 +23,7 @@ pub use commit::{JobCommit, Mutation};
 pub use models::{RescoreResult, RescoreRun, RunState, TenantModel};
 pub use outcome::{Outcome, Progress, Refusal};
 pub use policy::{BIOMETRIC_PURPOSE, Policies, Policy};
-pub use records::{Consent, Profile, ProfileStatus, Voiceprint, WatchlistEntry};
+pub use records::{Consent, DiagnosticRecord, Profile, ProfileStatus, Voiceprint, WatchlistEntry};
 pub use rules::{Analysis, Context};
 pub use signals::{Signal, SignalKind, Tier};
 

@@ -70,6 +70,10 @@ pub struct Policy {
     /// Fingerprints hold no audio and no voice features; they are erased
     /// with the voiceprint.
     pub replay_memory_days: u32,
+    /// Days a job's audio and decision are kept for diagnosis when the API
+    /// key that submitted it retains data (`retain_data`); at most
+    /// [`MAX_DIAGNOSTICS_DAYS`], 0: never kept.
+    pub diagnostics_days: u32,
     /// Most recent recordings per user a verification is compared with.
     pub replay_memory_recordings: u32,
     /// Enrollment recordings kept per user (with consent to retain audio):
@@ -108,12 +112,16 @@ impl Default for Policy {
             expose_score: false,
             replay_memory_days: 90,
             replay_memory_recordings: 20,
+            diagnostics_days: MAX_DIAGNOSTICS_DAYS,
             liveness_enforced: true,
             max_retained_recordings: 10,
             dead_letter_audio: false,
         }
     }
 }
+
+/// Longest time diagnostic data is kept, whatever a policy says.
+pub const MAX_DIAGNOSTICS_DAYS: u32 = 30;
 
 /// Decision policy per tenant, with a default.
 #[derive(Debug, Clone, Default)]

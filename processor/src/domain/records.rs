@@ -109,6 +109,39 @@ pub struct WatchlistEntry {
     pub added_at: i64,
 }
 
+/// A job's recording and decision kept for diagnosis, because the API key
+/// that submitted it retains data; erased with the user's biometrics and
+/// at `expires_at` at the latest.
+#[derive(Clone, PartialEq)]
+pub struct DiagnosticRecord {
+    /// Request id of the job.
+    pub request_id: String,
+    /// `enrollment` or `verification`.
+    pub job: String,
+    /// When the job was decided (ms since the epoch).
+    pub at: i64,
+    /// When the record is gone (ms since the epoch).
+    pub expires_at: i64,
+    /// The WAV bytes as submitted.
+    pub wav: Vec<u8>,
+    /// The encoded decision event.
+    pub decision: Vec<u8>,
+}
+
+// The recording is printed as its length: a derived Debug would dump it.
+impl std::fmt::Debug for DiagnosticRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiagnosticRecord")
+            .field("request_id", &self.request_id)
+            .field("job", &self.job)
+            .field("at", &self.at)
+            .field("expires_at", &self.expires_at)
+            .field("wav_bytes", &self.wav.len())
+            .field("decision_bytes", &self.decision.len())
+            .finish()
+    }
+}
+
 /// Consent of a user for a purpose.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Consent {

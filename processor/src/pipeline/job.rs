@@ -276,6 +276,16 @@ impl Processor {
         if let Err(refused) = rules::enrollment::admit(&loaded, ctx) {
             return Ok(*refused);
         }
+        let diagnosed = |outcome| {
+            rules::with_diagnostics(
+                outcome,
+                user,
+                "enrollment",
+                &job.audio,
+                job.retain_diagnostics,
+                ctx,
+            )
+        };
         let sample = match self
             .score(ScoreRequest {
                 wav: job.audio.clone(),
@@ -288,9 +298,11 @@ impl Processor {
             .await?
         {
             Ok(s) => s,
-            Err((code, detail)) => return Ok(Outcome::error(code, detail)),
+            Err((code, detail)) => return Ok(diagnosed(Outcome::error(code, detail))),
         };
-        Ok(rules::enrollment::decide(job, loaded, &sample, ctx))
+        Ok(diagnosed(rules::enrollment::decide(
+            job, loaded, &sample, ctx,
+        )))
     }
 
     async fn verify(
@@ -334,6 +346,16 @@ impl Processor {
         } else {
             None
         };
+        let diagnosed = |outcome| {
+            rules::with_diagnostics(
+                outcome,
+                user,
+                "verification",
+                &job.audio,
+                job.retain_diagnostics,
+                ctx,
+            )
+        };
         let sample = match self
             .score(ScoreRequest {
                 wav: job.audio.clone(),
@@ -346,7 +368,7 @@ impl Processor {
             .await?
         {
             Ok(s) => s,
-            Err((code, detail)) => return Ok(Outcome::error(code, detail)),
+            Err((code, detail)) => return Ok(diagnosed(Outcome::error(code, detail))),
         };
         // Read only for admitted jobs: refusals (cooldowns under a brute-force
         // run above all) cost no scan of the tenant's watchlist.
@@ -361,9 +383,9 @@ impl Processor {
                 .map(|(score_norm, tenant)| rules::NormContext { score_norm, tenant }),
             ..ctx
         };
-        Ok(rules::verification::decide(
+        Ok(diagnosed(rules::verification::decide(
             job, admitted, &watchlist, &sample, ctx,
-        ))
+        )))
     }
 
     async fn change_consent(

@@ -27,6 +27,16 @@ pub trait AccessStore: Send + Sync {
         enabled: bool,
     ) -> Result<bool, StoreError>;
 
+    /// Sets both flags of a key of `tenant` at once; false when it has no
+    /// such key.
+    async fn modify_api_key(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        enabled: bool,
+        retain_data: bool,
+    ) -> Result<bool, StoreError>;
+
     /// Deletes a key of `tenant`; false when it has no such key.
     async fn delete_api_key(&self, tenant: &str, key_id: &str) -> Result<bool, StoreError>;
 

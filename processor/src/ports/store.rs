@@ -5,8 +5,8 @@ use thiserror::Error;
 use timbre_schemas::Code;
 
 use crate::domain::{
-    Consent, JobCommit, Profile, ProfileStatus, RescoreResult, RescoreRun, TenantModel, Voiceprint,
-    WatchlistEntry,
+    Consent, DiagnosticRecord, JobCommit, Profile, ProfileStatus, RescoreResult, RescoreRun,
+    TenantModel, Voiceprint, WatchlistEntry,
 };
 use crate::liveness::Fingerprint;
 
@@ -106,6 +106,14 @@ pub trait Store: Send + Sync {
         user_id: &str,
         limit: u32,
     ) -> Result<Vec<Fingerprint>, StoreError>;
+
+    /// A user's diagnostic records within their time to live, newest
+    /// first (for the operator; the API shows none).
+    async fn diagnostics(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Vec<DiagnosticRecord>, StoreError>;
 
     /// The tenant's watchlist, every model (a listed user stays listed
     /// across a model change; voices match only within their model).

@@ -51,6 +51,12 @@ pub mod avsc {
         /// `VerificationRequested` v1: before `channel` was added.
         pub const VERIFICATION_REQUESTED_V1: &str =
             include_str!("../../avro/history/VerificationRequested.v1.avsc");
+        /// `EnrollmentRequested` v1: before `retain_diagnostics`.
+        pub const ENROLLMENT_REQUESTED_V1: &str =
+            include_str!("../../avro/history/EnrollmentRequested.v1.avsc");
+        /// `VerificationRequested` v2: before `retain_diagnostics`.
+        pub const VERIFICATION_REQUESTED_V2: &str =
+            include_str!("../../avro/history/VerificationRequested.v2.avsc");
         /// `Decision` v1: before the phrase score and threshold were added.
         pub const DECISION_V1: &str = include_str!("../../avro/history/Decision.v1.avsc");
         /// `Decision` v2: before the request digest and the `LOCKED` status.
@@ -81,8 +87,10 @@ pub mod avsc {
     ];
 
     /// Every older writer schema still registered.
-    pub const HISTORY: [&str; 8] = [
+    pub const HISTORY: [&str; 10] = [
+        history::ENROLLMENT_REQUESTED_V1,
         history::VERIFICATION_REQUESTED_V1,
+        history::VERIFICATION_REQUESTED_V2,
         history::DECISION_V1,
         history::DECISION_V2,
         history::DECISION_V3,

@@ -30,11 +30,15 @@ pub struct EnrollmentRequested {
     pub audio_uri: Option<String>,
     /// Capture channel (`phone`, `app`, ...), selects calibrated thresholds.
     pub channel: Option<String>,
+    /// Keep the audio and decision as diagnostic data (at most 30 days). Since v2.
+    #[serde(default)]
+    pub retain_diagnostics: bool,
 }
 
 /// Request to verify a caller's voice against the user's voiceprint.
 ///
-/// Version 2 added `channel`; v1 messages decode with `channel: None`.
+/// Version 2 added `channel`, version 3 `retain_diagnostics`; older messages
+/// decode with `channel: None` and no retention.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerificationRequested {
     /// Idempotency key: redelivery with the same id is harmless.
@@ -60,6 +64,9 @@ pub struct VerificationRequested {
     pub expected_phrase: Option<String>,
     /// Capture channel (`phone`, `app`, ...), selects calibrated thresholds. Since v2.
     pub channel: Option<String>,
+    /// Keep the audio and decision as diagnostic data (at most 30 days). Since v3.
+    #[serde(default)]
+    pub retain_diagnostics: bool,
 }
 
 /// A user's biometric consent was granted or withdrawn.
@@ -189,6 +196,7 @@ impl EnrollmentRequested {
             audio,
             audio_uri: None,
             channel: None,
+            retain_diagnostics: false,
         }
     }
 }
@@ -214,6 +222,7 @@ impl VerificationRequested {
             session_id: None,
             expected_phrase: None,
             channel: None,
+            retain_diagnostics: false,
         }
     }
 }
@@ -245,7 +254,7 @@ impl ConsentChanged {
 
 impl Contract for EnrollmentRequested {
     const KIND: RecordKind = RecordKind::EnrollmentRequested;
-    const CURRENT_VERSION: SchemaVersion = 1;
+    const CURRENT_VERSION: SchemaVersion = 2;
 
     fn schema_version(&self) -> SchemaVersion {
         self.schema_version
@@ -260,7 +269,7 @@ impl Contract for EnrollmentRequested {
 
 impl Contract for VerificationRequested {
     const KIND: RecordKind = RecordKind::VerificationRequested;
-    const CURRENT_VERSION: SchemaVersion = 2;
+    const CURRENT_VERSION: SchemaVersion = 3;
 
     fn schema_version(&self) -> SchemaVersion {
         self.schema_version
@@ -332,6 +341,7 @@ impl fmt::Debug for EnrollmentRequested {
             .field("audio", &ByteLen(&self.audio))
             .field("audio_uri", &self.audio_uri)
             .field("channel", &self.channel)
+            .field("retain_diagnostics", &self.retain_diagnostics)
             .finish()
     }
 }
@@ -350,6 +360,7 @@ impl fmt::Debug for VerificationRequested {
             .field("session_id", &self.session_id)
             .field("expected_phrase", &self.expected_phrase)
             .field("channel", &self.channel)
+            .field("retain_diagnostics", &self.retain_diagnostics)
             .finish()
     }
 }

@@ -195,7 +195,7 @@ fn trace_context_is_identical_everywhere() {
             forms.push(parsing_canonical_form(&f.schema));
         }
     }
-    assert_eq!(forms.len(), 13);
+    assert_eq!(forms.len(), 15);
     assert!(forms.iter().all(|f| *f == forms[0]), "{forms:#?}");
     assert_eq!(
         forms[0],
@@ -239,7 +239,7 @@ fn validation_rules() {
     check(&|v| v.tenant = "acme/eu".into(), "tenant");
     check(&|v| v.occurred_at = -1, "occurred_at");
     check(&|v| v.schema_version = 0, "schema_version");
-    check(&|v| v.schema_version = 3, "schema_version");
+    check(&|v| v.schema_version = 4, "schema_version");
     check(
         &|v| v.trace = Some(TraceContext::new("")),
         "trace.traceparent",
@@ -322,7 +322,7 @@ fn peek_envelope_reads_ids_of_broken_jobs() {
     );
     let envelope = registry.peek_envelope(&bytes).unwrap();
     assert_eq!(envelope.kind, RecordKind::EnrollmentRequested);
-    assert_eq!(envelope.version, 1);
+    assert_eq!(envelope.version, 2);
     assert_eq!(envelope.request_id.as_deref(), Some("enr-0001"));
     assert_eq!(envelope.tenant.as_deref(), Some("acme"));
     assert_eq!(envelope.user_id.as_deref(), Some("user-42"));

@@ -36,11 +36,12 @@ fn expected_from_v1() -> VerificationRequested {
         session_id: v1.session_id,
         expected_phrase: v1.expected_phrase,
         channel: None,
+        retain_diagnostics: false,
     }
 }
 
 #[test]
-fn v1_and_v2_are_both_registered() {
+fn every_writer_version_is_registered() {
     let registry = Registry::new();
     let versions: Vec<_> = registry
         .writers()
@@ -48,8 +49,8 @@ fn v1_and_v2_are_both_registered() {
         .filter(|w| w.kind == RecordKind::VerificationRequested)
         .map(|w| (w.version, w.current))
         .collect();
-    assert_eq!(versions, [(1, false), (2, true)]);
-    assert_eq!(VerificationRequested::CURRENT_VERSION, 2);
+    assert_eq!(versions, [(1, false), (2, false), (3, true)]);
+    assert_eq!(VerificationRequested::CURRENT_VERSION, 3);
     assert_ne!(
         v1_fingerprint(),
         registry.current_fingerprint(RecordKind::VerificationRequested)
@@ -57,7 +58,7 @@ fn v1_and_v2_are_both_registered() {
 }
 
 #[test]
-fn v1_bytes_decode_with_the_v2_reader() {
+fn v1_bytes_decode_with_the_current_reader() {
     let registry = Registry::new();
     let bytes = golden("VerificationRequested.v1");
     assert_eq!(framing::split(&bytes).unwrap().0, v1_fingerprint());
@@ -80,7 +81,7 @@ fn v1_bytes_decode_with_the_v2_reader() {
 
 #[test]
 fn v1_writer_drops_nothing_it_knows() {
-    // a v1 producer that is fed a v2 value cannot silently lose `channel`:
+    // a v1 producer that is fed a current value cannot silently lose `channel`:
     // the serializer refuses the unknown field
     let registry = Registry::new();
     let err = registry
@@ -91,17 +92,17 @@ fn v1_writer_drops_nothing_it_knows() {
 
 #[test]
 fn an_unknown_newer_writer_is_unknown_schema() {
-    // a v3 producer added a field this build has never seen
-    let v3 = avsc::VERIFICATION_REQUESTED
-        .replace(r#""version": 2"#, r#""version": 3"#)
+    // a v4 producer added a field this build has never seen
+    let v4 = avsc::VERIFICATION_REQUESTED
+        .replace(r#""version": 3"#, r#""version": 4"#)
         .replace(
             r#""fields": ["#,
             r#""fields": [{"name": "locale", "type": ["null", "string"], "default": null},"#,
         );
     let mut newer = Registry::new();
-    let v3_fp = newer.register(&v3).unwrap();
+    let v4_fp = newer.register(&v4).unwrap();
     let bytes = newer
-        .encode_with_writer(v3_fp, &serde_v3(common::verification()))
+        .encode_with_writer(v4_fp, &serde_v4(common::verification()))
         .unwrap();
 
     let registry = Registry::new();
@@ -114,21 +115,21 @@ fn an_unknown_newer_writer_is_unknown_schema() {
         "unknown_schema"
     );
 
-    // once told about v3 (e.g. from config), this build reads it as v2,
+    // once told about v4 (e.g. from config), this build reads it as v3,
     // skipping the field it does not know
     let got: VerificationRequested = newer.decode(&bytes).unwrap();
     assert_eq!(got, common::verification());
 }
 
-/// The v2 sample plus the field only v3 knows.
-fn serde_v3(v: VerificationRequested) -> impl serde::Serialize {
+/// The v3 sample plus the field only v4 knows.
+fn serde_v4(v: VerificationRequested) -> impl serde::Serialize {
     #[derive(serde::Serialize)]
-    struct V3 {
+    struct V4 {
         locale: Option<String>,
         #[serde(flatten)]
         rest: VerificationRequested,
     }
-    V3 {
+    V4 {
         locale: Some("de-CH".into()),
         rest: v,
     }

@@ -237,3 +237,31 @@ fn golden_headers_name_the_current_schemas() {
         assert_eq!(fp, registry.current_fingerprint(kind), "{kind}");
     }
 }
+
+/// Enrollments a v1 producer wrote (before `retain_diagnostics`) still
+/// decode, retaining nothing.
+#[test]
+fn enrollment_requested_v1_still_decodes() {
+    let decoded: timbre_schemas::EnrollmentRequested =
+        decode_old(avsc::history::ENROLLMENT_REQUESTED_V1, 1);
+    let expected = timbre_schemas::EnrollmentRequested {
+        schema_version: 1,
+        retain_diagnostics: false,
+        ..common::enrollment()
+    };
+    assert_eq!(decoded, expected);
+}
+
+/// Verifications a v2 producer wrote (before `retain_diagnostics`) still
+/// decode, retaining nothing.
+#[test]
+fn verification_requested_v2_still_decodes() {
+    let decoded: timbre_schemas::VerificationRequested =
+        decode_old(avsc::history::VERIFICATION_REQUESTED_V2, 2);
+    let expected = timbre_schemas::VerificationRequested {
+        schema_version: 2,
+        retain_diagnostics: false,
+        ..common::verification()
+    };
+    assert_eq!(decoded, expected);
+}

@@ -520,7 +520,7 @@ async fn operations(d: &Deployment) {
     let (_, doc) = api.get("", "/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 24, "every route is documented");
+    assert_eq!(paths.len(), 28, "every route is documented");
     for (path, ops) in paths {
         let concrete = path
             .replace("{user_id}", "u")
@@ -938,7 +938,8 @@ async fn api_end_to_end_on_the_embedded_backend() {
         operations(&d),
         key_lifecycle(&d, &[]),
         user_administration(&d),
-        dialects::contact_consent(&d)
+        dialects::contact_consent(&d),
+        dialects::user_group_keys(&d)
     );
     d.stop().await;
 }
@@ -964,7 +965,8 @@ async fn api_end_to_end_on_kafka_and_cassandra() {
         ops_listener_only(&second, &second_ops),
         key_lifecycle(&d, &other_replicas),
         user_administration(&d),
-        dialects::contact_consent(&d)
+        dialects::contact_consent(&d),
+        dialects::user_group_keys(&d)
     );
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), d.task)

@@ -243,6 +243,7 @@ async fn store_contract(store: Arc<dyn Store>) {
     );
     watchlist_and_delete(store.as_ref(), tenant).await;
     fingerprints(store.as_ref(), tenant, other).await;
+    diagnostics(store.as_ref(), tenant, other).await;
     retained_audio_is_capped(store.as_ref(), tenant).await;
 }
 
@@ -339,33 +340,105 @@ async fn fingerprints(store: &dyn Store, tenant: &str, other: &str) {
     assert!(left.contains(&expect(3)));
 
     // Erasure of the biometrics, then deletion of the user, take them all.
-    for (id, erase) in [
-        (
-            "fp-erase",
-            Mutation::EraseBiometrics {
-                user_id: user.into(),
-            },
-        ),
-        (
-            "fp-delete",
-            Mutation::DeleteUser {
-                user_id: user.into(),
-            },
-        ),
-    ] {
+    for erase in erasures(user) {
         store
-            .commit(&keep(&format!("{id}-before"), 4, now_ms(), 3_600))
+            .commit(&keep(
+                &format!("fp-before-{}", erase.rank()),
+                4,
+                now_ms(),
+                3_600,
+            ))
             .await
             .unwrap();
-        let commit = JobCommit {
-            tenant: tenant.into(),
-            request_id: id.into(),
-            decision: b"d".to_vec(),
-            mutations: vec![erase],
-        };
-        store.commit(&commit).await.unwrap();
+        commit_erasure(store, tenant, "fp", erase).await;
         let left = store.fingerprints(tenant, user, 10).await.unwrap();
-        assert!(left.is_empty(), "{id}: {left:?}");
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+/// The two jobs that must take every kept record of a user: an erasure of
+/// the biometrics (a withdrawal) and the deletion of the user.
+fn erasures(user: &str) -> [Mutation; 2] {
+    [
+        Mutation::EraseBiometrics {
+            user_id: user.into(),
+        },
+        Mutation::DeleteUser {
+            user_id: user.into(),
+        },
+    ]
+}
+
+/// Commits one erasure as its own job.
+async fn commit_erasure(store: &dyn Store, tenant: &str, prefix: &str, erase: Mutation) {
+    let commit = JobCommit {
+        tenant: tenant.into(),
+        request_id: format!("{prefix}-erase-{}", erase.rank()),
+        decision: b"d".to_vec(),
+        mutations: vec![erase],
+    };
+    store.commit(&commit).await.unwrap();
+}
+
+/// Diagnostic records: kept with the commit's decision until their time to
+/// live, per user and tenant, erased with the biometrics or the user.
+async fn diagnostics(store: &dyn Store, tenant: &str, other: &str) {
+    let user = "diag-user";
+    let keep = |id: &str, wav: &[u8], at: i64, ttl_secs: u32| JobCommit {
+        tenant: tenant.into(),
+        request_id: id.into(),
+        decision: format!("decision of {id}").into_bytes(),
+        mutations: vec![Mutation::KeepDiagnostics {
+            user_id: user.into(),
+            job: "verification".into(),
+            wav: wav.to_vec(),
+            at,
+            ttl_secs,
+        }],
+    };
+    let now = now_ms();
+    store
+        .commit(&keep("diag-1", b"RIFF-one", now - 1_000, 3_600))
+        .await
+        .unwrap();
+    store
+        .commit(&keep("diag-2", b"RIFF-two", now, 3_600))
+        .await
+        .unwrap();
+    let kept = store.diagnostics(tenant, user).await.unwrap();
+    let ids: Vec<&str> = kept.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["diag-2", "diag-1"], "newest first");
+    assert_eq!(kept[0].wav, b"RIFF-two");
+    assert_eq!(kept[0].decision, b"decision of diag-2");
+    assert_eq!(kept[0].job, "verification");
+    assert_eq!((kept[0].at, kept[0].expires_at), (now, now + 3_600_000));
+    assert!(store.diagnostics(other, user).await.unwrap().is_empty());
+
+    store
+        .commit(&keep("diag-short", b"RIFF-short", now_ms(), 1))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let left = store.diagnostics(tenant, user).await.unwrap();
+    assert!(
+        left.iter().all(|r| r.request_id != "diag-short"),
+        "expired: {left:?}"
+    );
+    assert_eq!(left.len(), 2);
+
+    for erase in erasures(user) {
+        store
+            .commit(&keep(
+                &format!("diag-before-{}", erase.rank()),
+                b"RIFF",
+                now_ms(),
+                3_600,
+            ))
+            .await
+            .unwrap();
+        commit_erasure(store, tenant, "diag", erase).await;
+        let left = store.diagnostics(tenant, user).await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
 
@@ -610,6 +683,7 @@ async fn access_contract(store: Arc<dyn AccessStore>) {
         expires_at: 0,
         scopes: None,
         enabled: true,
+        retain_data: false,
     };
     assert_eq!(store.api_key(&key.key_id).await.unwrap(), None);
     store.put_api_key(&key).await.unwrap();
@@ -660,6 +734,24 @@ async fn access_contract(store: Arc<dyn AccessStore>) {
     assert_eq!(
         (disabled.enabled, disabled.scopes),
         (false, scoped.scopes.clone())
+    );
+    // Both flags at once, within the tenant only.
+    assert!(
+        !store
+            .modify_api_key("globex", &scoped.key_id, true, true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .modify_api_key("acme", &scoped.key_id, true, true)
+            .await
+            .unwrap()
+    );
+    let modified = store.api_key(&scoped.key_id).await.unwrap().unwrap();
+    assert_eq!(
+        (modified.enabled, modified.retain_data, modified.scopes),
+        (true, true, scoped.scopes.clone())
     );
     assert!(store.delete_api_key("acme", &scoped.key_id).await.unwrap());
     assert_eq!(store.api_key(&scoped.key_id).await.unwrap(), None);

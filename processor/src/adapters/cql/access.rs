@@ -32,10 +32,11 @@ type KeyRow = (
     CqlTimestamp,
     Option<BTreeSet<String>>,
     Option<bool>,
+    Option<bool>,
 );
 
 fn key_from_row(row: KeyRow) -> ApiKey {
-    let (key_id, tenant, name, secret_hash, created, expires, scopes, enabled) = row;
+    let (key_id, tenant, name, secret_hash, created, expires, scopes, enabled, retain_data) = row;
     ApiKey {
         key_id,
         tenant,
@@ -46,6 +47,7 @@ fn key_from_row(row: KeyRow) -> ApiKey {
         // A scope this version does not know grants nothing here.
         scopes: scopes.map(|names| names.iter().filter_map(|n| Scope::parse(n)).collect()),
         enabled: enabled.unwrap_or(true),
+        retain_data: retain_data.unwrap_or(false),
     }
 }
 
@@ -73,6 +75,7 @@ impl AccessStore for CqlStore {
                         .collect::<BTreeSet<String>>()
                 }),
                 k.enabled,
+                k.retain_data,
             ),
         )
         .await
@@ -102,6 +105,22 @@ impl AccessStore for CqlStore {
         let result = self
             .session
             .execute_unpaged(&s.set_key_enabled, (enabled, key_id, tenant))
+            .await
+            .map_err(store_error)?;
+        applied(result)
+    }
+
+    async fn modify_api_key(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        enabled: bool,
+        retain_data: bool,
+    ) -> Result<bool, StoreError> {
+        let s = &self.statements().await?.access;
+        let result = self
+            .session
+            .execute_unpaged(&s.modify_key, (enabled, retain_data, key_id, tenant))
             .await
             .map_err(store_error)?;
         applied(result)

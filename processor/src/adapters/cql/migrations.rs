@@ -95,4 +95,16 @@ pub(super) const MIGRATIONS: &[(u32, &str, &[&str])] = &[
              admitted bigint, PRIMARY KEY ((key, minute), replica)) WITH default_time_to_live = 180",
         ],
     ),
+    (
+        9,
+        "diagnostic records of keys that retain data; the keys' retain_data flag",
+        &[
+            // Rows carry their own TTL (the tenant's diagnostics days).
+            "CREATE TABLE IF NOT EXISTS {ks}.diagnostics (tenant text, user_id text, request_id text, \
+             job text, taken_at timestamp, expires_at timestamp, audio blob, decision blob, \
+             PRIMARY KEY ((tenant, user_id), request_id))",
+            // Keys written before read back without the flag (false).
+            "ALTER TABLE {ks}.api_keys ADD retain_data boolean",
+        ],
+    ),
 ];

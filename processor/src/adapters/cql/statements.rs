@@ -8,7 +8,7 @@ use crate::ports::StoreError;
 
 /// The columns of an API key row, in the order `access::KeyRow` reads them.
 pub(super) const KEY_COLUMNS: &str =
-    "key_id, tenant, name, secret_hash, created_at, expires_at, scopes, enabled";
+    "key_id, tenant, name, secret_hash, created_at, expires_at, scopes, enabled, retain_data";
 
 pub(super) struct Statements {
     pub(super) profile: PreparedStatement,
@@ -30,6 +30,9 @@ pub(super) struct Statements {
     pub(super) fingerprints: PreparedStatement,
     pub(super) put_fingerprint: PreparedStatement,
     pub(super) erase_fingerprints: PreparedStatement,
+    pub(super) diagnostics: PreparedStatement,
+    pub(super) put_diagnostic: PreparedStatement,
+    pub(super) erase_diagnostics: PreparedStatement,
     pub(super) access: AccessStatements,
     pub(super) watchlist: PreparedStatement,
     pub(super) put_watchlist: PreparedStatement,
@@ -58,6 +61,7 @@ pub(super) struct AccessStatements {
     pub(super) key: PreparedStatement,
     pub(super) keys_of_tenant: PreparedStatement,
     pub(super) set_key_enabled: PreparedStatement,
+    pub(super) modify_key: PreparedStatement,
     pub(super) delete_key: PreparedStatement,
     pub(super) put_rate_count: PreparedStatement,
     pub(super) rate_counts: PreparedStatement,
@@ -167,6 +171,20 @@ impl CqlStore {
                         "DELETE FROM {ks}.fingerprints WHERE tenant = ? AND user_id = ?"
                     ))
                     .await?,
+                    diagnostics: p(format!(
+                        "SELECT request_id, job, taken_at, expires_at, audio, decision FROM {ks}.diagnostics \
+                         WHERE tenant = ? AND user_id = ?"
+                    ))
+                    .await?,
+                    put_diagnostic: p(format!(
+                        "INSERT INTO {ks}.diagnostics (tenant, user_id, request_id, job, taken_at, expires_at, \
+                         audio, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+                    ))
+                    .await?,
+                    erase_diagnostics: p(format!(
+                        "DELETE FROM {ks}.diagnostics WHERE tenant = ? AND user_id = ?"
+                    ))
+                    .await?,
                     watchlist: p(format!(
                         "SELECT user_id, model_id, embedding, reason, added_at FROM {ks}.watchlist WHERE tenant = ?"
                     ))
@@ -234,7 +252,7 @@ impl CqlStore {
                     access: AccessStatements {
                         put_key: p(format!(
                             "INSERT INTO {ks}.api_keys (key_id, tenant, name, secret_hash, created_at, expires_at, \
-                             scopes, enabled) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                             scopes, enabled, retain_data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                         ))
                         .await?,
                         key: p(format!(
@@ -249,6 +267,10 @@ impl CqlStore {
                         // tenant is "not found", and a concurrent revoke wins.
                         set_key_enabled: p(format!(
                             "UPDATE {ks}.api_keys SET enabled = ? WHERE key_id = ? IF tenant = ?"
+                        ))
+                        .await?,
+                        modify_key: p(format!(
+                            "UPDATE {ks}.api_keys SET enabled = ?, retain_data = ? WHERE key_id = ? IF tenant = ?"
                         ))
                         .await?,
                         delete_key: p(format!(

@@ -10,8 +10,8 @@ use super::{
     CqlStore, blob_to_embedding, corrupt, embedding_to_blob, store_error, text, ts, unavailable,
 };
 use crate::domain::{
-    Consent, JobCommit, Mutation, Profile, ProfileStatus, RescoreResult, RescoreRun, RunState,
-    TenantModel, Voiceprint, WatchlistEntry, now_ms,
+    Consent, DiagnosticRecord, JobCommit, Mutation, Profile, ProfileStatus, RescoreResult,
+    RescoreRun, RunState, TenantModel, Voiceprint, WatchlistEntry, now_ms,
 };
 use crate::liveness::Fingerprint;
 use crate::ports::{Store, StoreError};
@@ -215,6 +215,31 @@ impl Store for CqlStore {
             .collect()
     }
 
+    async fn diagnostics(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Vec<DiagnosticRecord>, StoreError> {
+        let s = self.statements().await?;
+        type Row = (String, String, CqlTimestamp, CqlTimestamp, Vec<u8>, Vec<u8>);
+        let rows: Vec<Row> = self.all(&s.diagnostics, (tenant, user_id)).await?;
+        let mut records: Vec<DiagnosticRecord> = rows
+            .into_iter()
+            .map(
+                |(request_id, job, at, expires, wav, decision)| DiagnosticRecord {
+                    request_id,
+                    job,
+                    at: at.0,
+                    expires_at: expires.0,
+                    wav,
+                    decision,
+                },
+            )
+            .collect();
+        records.sort_by_key(|r| std::cmp::Reverse(r.at));
+        Ok(records)
+    }
+
     async fn watchlist(&self, tenant: &str) -> Result<Vec<WatchlistEntry>, StoreError> {
         let s = self.statements().await?;
         let rows: Vec<(String, String, Vec<u8>, String, CqlTimestamp)> =
@@ -288,7 +313,12 @@ impl Store for CqlStore {
         for mutation in c.ordered() {
             match mutation {
                 Mutation::EraseBiometrics { user_id } => {
-                    for stmt in [&s.erase_voiceprints, &s.erase_fingerprints, &s.erase_audio] {
+                    for stmt in [
+                        &s.erase_voiceprints,
+                        &s.erase_fingerprints,
+                        &s.erase_audio,
+                        &s.erase_diagnostics,
+                    ] {
                         add(stmt, user_row(user_id));
                     }
                 }
@@ -298,6 +328,7 @@ impl Store for CqlStore {
                         &s.erase_voiceprints,
                         &s.erase_fingerprints,
                         &s.erase_audio,
+                        &s.erase_diagnostics,
                         &s.delete_consent,
                         &s.remove_watchlist,
                         &s.delete_profile,
@@ -391,6 +422,36 @@ impl Store for CqlStore {
                         .map_err(store_error)?;
                     self.prune_audio(s, &c.tenant, user_id, *keep_newest)
                         .await?;
+                }
+                Mutation::KeepDiagnostics {
+                    user_id,
+                    job,
+                    wav,
+                    at,
+                    ttl_secs,
+                } => {
+                    // Audio: written on its own, before the batch, like
+                    // retained audio; idempotent by request id. The decision
+                    // is the one this commit records.
+                    let ttl = i32::try_from(*ttl_secs).unwrap_or(i32::MAX);
+                    let expires = at.saturating_add(i64::from(*ttl_secs) * 1_000);
+                    self.session
+                        .execute_unpaged(
+                            &s.put_diagnostic,
+                            (
+                                &c.tenant,
+                                user_id,
+                                &c.request_id,
+                                job,
+                                CqlTimestamp(*at),
+                                CqlTimestamp(expires),
+                                wav,
+                                &c.decision,
+                                ttl,
+                            ),
+                        )
+                        .await
+                        .map_err(store_error)?;
                 }
                 Mutation::KeepFingerprint {
                     user_id,

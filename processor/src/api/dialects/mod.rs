@@ -10,10 +10,13 @@ use super::ApiState;
 use crate::domain::Scope;
 
 pub mod contact_consent;
+pub mod user_group_keys;
 
 /// Every dialect's routes.
 pub fn routes() -> Router<ApiState> {
-    Router::new().merge(contact_consent::routes())
+    Router::new()
+        .merge(contact_consent::routes())
+        .merge(user_group_keys::routes())
 }
 
 /// The native scope a dialect's OAuth2 scope name grants.

@@ -74,6 +74,34 @@ pub fn keep_fingerprint(user_id: &str, sample: &Analysis, ctx: Context<'_>) -> O
     })
 }
 
+/// The outcome of an admitted audio job, plus the mutation that keeps its
+/// recording and decision for diagnosis when the job asks for it (its API
+/// key retains data) and the tenant keeps diagnostics. Refusals before
+/// admission keep nothing: a user without consent leaves no audio behind.
+pub fn with_diagnostics(
+    outcome: Outcome,
+    user_id: &str,
+    job: &str,
+    wav: &[u8],
+    retain: bool,
+    ctx: Context<'_>,
+) -> Outcome {
+    let days = ctx
+        .policy
+        .diagnostics_days
+        .min(super::policy::MAX_DIAGNOSTICS_DAYS);
+    if !retain || days == 0 || wav.is_empty() {
+        return outcome;
+    }
+    outcome.with(Mutation::KeepDiagnostics {
+        user_id: user_id.into(),
+        job: job.into(),
+        wav: wav.to_vec(),
+        at: ctx.now,
+        ttl_secs: days * 86_400,
+    })
+}
+
 /// A fresh profile.
 pub fn new_profile(tenant: &str, user_id: &str, now: i64) -> Profile {
     Profile {

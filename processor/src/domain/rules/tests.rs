@@ -1332,3 +1332,52 @@ fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
     assert_eq!(narrow.decision, DecisionKind::Reject);
     assert_eq!(narrow.thresholds.unwrap().band.as_deref(), Some("narrow"));
 }
+
+#[test]
+fn diagnostics_are_kept_only_when_asked_and_never_past_thirty_days() {
+    let kept = |retain: bool, days: u32, wav: &[u8]| {
+        let policy = Policy {
+            diagnostics_days: days,
+            ..Policy::default()
+        };
+        let outcome = with_diagnostics(
+            Outcome::new(DecisionKind::Accept, vec![Code::VoiceMatch]),
+            "u",
+            "verification",
+            wav,
+            retain,
+            ctx(&policy),
+        );
+        outcome.mutations.iter().find_map(|m| match m {
+            Mutation::KeepDiagnostics {
+                user_id,
+                job,
+                wav,
+                at,
+                ttl_secs,
+            } => Some((user_id.clone(), job.clone(), wav.clone(), *at, *ttl_secs)),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        kept(false, 30, b"RIFF"),
+        None,
+        "the key does not retain data"
+    );
+    assert_eq!(
+        kept(true, 0, b"RIFF"),
+        None,
+        "the tenant keeps no diagnostics"
+    );
+    assert_eq!(kept(true, 30, b""), None, "no audio, nothing to keep");
+    let (user, job, wav, at, ttl) = kept(true, 7, b"RIFF").expect("kept");
+    assert_eq!(
+        (user.as_str(), job.as_str(), wav.as_slice(), at, ttl),
+        ("u", "verification", b"RIFF".as_slice(), NOW, 7 * 86_400)
+    );
+    assert_eq!(
+        kept(true, 365, b"RIFF").expect("kept").4,
+        30 * 86_400,
+        "a longer policy is cut to 30 days"
+    );
+}

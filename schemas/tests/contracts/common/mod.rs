@@ -48,11 +48,12 @@ pub fn enrollment() -> EnrollmentRequested {
         tenant: "acme".into(),
         user_id: "user-42".into(),
         occurred_at: T0,
-        schema_version: 1,
+        schema_version: 2,
         trace: Some(trace()),
         audio: wav(),
         audio_uri: None,
         channel: Some("phone".into()),
+        retain_diagnostics: true,
     }
 }
 
@@ -62,13 +63,14 @@ pub fn verification() -> VerificationRequested {
         tenant: "acme".into(),
         user_id: "user-42".into(),
         occurred_at: T0 + 1_000,
-        schema_version: 2,
+        schema_version: 3,
         trace: None,
         audio: wav(),
         audio_uri: None,
         session_id: Some("sess-9".into()),
         expected_phrase: Some("vier sieben eins neun — 4719".into()),
         channel: Some("app".into()),
+        retain_diagnostics: true,
     }
 }
 
