@@ -89,7 +89,8 @@ impl Request {
             Self::Enrollment(r) => {
                 f.bytes(&r.audio)
                     .optional(r.audio_uri.as_deref())
-                    .optional(r.channel.as_deref());
+                    .optional(r.channel.as_deref())
+                    .optional(r.expected_phrase.as_deref());
             }
             Self::Verification(r) => {
                 f.bytes(&r.audio)

@@ -19,6 +19,7 @@ impl Request {
                     audio: Vec::new(),
                     audio_uri: r.audio_uri.clone(),
                     channel: r.channel.clone(),
+                    expected_phrase: r.expected_phrase.clone(),
                     retain_diagnostics: r.retain_diagnostics,
                 }))
             }

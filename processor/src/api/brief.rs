@@ -139,6 +139,7 @@ async fn start_auth(
         challenge,
         created_at: now,
         expires_at: now + state.inner.config.session_ttl_secs as i64 * 1000,
+        dialogue: None,
     };
     state.inner.access.put_session(&session).await?;
     Ok(Json(json!({

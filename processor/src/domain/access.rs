@@ -134,6 +134,48 @@ pub struct ChallengeSession {
     pub created_at: i64,
     /// The session cannot be used from this time on (ms since the epoch).
     pub expires_at: i64,
+    /// Set when the challenge is a step of a prompted dialogue.
+    #[serde(default)]
+    pub dialogue: Option<DialogueState>,
+}
+
+/// What a prompted dialogue enrolls or verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DialogueKind {
+    /// Each answer is an enrollment sample.
+    Enroll,
+    /// Each answer is a verification attempt.
+    Verify,
+}
+
+impl DialogueKind {
+    /// The wire name (`enroll`, `verify`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialogueKind::Enroll => "enroll",
+            DialogueKind::Verify => "verify",
+        }
+    }
+
+    /// The kind of a wire name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [DialogueKind::Enroll, DialogueKind::Verify]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+}
+
+/// Where a prompted dialogue stands, carried from one challenge to the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialogueState {
+    /// Enrollment or verification.
+    pub kind: DialogueKind,
+    /// Language of the prompts (`en`, `pt`).
+    pub language: String,
+    /// Answers submitted so far.
+    pub answers: u32,
+    /// Answers that did not say their code (or said too little).
+    pub misspeaks: u32,
 }
 
 /// One usage counter of an API key on one UTC day.

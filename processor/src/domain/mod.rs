@@ -18,7 +18,9 @@ mod records;
 pub mod rules;
 pub mod signals;
 
-pub use access::{ApiKey, ChallengeSession, Scope, UsageCount, utc_day, utc_rfc3339};
+pub use access::{
+    ApiKey, ChallengeSession, DialogueKind, DialogueState, Scope, UsageCount, utc_day, utc_rfc3339,
+};
 pub use commit::{JobCommit, Mutation};
 pub use models::{RescoreResult, RescoreRun, RunState, TenantModel};
 pub use outcome::{Outcome, Progress, Refusal};

@@ -244,7 +244,10 @@ impl Analyser for PhraseAnalyser {
     }
 
     fn analyse(&self, input: &AnalysisInput<'_>) -> Result<Option<Signal>, AnalyserError> {
-        let (JobKind::Verification, Some(phrase)) = (input.job, input.expected_phrase) else {
+        // A prompted enrollment sample is checked like a verification.
+        let (JobKind::Verification | JobKind::Enrollment, Some(phrase)) =
+            (input.job, input.expected_phrase)
+        else {
             return Ok(None);
         };
         let expected = expected_digits(phrase).ok_or_else(|| AnalyserError {

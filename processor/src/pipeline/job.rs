@@ -292,7 +292,7 @@ impl Processor {
                 model_id: loaded.model_id.clone(),
                 priority: Priority::Live,
                 job: JobKind::Enrollment,
-                expected_phrase: None,
+                expected_phrase: job.expected_phrase.clone(),
                 earlier: (ctx.policy.replay_memory_days > 0).then(|| Arc::from([])),
             })
             .await?

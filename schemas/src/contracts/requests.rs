@@ -30,6 +30,9 @@ pub struct EnrollmentRequested {
     pub audio_uri: Option<String>,
     /// Capture channel (`phone`, `app`, ...), selects calibrated thresholds.
     pub channel: Option<String>,
+    /// Digits the speaker was prompted to say (a prompted enrollment). Since v2.
+    #[serde(default)]
+    pub expected_phrase: Option<String>,
     /// Keep the audio and decision as diagnostic data (at most 30 days). Since v2.
     #[serde(default)]
     pub retain_diagnostics: bool,
@@ -196,6 +199,7 @@ impl EnrollmentRequested {
             audio,
             audio_uri: None,
             channel: None,
+            expected_phrase: None,
             retain_diagnostics: false,
         }
     }
@@ -263,6 +267,7 @@ impl Contract for EnrollmentRequested {
     fn validate(&self, limits: &Limits) -> Result<(), SchemaError> {
         self.shared().check(Self::CURRENT_VERSION, limits)?;
         validate::audio(&self.audio, self.audio_uri.as_deref(), limits)?;
+        validate::opt_text("expected_phrase", self.expected_phrase.as_deref(), limits)?;
         validate::opt_id("channel", self.channel.as_deref(), limits)
     }
 }
@@ -341,6 +346,7 @@ impl fmt::Debug for EnrollmentRequested {
             .field("audio", &ByteLen(&self.audio))
             .field("audio_uri", &self.audio_uri)
             .field("channel", &self.channel)
+            .field("expected_phrase", &self.expected_phrase)
             .field("retain_diagnostics", &self.retain_diagnostics)
             .finish()
     }

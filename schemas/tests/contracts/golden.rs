@@ -238,14 +238,15 @@ fn golden_headers_name_the_current_schemas() {
     }
 }
 
-/// Enrollments a v1 producer wrote (before `retain_diagnostics`) still
-/// decode, retaining nothing.
+/// Enrollments a v1 producer wrote (before `expected_phrase` and
+/// `retain_diagnostics`) still decode: free speech, retaining nothing.
 #[test]
 fn enrollment_requested_v1_still_decodes() {
     let decoded: timbre_schemas::EnrollmentRequested =
         decode_old(avsc::history::ENROLLMENT_REQUESTED_V1, 1);
     let expected = timbre_schemas::EnrollmentRequested {
         schema_version: 1,
+        expected_phrase: None,
         retain_diagnostics: false,
         ..common::enrollment()
     };

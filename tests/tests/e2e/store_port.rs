@@ -5,8 +5,8 @@ use std::sync::Arc;
 use timbre::adapters::file_store::FileStore;
 use timbre::backends::connect_store;
 use timbre::domain::{
-    ApiKey, ChallengeSession, Consent, JobCommit, Mutation, Profile, ProfileStatus, Scope,
-    Voiceprint, WatchlistEntry, now_ms,
+    ApiKey, ChallengeSession, Consent, DialogueKind, DialogueState, JobCommit, Mutation, Profile,
+    ProfileStatus, Scope, Voiceprint, WatchlistEntry, now_ms,
 };
 use timbre::liveness::Fingerprint;
 use timbre::ports::{AccessStore, Store};
@@ -787,6 +787,7 @@ async fn access_contract(store: Arc<dyn AccessStore>) {
         challenge: "4 7 1 9".into(),
         created_at: now,
         expires_at: now + 60_000,
+        dialogue: None,
     };
     store.put_session(&session).await.unwrap();
     assert_eq!(
@@ -820,6 +821,41 @@ async fn access_contract(store: Arc<dyn AccessStore>) {
             .unwrap(),
         None,
         "an expired session is refused"
+    );
+
+    // A dialogue step keeps its state, and its id can be put again once
+    // taken (the next step of the same dialogue).
+    let step = ChallengeSession {
+        session_id: unique("dialogue"),
+        dialogue: Some(DialogueState {
+            kind: DialogueKind::Enroll,
+            language: "pt".into(),
+            answers: 3,
+            misspeaks: 1,
+        }),
+        ..session.clone()
+    };
+    store.put_session(&step).await.unwrap();
+    let taken = store
+        .take_session("acme", &step.session_id, now)
+        .await
+        .unwrap();
+    assert_eq!(taken.as_ref(), Some(&step));
+    let next = ChallengeSession {
+        challenge: "0 3 8".into(),
+        dialogue: Some(DialogueState {
+            answers: 4,
+            ..step.dialogue.clone().unwrap()
+        }),
+        ..step.clone()
+    };
+    store.put_session(&next).await.unwrap();
+    assert_eq!(
+        store
+            .take_session("acme", &step.session_id, now)
+            .await
+            .unwrap(),
+        Some(next)
     );
 
     let jti = unique("jti");

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use scylla::value::{CqlTimestamp, CqlValue};
 
 use super::{CqlStore, corrupt, store_error, unavailable};
-use crate::domain::{ApiKey, ChallengeSession, Scope, UsageCount, now_ms};
+use crate::domain::{
+    ApiKey, ChallengeSession, DialogueKind, DialogueState, Scope, UsageCount, now_ms,
+};
 use crate::ports::{AccessStore, StoreError};
 
 /// Whether a lightweight transaction applied (its first column, `[applied]`).
@@ -49,6 +51,25 @@ fn key_from_row(row: KeyRow) -> ApiKey {
         enabled: enabled.unwrap_or(true),
         retain_data: retain_data.unwrap_or(false),
     }
+}
+
+/// A `challenge_sessions` row: user, challenge, created, expires, and the
+/// dialogue's kind, language, answers and misspeaks (null for a plain
+/// challenge).
+type SessionRow = (
+    String,
+    String,
+    CqlTimestamp,
+    CqlTimestamp,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+    Option<i32>,
+);
+
+/// A count as an `int` column.
+fn count_column(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// Seconds from `now` to `until`, at least one (a CQL TTL of 0 means forever).
@@ -161,6 +182,10 @@ impl AccessStore for CqlStore {
                 &c.challenge,
                 CqlTimestamp(c.created_at),
                 CqlTimestamp(c.expires_at),
+                c.dialogue.as_ref().map(|d| d.kind.as_str()),
+                c.dialogue.as_ref().map(|d| d.language.as_str()),
+                c.dialogue.as_ref().map(|d| count_column(d.answers)),
+                c.dialogue.as_ref().map(|d| count_column(d.misspeaks)),
                 ttl_seconds(c.expires_at, c.created_at),
             ),
         )
@@ -175,10 +200,21 @@ impl AccessStore for CqlStore {
     ) -> Result<Option<ChallengeSession>, StoreError> {
         let s = &self.statements().await?.access;
         let row = self
-            .one::<(String, String, CqlTimestamp, CqlTimestamp)>(&s.session, (tenant, session_id))
+            .one::<SessionRow>(&s.session, (tenant, session_id))
             .await?;
-        let Some((user_id, challenge, created, expires)) = row else {
+        let Some((user_id, challenge, created, expires, kind, language, answers, misspeaks)) = row
+        else {
             return Ok(None);
+        };
+        let dialogue = match kind.as_deref().map(DialogueKind::parse) {
+            None => None,
+            Some(Some(kind)) => Some(DialogueState {
+                kind,
+                language: language.unwrap_or_default(),
+                answers: answers.unwrap_or(0).max(0) as u32,
+                misspeaks: misspeaks.unwrap_or(0).max(0) as u32,
+            }),
+            Some(None) => return Err(corrupt(format!("dialogue kind {kind:?}"))),
         };
         // Of concurrent takers, only the one whose conditional delete
         // applies gets the session.
@@ -197,6 +233,7 @@ impl AccessStore for CqlStore {
             challenge,
             created_at: created.0,
             expires_at: expires.0,
+            dialogue,
         }))
     }
 

@@ -107,4 +107,15 @@ pub(super) const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             "ALTER TABLE {ks}.api_keys ADD retain_data boolean",
         ],
     ),
+    (
+        10,
+        "challenge sessions that are steps of a prompted dialogue",
+        &[
+            // Null for a plain challenge.
+            "ALTER TABLE {ks}.challenge_sessions ADD dialogue_kind text",
+            "ALTER TABLE {ks}.challenge_sessions ADD dialogue_language text",
+            "ALTER TABLE {ks}.challenge_sessions ADD dialogue_answers int",
+            "ALTER TABLE {ks}.challenge_sessions ADD dialogue_misspeaks int",
+        ],
+    ),
 ];

@@ -290,11 +290,13 @@ impl CqlStore {
                         // cluster cannot make the insert outlive the delete.
                         put_session: p(format!(
                             "INSERT INTO {ks}.challenge_sessions (tenant, session_id, user_id, challenge, created_at, \
-                             expires_at) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+                             expires_at, dialogue_kind, dialogue_language, dialogue_answers, dialogue_misspeaks) \
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
                         ))
                         .await?,
                         session: p(format!(
-                            "SELECT user_id, challenge, created_at, expires_at FROM {ks}.challenge_sessions \
+                            "SELECT user_id, challenge, created_at, expires_at, dialogue_kind, dialogue_language, \
+                             dialogue_answers, dialogue_misspeaks FROM {ks}.challenge_sessions \
                              WHERE tenant = ? AND session_id = ?"
                         ))
                         .await?,

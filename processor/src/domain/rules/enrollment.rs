@@ -5,7 +5,7 @@ use timbre_schemas::{Code, DecisionKind, EnrollmentRequested};
 
 use super::{Analysis, Context, new_profile};
 use crate::domain::policy;
-use crate::domain::{Consent, Mutation, Outcome, Profile, ProfileStatus, Voiceprint};
+use crate::domain::{Consent, Mutation, Outcome, Profile, ProfileStatus, SignalKind, Voiceprint};
 
 /// What enrollment reads before it scores.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +68,18 @@ pub fn decide(
         .with_progress(&profile, policy)
         .with(Mutation::PutProfile(profile));
     }
+    // A prompted sample that does not say its code is not the live speaker
+    // answering the prompt: it is not merged.
+    let phrase = sample.signals.iter().find(|s| s.kind == SignalKind::Phrase);
+    if let Some(failed) = phrase.filter(|s| !s.pass) {
+        return scored(Outcome::new(
+            DecisionKind::Retry,
+            vec![failed.reason.unwrap_or(Code::PhraseMismatch)],
+        ))
+        .with_progress(&profile, policy)
+        .with(Mutation::PutProfile(profile));
+    }
+    let phrase_unchecked = job.expected_phrase.is_some() && phrase.is_none();
     let current = match profile.status {
         // A fresh start after a model change or an opt-out.
         ProfileStatus::ReEnroll | ProfileStatus::OptedOut => {
@@ -119,7 +131,11 @@ pub fn decide(
     } else {
         Code::SampleAccepted
     };
-    let mut outcome = scored(Outcome::new(DecisionKind::Applied, vec![reason]))
+    let mut reasons = vec![reason];
+    if phrase_unchecked {
+        reasons.push(Code::PhraseNotChecked);
+    }
+    let mut outcome = scored(Outcome::new(DecisionKind::Applied, reasons))
         .with_progress(&profile, policy)
         .with(Mutation::PutVoiceprint(Voiceprint {
             tenant: job.tenant.clone(),

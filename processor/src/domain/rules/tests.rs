@@ -1381,3 +1381,64 @@ fn diagnostics_are_kept_only_when_asked_and_never_past_thirty_days() {
         "a longer policy is cut to 30 days"
     );
 }
+
+#[test]
+fn a_prompted_enrollment_sample_must_say_its_code() {
+    let policy = Policy::default();
+    let loaded = || enrollment::Loaded {
+        profile: None,
+        consent: Some(consent(true, true)),
+        voiceprint: None,
+        model_id: "m1".into(),
+    };
+    let prompted = |analysis: &Analysis| {
+        let mut job = EnrollmentRequested::new("r", "t", "u", 1, vec![7]);
+        job.expected_phrase = Some("4 7 1 9 0 3".into());
+        enrollment::decide(&job, loaded(), analysis, ctx(&policy))
+    };
+    let phrase = |pass: bool| Signal {
+        kind: SignalKind::Phrase,
+        tier: if pass { Tier::High } else { Tier::Low },
+        pass,
+        reason: (!pass).then_some(Code::PhraseMismatch),
+        score: Some(if pass { 1.0 } else { 0.01 }),
+        threshold: Some(0.1),
+    };
+    let with = |signals| Analysis {
+        signals,
+        ..sample(0.9, 8_000)
+    };
+    let merges = |o: &Outcome| {
+        o.mutations
+            .iter()
+            .any(|m| matches!(m, Mutation::PutVoiceprint(_)))
+    };
+
+    let misspoken = prompted(&with(vec![phrase(false)]));
+    assert_eq!(
+        (misspoken.kind, codes(&misspoken)),
+        (DecisionKind::Retry, vec![Code::PhraseMismatch])
+    );
+    assert!(!merges(&misspoken), "a misspoken sample is not merged");
+
+    let said = prompted(&with(vec![phrase(true)]));
+    assert_eq!(
+        (said.kind, codes(&said)),
+        (DecisionKind::Applied, vec![Code::SampleAccepted])
+    );
+    assert!(merges(&said));
+
+    // No recogniser ran: the sample counts, and the decision says the code
+    // was not checked.
+    let unchecked = prompted(&with(Vec::new()));
+    assert_eq!(
+        (unchecked.kind, codes(&unchecked)),
+        (
+            DecisionKind::Applied,
+            vec![Code::SampleAccepted, Code::PhraseNotChecked]
+        )
+    );
+    // Free speech has no code to check.
+    let free = enroll(loaded(), &with(Vec::new()), &policy);
+    assert_eq!(codes(&free), vec![Code::SampleAccepted]);
+}

@@ -53,6 +53,7 @@ pub fn enrollment() -> EnrollmentRequested {
         audio: wav(),
         audio_uri: None,
         channel: Some("phone".into()),
+        expected_phrase: Some("3 8 1 5 0 6".into()),
         retain_diagnostics: true,
     }
 }
