@@ -177,6 +177,33 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Settings of the HTTP adapter.
+/// How a prompted digit dialogue runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DialogueConfig {
+    /// Digits per prompt (six: about 3 s of speech, enough for the voice).
+    pub code_digits: usize,
+    /// Answers that do not say their code (or say too little) before the
+    /// dialogue fails with `MaxTotalSqmFailuresExceeded`.
+    pub max_misspeaks: u32,
+    /// Inconclusive voice answers before a verification dialogue fails.
+    pub max_verify_attempts: u32,
+    /// Accepted samples before an enrollment dialogue that has not reached
+    /// the enrollment target fails.
+    pub max_enroll_samples: u32,
+}
+
+impl Default for DialogueConfig {
+    fn default() -> Self {
+        Self {
+            code_digits: 6,
+            max_misspeaks: 3,
+            max_verify_attempts: 3,
+            max_enroll_samples: 20,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
@@ -190,8 +217,11 @@ pub struct ApiConfig {
     pub token_signing_key: Secret,
     /// Lifetime of a voice token.
     pub token_ttl_secs: u64,
-    /// Lifetime of a `start-auth` challenge.
+    /// Lifetime of a `start-auth` challenge, and of each prompt of a
+    /// dialogue.
     pub session_ttl_secs: u64,
+    /// Prompted digit dialogues (the dialogue dialect).
+    pub dialogue: DialogueConfig,
     /// Whether `POST /v1/keys/demo` mints short-lived keys (off in production).
     pub demo_keys: bool,
     /// Tenant of demo keys.
@@ -232,6 +262,7 @@ impl Default for ApiConfig {
             token_signing_key: Secret::default(),
             token_ttl_secs: 300,
             session_ttl_secs: 120,
+            dialogue: DialogueConfig::default(),
             demo_keys: false,
             demo_tenant: "demo".into(),
             demo_key_ttl_secs: 3600,

@@ -103,26 +103,7 @@ async fn start_auth(
     Body(body): Body<StartAuth>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Verify)?;
-    let profile = state
-        .inner
-        .store
-        .profile(&caller.tenant, &body.user_id)
-        .await?
-        .ok_or_else(|| ApiError::profile_not_found(&body.user_id))?;
-    if profile.status == ProfileStatus::Locked {
-        return Err(ApiError::new(
-            StatusCode::LOCKED,
-            Code::ProfileLocked.as_str(),
-            "the profile is locked after repeated failed verifications",
-        ));
-    }
-    if profile.status != ProfileStatus::Enrolled {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_enrolled",
-            format!("profile status is {}", profile.status.as_str()),
-        ));
-    }
+    ready_to_verify(&state, &caller.tenant, &body.user_id).await?;
     let now = now_ms();
     let (challenge, session_id) = {
         let mut rng = rand::rng();
@@ -148,6 +129,36 @@ async fn start_auth(
         "expiresAt": utc_rfc3339(session.expires_at),
     }))
     .into_response())
+}
+
+/// Refuses a challenge to a user who cannot answer it: no profile (`404`),
+/// a locked one (`423`), or one not enrolled (`409`).
+pub async fn ready_to_verify(
+    state: &ApiState,
+    tenant: &str,
+    user_id: &str,
+) -> Result<(), ApiError> {
+    let profile = state
+        .inner
+        .store
+        .profile(tenant, user_id)
+        .await?
+        .ok_or_else(|| ApiError::profile_not_found(user_id))?;
+    if profile.status == ProfileStatus::Locked {
+        return Err(ApiError::new(
+            StatusCode::LOCKED,
+            Code::ProfileLocked.as_str(),
+            "the profile is locked after repeated failed verifications",
+        ));
+    }
+    if profile.status != ProfileStatus::Enrolled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_enrolled",
+            format!("profile status is {}", profile.status.as_str()),
+        ));
+    }
+    Ok(())
 }
 
 fn failure_text(code: Option<Code>) -> &'static str {

@@ -58,6 +58,22 @@ fn multipart_error(e: MultipartError) -> ApiError {
 pub async fn read(
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<AudioForm, ApiError> {
+    let (fields, audio) = read_parts(multipart, WAV_TYPES).await?;
+    let audio = audio.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_field",
+            "form field `audio` (a WAV file) is required",
+        )
+    })?;
+    Ok(AudioForm { fields, audio })
+}
+
+/// Text fields by name, and the `audio` part when there is one: WAV by its
+/// bytes, and by its declared type when it declares one (`wav_types`).
+pub async fn read_parts(
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    wav_types: &[&str],
+) -> Result<(HashMap<String, String>, Option<Vec<u8>>), ApiError> {
     let mut multipart = multipart.map_err(|e| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -73,7 +89,7 @@ pub async fn read(
             let declared = field.content_type().map(|t| t.to_ascii_lowercase());
             if let Some(t) = &declared {
                 let essence = t.split(';').next().unwrap_or_default().trim();
-                if !WAV_TYPES.contains(&essence) {
+                if !wav_types.contains(&essence) {
                     return Err(ApiError::new(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
                         "unsupported_media_type",
@@ -94,11 +110,5 @@ pub async fn read(
             fields.insert(name, text);
         }
     }
-    let audio = audio.ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_field",
-            "form field `audio` (a WAV file) is required",
-        )
-    })?;
-    Ok(AudioForm { fields, audio })
+    Ok((fields, audio))
 }

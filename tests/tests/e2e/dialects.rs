@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use timbre::domain::BIOMETRIC_PURPOSE;
 use timbre_tests::api::{Deployment, client_credentials};
-use timbre_tests::pipeline::wav;
+use timbre_tests::pipeline::{spoken_digits, wav};
 use timbre_tests::unique;
 
 const ENROLL: &str = "librispeech-r/test-other/1688/1688-142285-0000.wav";
@@ -541,4 +541,323 @@ pub async fn user_group_keys(d: &Deployment) {
     let (status, body) = d.api.delete(&d.acme, &format!("/v1/users/{user}")).await;
     assert!(status.is_success(), "{status}: {body}");
     assert!(diagnostics().await.is_empty(), "erased with the user");
+}
+
+/// One call of the digit dialogue: status, body and the `biometrid.sid`
+/// cookie the answer sets (`Some("")` when it clears it).
+struct DialogueReply {
+    status: StatusCode,
+    body: Value,
+    cookie: Option<String>,
+}
+
+/// Posts to the dialogue `kind` (`enroll`, `verify`) of `user`.
+async fn dialogue_call(
+    d: &Deployment,
+    (key, secret): (&str, &str),
+    user: &str,
+    kind: &str,
+    cookie: Option<&str>,
+    language: Option<&str>,
+    audio: Option<(Vec<u8>, &str)>,
+) -> DialogueReply {
+    let url = format!("{}/api/1.0/users/{user}/dialogue/{kind}/voice", d.api.base);
+    let mut request = d
+        .api
+        .http
+        .post(url)
+        .header("x-biometrid-key", key)
+        .header("x-biometrid-secret", secret);
+    if language.is_some() || audio.is_some() {
+        let mut form = reqwest::multipart::Form::new();
+        if let Some(language) = language {
+            form = form.text("language", language.to_string());
+        }
+        if let Some((bytes, mime)) = audio {
+            let part = reqwest::multipart::Part::bytes(bytes)
+                .file_name("answer.wav")
+                .mime_str(mime)
+                .unwrap();
+            form = form.part("audio", part);
+        }
+        request = request.multipart(form);
+    }
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", format!("other=1; biometrid.sid={cookie}"));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("biometrid.sid="))
+        .map(|v| {
+            assert!(v.contains("HttpOnly"), "{v}");
+            v.split(';').next().unwrap().to_string()
+        });
+    let body = response.json().await.unwrap();
+    DialogueReply {
+        status,
+        body,
+        cookie,
+    }
+}
+
+/// Every digit of `code` moved by five: another code, never misheard as it.
+fn another_code(code: &str) -> String {
+    code.bytes()
+        .map(|b| char::from(b'0' + (b - b'0' + 5) % 10))
+        .collect()
+}
+
+/// The prompt of a reply, checked against its words in `language`.
+fn prompt_of(reply: &DialogueReply, words: &[&str; 10]) -> String {
+    let data = &reply.body["data"];
+    let code = data["promptCode"].as_str().unwrap_or_default().to_string();
+    assert_eq!(code.len(), 6, "{}", reply.body);
+    let spoken: Vec<&str> = code.bytes().map(|b| words[usize::from(b - b'0')]).collect();
+    assert_eq!(
+        data["promptCodeText"],
+        json!(spoken.join(" ")),
+        "{}",
+        reply.body
+    );
+    code
+}
+
+const EN_DIGITS: [&str; 10] = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+];
+
+/// 002: a user enrolls and verifies through prompted digit dialogues, on
+/// real recordings of `speaker`'s digits (FSDD; take 1 enrolls, take 0
+/// answers); a wrong code is a `Misspeak`, and three of them fail the
+/// dialogue.
+pub async fn digit_dialogue(d: &Deployment, speaker: &str) {
+    let (id, secret) = client_credentials(&d.acme);
+    let credentials = (id.as_str(), secret.as_str());
+    let user = unique("dialogue");
+    let call = |kind: &'static str,
+                cookie: Option<String>,
+                language: Option<&'static str>,
+                audio: Option<(Vec<u8>, &'static str)>| {
+        let user = user.clone();
+        async move {
+            dialogue_call(
+                d,
+                credentials,
+                &user,
+                kind,
+                cookie.as_deref(),
+                language,
+                audio,
+            )
+            .await
+        }
+    };
+    let said = |take: u32, code: &str| Some((spoken_digits(speaker, take, code), "audio/wav"));
+
+    // Credentials are the key's id and secret.
+    let wrong = dialogue_call(d, (&id, "00"), &user, "enroll", None, None, None).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
+    assert_eq!(
+        (&wrong.body["status"], &wrong.body["data"]["reason"]),
+        (&json!(false), &json!("unauthorized"))
+    );
+
+    // Enrollment: consent first, then a dialogue started without a body.
+    let (status, body) = d
+        .api
+        .post(
+            &d.acme,
+            "/v1/consent",
+            json!({"user_id": user, "granted": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let started = call("enroll", None, None, None).await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    assert_eq!(started.body["status"], json!(true));
+    assert_eq!(
+        started.body["data"]["message"],
+        json!("DIALOGUE_STARTED_WITH_SUCCESS")
+    );
+    let cookie = started.cookie.clone().expect("the dialogue's cookie");
+    assert_eq!(started.body["data"]["dialogueId"], json!(cookie));
+    let mut code = prompt_of(&started, &EN_DIGITS);
+
+    // Answers need the cookie and a WAV.
+    let lost = call("enroll", None, None, said(1, &code)).await;
+    assert_eq!(
+        (lost.status, &lost.body["data"]["reason"]),
+        (StatusCode::BAD_REQUEST, &json!("dialogue_required")),
+        "{}",
+        lost.body
+    );
+    let mp3 = call(
+        "enroll",
+        Some(cookie.clone()),
+        None,
+        Some((spoken_digits(speaker, 1, &code), "audio/mpeg")),
+    )
+    .await;
+    assert_eq!(
+        (mp3.status, &mp3.body["data"]["reason"]),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &json!("unsupported_media_type")
+        ),
+        "{}",
+        mp3.body
+    );
+
+    // Another code is a misspeak; the prompt's own code enrolls.
+    let misspoken = call(
+        "enroll",
+        Some(cookie.clone()),
+        None,
+        said(1, &another_code(&code)),
+    )
+    .await;
+    assert_eq!(misspoken.status, StatusCode::OK, "{}", misspoken.body);
+    assert_eq!(
+        (
+            &misspoken.body["data"]["message"],
+            &misspoken.body["data"]["decision"]
+        ),
+        (&json!("AUDIO_SUBMITTED_WITH_SUCCESS"), &json!("Misspeak")),
+        "{}",
+        misspoken.body
+    );
+    code = prompt_of(&misspoken, &EN_DIGITS);
+    let mut decisions = Vec::new();
+    let finished = loop {
+        assert!(decisions.len() < 6, "not enrolled after {decisions:?}");
+        let reply = call("enroll", Some(cookie.clone()), None, said(1, &code)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        if reply.body["data"]["dialogueStatus"] == json!("Succeeded") {
+            break reply;
+        }
+        decisions.push(reply.body["data"]["decision"].clone());
+        code = prompt_of(&reply, &EN_DIGITS);
+    };
+    assert_eq!(
+        finished.body,
+        json!({"status": true, "data": {"dialogueStatus": "Succeeded",
+            "message": "AUDIO_ENROLLED_WITH_SUCCESS", "enrolled": true}})
+    );
+    assert_eq!(
+        finished.cookie.as_deref(),
+        Some(""),
+        "the cookie is cleared"
+    );
+    assert_eq!(
+        d.store
+            .profile("acme", &user)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        timbre::domain::ProfileStatus::Enrolled
+    );
+    let over = call("enroll", Some(cookie.clone()), None, said(1, &code)).await;
+    assert_eq!(
+        (over.status, &over.body["data"]["reason"]),
+        (StatusCode::BAD_REQUEST, &json!("dialogue_invalid"))
+    );
+
+    // Verification: the prompt said by the enrolled voice is verified (a
+    // right code is misheard about one time in twenty: answer again then).
+    let started = call("verify", None, None, None).await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    let cookie = started.cookie.clone().unwrap();
+    let mut code = prompt_of(&started, &EN_DIGITS);
+    let mut misheard = 0;
+    let verified = loop {
+        let reply = call("verify", Some(cookie.clone()), None, said(0, &code)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        if reply.body["data"]["dialogueStatus"] == json!("Succeeded") {
+            break reply;
+        }
+        assert_eq!(
+            reply.body["data"]["decision"],
+            json!("Misspeak"),
+            "{}",
+            reply.body
+        );
+        misheard += 1;
+        assert!(misheard < 2, "a right code misheard twice: {}", reply.body);
+        code = prompt_of(&reply, &EN_DIGITS);
+    };
+    assert_eq!(
+        verified.body,
+        json!({"status": true, "data": {"dialogueStatus": "Succeeded",
+            "message": "AUDIO_VERIFIED_WITH_SUCCESS", "verified": true}})
+    );
+
+    // Three wrong codes fail the dialogue.
+    let started = call("verify", None, None, None).await;
+    let cookie = started.cookie.clone().unwrap();
+    let mut code = prompt_of(&started, &EN_DIGITS);
+    for _ in 0..2 {
+        let reply = call(
+            "verify",
+            Some(cookie.clone()),
+            None,
+            said(0, &another_code(&code)),
+        )
+        .await;
+        assert_eq!(
+            (&reply.body["status"], &reply.body["data"]["decision"]),
+            (&json!(true), &json!("Misspeak")),
+            "{}",
+            reply.body
+        );
+        code = prompt_of(&reply, &EN_DIGITS);
+    }
+    let failed = call(
+        "verify",
+        Some(cookie.clone()),
+        None,
+        said(0, &another_code(&code)),
+    )
+    .await;
+    assert_eq!(failed.status, StatusCode::OK);
+    assert_eq!(
+        failed.body,
+        json!({"status": false, "data": {"dialogueStatus": "Failed",
+            "message": "AUDIO_RECOGNITION_FAILED", "reason": "MaxTotalSqmFailuresExceeded",
+            "decision": "Misspeak", "verified": false}})
+    );
+
+    // Portuguese prompts are read out in Portuguese and said not to be checked.
+    let pt = call("verify", None, Some("pt"), None).await;
+    assert_eq!(pt.status, StatusCode::OK, "{}", pt.body);
+    prompt_of(
+        &pt,
+        &[
+            "zero", "um", "dois", "três", "quatro", "cinco", "seis", "sete", "oito", "nove",
+        ],
+    );
+    assert_eq!(
+        pt.body["data"]["phraseChecked"],
+        json!(false),
+        "{}",
+        pt.body
+    );
+    let german = call("verify", None, Some("de"), None).await;
+    assert_eq!(
+        (german.status, &german.body["data"]["reason"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_field"))
+    );
+
+    // A dialogue answers only its own operation.
+    let enrolling = call("enroll", None, None, None).await;
+    let crossed = call("verify", enrolling.cookie.clone(), None, said(0, "123456")).await;
+    assert_eq!(
+        (crossed.status, &crossed.body["data"]["reason"]),
+        (StatusCode::BAD_REQUEST, &json!("dialogue_mismatch"))
+    );
 }

@@ -372,6 +372,7 @@ async fn challenges_on_the_embedded_backend() {
     );
     let d = deploy("embedded://", &store, settings()).await;
     flow(&d, &d.api).await;
+    crate::dialects::digit_dialogue(&d, SPEAKER).await;
     d.stop().await;
 }
 
@@ -388,6 +389,7 @@ async fn challenges_on_kafka_and_cassandra() {
     .await;
     let (second, _) = replica(&d.config, d.shutdown.clone()).await;
     flow(&d, &second).await;
+    crate::dialects::digit_dialogue(&d, SPEAKER).await;
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), d.task)
         .await

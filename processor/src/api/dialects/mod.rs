@@ -10,12 +10,14 @@ use super::ApiState;
 use crate::domain::Scope;
 
 pub mod contact_consent;
+pub mod dialogue;
 pub mod user_group_keys;
 
 /// Every dialect's routes.
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .merge(contact_consent::routes())
+        .merge(dialogue::routes())
         .merge(user_group_keys::routes())
 }
 
