@@ -3,6 +3,7 @@
 mod bench_rescore;
 mod calibrate;
 mod demo;
+mod diagnostics;
 mod engine;
 mod eval_phrase;
 mod eval_product;
@@ -46,6 +47,9 @@ enum Command {
     /// API key commands.
     #[command(subcommand)]
     Keys(engine::KeysCmd),
+    /// Diagnostic records kept for API keys with `retain_data`.
+    #[command(subcommand)]
+    Diagnostics(diagnostics::DiagnosticsCmd),
     /// Create or upgrade the store schema.
     Migrate(engine::MigrateCmd),
     /// Topic catalogue commands.
@@ -77,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Serve(cmd) => cmd.run(),
         Command::Rescore(cmd) => cmd.run(),
         Command::Keys(cmd) => cmd.run(),
+        Command::Diagnostics(cmd) => cmd.run(),
         Command::Migrate(cmd) => cmd.run(),
         Command::Topics(cmd) => cmd.run(),
         Command::Model(cmd) => cmd.run(),

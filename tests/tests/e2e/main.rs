@@ -7,7 +7,8 @@
 //!   `reader_backpressure`, `retry_budget`, `rescore`, `erasure_race`,
 //!   `service_faults` (kill -9 of Kafka and Cassandra, on private instances);
 //! - HTTP: `api_e2e`, `api_openapi`, `dialects` (vendor dialects, run by
-//!   `api_e2e`);
+//!   `api_e2e` and `phrase_check`), `diagnostics_cli` (records of keys that
+//!   retain data);
 //! - model and audio: `model_parity`, `model_errors`, `audio_inputs`,
 //!   `calibration` (`timbre calibrate`);
 //! - phrase signal: `phrase_check` (front end, reader, recogniser, challenges);
@@ -21,6 +22,7 @@ mod audio_inputs;
 mod bus_port;
 mod calibration;
 mod crash_resume;
+mod diagnostics_cli;
 mod dialects;
 mod erasure_race;
 mod helm_chart;
