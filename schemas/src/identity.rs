@@ -89,8 +89,13 @@ impl Request {
             Self::Enrollment(r) => {
                 f.bytes(&r.audio)
                     .optional(r.audio_uri.as_deref())
-                    .optional(r.channel.as_deref())
-                    .optional(r.expected_phrase.as_deref());
+                    .optional(r.channel.as_deref());
+                // Hashed only when present, so the digest of an enrollment
+                // without one is what it was before the field existed (a
+                // retry across an upgrade is the same job).
+                if let Some(phrase) = r.expected_phrase.as_deref() {
+                    f.text(phrase);
+                }
             }
             Self::Verification(r) => {
                 f.bytes(&r.audio)

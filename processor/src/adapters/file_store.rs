@@ -507,7 +507,7 @@ impl Store for FileStore {
                         Mutation::EraseBiometrics { user_id } => {
                             clear(&[VOICEPRINTS, FINGERPRINTS, AUDIO, DIAGNOSTICS], user_id)?;
                         }
-                        Mutation::EraseAudio { user_id } => clear(&[AUDIO], user_id)?,
+                        Mutation::EraseAudio { user_id } => clear(&[AUDIO, DIAGNOSTICS], user_id)?,
                         Mutation::DeleteUser { user_id } => {
                             clear(
                                 &[

@@ -183,12 +183,14 @@ async fn verify_voice(
     let form = form::read(multipart).await?;
     let user_id = form.required("user_id")?;
     let session_id = form.required("session_id")?;
-    // Taken before scoring: a session is good for one attempt, whatever its outcome.
+    // Taken before scoring: a session is good for one attempt, whatever its
+    // outcome. A dialogue's prompt is answered in its dialogue only.
     let session = state
         .inner
         .access
         .take_session(&caller.tenant, session_id, now_ms())
         .await?
+        .filter(|s| s.dialogue.is_none())
         .ok_or_else(|| {
             ApiError::bad_request(
                 "session_invalid",

@@ -12,8 +12,8 @@ use super::engine::{ConfigArgs, runtime};
 #[derive(clap::Subcommand)]
 pub enum DiagnosticsCmd {
     /// Writes a user's diagnostic records (within their time to live) to a
-    /// folder: `<request_id>.wav` and `<request_id>.json` (the decision and
-    /// when the record was kept and expires).
+    /// folder only the owner can read: `<n>-<request_id>.wav` and `.json`
+    /// (the decision, and when the record was kept and expires).
     Export(ExportCmd),
 }
 
@@ -48,13 +48,18 @@ impl ExportCmd {
             let stores = timbre::backends::connect_store(&config.store).await?;
             anyhow::Ok(stores.state.diagnostics(&self.tenant, &self.user).await?)
         })?;
-        std::fs::create_dir_all(&self.out)
-            .with_context(|| format!("create {}", self.out.display()))?;
+        create_private_dir(&self.out)?;
         let registry = Registry::new();
-        for record in &records {
-            // Request ids are the engine's or validated ids (no control
-            // characters); a path separator would leave the folder.
-            let name = record.request_id.replace(['/', '\\'], "_");
+        for (n, record) in records.iter().enumerate() {
+            // Numbered, then the id's safe characters (at most 64): distinct
+            // ids never share a file, and no id leaves the folder.
+            let id: String = record
+                .request_id
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .take(64)
+                .collect();
+            let name = format!("{n:04}-{id}");
             let decision: Option<Decision> = registry.decode(&record.decision).ok();
             let meta = serde_json::json!({
                 "request_id": record.request_id,
@@ -63,10 +68,10 @@ impl ExportCmd {
                 "expires_at": timbre::domain::utc_rfc3339(record.expires_at),
                 "decision": decision,
             });
-            std::fs::write(self.out.join(format!("{name}.wav")), &record.wav)?;
-            std::fs::write(
-                self.out.join(format!("{name}.json")),
-                serde_json::to_vec_pretty(&meta)?,
+            write_private(&self.out.join(format!("{name}.wav")), &record.wav)?;
+            write_private(
+                &self.out.join(format!("{name}.json")),
+                &serde_json::to_vec_pretty(&meta)?,
             )?;
         }
         eprintln!(
@@ -77,4 +82,29 @@ impl ExportCmd {
         );
         Ok(())
     }
+}
+
+/// A folder only its owner can read: the recordings are biometric data.
+fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
 }

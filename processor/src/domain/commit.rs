@@ -12,7 +12,8 @@ pub enum Mutation {
         /// User id.
         user_id: String,
     },
-    /// Erase the user's retained enrollment audio only (retention withdrawn).
+    /// Erase the user's retained enrollment audio and diagnostic records
+    /// only (retention withdrawn).
     EraseAudio {
         /// User id.
         user_id: String,

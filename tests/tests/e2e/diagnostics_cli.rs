@@ -65,14 +65,27 @@ async fn kept_records_are_exported_as_wav_and_json() {
 
     let out = dir.join("alice");
     export(&path, "alice", &out);
-    assert_eq!(std::fs::read(out.join("ver-7.wav")).unwrap(), wav(CLIP));
+    assert_eq!(
+        std::fs::read(out.join("0000-ver-7.wav")).unwrap(),
+        wav(CLIP)
+    );
     let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("ver-7.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.join("0000-ver-7.json")).unwrap()).unwrap();
     assert_eq!(meta["request_id"], "ver-7");
     assert_eq!(meta["job"], "verification");
     assert_eq!(meta["decision"]["user_id"], "alice");
     assert_eq!(meta["decision"]["request_id"], "ver-7");
     assert!(meta["expires_at"].as_str().unwrap() > meta["kept_at"].as_str().unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out.join("0000-ver-7.wav"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "only the owner reads a recording: {mode:o}"
+    );
 
     // Another user has none: nothing is written, and that is no error.
     let empty = dir.join("bob");

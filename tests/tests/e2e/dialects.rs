@@ -605,6 +605,19 @@ async fn dialogue_call(
     }
 }
 
+/// The cookie of a reply with a new prompt: a new one each turn.
+fn turned(reply: &DialogueReply, previous: &str) -> String {
+    let next = reply
+        .cookie
+        .clone()
+        .expect("a new prompt sets a new cookie");
+    assert!(
+        !next.is_empty() && next != previous,
+        "{next} after {previous}"
+    );
+    next
+}
+
 /// Every digit of `code` moved by five: another code, never misheard as it.
 fn another_code(code: &str) -> String {
     code.bytes()
@@ -684,7 +697,7 @@ pub async fn digit_dialogue(d: &Deployment, speaker: &str) {
         started.body["data"]["message"],
         json!("DIALOGUE_STARTED_WITH_SUCCESS")
     );
-    let cookie = started.cookie.clone().expect("the dialogue's cookie");
+    let mut cookie = started.cookie.clone().expect("the dialogue's cookie");
     assert_eq!(started.body["data"]["dialogueId"], json!(cookie));
     let mut code = prompt_of(&started, &EN_DIGITS);
 
@@ -732,6 +745,7 @@ pub async fn digit_dialogue(d: &Deployment, speaker: &str) {
         misspoken.body
     );
     code = prompt_of(&misspoken, &EN_DIGITS);
+    cookie = turned(&misspoken, &cookie);
     let mut decisions = Vec::new();
     let finished = loop {
         assert!(decisions.len() < 6, "not enrolled after {decisions:?}");
@@ -742,6 +756,7 @@ pub async fn digit_dialogue(d: &Deployment, speaker: &str) {
         }
         decisions.push(reply.body["data"]["decision"].clone());
         code = prompt_of(&reply, &EN_DIGITS);
+        cookie = turned(&reply, &cookie);
     };
     assert_eq!(
         finished.body,
@@ -772,7 +787,7 @@ pub async fn digit_dialogue(d: &Deployment, speaker: &str) {
     // right code is misheard about one time in twenty: answer again then).
     let started = call("verify", None, None, None).await;
     assert_eq!(started.status, StatusCode::OK, "{}", started.body);
-    let cookie = started.cookie.clone().unwrap();
+    let mut cookie = started.cookie.clone().unwrap();
     let mut code = prompt_of(&started, &EN_DIGITS);
     let mut misheard = 0;
     let verified = loop {
@@ -790,6 +805,7 @@ pub async fn digit_dialogue(d: &Deployment, speaker: &str) {
         misheard += 1;
         assert!(misheard < 2, "a right code misheard twice: {}", reply.body);
         code = prompt_of(&reply, &EN_DIGITS);
+        cookie = turned(&reply, &cookie);
     };
     assert_eq!(
         verified.body,
@@ -799,7 +815,7 @@ pub async fn digit_dialogue(d: &Deployment, speaker: &str) {
 
     // Three wrong codes fail the dialogue.
     let started = call("verify", None, None, None).await;
-    let cookie = started.cookie.clone().unwrap();
+    let mut cookie = started.cookie.clone().unwrap();
     let mut code = prompt_of(&started, &EN_DIGITS);
     for _ in 0..2 {
         let reply = call(
@@ -816,6 +832,7 @@ pub async fn digit_dialogue(d: &Deployment, speaker: &str) {
             reply.body
         );
         code = prompt_of(&reply, &EN_DIGITS);
+        cookie = turned(&reply, &cookie);
     }
     let failed = call(
         "verify",
@@ -851,6 +868,24 @@ pub async fn digit_dialogue(d: &Deployment, speaker: &str) {
     assert_eq!(
         (german.status, &german.body["data"]["reason"]),
         (StatusCode::BAD_REQUEST, &json!("invalid_field"))
+    );
+
+    // A dialogue's prompt is no challenge of the native API.
+    let prompt = call("verify", None, None, None).await.cookie.unwrap();
+    let (status, body) = d
+        .api
+        .upload(
+            &d.acme,
+            "/verify-voice",
+            &[("user_id", user.as_str()), ("session_id", prompt.as_str())],
+            spoken_digits(speaker, 0, "123456"),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("session_invalid")),
+        "{body}"
     );
 
     // A dialogue answers only its own operation.

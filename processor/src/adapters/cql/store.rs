@@ -322,7 +322,10 @@ impl Store for CqlStore {
                         add(stmt, user_row(user_id));
                     }
                 }
-                Mutation::EraseAudio { user_id } => add(&s.erase_audio, user_row(user_id)),
+                Mutation::EraseAudio { user_id } => {
+                    add(&s.erase_audio, user_row(user_id));
+                    add(&s.erase_diagnostics, user_row(user_id));
+                }
                 Mutation::DeleteUser { user_id } => {
                     for stmt in [
                         &s.erase_voiceprints,

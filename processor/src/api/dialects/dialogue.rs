@@ -2,10 +2,11 @@
 //! server-side dialogue. The first request starts it and prompts a code;
 //! each answer is a WAV of the code, scored as an enrollment sample or a
 //! verification attempt by the pipeline (the phrase signal decides
-//! `Misspeak`), until the dialogue succeeds or fails. The dialogue is named
-//! by the cookie `biometrid.sid`; its state is a challenge session, taken
-//! by each answer and put back with the next prompt, so two answers racing
-//! on one prompt never both count.
+//! `Misspeak`), until the dialogue succeeds or fails. The cookie
+//! `biometrid.sid` names the dialogue's current prompt: a challenge session
+//! that carries the dialogue's state, taken by the answer (so two answers
+//! racing on one prompt never both count) and followed by a new session,
+//! under a new id, with the next prompt; every reply sets the cookie anew.
 //!
 //! Clients sign in with `x-biometrid-key` (a Timbre key's id) and
 //! `x-biometrid-secret` (its secret). English prompts are checked by the
@@ -13,7 +14,8 @@
 //! only), and every answer then says `"phraseChecked": false`.
 
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{FromRequestParts, Multipart, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -52,20 +54,38 @@ pub fn routes() -> Router<ApiState> {
 
 async fn verify(
     state: State<ApiState>,
+    caller: DialogueCaller,
     headers: HeaderMap,
     user_id: Path<String>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, DialogueError> {
-    dialogue(DialogueKind::Verify, state, headers, user_id, multipart).await
+    dialogue(
+        DialogueKind::Verify,
+        state,
+        caller,
+        headers,
+        user_id,
+        multipart,
+    )
+    .await
 }
 
 async fn enroll(
     state: State<ApiState>,
+    caller: DialogueCaller,
     headers: HeaderMap,
     user_id: Path<String>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, DialogueError> {
-    dialogue(DialogueKind::Enroll, state, headers, user_id, multipart).await
+    dialogue(
+        DialogueKind::Enroll,
+        state,
+        caller,
+        headers,
+        user_id,
+        multipart,
+    )
+    .await
 }
 
 /// A prompt language.
@@ -134,8 +154,10 @@ impl IntoResponse for DialogueError {
             "reason": e.code,
             "detail": e.message,
         });
-        if let Some(ms) = e.extra.get("retryAfterMs") {
-            data["retryAfterMs"] = ms.clone();
+        for extra in ["retryAfterMs", "request_id"] {
+            if let Some(v) = e.extra.get(extra) {
+                data[extra] = v.clone();
+            }
         }
         (e.status, Json(json!({"status": false, "data": data}))).into_response()
     }
@@ -243,26 +265,40 @@ fn dialogue_cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// `Set-Cookie` for the dialogue; `None` clears it.
-fn set_cookie(response: &mut Response, id: Option<&str>, user_id: &str) {
-    let path = format!("/api/1.0/users/{user_id}/dialogue");
+/// `Set-Cookie` for the dialogue; `None` clears it. The path is fixed: a
+/// user id in it could carry attributes of its own.
+fn set_cookie(response: &mut Response, id: Option<&str>) {
+    const ATTRIBUTES: &str = "Path=/api/1.0/users; HttpOnly; SameSite=Strict";
     let value = match id {
-        Some(id) => format!("{COOKIE}={id}; Path={path}; HttpOnly; SameSite=Strict"),
-        None => format!("{COOKIE}=; Path={path}; HttpOnly; SameSite=Strict; Max-Age=0"),
+        Some(id) => format!("{COOKIE}={id}; {ATTRIBUTES}"),
+        None => format!("{COOKIE}=; {ATTRIBUTES}; Max-Age=0"),
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
 }
 
-/// The caller behind `x-biometrid-key` and `x-biometrid-secret`.
-async fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let (Some(key), Some(secret)) = (header("x-biometrid-key"), header("x-biometrid-secret"))
-    else {
-        return Err(ApiError::unauthorized());
-    };
-    auth::admit(state, &format!("tmb_{key}_{secret}")).await
+/// The caller behind `x-biometrid-key` and `x-biometrid-secret`, after the
+/// client address's limit (so guessing keys costs the guesser).
+struct DialogueCaller(Caller);
+
+impl FromRequestParts<ApiState> for DialogueCaller {
+    type Rejection = DialogueError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, DialogueError> {
+        auth::admit_address(state, parts)?;
+        let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let (Some(key), Some(secret)) = (header("x-biometrid-key"), header("x-biometrid-secret"))
+        else {
+            return Err(ApiError::unauthorized().into());
+        };
+        Ok(DialogueCaller(
+            auth::admit(state, &format!("tmb_{key}_{secret}")).await?,
+        ))
+    }
 }
 
 /// Checks the route's scope and the user id (like any user id of a job).
@@ -283,11 +319,11 @@ fn check_user(caller: &Caller, kind: DialogueKind, user_id: &str) -> Result<(), 
 async fn dialogue(
     kind: DialogueKind,
     State(state): State<ApiState>,
+    DialogueCaller(caller): DialogueCaller,
     headers: HeaderMap,
     Path(user_id): Path<String>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, DialogueError> {
-    let caller = caller(&state, &headers).await?;
     check_user(&caller, kind, &user_id)?;
     let (fields, audio) = match multipart {
         Ok(m) => form::read_parts(Ok(m), WAV_TYPES).await?,
@@ -316,18 +352,17 @@ fn prompt(config: &DialogueConfig) -> String {
     challenge_code(&mut rand::rng(), config.code_digits.clamp(4, 10)).replace(' ', "")
 }
 
-/// The session holding the dialogue at its next prompt.
+/// The session holding the dialogue at its next prompt, under a new id.
 fn step(
     state: &ApiState,
     caller: &Caller,
-    id: &str,
     user_id: &str,
     dialogue: DialogueState,
 ) -> ChallengeSession {
     let now = now_ms();
     ChallengeSession {
         tenant: caller.tenant.clone(),
-        session_id: id.to_string(),
+        session_id: uuid::Uuid::new_v4().to_string(),
         user_id: user_id.to_string(),
         challenge: prompt(&state.inner.config.dialogue),
         created_at: now,
@@ -346,11 +381,9 @@ async fn start(
     if kind == DialogueKind::Verify {
         ready_to_verify(state, &caller.tenant, user_id).await?;
     }
-    let id = uuid::Uuid::new_v4().to_string();
     let session = step(
         state,
         caller,
-        &id,
         user_id,
         DialogueState {
             kind,
@@ -362,13 +395,13 @@ async fn start(
     state.inner.access.put_session(&session).await?;
     let mut data = json!({
         "message": "DIALOGUE_STARTED_WITH_SUCCESS",
-        "dialogueId": id,
+        "dialogueId": session.session_id,
         "promptCode": session.challenge,
         "promptCodeText": language.words(&session.challenge),
     });
     note_unchecked(&mut data, language);
     let mut response = Json(json!({"status": true, "data": data})).into_response();
-    set_cookie(&mut response, Some(&id), user_id);
+    set_cookie(&mut response, Some(&session.session_id));
     Ok(response)
 }
 
@@ -412,8 +445,8 @@ async fn answer(
     }
     let language = Language::parse(Some(&dialogue.language)).unwrap_or(Language::English);
     let expected = language.checked().then(|| session.challenge.clone());
-    // One job per prompt, named by the dialogue and the answer's number.
-    let request_id = format!("dialogue-{id}-{}", dialogue.answers);
+    // One job per prompt: each prompt has its own session id.
+    let request_id = format!("dialogue-{id}");
     let job = match kind {
         DialogueKind::Enroll => {
             let mut job = EnrollmentRequested::new(
@@ -443,7 +476,7 @@ async fn answer(
         Ok(d) => d,
         Err(e) => {
             let mut response = DialogueError::of(e).into_response();
-            set_cookie(&mut response, None, user_id);
+            set_cookie(&mut response, None);
             return Ok(response);
         }
     };
@@ -471,7 +504,7 @@ async fn answer(
             (json!({"status": true, "data": data}), None)
         }
         Turn::Again { misspoke } => {
-            let next = step(state, caller, id, user_id, dialogue.clone());
+            let next = step(state, caller, user_id, dialogue.clone());
             let mut data = json!({
                 "message": "AUDIO_SUBMITTED_WITH_SUCCESS",
                 "promptCode": next.challenge,
@@ -509,9 +542,7 @@ async fn answer(
         state.inner.access.put_session(next).await?;
     }
     let mut response = Json(body).into_response();
-    if next.is_none() {
-        set_cookie(&mut response, None, user_id);
-    }
+    set_cookie(&mut response, next.as_ref().map(|n| n.session_id.as_str()));
     Ok(response)
 }
 
