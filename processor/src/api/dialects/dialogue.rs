@@ -41,51 +41,10 @@ const WAV_TYPES: &[&str] = &["audio/wav", "audio/x-wav", "audio/wave"];
 
 /// The dialogue routes.
 pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route(
-            "/api/1.0/users/{user_id}/dialogue/verify/voice",
-            post(verify),
-        )
-        .route(
-            "/api/1.0/users/{user_id}/dialogue/enroll/voice",
-            post(enroll),
-        )
-}
-
-async fn verify(
-    state: State<ApiState>,
-    caller: DialogueCaller,
-    headers: HeaderMap,
-    user_id: Path<String>,
-    multipart: Result<Multipart, MultipartRejection>,
-) -> Result<Response, DialogueError> {
-    dialogue(
-        DialogueKind::Verify,
-        state,
-        caller,
-        headers,
-        user_id,
-        multipart,
+    Router::new().route(
+        "/api/1.0/users/{user_id}/dialogue/{operation}/voice",
+        post(dialogue),
     )
-    .await
-}
-
-async fn enroll(
-    state: State<ApiState>,
-    caller: DialogueCaller,
-    headers: HeaderMap,
-    user_id: Path<String>,
-    multipart: Result<Multipart, MultipartRejection>,
-) -> Result<Response, DialogueError> {
-    dialogue(
-        DialogueKind::Enroll,
-        state,
-        caller,
-        headers,
-        user_id,
-        multipart,
-    )
-    .await
 }
 
 /// A prompt language.
@@ -316,14 +275,16 @@ fn check_user(caller: &Caller, kind: DialogueKind, user_id: &str) -> Result<(), 
     Ok(())
 }
 
+/// `operation` is `enroll` or `verify`.
 async fn dialogue(
-    kind: DialogueKind,
     State(state): State<ApiState>,
     DialogueCaller(caller): DialogueCaller,
     headers: HeaderMap,
-    Path(user_id): Path<String>,
+    Path((user_id, operation)): Path<(String, String)>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, DialogueError> {
+    let kind = DialogueKind::parse(&operation)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route"))?;
     check_user(&caller, kind, &user_id)?;
     let (fields, audio) = match multipart {
         Ok(m) => form::read_parts(Ok(m), WAV_TYPES).await?,
