@@ -156,12 +156,17 @@ enum Turn {
     },
 }
 
+/// Whether an answer did not say its code, or said too little to tell: a
+/// `Misspeak`, counted toward the dialogue's limit.
+fn misspoke(decision: &Decision) -> bool {
+    decision.has_reason(Code::PhraseMismatch) || decision.has_reason(Code::NotEnoughSpeech)
+}
+
 /// The next turn after `decision` answered a prompt of `state` (already
 /// counting this answer). Errors never reach here: they end the dialogue
 /// as refusals.
 fn next_turn(state: &DialogueState, decision: &Decision, config: &DialogueConfig) -> Turn {
-    let misspoke =
-        decision.has_reason(Code::PhraseMismatch) || decision.has_reason(Code::NotEnoughSpeech);
+    let misspoke = misspoke(decision);
     let too_many_misspeaks = || Turn::Failed {
         message: "AUDIO_RECOGNITION_FAILED",
         reason: "MaxTotalSqmFailuresExceeded".into(),
@@ -442,9 +447,7 @@ async fn answer(
         }
     };
     dialogue.answers += 1;
-    let misspoke =
-        decision.has_reason(Code::PhraseMismatch) || decision.has_reason(Code::NotEnoughSpeech);
-    if misspoke {
+    if misspoke(&decision) {
         dialogue.misspeaks += 1;
     }
     let config = &state.inner.config.dialogue;
