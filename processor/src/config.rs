@@ -222,6 +222,9 @@ pub struct ApiConfig {
     pub session_ttl_secs: u64,
     /// Prompted digit dialogues (the dialogue dialect).
     pub dialogue: DialogueConfig,
+    /// Lifetime of a call session token (the standalone dialect): about
+    /// the longest call.
+    pub call_session_ttl_secs: u64,
     /// Whether `POST /v1/keys/demo` mints short-lived keys (off in production).
     pub demo_keys: bool,
     /// Tenant of demo keys.
@@ -263,6 +266,7 @@ impl Default for ApiConfig {
             token_ttl_secs: 300,
             session_ttl_secs: 120,
             dialogue: DialogueConfig::default(),
+            call_session_ttl_secs: 3600,
             demo_keys: false,
             demo_tenant: "demo".into(),
             demo_key_ttl_secs: 3600,

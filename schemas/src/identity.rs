@@ -96,6 +96,15 @@ impl Request {
                 if let Some(phrase) = r.expected_phrase.as_deref() {
                     f.text(phrase);
                 }
+                // Likewise: identifiers change what the job writes.
+                for k in &r.biokeys {
+                    f.text(&k.key)
+                        .text(&k.digest)
+                        .optional(k.display_name.as_deref())
+                        .text(&k.priority.to_string())
+                        .flag(k.sensitive)
+                        .flag(k.is_user_id);
+                }
             }
             Self::Verification(r) => {
                 f.bytes(&r.audio)

@@ -48,13 +48,13 @@ mod validate;
 
 pub use code::{Code, CodeClass};
 pub use contracts::{
-    BioResult, ConsentChanged, Contract, DeadLetter, Decision, DecisionKind, EnrollmentRequested,
-    JobKind, PayloadKept, ProfileCommand, ProfileCommandKind, ProfileStatus, RecordKind,
-    RescoreRequested, SchemaVersion, Signals, Thresholds, TraceContext, VerificationRequested,
-    message_key,
+    BioResult, Biokey, ConsentChanged, Contract, DeadLetter, Decision, DecisionKind,
+    EnrollmentRequested, JobKind, PayloadKept, ProfileCommand, ProfileCommandKind, ProfileStatus,
+    RecordKind, RescoreRequested, SchemaVersion, Signals, Thresholds, TraceContext,
+    VerificationRequested, message_key,
 };
 pub use error::SchemaError;
 pub use fingerprint::Fingerprint;
 pub use identity::JobIdentity;
 pub use registry::{Envelope, Registry, Request, WriterInfo};
-pub use validate::Limits;
+pub use validate::{Limits, MAX_BIOKEYS, biokey_text};

@@ -21,6 +21,7 @@ impl Request {
                     channel: r.channel.clone(),
                     expected_phrase: r.expected_phrase.clone(),
                     retain_diagnostics: r.retain_diagnostics,
+                    biokeys: r.biokeys.clone(),
                 }))
             }
             Self::Verification(r) if !r.audio.is_empty() => {

@@ -191,3 +191,56 @@ pub(crate) fn finite(field: &str, v: Option<f32>) -> Result<(), SchemaError> {
         _ => Ok(()),
     }
 }
+
+/// Most identifiers one user may carry.
+pub const MAX_BIOKEYS: usize = 16;
+
+/// Whether `s` is a non-empty biokey name or value: letters, digits, `_`,
+/// `+`, `-`, at most 128 bytes.
+pub fn biokey_text(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-'))
+}
+
+/// A user's identifier set: empty, or at most [`MAX_BIOKEYS`] with distinct
+/// names, exactly one of them the (non-sensitive) user id, a value exactly
+/// when not sensitive, and a SHA-256-sized hex digest each.
+pub(crate) fn biokeys(keys: &[crate::Biokey], user_id: &str) -> Result<(), SchemaError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let bad = |why: &str| Err(SchemaError::invalid("biokeys", why));
+    if keys.len() > MAX_BIOKEYS {
+        return bad("too many identifiers");
+    }
+    let mut names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.len() != keys.len() {
+        return bad("identifier names must be distinct");
+    }
+    for k in keys {
+        if !biokey_text(&k.key) || k.value.as_deref().is_some_and(|v| !biokey_text(v)) {
+            return bad("names and values hold letters, digits, '_', '+' and '-' only");
+        }
+        if k.value.is_some() == k.sensitive {
+            return bad("a value is present exactly when the identifier is not sensitive");
+        }
+        if k.digest.len() != 64 || !k.digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return bad("digest must be 64 hex digits");
+        }
+        if k.display_name
+            .as_deref()
+            .is_some_and(|d| d.len() > 256 || d.chars().any(char::is_control))
+        {
+            return bad("display_name must be short text");
+        }
+    }
+    match keys.iter().filter(|k| k.is_user_id).collect::<Vec<_>>()[..] {
+        [one] if one.value.as_deref() == Some(user_id) => Ok(()),
+        [_] => bad("the user-id identifier's value must be the user id"),
+        _ => bad("exactly one identifier must be the user id"),
+    }
+}

@@ -150,6 +150,9 @@ pub struct Deployment {
     pub globex: String,
     /// Key of tenant `initech`.
     pub initech: String,
+    /// Key of tenant `wayne`, for the standalone dialect: it greylists
+    /// voices, so it has a tenant of its own.
+    pub wayne: String,
     /// The config it runs with.
     pub config: Config,
     /// Stops it.
@@ -242,6 +245,7 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
     let acme_burst = mint(&engine, &config, "acme").await;
     let globex = mint(&engine, &config, "globex").await;
     let initech = mint(&engine, &config, "initech").await;
+    let wayne = mint(&engine, &config, "wayne").await;
     let (listener, api) = ephemeral().await;
     let (ops_listener, ops) = ephemeral().await;
     let shutdown = CancellationToken::new();
@@ -263,6 +267,7 @@ pub async fn deploy(bus: &str, store: &str, settings: Vec<(&str, String)>) -> De
         hooli_admin,
         globex,
         initech,
+        wayne,
         config,
         shutdown,
         task,

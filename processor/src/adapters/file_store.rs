@@ -13,6 +13,8 @@ use crate::domain::{
     ApiKey, ChallengeSession, Consent, DiagnosticRecord, JobCommit, Mutation, Profile,
     ProfileStatus, RescoreResult, RescoreRun, TenantModel, UsageCount, Voiceprint, WatchlistEntry,
 };
+use timbre_schemas::Biokey;
+
 use crate::liveness::Fingerprint;
 use crate::ports::{AccessStore, Store, StoreError};
 
@@ -47,9 +49,13 @@ const RESCORE_RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("resc
 /// `key|replica` → `(minute, admitted)`: one row per replica, overwritten
 /// each minute, so the table stays as small as keys × replicas.
 const RATE_COUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rate_counts");
+/// tenant · user → the user's identifier set (JSON).
+const BIOKEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("biokeys");
+/// tenant · identifier name · digest → user id.
+const BIOKEY_INDEX: TableDefinition<&str, &str> = TableDefinition::new("biokey_index");
 
 /// Version of the file layout; bumped with each migration.
-const SCHEMA_VERSION: u32 = 8;
+const SCHEMA_VERSION: u32 = 9;
 /// Separates key parts; ids never contain control characters (validated at decode).
 const SEP: char = '\u{1f}';
 
@@ -123,6 +129,45 @@ fn parse_diagnostic_row(request_id: &str, row: &[u8]) -> Result<DiagnosticRecord
         wav: wav.to_vec(),
         decision: decision.to_vec(),
     })
+}
+
+/// Replaces a user's identifier set (empty: removes it) and its lookup
+/// entries; entries another user took meanwhile stay theirs.
+fn replace_biokeys(
+    tx: &redb::WriteTransaction,
+    tenant: &str,
+    user_id: &str,
+    biokeys: &[Biokey],
+) -> Result<(), StoreError> {
+    let user_key = key(&[tenant, user_id]);
+    let mut sets = tx.open_table(BIOKEYS).map_err(unavailable)?;
+    let old: Vec<Biokey> = match sets.get(user_key.as_str()).map_err(unavailable)? {
+        Some(row) => decode(row.value())?,
+        None => Vec::new(),
+    };
+    let mut index = tx.open_table(BIOKEY_INDEX).map_err(unavailable)?;
+    for k in &old {
+        let entry = key(&[tenant, &k.key, &k.digest]);
+        let owned = index
+            .get(entry.as_str())
+            .map_err(unavailable)?
+            .is_some_and(|owner| owner.value() == user_id);
+        if owned {
+            index.remove(entry.as_str()).map_err(unavailable)?;
+        }
+    }
+    for k in biokeys {
+        index
+            .insert(key(&[tenant, &k.key, &k.digest]).as_str(), user_id)
+            .map_err(unavailable)?;
+    }
+    if biokeys.is_empty() {
+        sets.remove(user_key.as_str()).map_err(unavailable)?;
+    } else {
+        sets.insert(user_key.as_str(), encode(&biokeys).as_slice())
+            .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 /// Drops every expired diagnostic record. The embedded store has no TTL,
@@ -316,6 +361,7 @@ impl Store for FileStore {
                 RESCORE_RUNS,
                 RESCORE_RESULTS,
                 RATE_COUNTS,
+                BIOKEYS,
             ] {
                 tx.open_table(table).map_err(unavailable)?;
             }
@@ -324,6 +370,7 @@ impl Store for FileStore {
             }
             tx.open_table(REQUEST_CLAIMS).map_err(unavailable)?;
             tx.open_table(AUDIO_TIMES).map_err(unavailable)?;
+            tx.open_table(BIOKEY_INDEX).map_err(unavailable)?;
             tx.open_table(META)
                 .map_err(unavailable)?
                 .insert("schema_version", SCHEMA_VERSION)
@@ -408,6 +455,33 @@ impl Store for FileStore {
             .take(limit as usize)
             .map(|(_, fp)| fp)
             .collect())
+    }
+
+    async fn biokeys(&self, tenant: &str, user_id: &str) -> Result<Vec<Biokey>, StoreError> {
+        self.get(BIOKEYS, key(&[tenant, user_id]))
+            .await?
+            .map_or(Ok(Vec::new()), |b| decode(&b))
+    }
+
+    async fn biokey_owner(
+        &self,
+        tenant: &str,
+        name: &str,
+        digest: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let entry = key(&[tenant, name, digest]);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = match tx.open_table(BIOKEY_INDEX) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(unavailable(e)),
+            };
+            Ok(t.get(entry.as_str())
+                .map_err(unavailable)?
+                .map(|owner| owner.value().to_string()))
+        })
+        .await
     }
 
     async fn diagnostics(
@@ -524,6 +598,7 @@ impl Store for FileStore {
                                 .map_err(unavailable)?
                                 .remove(key(&[&c.tenant, user_id]).as_str())
                                 .map_err(unavailable)?;
+                            replace_biokeys(&tx, &c.tenant, user_id, &[])?;
                         }
                         Mutation::Unwatchlist { user_id } => clear(&[WATCHLIST], user_id)?,
                         Mutation::PutRescoreResult(r) => put(
@@ -538,6 +613,9 @@ impl Store for FileStore {
                         )?,
                         Mutation::PutProfile(p) => {
                             put(PROFILES, key(&[&p.tenant, &p.user_id]), &encode(p))?;
+                        }
+                        Mutation::PutBiokeys { user_id, biokeys } => {
+                            replace_biokeys(&tx, &c.tenant, user_id, biokeys)?;
                         }
                         Mutation::PutVoiceprint(v) => put(
                             VOICEPRINTS,

@@ -121,6 +121,7 @@ async fn start_auth(
         created_at: now,
         expires_at: now + state.inner.config.session_ttl_secs as i64 * 1000,
         dialogue: None,
+        call: None,
     };
     state.inner.access.put_session(&session).await?;
     Ok(Json(json!({
@@ -190,7 +191,7 @@ async fn verify_voice(
         .access
         .take_session(&caller.tenant, session_id, now_ms())
         .await?
-        .filter(|s| s.dialogue.is_none())
+        .filter(|s| s.dialogue.is_none() && s.call.is_none())
         .ok_or_else(|| {
             ApiError::bad_request(
                 "session_invalid",

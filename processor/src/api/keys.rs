@@ -41,6 +41,19 @@ impl KeyHasher {
         mac
     }
 
+    /// Hex HMAC-SHA256 of length-prefixed `parts` under the pepper, within
+    /// the domain `purpose`: stable for a deployment (lookups can match
+    /// it), and not checkable offline without the pepper (a phone number
+    /// cannot be guessed back from it).
+    pub fn keyed_digest(&self, purpose: &str, parts: &[&str]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.pepper).expect("hmac takes any key");
+        for part in std::iter::once(&purpose).chain(parts) {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part.as_bytes());
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     /// Mints a key for `tenant` with `scopes` (`None`: every scope).
     pub fn mint(
         &self,

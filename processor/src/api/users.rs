@@ -14,7 +14,7 @@ use timbre_schemas::{Contract, ProfileCommand, ProfileCommandKind, Request};
 use super::auth::Caller;
 use super::jobs::{Early, decide, request_id};
 use super::{ApiError, ApiState, views};
-use crate::domain::{BIOMETRIC_PURPOSE, Scope, now_ms, policy, utc_rfc3339};
+use crate::domain::{BIOMETRIC_PURPOSE, Consent, Profile, Scope, now_ms, policy, utc_rfc3339};
 
 /// The user routes.
 pub fn routes() -> Router<ApiState> {
@@ -37,6 +37,57 @@ pub fn routes() -> Router<ApiState> {
         )
 }
 
+/// What the API shows of a user: profile, biometric consent and whether
+/// the user's voice is on the watchlist (greylist).
+pub(super) struct UserState {
+    pub(super) profile: Option<Profile>,
+    pub(super) consent: Option<Consent>,
+    pub(super) listed: bool,
+}
+
+impl UserState {
+    /// The user's state; `404 profile_not_found` when the tenant knows
+    /// nothing of the user.
+    pub(super) async fn load(
+        state: &ApiState,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Self, ApiError> {
+        let store = &state.inner.store;
+        let profile = store.profile(tenant, user_id).await?;
+        let consent = store.consent(tenant, user_id, BIOMETRIC_PURPOSE).await?;
+        let listed = store
+            .watchlist(tenant)
+            .await?
+            .iter()
+            .any(|e| e.user_id == user_id);
+        if profile.is_none() && consent.is_none() && !listed {
+            return Err(ApiError::profile_not_found(user_id));
+        }
+        Ok(Self {
+            profile,
+            consent,
+            listed,
+        })
+    }
+
+    /// When consent was last granted, if it stands.
+    pub(super) fn opted_in_at(&self) -> Option<i64> {
+        self.consent
+            .as_ref()
+            .filter(|c| c.granted)
+            .map(|c| c.updated_at)
+    }
+
+    /// When consent was last withdrawn, if it stands withdrawn.
+    pub(super) fn opted_out_at(&self) -> Option<i64> {
+        self.consent
+            .as_ref()
+            .filter(|c| !c.granted)
+            .map(|c| c.updated_at)
+    }
+}
+
 /// Status, progress, consent times and watchlist membership of a user.
 async fn user(
     State(state): State<ApiState>,
@@ -44,18 +95,12 @@ async fn user(
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::ProfilesRead)?;
-    let store = &state.inner.store;
     let tenant = caller.tenant.as_str();
-    let profile = store.profile(tenant, &user_id).await?;
-    let consent = store.consent(tenant, &user_id, BIOMETRIC_PURPOSE).await?;
-    let listed = store
-        .watchlist(tenant)
-        .await?
-        .iter()
-        .any(|e| e.user_id == user_id);
-    if profile.is_none() && consent.is_none() && !listed {
-        return Err(ApiError::profile_not_found(&user_id));
-    }
+    let UserState {
+        profile,
+        consent,
+        listed,
+    } = UserState::load(&state, tenant, &user_id).await?;
     let policy = state.inner.policies.for_tenant(tenant);
     let granted = consent.as_ref().filter(|c| c.granted);
     let withdrawn = consent.as_ref().filter(|c| !c.granted);

@@ -137,6 +137,31 @@ pub struct ChallengeSession {
     /// Set when the challenge is a step of a prompted dialogue.
     #[serde(default)]
     pub dialogue: Option<DialogueState>,
+    /// Set when the session is a call session (no challenge, no user yet).
+    #[serde(default)]
+    pub call: Option<CallState>,
+}
+
+/// A contact-centre call that on-demand verifications belong to: who
+/// handles it, and what the call's last verification found (so a later
+/// one can tell that the speaker changed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallState {
+    /// Agent handling the call.
+    pub agent_id: String,
+    /// The agent's skill (queue).
+    pub agent_skill: String,
+    /// Contact-centre platform.
+    pub ccaas_provider: String,
+    /// The platform's call id.
+    pub master_id: String,
+    /// The platform's tenant id.
+    pub platform_tenant: String,
+    /// Free-form properties of the caller's integration.
+    pub custom_properties: Option<String>,
+    /// The last verification's speaker: its user and whether the voice
+    /// matched (`None` before the first scored verification).
+    pub last_speaker: Option<(String, bool)>,
 }
 
 /// What a prompted dialogue enrolls or verifies.

@@ -1,6 +1,8 @@
 //! What a job changes, as a list of mutations every store applies in one
 //! shared order, written atomically with the job's decision.
 
+use timbre_schemas::Biokey;
+
 use super::{Consent, Profile, RescoreResult, Voiceprint, WatchlistEntry};
 
 /// One state change of a job.
@@ -18,9 +20,9 @@ pub enum Mutation {
         /// User id.
         user_id: String,
     },
-    /// Delete everything about the user: profile, consent, biometrics,
-    /// diagnostic records, watchlist entries (the decision stays as the
-    /// audit record).
+    /// Delete everything about the user: profile, identifiers, consent,
+    /// biometrics, diagnostic records, watchlist entries (the decision
+    /// stays as the audit record).
     DeleteUser {
         /// User id.
         user_id: String,
@@ -36,6 +38,13 @@ pub enum Mutation {
     Watchlist(WatchlistEntry),
     /// Write the profile.
     PutProfile(Profile),
+    /// Replace the user's identifiers (and their lookup entries).
+    PutBiokeys {
+        /// User id.
+        user_id: String,
+        /// The whole new set.
+        biokeys: Vec<Biokey>,
+    },
     /// Write a voiceprint.
     PutVoiceprint(Voiceprint),
     /// Write a consent record.
@@ -94,7 +103,7 @@ impl Mutation {
             Mutation::Unwatchlist { .. } => 2,
             Mutation::PutRescoreResult(_) => 3,
             Mutation::Watchlist(_) => 4,
-            Mutation::PutProfile(_) => 5,
+            Mutation::PutProfile(_) | Mutation::PutBiokeys { .. } => 5,
             Mutation::PutVoiceprint(_) => 6,
             Mutation::PutConsent(_) => 7,
             Mutation::RetainAudio { .. }

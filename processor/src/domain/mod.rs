@@ -19,7 +19,8 @@ pub mod rules;
 pub mod signals;
 
 pub use access::{
-    ApiKey, ChallengeSession, DialogueKind, DialogueState, Scope, UsageCount, utc_day, utc_rfc3339,
+    ApiKey, CallState, ChallengeSession, DialogueKind, DialogueState, Scope, UsageCount, utc_day,
+    utc_rfc3339,
 };
 pub use commit::{JobCommit, Mutation};
 pub use models::{RescoreResult, RescoreRun, RunState, TenantModel};

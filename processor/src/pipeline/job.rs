@@ -300,9 +300,8 @@ impl Processor {
             Ok(s) => s,
             Err((code, detail)) => return Ok(diagnosed(Outcome::error(code, detail))),
         };
-        Ok(diagnosed(rules::enrollment::decide(
-            job, loaded, &sample, ctx,
-        )))
+        let decided = rules::enrollment::decide(job, loaded, &sample, ctx);
+        Ok(diagnosed(rules::enrollment::with_biokeys(decided, job)))
     }
 
     async fn verify(

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use thiserror::Error;
-use timbre_schemas::Code;
+use timbre_schemas::{Biokey, Code};
 
 use crate::domain::{
     Consent, DiagnosticRecord, JobCommit, Profile, ProfileStatus, RescoreResult, RescoreRun,
@@ -106,6 +106,35 @@ pub trait Store: Send + Sync {
         user_id: &str,
         limit: u32,
     ) -> Result<Vec<Fingerprint>, StoreError>;
+
+    /// A user's identifiers (empty when none were recorded).
+    async fn biokeys(&self, tenant: &str, user_id: &str) -> Result<Vec<Biokey>, StoreError>;
+
+    /// The user an identifier (name and digest) was last recorded for; the
+    /// entry may be stale (see [`Store::find_by_biokey`]).
+    async fn biokey_owner(
+        &self,
+        tenant: &str,
+        name: &str,
+        digest: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// The user whose current identifier set holds this identifier, with
+    /// that set: an index entry is confirmed against the owner's set, so a
+    /// replaced or erased identifier finds no one.
+    async fn find_by_biokey(
+        &self,
+        tenant: &str,
+        name: &str,
+        digest: &str,
+    ) -> Result<Option<(String, Vec<Biokey>)>, StoreError> {
+        let Some(user) = self.biokey_owner(tenant, name, digest).await? else {
+            return Ok(None);
+        };
+        let set = self.biokeys(tenant, &user).await?;
+        let holds = set.iter().any(|k| k.key == name && k.digest == digest);
+        Ok(holds.then_some((user, set)))
+    }
 
     /// A user's diagnostic records within their time to live, newest
     /// first (for the operator; the API shows none).

@@ -22,8 +22,8 @@ pub use decision::{
     BioResult, Decision, DecisionKind, JobKind, ProfileStatus, Signals, Thresholds,
 };
 pub use requests::{
-    ConsentChanged, EnrollmentRequested, ProfileCommand, ProfileCommandKind, RescoreRequested,
-    VerificationRequested,
+    Biokey, ConsentChanged, EnrollmentRequested, ProfileCommand, ProfileCommandKind,
+    RescoreRequested, VerificationRequested,
 };
 
 /// Avro namespace of every contract.
@@ -54,6 +54,9 @@ pub mod avsc {
         /// `EnrollmentRequested` v1: before `retain_diagnostics`.
         pub const ENROLLMENT_REQUESTED_V1: &str =
             include_str!("../../avro/history/EnrollmentRequested.v1.avsc");
+        /// `EnrollmentRequested` v2: before `biokeys`.
+        pub const ENROLLMENT_REQUESTED_V2: &str =
+            include_str!("../../avro/history/EnrollmentRequested.v2.avsc");
         /// `VerificationRequested` v2: before `retain_diagnostics`.
         pub const VERIFICATION_REQUESTED_V2: &str =
             include_str!("../../avro/history/VerificationRequested.v2.avsc");
@@ -87,8 +90,9 @@ pub mod avsc {
     ];
 
     /// Every older writer schema still registered.
-    pub const HISTORY: [&str; 10] = [
+    pub const HISTORY: [&str; 11] = [
         history::ENROLLMENT_REQUESTED_V1,
+        history::ENROLLMENT_REQUESTED_V2,
         history::VERIFICATION_REQUESTED_V1,
         history::VERIFICATION_REQUESTED_V2,
         history::DECISION_V1,

@@ -36,6 +36,45 @@ pub struct EnrollmentRequested {
     /// Keep the audio and decision as diagnostic data (at most 30 days). Since v2.
     #[serde(default)]
     pub retain_diagnostics: bool,
+    /// The user's identifiers; non-empty replaces the stored set when the
+    /// sample is admitted. Since v3.
+    #[serde(default)]
+    pub biokeys: Vec<Biokey>,
+}
+
+/// A supplementary identifier of a user (a phone number, an account id)
+/// that finds the user at verification time.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Biokey {
+    /// Name of the identifier; letters, digits, `_`, `+`, `-`.
+    pub key: String,
+    /// The value; `None` when sensitive (only the digest travels).
+    pub value: Option<String>,
+    /// Hex HMAC-SHA256 of tenant, key and value under the deployment's
+    /// identifier key: what lookups match.
+    pub digest: String,
+    /// Human-readable name of the identifier.
+    pub display_name: Option<String>,
+    /// Higher wins when several identifiers find users.
+    pub priority: i32,
+    /// The value is never stored, shown or logged.
+    pub sensitive: bool,
+    /// This identifier's value is the user id.
+    pub is_user_id: bool,
+}
+
+// A sensitive value never travels; a present value is still kept out of
+// logs, since a phone number is personal data either way.
+impl fmt::Debug for Biokey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Biokey")
+            .field("key", &self.key)
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("priority", &self.priority)
+            .field("sensitive", &self.sensitive)
+            .field("is_user_id", &self.is_user_id)
+            .finish()
+    }
 }
 
 /// Request to verify a caller's voice against the user's voiceprint.
@@ -201,6 +240,7 @@ impl EnrollmentRequested {
             channel: None,
             expected_phrase: None,
             retain_diagnostics: false,
+            biokeys: Vec::new(),
         }
     }
 }
@@ -258,7 +298,7 @@ impl ConsentChanged {
 
 impl Contract for EnrollmentRequested {
     const KIND: RecordKind = RecordKind::EnrollmentRequested;
-    const CURRENT_VERSION: SchemaVersion = 2;
+    const CURRENT_VERSION: SchemaVersion = 3;
 
     fn schema_version(&self) -> SchemaVersion {
         self.schema_version
@@ -268,7 +308,8 @@ impl Contract for EnrollmentRequested {
         self.shared().check(Self::CURRENT_VERSION, limits)?;
         validate::audio(&self.audio, self.audio_uri.as_deref(), limits)?;
         validate::opt_text("expected_phrase", self.expected_phrase.as_deref(), limits)?;
-        validate::opt_id("channel", self.channel.as_deref(), limits)
+        validate::opt_id("channel", self.channel.as_deref(), limits)?;
+        validate::biokeys(&self.biokeys, &self.user_id)
     }
 }
 
@@ -348,6 +389,7 @@ impl fmt::Debug for EnrollmentRequested {
             .field("channel", &self.channel)
             .field("expected_phrase", &self.expected_phrase)
             .field("retain_diagnostics", &self.retain_diagnostics)
+            .field("biokeys", &self.biokeys)
             .finish()
     }
 }

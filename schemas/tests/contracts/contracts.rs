@@ -195,7 +195,7 @@ fn trace_context_is_identical_everywhere() {
             forms.push(parsing_canonical_form(&f.schema));
         }
     }
-    assert_eq!(forms.len(), 15);
+    assert_eq!(forms.len(), 16);
     assert!(forms.iter().all(|f| *f == forms[0]), "{forms:#?}");
     assert_eq!(
         forms[0],
@@ -290,6 +290,27 @@ fn validation_rules() {
     d.reasons = vec!["r".into(); 65];
     assert_eq!(invalid_field(&d, &limits), "reasons");
 
+    // identifier sets: each broken rule is refused on `biokeys`
+    type Edit = dyn Fn(&mut Vec<timbre_schemas::Biokey>);
+    let broken: [&Edit; 8] = [
+        &|k| k[0].key = "User ID".into(),
+        &|k| k[0].value = Some("user 42".into()),
+        &|k| k[1].value = Some("+15550100".into()),
+        &|k| k[1].digest = "zz".repeat(32),
+        &|k| k[1].key = "UserID".into(),
+        &|k| k[1].is_user_id = true,
+        &|k| k[0].is_user_id = false,
+        &|k| k[0].value = Some("someone-else".into()),
+    ];
+    for (i, edit) in broken.iter().enumerate() {
+        let mut e = common::enrollment();
+        edit(&mut e.biokeys);
+        assert_eq!(invalid_field(&e, &limits), "biokeys", "rule {i}");
+    }
+    let mut none = common::enrollment();
+    none.biokeys.clear();
+    none.validate(&limits).unwrap();
+
     let mut consent = common::consent();
     consent.purpose.clear();
     assert_eq!(invalid_field(&consent, &limits), "purpose");
@@ -322,7 +343,7 @@ fn peek_envelope_reads_ids_of_broken_jobs() {
     );
     let envelope = registry.peek_envelope(&bytes).unwrap();
     assert_eq!(envelope.kind, RecordKind::EnrollmentRequested);
-    assert_eq!(envelope.version, 2);
+    assert_eq!(envelope.version, 3);
     assert_eq!(envelope.request_id.as_deref(), Some("enr-0001"));
     assert_eq!(envelope.tenant.as_deref(), Some("acme"));
     assert_eq!(envelope.user_id.as_deref(), Some("user-42"));
@@ -373,4 +394,18 @@ fn registry_is_a_plain_value() {
     assert_eq!(RecordKind::from_full_name("io.timbre.v2.Decision"), None);
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Registry>();
+}
+
+/// Identifier values stay out of debug output (and so out of logs), even
+/// those that are not marked sensitive.
+#[test]
+fn biokey_values_are_not_in_debug_output() {
+    let mut e = common::enrollment();
+    e.biokeys[1].sensitive = false;
+    e.biokeys[1].value = Some("+15550100".into());
+    let shown = format!("{e:?}");
+    assert!(
+        shown.contains("ANI") && !shown.contains("15550100"),
+        "{shown}"
+    );
 }

@@ -248,6 +248,21 @@ fn enrollment_requested_v1_still_decodes() {
         schema_version: 1,
         expected_phrase: None,
         retain_diagnostics: false,
+        biokeys: Vec::new(),
+        ..common::enrollment()
+    };
+    assert_eq!(decoded, expected);
+}
+
+/// Enrollments a v2 producer wrote (before `biokeys`) still decode, with
+/// no identifiers (the stored set is kept).
+#[test]
+fn enrollment_requested_v2_still_decodes() {
+    let decoded: timbre_schemas::EnrollmentRequested =
+        decode_old(avsc::history::ENROLLMENT_REQUESTED_V2, 2);
+    let expected = timbre_schemas::EnrollmentRequested {
+        schema_version: 2,
+        biokeys: Vec::new(),
         ..common::enrollment()
     };
     assert_eq!(decoded, expected);

@@ -9,7 +9,7 @@ use timbre_tests::api::{Api, Deployment, client_credentials, deploy, replica};
 use timbre_tests::pipeline::{replayed, wav};
 use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
 
-use crate::dialects;
+use crate::{dialect_standalone, dialects};
 
 const ALICE_ENROLL: &str = "librispeech-r/test-other/1688/1688-142285-0000.wav";
 const ALICE_VERIFY: &str = "librispeech-r/test-other/1688/1688-142285-0005.wav";
@@ -520,7 +520,7 @@ async fn operations(d: &Deployment) {
     let (_, doc) = api.get("", "/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 30, "every route is documented");
+    assert_eq!(paths.len(), 38, "every route is documented");
     for (path, ops) in paths {
         let concrete = path
             .replace("{user_id}", "u")
@@ -939,7 +939,8 @@ async fn api_end_to_end_on_the_embedded_backend() {
         key_lifecycle(&d, &[]),
         user_administration(&d),
         dialects::contact_consent(&d),
-        dialects::user_group_keys(&d)
+        dialects::user_group_keys(&d),
+        dialect_standalone::standalone(&d)
     );
     d.stop().await;
 }
@@ -966,7 +967,8 @@ async fn api_end_to_end_on_kafka_and_cassandra() {
         key_lifecycle(&d, &other_replicas),
         user_administration(&d),
         dialects::contact_consent(&d),
-        dialects::user_group_keys(&d)
+        dialects::user_group_keys(&d),
+        dialect_standalone::standalone(&d)
     );
     d.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), d.task)

@@ -6,7 +6,7 @@
 //! - pipeline: `pipeline_e2e`, `malformed_jobs`, `crash_resume`,
 //!   `reader_backpressure`, `retry_budget`, `rescore`, `erasure_race`,
 //!   `service_faults` (kill -9 of Kafka and Cassandra, on private instances);
-//! - HTTP: `api_e2e`, `api_openapi`, `dialects` (vendor dialects, run by
+//! - HTTP: `api_e2e`, `api_openapi`, `dialects` and `dialect_standalone` (vendor dialects, run by
 //!   `api_e2e` and `phrase_check`), `diagnostics_cli` (records of keys that
 //!   retain data);
 //! - model and audio: `model_parity`, `model_errors`, `audio_inputs`,
@@ -23,6 +23,7 @@ mod bus_port;
 mod calibration;
 mod crash_resume;
 mod diagnostics_cli;
+mod dialect_standalone;
 mod dialects;
 mod erasure_race;
 mod helm_chart;

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use timbre::adapters::file_store::FileStore;
 use timbre::backends::connect_store;
 use timbre::domain::{
-    ApiKey, ChallengeSession, Consent, DialogueKind, DialogueState, JobCommit, Mutation, Profile,
-    ProfileStatus, Scope, Voiceprint, WatchlistEntry, now_ms,
+    ApiKey, CallState, ChallengeSession, Consent, DialogueKind, DialogueState, JobCommit, Mutation,
+    Profile, ProfileStatus, Scope, Voiceprint, WatchlistEntry, now_ms,
 };
 use timbre::liveness::Fingerprint;
 use timbre::ports::{AccessStore, Store};
-use timbre_schemas::Code;
+use timbre_schemas::{Biokey, Code};
 use timbre_tests::{cql_nodes, cql_tls_dir, scratch_dir, unique};
 
 fn profile(tenant: &str, user: &str, status: ProfileStatus) -> Profile {
@@ -244,6 +244,7 @@ async fn store_contract(store: Arc<dyn Store>) {
     watchlist_and_delete(store.as_ref(), tenant).await;
     fingerprints(store.as_ref(), tenant, other).await;
     diagnostics(store.as_ref(), tenant, other).await;
+    biokeys(store.as_ref(), tenant, other).await;
     retained_audio_is_capped(store.as_ref(), tenant).await;
 }
 
@@ -440,6 +441,90 @@ async fn diagnostics(store: &dyn Store, tenant: &str, other: &str) {
         let left = store.diagnostics(tenant, user).await.unwrap();
         assert!(left.is_empty(), "{left:?}");
     }
+}
+
+/// Identifier sets: replaced whole, found by name and digest within their
+/// tenant only, an identifier given up finds no one (even before another
+/// user takes it), and a deletion erases the set and its lookups.
+async fn biokeys(store: &dyn Store, tenant: &str, other: &str) {
+    let (a, b) = (unique("bk-a"), unique("bk-b"));
+    let (dx, dy) = (unique("digest-x"), unique("digest-y"));
+    let set = |user: &str, ani: &str| {
+        vec![
+            Biokey {
+                key: "UserID".into(),
+                value: Some(user.into()),
+                digest: format!("uid-{user}"),
+                display_name: Some("User".into()),
+                priority: 1,
+                sensitive: false,
+                is_user_id: true,
+            },
+            Biokey {
+                key: "ANI".into(),
+                value: None,
+                digest: ani.into(),
+                display_name: None,
+                priority: 5,
+                sensitive: true,
+                is_user_id: false,
+            },
+        ]
+    };
+    let put = |user: &str, biokeys: Vec<Biokey>| JobCommit {
+        tenant: tenant.into(),
+        request_id: unique("bk"),
+        decision: b"d".to_vec(),
+        mutations: vec![Mutation::PutBiokeys {
+            user_id: user.into(),
+            biokeys,
+        }],
+    };
+    store.commit(&put(&a, set(&a, &dx))).await.unwrap();
+    assert_eq!(store.biokeys(tenant, &a).await.unwrap(), set(&a, &dx));
+    assert_eq!(
+        store.find_by_biokey(tenant, "ANI", &dx).await.unwrap(),
+        Some((a.clone(), set(&a, &dx)))
+    );
+    assert_eq!(store.find_by_biokey(other, "ANI", &dx).await.unwrap(), None);
+    assert_eq!(
+        store.find_by_biokey(tenant, "UserID", &dx).await.unwrap(),
+        None
+    );
+
+    store.commit(&put(&a, set(&a, &dy))).await.unwrap();
+    assert_eq!(
+        store.find_by_biokey(tenant, "ANI", &dx).await.unwrap(),
+        None,
+        "a replaced identifier finds no one"
+    );
+    assert_eq!(
+        store
+            .find_by_biokey(tenant, "ANI", &dy)
+            .await
+            .unwrap()
+            .map(|(user, _)| user),
+        Some(a.clone())
+    );
+    store.commit(&put(&b, set(&b, &dx))).await.unwrap();
+    let delete = JobCommit {
+        tenant: tenant.into(),
+        request_id: unique("bk-del"),
+        decision: b"d".to_vec(),
+        mutations: vec![Mutation::DeleteUser { user_id: a.clone() }],
+    };
+    store.commit(&delete).await.unwrap();
+    assert!(store.biokeys(tenant, &a).await.unwrap().is_empty());
+    assert_eq!(store.biokey_owner(tenant, "ANI", &dy).await.unwrap(), None);
+    assert_eq!(
+        store
+            .find_by_biokey(tenant, "ANI", &dx)
+            .await
+            .unwrap()
+            .map(|(user, _)| user),
+        Some(b),
+        "another user's identifiers survive the deletion"
+    );
 }
 
 /// Watchlist entries by model, and a profile deletion that takes every row
@@ -788,6 +873,7 @@ async fn access_contract(store: Arc<dyn AccessStore>) {
         created_at: now,
         expires_at: now + 60_000,
         dialogue: None,
+        call: None,
     };
     store.put_session(&session).await.unwrap();
     assert_eq!(
@@ -856,6 +942,37 @@ async fn access_contract(store: Arc<dyn AccessStore>) {
             .await
             .unwrap(),
         Some(next)
+    );
+
+    // A call session keeps its state through a take and a put back.
+    let call = ChallengeSession {
+        session_id: unique("call"),
+        user_id: String::new(),
+        challenge: String::new(),
+        call: Some(CallState {
+            agent_id: "agent-7".into(),
+            agent_skill: "billing".into(),
+            ccaas_provider: "acme-cc".into(),
+            master_id: "call-1".into(),
+            platform_tenant: "t-1".into(),
+            custom_properties: None,
+            last_speaker: Some(("u1".into(), true)),
+        }),
+        ..session.clone()
+    };
+    store.put_session(&call).await.unwrap();
+    let taken = store
+        .take_session("acme", &call.session_id, now)
+        .await
+        .unwrap();
+    assert_eq!(taken.as_ref(), Some(&call));
+    store.put_session(&call).await.unwrap();
+    assert_eq!(
+        store
+            .take_session("acme", &call.session_id, now)
+            .await
+            .unwrap(),
+        Some(call)
     );
 
     let jti = unique("jti");

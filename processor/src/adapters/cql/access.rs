@@ -53,9 +53,9 @@ fn key_from_row(row: KeyRow) -> ApiKey {
     }
 }
 
-/// A `challenge_sessions` row: user, challenge, created, expires, and the
+/// A `challenge_sessions` row: user, challenge, created, expires, the
 /// dialogue's kind, language, answers and misspeaks (null for a plain
-/// challenge).
+/// challenge), and a call session's state as JSON (null otherwise).
 type SessionRow = (
     String,
     String,
@@ -65,6 +65,7 @@ type SessionRow = (
     Option<String>,
     Option<i32>,
     Option<i32>,
+    Option<String>,
 );
 
 /// A count as an `int` column.
@@ -186,6 +187,9 @@ impl AccessStore for CqlStore {
                 c.dialogue.as_ref().map(|d| d.language.as_str()),
                 c.dialogue.as_ref().map(|d| count_column(d.answers)),
                 c.dialogue.as_ref().map(|d| count_column(d.misspeaks)),
+                c.call
+                    .as_ref()
+                    .map(|call| serde_json::to_string(call).expect("call state serialises")),
                 ttl_seconds(c.expires_at, c.created_at),
             ),
         )
@@ -202,7 +206,8 @@ impl AccessStore for CqlStore {
         let row = self
             .one::<SessionRow>(&s.session, (tenant, session_id))
             .await?;
-        let Some((user_id, challenge, created, expires, kind, language, answers, misspeaks)) = row
+        let Some((user_id, challenge, created, expires, kind, language, answers, misspeaks, call)) =
+            row
         else {
             return Ok(None);
         };
@@ -216,6 +221,9 @@ impl AccessStore for CqlStore {
             }),
             Some(None) => return Err(corrupt(format!("dialogue kind {kind:?}"))),
         };
+        let call = call
+            .map(|json| serde_json::from_str(&json).map_err(corrupt))
+            .transpose()?;
         // Of concurrent takers, only the one whose conditional delete
         // applies gets the session.
         let result = self
@@ -234,6 +242,7 @@ impl AccessStore for CqlStore {
             created_at: created.0,
             expires_at: expires.0,
             dialogue,
+            call,
         }))
     }
 

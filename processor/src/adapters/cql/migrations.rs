@@ -118,4 +118,17 @@ pub(super) const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             "ALTER TABLE {ks}.challenge_sessions ADD dialogue_misspeaks int",
         ],
     ),
+    (
+        11,
+        "users' identifiers (biokeys) and their lookup index; call sessions",
+        &[
+            // The whole set as one JSON row: a replacement is one overwrite.
+            "CREATE TABLE IF NOT EXISTS {ks}.biokeys (tenant text, user_id text, biokeys text, \
+             PRIMARY KEY ((tenant, user_id)))",
+            "CREATE TABLE IF NOT EXISTS {ks}.biokey_index (tenant text, name text, digest text, \
+             user_id text, PRIMARY KEY ((tenant, name, digest)))",
+            // Null unless the session is a call session (JSON state).
+            "ALTER TABLE {ks}.challenge_sessions ADD call text",
+        ],
+    ),
 ];

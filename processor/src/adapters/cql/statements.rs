@@ -39,6 +39,12 @@ pub(super) struct Statements {
     pub(super) remove_watchlist: PreparedStatement,
     pub(super) delete_profile: PreparedStatement,
     pub(super) delete_consent: PreparedStatement,
+    pub(super) biokeys: PreparedStatement,
+    pub(super) put_biokeys: PreparedStatement,
+    pub(super) delete_biokeys: PreparedStatement,
+    pub(super) biokey_owner: PreparedStatement,
+    pub(super) put_biokey_owner: PreparedStatement,
+    pub(super) delete_biokey_owner: PreparedStatement,
     pub(super) models: ModelStatements,
 }
 
@@ -200,6 +206,26 @@ impl CqlStore {
                         .await?,
                     delete_consent: p(format!("DELETE FROM {ks}.consent WHERE tenant = ? AND user_id = ?"))
                         .await?,
+                    biokeys: p(format!("SELECT biokeys FROM {ks}.biokeys WHERE tenant = ? AND user_id = ?"))
+                        .await?,
+                    put_biokeys: p(format!(
+                        "INSERT INTO {ks}.biokeys (tenant, user_id, biokeys) VALUES (?, ?, ?)"
+                    ))
+                    .await?,
+                    delete_biokeys: p(format!("DELETE FROM {ks}.biokeys WHERE tenant = ? AND user_id = ?"))
+                        .await?,
+                    biokey_owner: p(format!(
+                        "SELECT user_id FROM {ks}.biokey_index WHERE tenant = ? AND name = ? AND digest = ?"
+                    ))
+                    .await?,
+                    put_biokey_owner: p(format!(
+                        "INSERT INTO {ks}.biokey_index (tenant, name, digest, user_id) VALUES (?, ?, ?, ?)"
+                    ))
+                    .await?,
+                    delete_biokey_owner: p(format!(
+                        "DELETE FROM {ks}.biokey_index WHERE tenant = ? AND name = ? AND digest = ?"
+                    ))
+                    .await?,
                     models: ModelStatements {
                         tenant_model: p(format!(
                             "SELECT active_model, previous_model, updated_at FROM {ks}.tenant_models WHERE tenant = ?"
@@ -290,13 +316,13 @@ impl CqlStore {
                         // cluster cannot make the insert outlive the delete.
                         put_session: p(format!(
                             "INSERT INTO {ks}.challenge_sessions (tenant, session_id, user_id, challenge, created_at, \
-                             expires_at, dialogue_kind, dialogue_language, dialogue_answers, dialogue_misspeaks) \
-                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+                             expires_at, dialogue_kind, dialogue_language, dialogue_answers, dialogue_misspeaks, \
+                             call) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
                         ))
                         .await?,
                         session: p(format!(
                             "SELECT user_id, challenge, created_at, expires_at, dialogue_kind, dialogue_language, \
-                             dialogue_answers, dialogue_misspeaks FROM {ks}.challenge_sessions \
+                             dialogue_answers, dialogue_misspeaks, call FROM {ks}.challenge_sessions \
                              WHERE tenant = ? AND session_id = ?"
                         ))
                         .await?,

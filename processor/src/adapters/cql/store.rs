@@ -15,6 +15,7 @@ use crate::domain::{
 };
 use crate::liveness::Fingerprint;
 use crate::ports::{Store, StoreError};
+use timbre_schemas::Biokey;
 
 type ProfileRow = (
     String,
@@ -215,6 +216,26 @@ impl Store for CqlStore {
             .collect()
     }
 
+    async fn biokeys(&self, tenant: &str, user_id: &str) -> Result<Vec<Biokey>, StoreError> {
+        let s = self.statements().await?;
+        let rows: Vec<(Option<String>,)> = self.all(&s.biokeys, (tenant, user_id)).await?;
+        match rows.into_iter().next() {
+            Some((Some(json),)) => serde_json::from_str(&json).map_err(corrupt),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    async fn biokey_owner(
+        &self,
+        tenant: &str,
+        name: &str,
+        digest: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let s = self.statements().await?;
+        let rows: Vec<(String,)> = self.all(&s.biokey_owner, (tenant, name, digest)).await?;
+        Ok(rows.into_iter().next().map(|(user,)| user))
+    }
+
     async fn diagnostics(
         &self,
         tenant: &str,
@@ -302,6 +323,14 @@ impl Store for CqlStore {
 
     async fn commit(&self, c: &JobCommit) -> Result<(), StoreError> {
         let s = self.statements().await?;
+        // Lookup entries are keyed by identifier, so replacing or erasing a
+        // set deletes the entries of the set it replaces: read it first.
+        let mut previous_biokeys = std::collections::HashMap::new();
+        for m in &c.mutations {
+            if let Mutation::PutBiokeys { user_id, .. } | Mutation::DeleteUser { user_id } = m {
+                previous_biokeys.insert(user_id.clone(), self.biokeys(&c.tenant, user_id).await?);
+            }
+        }
         let mut batch = Batch::new(BatchType::Logged);
         let mut values: Vec<Vec<CqlValue>> = Vec::new();
         let mut add = |statement: &scylla::statement::prepared::PreparedStatement,
@@ -336,9 +365,35 @@ impl Store for CqlStore {
                         &s.remove_watchlist,
                         &s.delete_profile,
                         &s.models.delete_user,
+                        &s.delete_biokeys,
                     ] {
                         add(stmt, user_row(user_id));
                     }
+                    for k in previous_biokeys.get(user_id).into_iter().flatten() {
+                        add(&s.delete_biokey_owner, biokey_row(&c.tenant, k));
+                    }
+                }
+                Mutation::PutBiokeys { user_id, biokeys } => {
+                    let kept = |k: &Biokey| {
+                        biokeys
+                            .iter()
+                            .any(|n| n.key == k.key && n.digest == k.digest)
+                    };
+                    for k in previous_biokeys.get(user_id).into_iter().flatten() {
+                        if !kept(k) {
+                            add(&s.delete_biokey_owner, biokey_row(&c.tenant, k));
+                        }
+                    }
+                    for k in biokeys {
+                        let mut row = biokey_row(&c.tenant, k);
+                        row.push(text(user_id));
+                        add(&s.put_biokey_owner, row);
+                    }
+                    let set = serde_json::to_string(biokeys).map_err(corrupt)?;
+                    add(
+                        &s.put_biokeys,
+                        vec![text(&c.tenant), text(user_id), text(&set)],
+                    );
                 }
                 Mutation::Unwatchlist { user_id } => add(&s.remove_watchlist, user_row(user_id)),
                 Mutation::PutRescoreResult(r) => add(
@@ -637,4 +692,9 @@ impl Store for CqlStore {
             .map(drop)
             .map_err(unavailable)
     }
+}
+
+/// The key columns of an identifier's lookup entry.
+fn biokey_row(tenant: &str, k: &Biokey) -> Vec<CqlValue> {
+    vec![text(tenant), text(&k.key), text(&k.digest)]
 }

@@ -334,6 +334,7 @@ fn step(
         created_at: now,
         expires_at: now + state.inner.config.session_ttl_secs as i64 * 1000,
         dialogue: Some(dialogue),
+        call: None,
     }
 }
 

@@ -11,6 +11,7 @@ use crate::domain::Scope;
 
 pub mod contact_consent;
 pub mod dialogue;
+pub mod standalone;
 pub mod user_group_keys;
 
 /// Every dialect's routes.
@@ -18,6 +19,7 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .merge(contact_consent::routes())
         .merge(dialogue::routes())
+        .merge(standalone::routes())
         .merge(user_group_keys::routes())
 }
 

@@ -167,3 +167,21 @@ pub fn decide(
     }
     outcome.with(Mutation::PutProfile(profile))
 }
+
+/// The outcome plus the job's identifiers, written with the profile: an
+/// enrollment that allocated or updated a profile records them, so they
+/// go wherever the profile goes (a deletion erases both). A job without
+/// identifiers keeps the stored set.
+pub fn with_biokeys(outcome: Outcome, job: &EnrollmentRequested) -> Outcome {
+    let writes_profile = outcome
+        .mutations
+        .iter()
+        .any(|m| matches!(m, Mutation::PutProfile(_)));
+    if job.biokeys.is_empty() || !writes_profile {
+        return outcome;
+    }
+    outcome.with(Mutation::PutBiokeys {
+        user_id: job.user_id.clone(),
+        biokeys: job.biokeys.clone(),
+    })
+}

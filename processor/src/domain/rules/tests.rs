@@ -552,6 +552,62 @@ fn enrollment_rules() {
     }
 }
 
+/// Identifiers go with the profile: written by a sample that writes the
+/// profile (even one with too little speech), never by a refusal, and a job
+/// without identifiers keeps the stored set.
+#[test]
+fn biokeys_are_written_with_the_profile_only() {
+    let policy = Policy::default();
+    let mut job = EnrollmentRequested::new("r", "t", "u", 1, vec![7]);
+    job.biokeys = vec![timbre_schemas::Biokey {
+        key: "UserID".into(),
+        value: Some("u".into()),
+        digest: "ab".repeat(32),
+        display_name: None,
+        priority: 0,
+        sensitive: false,
+        is_user_id: true,
+    }];
+    let loaded = |c: Option<Consent>| enrollment::Loaded {
+        consent: c,
+        model_id: "m1".into(),
+        ..enrollment::Loaded::default()
+    };
+    let writes_biokeys = |o: &Outcome| {
+        o.mutations
+            .iter()
+            .any(|m| matches!(m, Mutation::PutBiokeys { biokeys, .. } if *biokeys == job.biokeys))
+    };
+    let decided = |c: Option<Consent>, speech: u64| {
+        let outcome = match enrollment::admit(&loaded(c.clone()), ctx(&policy)) {
+            Ok(()) => enrollment::decide(&job, loaded(c), &sample(0.9, speech), ctx(&policy)),
+            Err(refused) => *refused,
+        };
+        enrollment::with_biokeys(outcome, &job)
+    };
+    assert!(writes_biokeys(&decided(Some(consent(true, false)), 8_000)));
+    assert!(writes_biokeys(&decided(Some(consent(true, false)), 500)));
+    assert!(!writes_biokeys(&decided(
+        Some(consent(false, false)),
+        8_000
+    )));
+    assert!(!writes_biokeys(&decided(None, 8_000)), "consent required");
+    let without = EnrollmentRequested::new("r", "t", "u", 1, vec![7]);
+    let accepted = enrollment::decide(
+        &without,
+        loaded(Some(consent(true, false))),
+        &sample(0.9, 8_000),
+        ctx(&policy),
+    );
+    let kept = enrollment::with_biokeys(accepted, &without);
+    assert!(
+        !kept
+            .mutations
+            .iter()
+            .any(|m| matches!(m, Mutation::PutBiokeys { .. }))
+    );
+}
+
 #[test]
 fn enrollment_state_changes() {
     let policy = Policy::default();

@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 use timbre_schemas::{
-    BioResult, ConsentChanged, DeadLetter, Decision, DecisionKind, EnrollmentRequested, JobKind,
-    ProfileCommand, ProfileCommandKind, ProfileStatus, RescoreRequested, Signals, Thresholds,
-    TraceContext, VerificationRequested,
+    BioResult, Biokey, ConsentChanged, DeadLetter, Decision, DecisionKind, EnrollmentRequested,
+    JobKind, ProfileCommand, ProfileCommandKind, ProfileStatus, RescoreRequested, Signals,
+    Thresholds, TraceContext, VerificationRequested,
 };
 
 pub const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -48,13 +48,33 @@ pub fn enrollment() -> EnrollmentRequested {
         tenant: "acme".into(),
         user_id: "user-42".into(),
         occurred_at: T0,
-        schema_version: 2,
+        schema_version: 3,
         trace: Some(trace()),
         audio: wav(),
         audio_uri: None,
         channel: Some("phone".into()),
         expected_phrase: Some("3 8 1 5 0 6".into()),
         retain_diagnostics: true,
+        biokeys: vec![
+            Biokey {
+                key: "UserID".into(),
+                value: Some("user-42".into()),
+                digest: "ab".repeat(32),
+                display_name: Some("User".into()),
+                priority: 1,
+                sensitive: false,
+                is_user_id: true,
+            },
+            Biokey {
+                key: "ANI".into(),
+                value: None,
+                digest: "cd".repeat(32),
+                display_name: None,
+                priority: 5,
+                sensitive: true,
+                is_user_id: false,
+            },
+        ],
     }
 }
 
