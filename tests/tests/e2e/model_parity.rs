@@ -8,6 +8,7 @@ use candle_core::Tensor;
 use timbre::audio::{AudioLimits, decode_wav};
 use timbre::domain::policy::cosine;
 use timbre::model::aasist::{Aasist, prepare_input};
+use timbre::model::silero::SileroVad;
 use timbre::model::{SpeakerModel, default_model_dir};
 
 fn fixtures() -> PathBuf {
@@ -125,6 +126,47 @@ fn aasist_matches_pytorch_reference() {
     }
     eprintln!(
         "aasist over {} files: worst logit error {worst_logit:.2e}, worst hidden cosine {worst_cosine:.7}",
+        files.len()
+    );
+}
+
+/// Silero VAD on candle against onnxruntime running the published ONNX
+/// file (tests/fixtures/reference/silero, `processor/scripts/silero-reference.sh`):
+/// the same speech probability for every 32 ms chunk, at 16 kHz
+/// (LibriSpeech) and at 8 kHz (FSDD), each at its own rate.
+#[test]
+fn silero_vad_matches_onnxruntime() {
+    let vad = SileroVad::load_from_dir(&default_model_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let dir = fixtures().join("reference/silero");
+    let files: Vec<String> = std::fs::read_to_string(dir.join("files.txt"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut worst = 0f32;
+    let mut rates = std::collections::BTreeSet::new();
+    for (i, file) in files.iter().enumerate() {
+        let mut reader = hound::WavReader::open(fixtures().join(file)).unwrap();
+        let rate = reader.spec().sample_rate;
+        rates.insert(rate);
+        let samples: Vec<f32> = reader
+            .samples::<i16>()
+            .map(|s| f32::from(s.unwrap()) / 32768.0)
+            .collect();
+        let want = Tensor::read_npy(dir.join(format!("probs_{i}.npy")))
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let got = vad.probabilities(&samples, rate).unwrap();
+        assert_eq!(got.len(), want.len(), "{file}: chunks");
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            worst = worst.max((g - w).abs());
+            assert!((g - w).abs() < 1e-3, "{file} chunk {k}: {g} vs {w}");
+        }
+    }
+    assert_eq!(rates.into_iter().collect::<Vec<_>>(), vec![8_000, 16_000]);
+    eprintln!(
+        "silero over {} files: worst probability error {worst:.2e}",
         files.len()
     );
 }
