@@ -228,8 +228,13 @@ pub(crate) fn biokeys(keys: &[crate::Biokey], user_id: &str) -> Result<(), Schem
         if k.value.is_some() == k.sensitive {
             return bad("a value is present exactly when the identifier is not sensitive");
         }
-        if k.digest.len() != 64 || !k.digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return bad("digest must be 64 hex digits");
+        if k.digest.len() != 64
+            || !k
+                .digest
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return bad("digest must be 64 lowercase hex digits");
         }
         if k.display_name
             .as_deref()

@@ -51,7 +51,7 @@ const RESCORE_RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("resc
 const RATE_COUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rate_counts");
 /// tenant · user → the user's identifier set (JSON).
 const BIOKEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("biokeys");
-/// tenant · identifier name · digest → user id.
+/// tenant · identifier name · digest · user id → user id.
 const BIOKEY_INDEX: TableDefinition<&str, &str> = TableDefinition::new("biokey_index");
 
 /// Version of the file layout; bumped with each migration.
@@ -131,8 +131,8 @@ fn parse_diagnostic_row(request_id: &str, row: &[u8]) -> Result<DiagnosticRecord
     })
 }
 
-/// Replaces a user's identifier set (empty: removes it) and its lookup
-/// entries; entries another user took meanwhile stay theirs.
+/// Replaces a user's identifier set (empty: removes it) and the user's
+/// lookup entries.
 fn replace_biokeys(
     tx: &redb::WriteTransaction,
     tenant: &str,
@@ -147,18 +147,13 @@ fn replace_biokeys(
     };
     let mut index = tx.open_table(BIOKEY_INDEX).map_err(unavailable)?;
     for k in &old {
-        let entry = key(&[tenant, &k.key, &k.digest]);
-        let owned = index
-            .get(entry.as_str())
-            .map_err(unavailable)?
-            .is_some_and(|owner| owner.value() == user_id);
-        if owned {
-            index.remove(entry.as_str()).map_err(unavailable)?;
-        }
+        index
+            .remove(key(&[tenant, &k.key, &k.digest, user_id]).as_str())
+            .map_err(unavailable)?;
     }
     for k in biokeys {
         index
-            .insert(key(&[tenant, &k.key, &k.digest]).as_str(), user_id)
+            .insert(key(&[tenant, &k.key, &k.digest, user_id]).as_str(), user_id)
             .map_err(unavailable)?;
     }
     if biokeys.is_empty() {
@@ -463,23 +458,28 @@ impl Store for FileStore {
             .map_or(Ok(Vec::new()), |b| decode(&b))
     }
 
-    async fn biokey_owner(
+    async fn biokey_owners(
         &self,
         tenant: &str,
         name: &str,
         digest: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let entry = key(&[tenant, name, digest]);
+    ) -> Result<Vec<String>, StoreError> {
+        let (prefix, end) = key_range(&[tenant, name, digest]);
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(unavailable)?;
             let t = match tx.open_table(BIOKEY_INDEX) {
                 Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
                 Err(e) => return Err(unavailable(e)),
             };
-            Ok(t.get(entry.as_str())
+            t.range(prefix.as_str()..end.as_str())
                 .map_err(unavailable)?
-                .map(|owner| owner.value().to_string()))
+                .map(|entry| {
+                    entry
+                        .map(|(_, owner)| owner.value().to_string())
+                        .map_err(unavailable)
+                })
+                .collect()
         })
         .await
     }
@@ -932,13 +932,13 @@ impl AccessStore for FileStore {
     async fn put_session(&self, session: &ChallengeSession) -> Result<(), StoreError> {
         let k = key(&[&session.tenant, &session.session_id]);
         let v = encode(session);
-        let now = session.created_at;
+        let now = now_ms();
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(unavailable)?;
             {
                 let mut t = tx.open_table(SESSIONS).map_err(unavailable)?;
-                // Expired sessions are pruned here; sessions live minutes, so
-                // the table stays small.
+                // Expired sessions are pruned here; challenges live minutes
+                // and call sessions an hour, so the table stays small.
                 t.retain(|_, v| {
                     serde_json::from_slice::<ChallengeSession>(v).is_ok_and(|s| s.expires_at > now)
                 })

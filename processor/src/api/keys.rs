@@ -41,6 +41,11 @@ impl KeyHasher {
         mac
     }
 
+    /// Whether a pepper is configured.
+    pub fn is_peppered(&self) -> bool {
+        !self.pepper.is_empty()
+    }
+
     /// Hex HMAC-SHA256 of length-prefixed `parts` under the pepper, within
     /// the domain `purpose`: stable for a deployment (lookups can match
     /// it), and not checkable offline without the pepper (a phone number

@@ -110,30 +110,33 @@ pub trait Store: Send + Sync {
     /// A user's identifiers (empty when none were recorded).
     async fn biokeys(&self, tenant: &str, user_id: &str) -> Result<Vec<Biokey>, StoreError>;
 
-    /// The user an identifier (name and digest) was last recorded for; the
-    /// entry may be stale (see [`Store::find_by_biokey`]).
-    async fn biokey_owner(
+    /// The users an identifier (name and digest) was recorded for, in id
+    /// order. Each user writes and erases only its own entry, so two jobs
+    /// of different users never touch one row (see
+    /// [`Store::find_by_biokey`]).
+    async fn biokey_owners(
         &self,
         tenant: &str,
         name: &str,
         digest: &str,
-    ) -> Result<Option<String>, StoreError>;
+    ) -> Result<Vec<String>, StoreError>;
 
-    /// The user whose current identifier set holds this identifier, with
-    /// that set: an index entry is confirmed against the owner's set, so a
-    /// replaced or erased identifier finds no one.
+    /// The first user (in id order) whose current identifier set holds
+    /// this identifier, with that set: entries are confirmed against their
+    /// owner's set, so a replaced or erased identifier finds no one.
     async fn find_by_biokey(
         &self,
         tenant: &str,
         name: &str,
         digest: &str,
     ) -> Result<Option<(String, Vec<Biokey>)>, StoreError> {
-        let Some(user) = self.biokey_owner(tenant, name, digest).await? else {
-            return Ok(None);
-        };
-        let set = self.biokeys(tenant, &user).await?;
-        let holds = set.iter().any(|k| k.key == name && k.digest == digest);
-        Ok(holds.then_some((user, set)))
+        for user in self.biokey_owners(tenant, name, digest).await? {
+            let set = self.biokeys(tenant, &user).await?;
+            if set.iter().any(|k| k.key == name && k.digest == digest) {
+                return Ok(Some((user, set)));
+            }
+        }
+        Ok(None)
     }
 
     /// A user's diagnostic records within their time to live, newest

@@ -507,6 +507,14 @@ async fn biokeys(store: &dyn Store, tenant: &str, other: &str) {
         Some(a.clone())
     );
     store.commit(&put(&b, set(&b, &dx))).await.unwrap();
+    // Two users holding one identifier (two enrollments that raced): each
+    // has its own entry, and erasing one leaves the other's.
+    let c = unique("bk-c");
+    store.commit(&put(&c, set(&c, &dy))).await.unwrap();
+    assert_eq!(
+        store.biokey_owners(tenant, "ANI", &dy).await.unwrap(),
+        vec![a.clone(), c.clone()]
+    );
     let delete = JobCommit {
         tenant: tenant.into(),
         request_id: unique("bk-del"),
@@ -515,7 +523,20 @@ async fn biokeys(store: &dyn Store, tenant: &str, other: &str) {
     };
     store.commit(&delete).await.unwrap();
     assert!(store.biokeys(tenant, &a).await.unwrap().is_empty());
-    assert_eq!(store.biokey_owner(tenant, "ANI", &dy).await.unwrap(), None);
+    assert_eq!(
+        store
+            .find_by_biokey(tenant, "ANI", &dy)
+            .await
+            .unwrap()
+            .map(|(user, _)| user),
+        Some(c.clone()),
+        "the other holder's entry survives"
+    );
+    assert_eq!(
+        store.biokey_owners(tenant, "ANI", &dy).await.unwrap(),
+        vec![c.clone()],
+        "the erased user's entry is gone"
+    );
     assert_eq!(
         store
             .find_by_biokey(tenant, "ANI", &dx)

@@ -190,7 +190,8 @@ impl AccessStore for CqlStore {
                 c.call
                     .as_ref()
                     .map(|call| serde_json::to_string(call).expect("call state serialises")),
-                ttl_seconds(c.expires_at, c.created_at),
+                // From now: a call session is put back long after it began.
+                ttl_seconds(c.expires_at, now_ms()),
             ),
         )
         .await

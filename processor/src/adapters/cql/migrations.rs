@@ -125,8 +125,9 @@ pub(super) const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             // The whole set as one JSON row: a replacement is one overwrite.
             "CREATE TABLE IF NOT EXISTS {ks}.biokeys (tenant text, user_id text, biokeys text, \
              PRIMARY KEY ((tenant, user_id)))",
+            // One row per holder: each user writes and erases only its own.
             "CREATE TABLE IF NOT EXISTS {ks}.biokey_index (tenant text, name text, digest text, \
-             user_id text, PRIMARY KEY ((tenant, name, digest)))",
+             user_id text, PRIMARY KEY ((tenant, name, digest), user_id))",
             // Null unless the session is a call session (JSON state).
             "ALTER TABLE {ks}.challenge_sessions ADD call text",
         ],

@@ -42,7 +42,7 @@ pub(super) struct Statements {
     pub(super) biokeys: PreparedStatement,
     pub(super) put_biokeys: PreparedStatement,
     pub(super) delete_biokeys: PreparedStatement,
-    pub(super) biokey_owner: PreparedStatement,
+    pub(super) biokey_owners: PreparedStatement,
     pub(super) put_biokey_owner: PreparedStatement,
     pub(super) delete_biokey_owner: PreparedStatement,
     pub(super) models: ModelStatements,
@@ -214,7 +214,7 @@ impl CqlStore {
                     .await?,
                     delete_biokeys: p(format!("DELETE FROM {ks}.biokeys WHERE tenant = ? AND user_id = ?"))
                         .await?,
-                    biokey_owner: p(format!(
+                    biokey_owners: p(format!(
                         "SELECT user_id FROM {ks}.biokey_index WHERE tenant = ? AND name = ? AND digest = ?"
                     ))
                     .await?,
@@ -223,7 +223,7 @@ impl CqlStore {
                     ))
                     .await?,
                     delete_biokey_owner: p(format!(
-                        "DELETE FROM {ks}.biokey_index WHERE tenant = ? AND name = ? AND digest = ?"
+                        "DELETE FROM {ks}.biokey_index WHERE tenant = ? AND name = ? AND digest = ? AND user_id = ?"
                     ))
                     .await?,
                     models: ModelStatements {

@@ -225,15 +225,15 @@ impl Store for CqlStore {
         }
     }
 
-    async fn biokey_owner(
+    async fn biokey_owners(
         &self,
         tenant: &str,
         name: &str,
         digest: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let s = self.statements().await?;
-        let rows: Vec<(String,)> = self.all(&s.biokey_owner, (tenant, name, digest)).await?;
-        Ok(rows.into_iter().next().map(|(user,)| user))
+        let rows: Vec<(String,)> = self.all(&s.biokey_owners, (tenant, name, digest)).await?;
+        Ok(rows.into_iter().map(|(user,)| user).collect())
     }
 
     async fn diagnostics(
@@ -370,7 +370,7 @@ impl Store for CqlStore {
                         add(stmt, user_row(user_id));
                     }
                     for k in previous_biokeys.get(user_id).into_iter().flatten() {
-                        add(&s.delete_biokey_owner, biokey_row(&c.tenant, k));
+                        add(&s.delete_biokey_owner, biokey_row(&c.tenant, k, user_id));
                     }
                 }
                 Mutation::PutBiokeys { user_id, biokeys } => {
@@ -381,13 +381,11 @@ impl Store for CqlStore {
                     };
                     for k in previous_biokeys.get(user_id).into_iter().flatten() {
                         if !kept(k) {
-                            add(&s.delete_biokey_owner, biokey_row(&c.tenant, k));
+                            add(&s.delete_biokey_owner, biokey_row(&c.tenant, k, user_id));
                         }
                     }
                     for k in biokeys {
-                        let mut row = biokey_row(&c.tenant, k);
-                        row.push(text(user_id));
-                        add(&s.put_biokey_owner, row);
+                        add(&s.put_biokey_owner, biokey_row(&c.tenant, k, user_id));
                     }
                     let set = serde_json::to_string(biokeys).map_err(corrupt)?;
                     add(
@@ -694,7 +692,7 @@ impl Store for CqlStore {
     }
 }
 
-/// The key columns of an identifier's lookup entry.
-fn biokey_row(tenant: &str, k: &Biokey) -> Vec<CqlValue> {
-    vec![text(tenant), text(&k.key), text(&k.digest)]
+/// The key columns of a user's lookup entry of an identifier.
+fn biokey_row(tenant: &str, k: &Biokey, user_id: &str) -> Vec<CqlValue> {
+    vec![text(tenant), text(&k.key), text(&k.digest), text(user_id)]
 }

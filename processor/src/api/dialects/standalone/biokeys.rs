@@ -11,8 +11,8 @@ use crate::api::keys::KeyHasher;
 /// Digest domain of identifiers.
 const DIGEST_PURPOSE: &str = "biokey";
 
-/// A biokey as callers send it.
-#[derive(Debug, Deserialize)]
+/// A biokey as callers send it (no `Debug`: its value may be sensitive).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireBiokey {
     /// Echoed by listings as the position in the set; ignored on input.
@@ -64,6 +64,16 @@ pub fn enrollment_set(
     tenant: &str,
 ) -> Result<(String, Vec<Biokey>), ApiError> {
     let wire = parse_wire(json)?;
+    // Without a pepper the digest is a public function: a sensitive value
+    // could be found again by trying every phone number.
+    if !keys.is_peppered() && wire.iter().any(|w| w.sensitive == Some(true)) {
+        return Err(ApiError::bad_request(
+            "sensitive_biokeys_unavailable",
+            "this deployment has no api.key_pepper, so a sensitive biokey's digest \
+             could be reversed by trying every value; sensitive biokeys are refused",
+        )
+        .with("field", "biokeys"));
+    }
     if wire.is_empty() || wire.len() > MAX_BIOKEYS {
         return Err(invalid(format!(
             "an enrollment needs 1 to {MAX_BIOKEYS} biokeys"
@@ -221,6 +231,17 @@ mod tests {
             assert!(!e.message.contains("5550100"), "{}", e.message);
             assert_eq!(e.code, "invalid_biokey", "{json}");
         }
+    }
+
+    #[test]
+    fn sensitive_biokeys_need_a_pepper() {
+        let unpeppered = KeyHasher::new(b"");
+        let sensitive = r#"[{"key":"U","value":"u","is_user_id":true},{"key":"ANI","value":"+1555","sensitive":true}]"#;
+        let e = enrollment_set(sensitive, &unpeppered, "t").unwrap_err();
+        assert_eq!(e.code, "sensitive_biokeys_unavailable");
+        let plain = r#"[{"key":"U","value":"u","is_user_id":true},{"key":"ANI","value":"+1555"}]"#;
+        assert!(enrollment_set(plain, &unpeppered, "t").is_ok());
+        assert!(enrollment_set(sensitive, &keys(), "t").is_ok());
     }
 
     #[test]

@@ -18,12 +18,13 @@ use sha2::{Digest, Sha256};
 use timbre_schemas::{BioResult, Code, DecisionKind, Request, VerificationRequested};
 
 use super::{bio_user_id, biokeys};
-use crate::api::auth::Caller;
+use crate::api::auth::{Caller, record_usage};
 use crate::api::form::{self, AudioForm};
 use crate::api::jobs::{self, Early, request_id};
 use crate::api::router::Body;
 use crate::api::{ApiError, ApiState};
 use crate::domain::{CallState, ChallengeSession, Scope, now_ms};
+use crate::ports::AccessStore;
 
 const TOKEN_PREFIX: &str = "vbc_";
 
@@ -185,21 +186,60 @@ pub(super) async fn verify(
                 "unknown or expired call token, or another verification of this call is running",
             )
         })?;
-    let mut call = session.call.clone().expect("filtered to call sessions");
+    let call = session.call.clone().expect("filtered to call sessions");
+    let mut held = HeldCall {
+        access: state.inner.access.clone(),
+        session: Some(session),
+    };
     let answer = on_demand(&state, &caller, &headers, &form, &presented, &call).await;
-    if let Ok((_, Some(speaker))) = &answer {
-        call.last_speaker = Some(speaker.clone());
-    }
-    // Back for the call's next verification, whatever this one's outcome.
-    if session.expires_at > now_ms() {
-        let back = ChallengeSession {
-            call: Some(call),
-            ..session
-        };
-        state.inner.access.put_session(&back).await?;
-    }
+    let speaker = match &answer {
+        Ok((_, Some(speaker))) => Some(speaker.clone()),
+        _ => None,
+    };
+    held.put_back(speaker).await;
     let (body, _) = answer?;
     Ok(axum::Json(body).into_response())
+}
+
+/// A call session taken for one verification. It goes back when the
+/// verification ends, with the speaker it scored; if the request is cut
+/// off first (a timeout, a client gone), it goes back unchanged from
+/// `Drop`, so the call is never stranded.
+struct HeldCall {
+    access: std::sync::Arc<dyn AccessStore>,
+    session: Option<ChallengeSession>,
+}
+
+impl HeldCall {
+    async fn put_back(&mut self, speaker: Option<(String, bool)>) {
+        let Some(mut session) = self.session.take() else {
+            return;
+        };
+        if let (Some(call), Some(speaker)) = (session.call.as_mut(), speaker) {
+            call.last_speaker = Some(speaker);
+        }
+        put_back(self.access.as_ref(), &session).await;
+    }
+}
+
+impl Drop for HeldCall {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            let access = self.access.clone();
+            tokio::spawn(async move { put_back(access.as_ref(), &session).await });
+        }
+    }
+}
+
+/// Stores the session again unless it has expired. A failure loses the
+/// call's state, not the verification's answer: it is logged.
+async fn put_back(access: &dyn AccessStore, session: &ChallengeSession) {
+    if session.expires_at <= now_ms() {
+        return;
+    }
+    if let Err(e) = access.put_session(session).await {
+        tracing::warn!(error = %e, "call session not put back");
+    }
 }
 
 /// The response body, and the speaker it scored (none for an error).
@@ -225,6 +265,8 @@ async fn on_demand(
         }
     }
     let Some(user_id) = biokeys::best_match(found) else {
+        // Counted like a decision, so lookups that find no one show in usage.
+        record_usage(state, caller, vec![("reason:user_not_found".into(), 1)]).await;
         let body = json!({
             "bio_result": BioResult::Error,
             "bio_score": null,
@@ -245,14 +287,10 @@ async fn on_demand(
         form.audio.clone(),
     );
     job.channel = form.optional("channel").map(str::to_string);
-    let d = match jobs::submit(
-        state,
-        caller,
-        Request::Verification(job),
-        state.wait_timeout(),
-    )
-    .await?
-    {
+    // The call session is held while the job runs: wait as long as the
+    // request may, so a 202 is the exception.
+    let wait = state.session_wait_timeout();
+    let d = match jobs::submit(state, caller, Request::Verification(job), wait).await? {
         jobs::Outcome::Decided(d) => d,
         jobs::Outcome::Pending(id) => return Err(Early::Pending(id)),
     };
