@@ -66,6 +66,8 @@ pub struct Config {
     pub phrase: PhraseConfig,
     /// The synthetic-speech check of verifications (liveness).
     pub synthetic: SyntheticConfig,
+    /// The neural speech detector.
+    pub vad: VadConfig,
     /// Score normalisation and calibration of verifications.
     pub calibration: CalibrationConfig,
 }
@@ -92,6 +94,22 @@ impl Default for CalibrationConfig {
             tenant_cohort: 200,
             tenant_cohort_refresh_secs: 300,
         }
+    }
+}
+
+/// Settings of the speech detector (Silero VAD, in the scoring pool).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VadConfig {
+    /// Load it (`<model_dir>/silero-vad`) and measure every job's net
+    /// speech with it; off, the energy estimate counts nearly any sound
+    /// (noise, music) as speech.
+    pub enabled: bool,
+}
+
+impl Default for VadConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 
@@ -308,6 +326,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             phrase: PhraseConfig::default(),
             synthetic: SyntheticConfig::default(),
+            vad: VadConfig::default(),
             calibration: CalibrationConfig::default(),
         }
     }

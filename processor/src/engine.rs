@@ -11,11 +11,12 @@ use crate::config::Config;
 use crate::domain::Policies;
 use crate::liveness::{ReplayDetector, SyntheticSpeechCheck};
 use crate::metrics::Metrics;
+use crate::model::silero::SileroVad;
 use crate::model::{SpeakerModel, default_model_dir};
 use crate::ops::{self, OpsState};
 use crate::phrase::{EncoderSpan, PhraseAnalyser, load_recogniser};
 use crate::pipeline::{CohortSettings, Processor, ProcessorConfig};
-use crate::ports::{AccessStore, Analyser, Bus, Embedder, Store};
+use crate::ports::{AccessStore, Analyser, Bus, Embedder, SpeechDetector, Store};
 use crate::scoring::ScoringPool;
 use crate::topics::{TopicNames, catalogue};
 
@@ -175,17 +176,20 @@ impl Engine {
             model,
             extra,
             analysers,
+            speech,
         } = models;
-        let pool = Arc::new(
-            ScoringPool::new(
-                model,
-                self.config.workers,
-                self.config.scoring_queue,
-                self.config.audio,
-            )
-            .with_models(extra)
-            .with_analysers(analysers),
-        );
+        let mut pool = ScoringPool::new(
+            model,
+            self.config.workers,
+            self.config.scoring_queue,
+            self.config.audio,
+        )
+        .with_models(extra)
+        .with_analysers(analysers);
+        if let Some(detector) = speech {
+            pool = pool.with_speech_detector(detector);
+        }
+        let pool = Arc::new(pool);
         let score_norm = self
             .config
             .calibration
@@ -241,6 +245,7 @@ struct LoadedModels {
     model: Arc<SpeakerModel>,
     extra: Vec<Arc<dyn Embedder>>,
     analysers: Vec<Arc<dyn Analyser>>,
+    speech: Option<Arc<dyn SpeechDetector>>,
 }
 
 /// Loads every configured network, each on its own thread: a restarted
@@ -319,6 +324,14 @@ fn load_models(config: &Config) -> Result<LoadedModels, EngineError> {
     if let Some(check) = synthetic? {
         analysers.push(Arc::new(check));
     }
+    // A few milliseconds to load: no thread of its own.
+    let speech = if config.vad.enabled {
+        let vad = SileroVad::load_from_dir(&dir)?;
+        tracing::info!("speech detector loaded");
+        Some(Arc::new(vad) as Arc<dyn SpeechDetector>)
+    } else {
+        None
+    };
     tracing::info!(
         millis = started.elapsed().as_millis() as u64,
         "models ready"
@@ -327,6 +340,7 @@ fn load_models(config: &Config) -> Result<LoadedModels, EngineError> {
         model,
         extra,
         analysers,
+        speech,
     })
 }
 

@@ -11,6 +11,7 @@ use timbre::client::JobClient;
 use timbre::domain::{BIOMETRIC_PURPOSE, Policies, Policy, now_ms};
 use timbre::liveness::{ReplayDetector, SyntheticSpeechCheck};
 use timbre::metrics::Metrics;
+use timbre::model::silero::SileroVad;
 use timbre::model::{SpeakerModel, default_model_dir};
 use timbre::pipeline::{Processor, ProcessorConfig};
 use timbre::ports::{Analyser, Bus, BusError, Store, Subscription};
@@ -30,6 +31,15 @@ pub fn model() -> Arc<SpeakerModel> {
             Arc::new(SpeakerModel::load(&default_model_dir()).unwrap_or_else(|e| panic!("{e}")))
         })
         .clone()
+}
+
+/// The real speech detector (Silero VAD), loaded once per test binary.
+pub fn speech_detector() -> Arc<SileroVad> {
+    static VAD: OnceLock<Arc<SileroVad>> = OnceLock::new();
+    VAD.get_or_init(|| {
+        Arc::new(SileroVad::load_from_dir(&default_model_dir()).unwrap_or_else(|e| panic!("{e}")))
+    })
+    .clone()
 }
 
 /// The real synthetic-speech check, loaded once per test binary.
@@ -76,7 +86,8 @@ pub struct Harness {
 /// detection rejects: it is on for [`REPLAY_TENANT`] only.
 pub fn test_policy() -> Policy {
     Policy {
-        enrollment_target_millis: 6_000,
+        // The 8 s enrollment fixture holds 4.7 s of net speech.
+        enrollment_target_millis: 4_000,
         replay_memory_days: 0,
         ..Policy::default()
     }
@@ -140,7 +151,9 @@ impl Harness {
         let analysers = std::iter::once(Arc::new(ReplayDetector::default()) as Arc<dyn Analyser>)
             .chain(self.extra_analysers.iter().cloned());
         let pool = Arc::new(
-            ScoringPool::new(model(), 2, 8, AudioLimits::default()).with_analysers(analysers),
+            ScoringPool::new(model(), 2, 8, AudioLimits::default())
+                .with_analysers(analysers)
+                .with_speech_detector(speech_detector()),
         );
         let config = ProcessorConfig {
             group: format!("{prefix}processor"),
@@ -295,9 +308,23 @@ pub fn at_8k(wav: &[u8]) -> Vec<u8> {
 
 /// An 8 kHz, 16-bit mono WAV of `samples`.
 fn wav_8k(samples: impl IntoIterator<Item = i16>) -> Vec<u8> {
+    wav_pcm16(8_000, samples)
+}
+
+/// A 16 kHz, 16-bit mono WAV of `samples` in [-1, 1].
+pub fn wav_16k(samples: &[f32]) -> Vec<u8> {
+    wav_pcm16(
+        16_000,
+        samples
+            .iter()
+            .map(|s| (s * 32_767.0).round().clamp(-32_768.0, 32_767.0) as i16),
+    )
+}
+
+fn wav_pcm16(rate: u32, samples: impl IntoIterator<Item = i16>) -> Vec<u8> {
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: 8_000,
+        sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
@@ -308,6 +335,38 @@ fn wav_8k(samples: impl IntoIterator<Item = i16>) -> Vec<u8> {
     }
     writer.finalize().expect("finalize");
     out.into_inner()
+}
+
+/// Eight seconds of white noise at a speaking level (deterministic).
+pub fn noise() -> Vec<f32> {
+    let mut state = 0x2545_f491_u32;
+    (0..8 * 16_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state as f32 / u32::MAX as f32 - 0.5) * 0.3
+        })
+        .collect()
+}
+
+/// Eight seconds of music: a melody of plucked notes with harmonics over a
+/// sustained bass, a note every 250 ms.
+pub fn music() -> Vec<f32> {
+    let rate = 16_000.0;
+    let melody = [261.6, 329.6, 392.0, 523.3, 392.0, 329.6, 293.7, 349.2];
+    (0..8 * 16_000)
+        .map(|i| {
+            let t = i as f32 / rate;
+            let note = melody[(t / 0.25) as usize % melody.len()];
+            let since = t % 0.25;
+            let pluck: f32 = (1..=4)
+                .map(|h| (std::f32::consts::TAU * note * h as f32 * t).sin() / h as f32)
+                .sum();
+            let bass = (std::f32::consts::TAU * 65.4 * t).sin();
+            0.2 * pluck * (-since * 12.0).exp() + 0.1 * bass
+        })
+        .collect()
 }
 
 /// `wav` played back through one of the replay transforms

@@ -14,6 +14,7 @@ use timbre::domain::policy::cosine;
 use timbre::eval::{Trial, code_sets, metrics, pair_trials, read_manifest};
 use timbre::liveness::{Fingerprint, Fingerprinter, best_overlap};
 use timbre::model::aasist::{Aasist, prepare_input};
+use timbre::model::silero::SileroVad;
 use timbre::model::{SpeakerModel, WEIGHTS_FILE, default_model_dir};
 use timbre::phrase::EncoderSpan;
 
@@ -545,6 +546,7 @@ impl BenchEmbed {
             .clone()
             .unwrap_or_else(default_model_dir);
         let synthetic_ms = synthetic_check_ms(&Aasist::load_from_dir(&dir)?, &audio)?;
+        let vad_ms = vad_ms_per_3s(&SileroVad::load_from_dir(&dir)?, &audio)?;
         let calibration_us = timbre::scoring::bundled_score_norm(&model.id().to_string())
             .map(|n| calibration_us(&n, &model, &audio))
             .transpose()?;
@@ -555,11 +557,12 @@ impl BenchEmbed {
                 json!({"rtf": rtf, "audio_seconds": audio_seconds, "wall_seconds": wall,
                        "threads": self.threads, "peak_rss_mib": rss, "model": model.id().to_string(),
                        "replay_check_ms_per_3s": replay_ms, "synthetic_check_ms": synthetic_ms,
+                       "vad_ms_per_3s": vad_ms,
                        "calibration_us": calibration_us})
             );
         } else {
             println!(
-                "rtf {rtf:.4} ({:.1}x real time)  audio {audio_seconds:.1} s  wall {wall:.2} s  threads {}  peak rss {} MiB  replay check {replay_ms:.2} ms per 3 s  synthetic-speech check {synthetic_ms:.1} ms  calibration {} µs",
+                "rtf {rtf:.4} ({:.1}x real time)  audio {audio_seconds:.1} s  wall {wall:.2} s  threads {}  peak rss {} MiB  replay check {replay_ms:.2} ms per 3 s  synthetic-speech check {synthetic_ms:.1} ms  vad {vad_ms:.2} ms per 3 s  calibration {} µs",
                 1.0 / rtf,
                 self.threads,
                 rss.map_or("?".into(), |r| r.to_string()),
@@ -585,6 +588,18 @@ fn replay_check_ms_per_3s(audio: &[Vec<f32>]) -> f64 {
     let seconds: usize = audio.iter().map(Vec::len).sum();
     let seconds = seconds as f64 / f64::from(MODEL_SAMPLE_RATE);
     start.elapsed().as_secs_f64() * 1e3 / (seconds / 3.0).max(1e-9)
+}
+
+/// One core's cost of the speech detector per 3 s of audio, over the
+/// whole corpus.
+fn vad_ms_per_3s(vad: &SileroVad, audio: &[Vec<f32>]) -> Result<f64> {
+    let start = Instant::now();
+    for a in audio {
+        std::hint::black_box(vad.speech_millis(a, MODEL_SAMPLE_RATE)?);
+    }
+    let samples: usize = audio.iter().map(Vec::len).sum();
+    let seconds = samples as f64 / f64::from(MODEL_SAMPLE_RATE);
+    Ok(start.elapsed().as_secs_f64() * 1e3 / (seconds / 3.0).max(1e-9))
 }
 
 /// One core's median cost of the synthetic-speech check (AASIST on one

@@ -17,6 +17,8 @@ use candle_core::{D, Device, Tensor};
 
 use super::ModelError;
 use super::onnx::{OnnxTensor, float_tensors};
+use crate::audio::{MODEL_SAMPLE_RATE, resample_to};
+use crate::ports::{AnalyserError, SpeechDetector};
 
 /// Weights file inside the model directory.
 pub const WEIGHTS_FILE: &str = "silero-vad/silero_vad.onnx";
@@ -224,6 +226,24 @@ impl SileroVad {
             &self.probabilities(samples, rate)?,
             CHUNK_MILLIS,
         ))
+    }
+}
+
+/// The pipeline's speech detector: audio sent at a telephone rate goes
+/// through the 8 kHz network (brought back to 8 kHz from the decoder's
+/// 16 kHz), everything else through the 16 kHz one.
+impl SpeechDetector for SileroVad {
+    fn speech_millis(&self, samples: &[f32], source_rate: u32) -> Result<u64, AnalyserError> {
+        let measured = if source_rate <= 8_000 {
+            let narrow = resample_to(samples, MODEL_SAMPLE_RATE, 8_000);
+            SileroVad::speech_millis(self, &narrow, 8_000)
+        } else {
+            SileroVad::speech_millis(self, samples, MODEL_SAMPLE_RATE)
+        };
+        measured.map_err(|e| AnalyserError {
+            code: e.code(),
+            message: format!("speech detector: {e}"),
+        })
     }
 }
 

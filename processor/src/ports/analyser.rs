@@ -38,6 +38,16 @@ pub struct AnalyserError {
     pub message: String,
 }
 
+/// Measures the net speech of a job's decoded audio (a neural VAD). Without
+/// one, the decoder's energy estimate stands; with one, its figure is the
+/// job's `speech_millis` everywhere (enrollment targets, the minimum
+/// speech of a verification, what analysers see).
+pub trait SpeechDetector: Send + Sync + 'static {
+    /// Net speech in milliseconds of 16 kHz `samples` submitted at
+    /// `source_rate` Hz.
+    fn speech_millis(&self, samples: &[f32], source_rate: u32) -> Result<u64, AnalyserError>;
+}
+
 /// A detector run on every scored job's audio.
 pub trait Analyser: Send + Sync + 'static {
     /// The signal it reports.

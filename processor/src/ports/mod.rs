@@ -9,7 +9,7 @@ pub mod embedder;
 pub mod store;
 
 pub use access::AccessStore;
-pub use analyser::{Analyser, AnalyserError, AnalysisInput};
+pub use analyser::{Analyser, AnalyserError, AnalysisInput, SpeechDetector};
 pub use bus::{Bus, BusError, Message, Subscription, TopicSpec};
 pub use embedder::{EmbedError, Embedder};
 pub use store::{Store, StoreError};

@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, oneshot};
 use crate::audio::{AudioError, AudioLimits, decode_wav};
 use crate::domain::Analysis;
 use crate::liveness::{Fingerprint, Fingerprinter};
-use crate::ports::{Analyser, AnalyserError, AnalysisInput, EmbedError, Embedder};
+use crate::ports::{Analyser, AnalyserError, AnalysisInput, EmbedError, Embedder, SpeechDetector};
 
 /// One job's audio to score.
 #[derive(Debug, Clone)]
@@ -104,6 +104,7 @@ pub struct ScoringPool {
     /// The default model first, then the extra ones.
     embedders: Vec<Arc<dyn Embedder>>,
     analysers: Arc<[Arc<dyn Analyser>]>,
+    speech: Option<Arc<dyn SpeechDetector>>,
     pool: Arc<rayon::ThreadPool>,
     permits: Arc<Semaphore>,
     background: Arc<Semaphore>,
@@ -133,6 +134,7 @@ impl ScoringPool {
         Self {
             embedders: vec![embedder],
             analysers: Arc::new([]),
+            speech: None,
             pool: Arc::new(pool),
             permits: Arc::new(Semaphore::new(workers + queue)),
             background: Arc::new(Semaphore::new(background_slots)),
@@ -157,6 +159,13 @@ impl ScoringPool {
         let mut all: Vec<Arc<dyn Analyser>> = self.analysers.iter().cloned().collect();
         all.extend(analysers);
         self.analysers = all.into();
+        self
+    }
+
+    /// Measures net speech with `detector` instead of the decoder's energy
+    /// estimate.
+    pub fn with_speech_detector(mut self, detector: Arc<dyn SpeechDetector>) -> Self {
+        self.speech = Some(detector);
         self
     }
 
@@ -217,6 +226,7 @@ impl ScoringPool {
         let limits = self.limits;
         let analysers = self.analysers.clone();
         let fingerprinter = self.fingerprinter.clone();
+        let speech = self.speech.clone();
         let span = tracing::Span::current();
         self.pool.spawn(move || {
             let _enter = span.enter();
@@ -226,7 +236,11 @@ impl ScoringPool {
             let work = std::panic::AssertUnwindSafe(|| {
                 decode_wav(&wav, &limits)
                     .map_err(ScoreError::from)
-                    .and_then(|audio| {
+                    .and_then(|mut audio| {
+                        if let Some(detector) = &speech {
+                            audio.speech_millis =
+                                detector.speech_millis(&audio.samples, audio.source_rate)?;
+                        }
                         let embedding = embedder.embed(&audio.samples)?;
                         let fingerprint = earlier
                             .as_ref()

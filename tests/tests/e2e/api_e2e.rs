@@ -18,7 +18,7 @@ const RATE_LIMIT: usize = 40;
 
 fn settings() -> Vec<(&'static str, String)> {
     vec![
-        ("TIMBRE__POLICY__ENROLLMENT_TARGET_MILLIS", "6000".into()),
+        ("TIMBRE__POLICY__ENROLLMENT_TARGET_MILLIS", "4000".into()),
         ("TIMBRE__POLICY__FREE_FAILURES", "2".into()),
         ("TIMBRE__POLICY__BASE_COOLDOWN_MILLIS", "2000".into()),
         ("TIMBRE__API__RATE_LIMIT_PER_MINUTE", RATE_LIMIT.to_string()),
@@ -208,7 +208,7 @@ async fn flow(d: &Deployment) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "ENROLLED", "{body}");
-    assert!(body["speech_millis"].as_i64().unwrap() > 6_000);
+    assert!(body["speech_millis"].as_i64().unwrap() > 4_000);
 
     let (status, genuine) = api
         .upload(

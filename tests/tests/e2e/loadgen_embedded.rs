@@ -110,11 +110,12 @@ async fn embedded_run_decides_everything_with_low_error_rates() {
     eprintln!("{}", r.table());
     let summary = serde_json::to_string_pretty(&r).unwrap();
 
-    // 2414 and 3080 hold under 4 s of speech in their one enrollment utterance.
+    // 2414, 2609 and 3080 hold under 4 s of net speech (Silero VAD) in
+    // their one enrollment utterance.
     assert_eq!(r.speakers.requested, 8, "{summary}");
     assert_eq!(
         r.speakers.enrolled,
-        ["1688", "1998", "2033", "2609", "3005", "3331"],
+        ["1688", "1998", "2033", "3005", "3331"],
         "{summary}"
     );
     let not: Vec<&str> = r
@@ -123,7 +124,7 @@ async fn embedded_run_decides_everything_with_low_error_rates() {
         .iter()
         .map(|n| n.speaker.as_str())
         .collect();
-    assert_eq!(not, ["2414", "3080"], "{summary}");
+    assert_eq!(not, ["2414", "2609", "3080"], "{summary}");
     assert!(
         r.speakers
             .not_enrolled

@@ -153,7 +153,7 @@ fn a_sentence_never_passes_a_code() {
 
 fn settings() -> Vec<(&'static str, String)> {
     vec![
-        ("TIMBRE__POLICY__ENROLLMENT_TARGET_MILLIS", "5000".into()),
+        ("TIMBRE__POLICY__ENROLLMENT_TARGET_MILLIS", "4000".into()),
         // Refused phrases count as failures; these tests are not about
         // the cooldown.
         ("TIMBRE__POLICY__FREE_FAILURES", "20".into()),

@@ -14,8 +14,8 @@ use timbre::ports::{Bus, Store};
 use timbre_schemas::ProfileCommandKind;
 use timbre_schemas::{DeadLetter, DecisionKind, ProfileStatus as WireStatus};
 use timbre_tests::pipeline::{
-    Harness, REPLAY_TENANT, SHORT_ENROLLMENT_TENANT, at_8k, consent, enrollment, key,
-    profile_command, replayed, synthetic_check, verification, wav,
+    Harness, REPLAY_TENANT, SHORT_ENROLLMENT_TENANT, at_8k, consent, enrollment, key, music, noise,
+    profile_command, replayed, synthetic_check, verification, wav, wav_16k,
 };
 use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
 
@@ -84,7 +84,8 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
     let mut h = Harness::start(bus, store.clone(), &prefix).await;
     let tenant = "acme";
 
-    // Consent, then one 8 s sample enrolls alice (test policy: 6 s target).
+    // Consent, then one 8 s sample (4.7 s of speech) enrolls alice (test
+    // policy: 4 s target).
     h.publish(&consent(tenant, "alice", "c-1", true)).await;
     assert_eq!(h.decision("c-1").await.decision, DecisionKind::Applied);
     let enroll = enrollment(tenant, "alice", "e-1", wav(ALICE_ENROLL));
@@ -92,7 +93,7 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
     let d = h.decision("e-1").await;
     assert_eq!(d.decision, DecisionKind::Applied, "{d:?}");
     assert_eq!(d.profile_status, Some(WireStatus::Enrolled));
-    assert!(d.speech_millis > 6_000, "speech {}", d.speech_millis);
+    assert!(d.speech_millis > 4_000, "speech {}", d.speech_millis);
     assert!((d.enrollment_progress - 1.0).abs() < 1e-6);
     let model_id = d.model_id.clone().expect("model id stamped");
     assert!(model_id.starts_with("campplus"), "{model_id}");
@@ -313,9 +314,29 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         vec!["bad_framing", "not_wav", "request_id_conflict", "wrong_key"]
     );
     narrowband(&mut h, tenant).await;
+    noise_and_music_do_not_enroll(&mut h).await;
     reused_request_ids(&mut h, store.as_ref(), tenant).await;
     watchlist_and_delete(&mut h, store.as_ref(), tenant).await;
     h.stop_processor().await;
+}
+
+/// Noise and music are not speech: neither enrolls anyone, even where one
+/// short sample would (the energy estimate counted both as speech).
+async fn noise_and_music_do_not_enroll(h: &mut Harness) {
+    let tenant = SHORT_ENROLLMENT_TENANT;
+    for (name, samples) in [("noise", noise()), ("music", music())] {
+        let user = format!("{name}-maker");
+        h.publish(&consent(tenant, &user, &format!("{name}-c"), true))
+            .await;
+        let id = format!("{name}-e");
+        h.publish(&enrollment(tenant, &user, &id, wav_16k(&samples)))
+            .await;
+        let d = h.decision(&id).await;
+        assert_eq!(d.decision, DecisionKind::Retry, "{name}: {d:?}");
+        assert_eq!(d.reasons, vec!["NOT_ENOUGH_SPEECH"], "{name}: {d:?}");
+        assert!(d.speech_millis < 1_000, "{name}: {d:?}");
+        assert_eq!(d.profile_status, Some(WireStatus::NotEnrolled), "{name}");
+    }
 }
 
 /// 8 kHz audio is judged by the narrowband calibration: the speaker's LLR

@@ -171,7 +171,7 @@ fn engine_env(bus: &str, store: &str, prefix: &str) -> Vec<(String, String)> {
         ("TIMBRE__WORKERS", "2".into()),
         ("TIMBRE__EXTRA_MODELS", format!("[{{ name = \"{NEXT}\" }}]")),
         // One 8 s sample enrolls; impostor checks must not trip cooldowns.
-        ("TIMBRE__POLICY__ENROLLMENT_TARGET_MILLIS", "5000".into()),
+        ("TIMBRE__POLICY__ENROLLMENT_TARGET_MILLIS", "4000".into()),
         ("TIMBRE__POLICY__FREE_FAILURES", "1000".into()),
         // The same fixtures verify again and again: replays, to the engine.
         ("TIMBRE__POLICY__REPLAY_MEMORY_DAYS", "0".into()),
