@@ -337,38 +337,6 @@ fn wav_pcm16(rate: u32, samples: impl IntoIterator<Item = i16>) -> Vec<u8> {
     out.into_inner()
 }
 
-/// Eight seconds of white noise at a speaking level (deterministic).
-pub fn noise() -> Vec<f32> {
-    let mut state = 0x2545_f491_u32;
-    (0..8 * 16_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state as f32 / u32::MAX as f32 - 0.5) * 0.3
-        })
-        .collect()
-}
-
-/// Eight seconds of music: a melody of plucked notes with harmonics over a
-/// sustained bass, a note every 250 ms.
-pub fn music() -> Vec<f32> {
-    let rate = 16_000.0;
-    let melody = [261.6, 329.6, 392.0, 523.3, 392.0, 329.6, 293.7, 349.2];
-    (0..8 * 16_000)
-        .map(|i| {
-            let t = i as f32 / rate;
-            let note = melody[(t / 0.25) as usize % melody.len()];
-            let since = t % 0.25;
-            let pluck: f32 = (1..=4)
-                .map(|h| (std::f32::consts::TAU * note * h as f32 * t).sin() / h as f32)
-                .sum();
-            let bass = (std::f32::consts::TAU * 65.4 * t).sin();
-            0.2 * pluck * (-since * 12.0).exp() + 0.1 * bass
-        })
-        .collect()
-}
-
 /// `wav` played back through one of the replay transforms
 /// ([`timbre::liveness::replays`], by name), as a 16 kHz WAV.
 pub fn replayed(wav: &[u8], transform: &str) -> Vec<u8> {

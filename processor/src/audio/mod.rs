@@ -4,6 +4,7 @@
 mod decode;
 mod error;
 pub mod fbank;
+pub mod not_speech;
 mod resample;
 pub mod vad;
 pub mod whisper_mel;

@@ -490,6 +490,9 @@ pub enum BenchCmd {
     Embed(BenchEmbed),
     /// Bulk re-scoring through the pipeline: audio seconds per wall second.
     Rescore(super::bench_rescore::BenchRescore),
+    /// Net speech by the speech detector against the energy estimate, and
+    /// its cost.
+    Vad(super::bench_vad::BenchVad),
 }
 
 impl BenchCmd {
@@ -497,6 +500,7 @@ impl BenchCmd {
         match self {
             BenchCmd::Embed(cmd) => cmd.run(),
             BenchCmd::Rescore(cmd) => cmd.run(),
+            BenchCmd::Vad(cmd) => cmd.run(),
         }
     }
 }

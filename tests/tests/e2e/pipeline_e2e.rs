@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use timbre::adapters::file_store::FileStore;
 use timbre::adapters::memory_bus::MemoryBus;
+use timbre::audio::not_speech::{music, noise};
 use timbre::backends::{connect_bus, connect_store};
 use timbre::domain::{JobCommit, Mutation, ProfileStatus, Voiceprint};
 use timbre::ports::{Bus, Store};
 use timbre_schemas::ProfileCommandKind;
 use timbre_schemas::{DeadLetter, DecisionKind, ProfileStatus as WireStatus};
 use timbre_tests::pipeline::{
-    Harness, REPLAY_TENANT, SHORT_ENROLLMENT_TENANT, at_8k, consent, enrollment, key, music, noise,
+    Harness, REPLAY_TENANT, SHORT_ENROLLMENT_TENANT, at_8k, consent, enrollment, key,
     profile_command, replayed, synthetic_check, verification, wav, wav_16k,
 };
 use timbre_tests::{cql_nodes, kafka_url, scratch_dir, unique};
