@@ -38,11 +38,14 @@ impl BenchVad {
             .unwrap_or_else(default_model_dir);
         let detector = SileroVad::load_from_dir(&dir)?;
         let (mut audio_ms, mut energy_ms, mut neural_ms, mut seconds) = (0u64, 0u64, 0u64, 0f64);
-        let mut files = 0usize;
+        let (mut files, mut refused) = (0usize, 0usize);
         for u in read_manifest(&self.manifest)? {
             let bytes = std::fs::read(&u.path).with_context(|| u.path.display().to_string())?;
-            let audio = decode_wav(&bytes, &AudioLimits::default())
-                .with_context(|| u.path.display().to_string())?;
+            // Files the engine would refuse (too short, say) are not counted.
+            let Ok(audio) = decode_wav(&bytes, &AudioLimits::default()) else {
+                refused += 1;
+                continue;
+            };
             let start = Instant::now();
             let neural =
                 SpeechDetector::speech_millis(&detector, &audio.samples, audio.source_rate)?;
@@ -63,7 +66,7 @@ impl BenchVad {
         });
         let ms_per_3s = seconds * 1e3 / (audio_ms as f64 / 3_000.0).max(1e-9);
         let report = json!({
-            "files": files, "audio_seconds": audio_ms as f64 / 1e3,
+            "files": files, "refused_files": refused, "audio_seconds": audio_ms as f64 / 1e3,
             "energy_speech_fraction": fraction(energy_ms),
             "neural_speech_fraction": fraction(neural_ms),
             "not_speech": not_speech, "ms_per_3s": ms_per_3s,
