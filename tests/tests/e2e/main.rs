@@ -22,6 +22,7 @@ mod audio_inputs;
 mod bus_port;
 mod calibration;
 mod crash_resume;
+mod demo_cli;
 mod diagnostics_cli;
 mod dialect_standalone;
 mod dialects;
