@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=torch-venv.sh
 source processor/scripts/torch-venv.sh
-"$py" -c 'import onnxruntime' 2>/dev/null || "$py" -m pip install --quiet onnxruntime==1.32.0
+"$py" -c 'import sys, onnxruntime; sys.exit(onnxruntime.__version__ != "1.32.0")' 2>/dev/null \
+  || "$py" -m pip install --quiet onnxruntime==1.32.0
 
 wheel_dir=$(mktemp -d)
 trap 'rm -rf "$wheel_dir"' EXIT

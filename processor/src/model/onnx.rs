@@ -123,7 +123,8 @@ fn tensor(buf: &[u8]) -> Result<(String, Option<OnnxTensor>), ModelError> {
             .collect(),
         None => floats,
     };
-    if values.len() != dims.iter().product::<usize>() {
+    let count = dims.iter().try_fold(1usize, |n, d| n.checked_mul(*d));
+    if count != Some(values.len()) {
         return Err(bad(&format!(
             "tensor {name:?} has {} values for {dims:?}",
             values.len()
@@ -132,12 +133,23 @@ fn tensor(buf: &[u8]) -> Result<(String, Option<OnnxTensor>), ModelError> {
     Ok((name, Some(OnnxTensor { dims, values })))
 }
 
+/// Subgraphs nested deeper than this are refused (a crafted file could
+/// otherwise exhaust the stack).
+const MAX_DEPTH: usize = 16;
+
 /// Collects the float tensors of a `GraphProto` and its subgraphs.
-fn graph(buf: &[u8], out: &mut HashMap<String, OnnxTensor>) -> Result<(), ModelError> {
+fn graph(
+    buf: &[u8],
+    depth: usize,
+    out: &mut HashMap<String, OnnxTensor>,
+) -> Result<(), ModelError> {
+    if depth > MAX_DEPTH {
+        return Err(bad("subgraphs nested too deep"));
+    }
     let mut r = fields(buf);
     while let Some((number, field)) = r.next()? {
         match (number, field) {
-            (1, Field::Bytes(node)) => self::node(node, out)?,
+            (1, Field::Bytes(node)) => self::node(node, depth, out)?,
             (5, Field::Bytes(init)) => {
                 if let (name, Some(t)) = tensor(init)? {
                     out.insert(name, t);
@@ -151,7 +163,7 @@ fn graph(buf: &[u8], out: &mut HashMap<String, OnnxTensor>) -> Result<(), ModelE
 
 /// A `NodeProto`: a `Constant`'s value is named by its output; graph
 /// attributes are walked.
-fn node(buf: &[u8], out: &mut HashMap<String, OnnxTensor>) -> Result<(), ModelError> {
+fn node(buf: &[u8], depth: usize, out: &mut HashMap<String, OnnxTensor>) -> Result<(), ModelError> {
     let (mut outputs, mut op) = (Vec::new(), String::new());
     let mut values = Vec::new();
     let mut r = fields(buf);
@@ -164,7 +176,7 @@ fn node(buf: &[u8], out: &mut HashMap<String, OnnxTensor>) -> Result<(), ModelEr
                 while let Some((number, field)) = a.next()? {
                     match (number, field) {
                         (5, Field::Bytes(t)) => values.push(tensor(t)?.1),
-                        (6, Field::Bytes(g)) => graph(g, out)?,
+                        (6, Field::Bytes(g)) => graph(g, depth + 1, out)?,
                         _ => {}
                     }
                 }
@@ -187,7 +199,7 @@ pub fn float_tensors(model: &[u8]) -> Result<HashMap<String, OnnxTensor>, ModelE
     let mut seen_graph = false;
     while let Some((number, field)) = r.next()? {
         if let (7, Field::Bytes(g)) = (number, field) {
-            graph(g, &mut out)?;
+            graph(g, 0, &mut out)?;
             seen_graph = true;
         }
     }

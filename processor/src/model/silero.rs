@@ -81,8 +81,20 @@ impl Branch {
                 .map(|(_, t)| t)
                 .ok_or_else(|| ModelError::BadWeights(format!("silero: no {branch} {name}")))
         };
-        let basis = get("stft.forward_basis_buffer")?;
-        let (window, bins) = (basis.dims[2], basis.dims[0] / 2);
+        let shaped = |name: &str, dims: &[usize]| -> Result<&OnnxTensor, ModelError> {
+            let t = get(name)?;
+            if t.dims != dims {
+                return Err(ModelError::BadWeights(format!(
+                    "silero: {branch} {name} is {:?}, expected {dims:?}",
+                    t.dims
+                )));
+            }
+            Ok(t)
+        };
+        let chunk = if rate == 16_000 { 512 } else { 256 };
+        let window = chunk / 2;
+        let bins = window / 2 + 1;
+        let basis = shaped("stft.forward_basis_buffer", &[2 * bins, 1, window])?;
         let mut encoder = Vec::new();
         for (i, stride) in [1, 2, 2, 1].into_iter().enumerate() {
             let weight = tensor(get(&format!("encoder.{i}.reparam_conv.weight"))?)?;
@@ -90,8 +102,11 @@ impl Branch {
             let channels = bias.dim(0)?;
             encoder.push((weight, bias.reshape((1, channels, 1))?, stride));
         }
-        let (b_ih, b_hh) = (get("decoder.rnn.bias_ih")?, get("decoder.rnn.bias_hh")?);
-        let chunk = if rate == 16_000 { 512 } else { 256 };
+        let gates = [4 * HIDDEN];
+        let (b_ih, b_hh) = (
+            shaped("decoder.rnn.bias_ih", &gates)?,
+            shaped("decoder.rnn.bias_hh", &gates)?,
+        );
         Ok(Self {
             chunk,
             context: chunk / 8,
@@ -100,16 +115,22 @@ impl Branch {
             bins,
             basis: tensor(basis)?,
             encoder,
-            w_ih: get("decoder.rnn.weight_ih")?.values.clone(),
-            w_hh: get("decoder.rnn.weight_hh")?.values.clone(),
+            w_ih: shaped("decoder.rnn.weight_ih", &[4 * HIDDEN, HIDDEN])?
+                .values
+                .clone(),
+            w_hh: shaped("decoder.rnn.weight_hh", &[4 * HIDDEN, HIDDEN])?
+                .values
+                .clone(),
             bias: b_ih
                 .values
                 .iter()
                 .zip(&b_hh.values)
                 .map(|(a, b)| a + b)
                 .collect(),
-            out_w: get("decoder.decoder.2.weight")?.values.clone(),
-            out_b: get("decoder.decoder.2.bias")?.values[0],
+            out_w: shaped("decoder.decoder.2.weight", &[1, HIDDEN, 1])?
+                .values
+                .clone(),
+            out_b: shaped("decoder.decoder.2.bias", &[1])?.values[0],
         })
     }
 
@@ -222,9 +243,11 @@ impl SileroVad {
 
     /// Net speech of `samples` at `rate`, in milliseconds.
     pub fn speech_millis(&self, samples: &[f32], rate: u32) -> Result<u64, ModelError> {
+        let audio_millis = samples.len() as u64 * 1_000 / u64::from(rate);
         Ok(net_speech_millis(
             &self.probabilities(samples, rate)?,
             CHUNK_MILLIS,
+            audio_millis,
         ))
     }
 }
@@ -247,19 +270,20 @@ impl SpeechDetector for SileroVad {
     }
 }
 
-/// Net speech of per-chunk probabilities: speech starts at a chunk at or
-/// above [`SPEECH_THRESHOLD`], ends once chunks stay below
-/// [`SILENCE_THRESHOLD`] for [`MIN_SILENCE_MILLIS`], and segments shorter
-/// than [`MIN_SPEECH_MILLIS`] do not count (the reference's segmentation,
-/// without its padding).
-pub fn net_speech_millis(probabilities: &[f32], chunk_millis: u64) -> u64 {
-    let min_silence = MIN_SILENCE_MILLIS.div_ceil(chunk_millis) as usize;
-    let min_speech = MIN_SPEECH_MILLIS.div_ceil(chunk_millis) as usize;
-    let mut total = 0usize;
+/// Net speech of per-chunk probabilities of `audio_millis` of audio: speech
+/// starts at a chunk at or above [`SPEECH_THRESHOLD`], ends once chunks have
+/// stayed below [`SILENCE_THRESHOLD`] for [`MIN_SILENCE_MILLIS`] (counted
+/// from the first quiet chunk's start, as the reference counts it), and
+/// segments shorter than [`MIN_SPEECH_MILLIS`] do not count. A segment
+/// still open at the end lasts to the audio's end, not to the end of the
+/// zero-filled last chunk. The reference's segmentation, without its padding.
+pub fn net_speech_millis(probabilities: &[f32], chunk_millis: u64, audio_millis: u64) -> u64 {
+    let at = |chunk: usize| (chunk as u64 * chunk_millis).min(audio_millis);
+    let mut total = 0u64;
     let mut start: Option<usize> = None;
     let mut quiet_since: Option<usize> = None;
-    let mut close = |from: usize, to: usize| {
-        if to - from >= min_speech {
+    let mut close = |from: u64, to: u64| {
+        if to.saturating_sub(from) >= MIN_SPEECH_MILLIS {
             total += to - from;
         }
     };
@@ -271,16 +295,16 @@ pub fn net_speech_millis(probabilities: &[f32], chunk_millis: u64) -> u64 {
             && let Some(from) = start
         {
             let since = *quiet_since.get_or_insert(i);
-            if i + 1 - since >= min_silence {
-                close(from, since);
+            if (i - since) as u64 * chunk_millis >= MIN_SILENCE_MILLIS {
+                close(at(from), at(since));
                 (start, quiet_since) = (None, None);
             }
         }
     }
     if let Some(from) = start {
-        close(from, probabilities.len());
+        close(at(from), audio_millis);
     }
-    total as u64 * chunk_millis
+    total
 }
 
 #[cfg(test)]
@@ -291,21 +315,30 @@ mod tests {
     fn segments_bridge_short_pauses_and_drop_short_bursts() {
         let speech = |n| vec![0.9f32; n];
         let quiet = |n| vec![0.1f32; n];
+        let net = |p: &[f32]| net_speech_millis(p, 32, p.len() as u64 * 32);
         // 20 chunks of speech, a 2-chunk pause (64 ms, bridged), 20 more.
-        let bridged = [speech(20), quiet(2), speech(20)].concat();
-        assert_eq!(net_speech_millis(&bridged, 32), 42 * 32);
+        assert_eq!(net(&[speech(20), quiet(2), speech(20)].concat()), 42 * 32);
+        // A 4-chunk pause is bridged too: the reference ends speech only
+        // once 100 ms have passed since the first quiet chunk began.
+        assert_eq!(net(&[speech(6), quiet(4), speech(6)].concat()), 16 * 32);
         // A 5-chunk pause (160 ms) ends the first segment.
-        let split = [speech(20), quiet(5), speech(20)].concat();
-        assert_eq!(net_speech_millis(&split, 32), 40 * 32);
+        assert_eq!(net(&[speech(20), quiet(5), speech(20)].concat()), 40 * 32);
         // A 5-chunk (160 ms) burst in silence is not speech.
-        assert_eq!(
-            net_speech_millis(&[quiet(30), speech(5), quiet(30)].concat(), 32),
-            0
-        );
+        assert_eq!(net(&[quiet(30), speech(5), quiet(30)].concat()), 0);
         // Between the thresholds, speech goes on.
-        let hovering = [speech(10), vec![0.4; 10], quiet(10)].concat();
-        assert_eq!(net_speech_millis(&hovering, 32), 20 * 32);
-        assert_eq!(net_speech_millis(&[], 32), 0);
+        assert_eq!(
+            net(&[speech(10), vec![0.4; 10], quiet(10)].concat()),
+            20 * 32
+        );
+        assert_eq!(net(&[]), 0);
+    }
+
+    #[test]
+    fn speech_never_outlasts_the_audio() {
+        // 95 chunks cover 3,040 ms; the audio is 3,010 ms of speech.
+        assert_eq!(net_speech_millis(&[0.9; 95], 32, 3_010), 3_010);
+        // 7 chunks and a bit of the zero-filled last one: 230 ms, too short.
+        assert_eq!(net_speech_millis(&[0.9; 8], 32, 230), 0);
     }
 
     #[test]
