@@ -21,19 +21,20 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route(
             "/v1/users/{user_id}",
-            get(user).delete(on(ProfileCommandKind::Delete)),
+            get(user).delete(on(ProfileCommandKind::Delete, native)),
         )
         .route(
             "/v1/users/{user_id}/opt-out",
-            post(on(ProfileCommandKind::OptOut)),
+            post(on(ProfileCommandKind::OptOut, native)),
         )
         .route(
             "/v1/users/{user_id}/unlock",
-            post(on(ProfileCommandKind::Unlock)),
+            post(on(ProfileCommandKind::Unlock, native)),
         )
         .route(
             "/v1/users/{user_id}/greylist",
-            put(on(ProfileCommandKind::GreylistAdd)).delete(on(ProfileCommandKind::GreylistRemove)),
+            put(on(ProfileCommandKind::GreylistAdd, native))
+                .delete(on(ProfileCommandKind::GreylistRemove, native)),
         )
 }
 
@@ -156,17 +157,36 @@ async fn command(
     .into_response())
 }
 
-type CommandFuture = std::pin::Pin<Box<dyn Future<Output = Result<Response, Early>> + Send>>;
+/// The future of a profile command's answer.
+pub(super) type CommandFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<Response, Early>> + Send>>;
 
-/// The handler of one profile command on the path's user.
-fn on(
+/// How a route answers a profile command: the native view, or a dialect's.
+pub(super) type Answer =
+    fn(ApiState, Caller, HeaderMap, String, ProfileCommandKind) -> CommandFuture;
+
+/// The handler of one profile command on the path's user, answered by
+/// `answer`.
+pub(super) fn on(
     kind: ProfileCommandKind,
+    answer: Answer,
 ) -> impl Fn(State<ApiState>, Caller, HeaderMap, Path<String>) -> CommandFuture
 + Clone
 + Send
 + Sync
 + 'static {
     move |State(state), caller, headers, Path(user_id)| {
-        Box::pin(async move { command(&state, &caller, &headers, user_id, kind).await })
+        answer(state, caller, headers, user_id, kind)
     }
+}
+
+/// The native answer: the command's decision.
+fn native(
+    state: ApiState,
+    caller: Caller,
+    headers: HeaderMap,
+    user_id: String,
+    kind: ProfileCommandKind,
+) -> CommandFuture {
+    Box::pin(async move { command(&state, &caller, &headers, user_id, kind).await })
 }

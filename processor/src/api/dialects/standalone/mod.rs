@@ -22,7 +22,7 @@ use timbre_schemas::{ConsentChanged, EnrollmentRequested, ProfileCommandKind, Re
 
 use crate::api::auth::Caller;
 use crate::api::jobs::{Early, decide, request_id};
-use crate::api::users::{UserState, profile_command};
+use crate::api::users::{CommandFuture, UserState, on, profile_command};
 use crate::api::{ApiError, ApiState, form, views};
 use crate::domain::{BIOMETRIC_PURPOSE, ProfileStatus, Scope, now_ms};
 
@@ -33,13 +33,17 @@ const BIO_USER_PURPOSE: &str = "bio-user-id";
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/vb/v1/users/enroll", post(enroll))
-        .route("/vb/v1/users/{user_id}", get(user_info).delete(delete_user))
+        .route(
+            "/vb/v1/users/{user_id}",
+            get(user_info).delete(on(ProfileCommandKind::Delete, answer)),
+        )
         .route("/vb/v1/users/{user_id}/biokeys", get(user_biokeys))
         .route("/vb/v1/users/{user_id}/opt-in", post(opt_in))
         .route("/vb/v1/users/{user_id}/opt-out", post(opt_out))
         .route(
             "/vb/v1/users/{user_id}/greylist",
-            put(greylist_add).delete(greylist_remove),
+            put(on(ProfileCommandKind::GreylistAdd, answer))
+                .delete(on(ProfileCommandKind::GreylistRemove, answer)),
         )
         .route("/vb/v1/tokens", post(calls::create_token))
         .route("/vb/v1/verify", post(calls::verify))
@@ -217,52 +221,15 @@ async fn command(
     Ok(Json(user_info_body(&user_id, &user)).into_response())
 }
 
-async fn greylist_add(
-    State(state): State<ApiState>,
+/// [`command`] as a route's answer.
+fn answer(
+    state: ApiState,
     caller: Caller,
     headers: HeaderMap,
-    Path(user_id): Path<String>,
-) -> Result<Response, Early> {
-    command(
-        &state,
-        &caller,
-        &headers,
-        user_id,
-        ProfileCommandKind::GreylistAdd,
-    )
-    .await
-}
-
-async fn greylist_remove(
-    State(state): State<ApiState>,
-    caller: Caller,
-    headers: HeaderMap,
-    Path(user_id): Path<String>,
-) -> Result<Response, Early> {
-    command(
-        &state,
-        &caller,
-        &headers,
-        user_id,
-        ProfileCommandKind::GreylistRemove,
-    )
-    .await
-}
-
-async fn delete_user(
-    State(state): State<ApiState>,
-    caller: Caller,
-    headers: HeaderMap,
-    Path(user_id): Path<String>,
-) -> Result<Response, Early> {
-    command(
-        &state,
-        &caller,
-        &headers,
-        user_id,
-        ProfileCommandKind::Delete,
-    )
-    .await
+    user_id: String,
+    kind: ProfileCommandKind,
+) -> CommandFuture {
+    Box::pin(async move { command(&state, &caller, &headers, user_id, kind).await })
 }
 
 #[cfg(test)]
