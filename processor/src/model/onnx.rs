@@ -273,4 +273,50 @@ mod tests {
         );
         assert!(float_tensors(&model[..model.len() - 3]).is_err());
     }
+
+    fn model_of(graph: &[u8]) -> Vec<u8> {
+        let mut model = Vec::new();
+        bytes_field(7, graph, &mut model);
+        model
+    }
+
+    fn bad_weights(model: &[u8]) -> String {
+        match float_tensors(model) {
+            Err(ModelError::BadWeights(why)) => why,
+            other => panic!("expected bad weights, got {other:?}"),
+        }
+    }
+
+    /// Dimensions whose product overflows are refused, not wrapped to a
+    /// size the (empty) data matches.
+    #[test]
+    fn refuses_overflowing_dimensions() {
+        let mut t = Vec::new();
+        for d in [1u64 << 63, 2] {
+            varint(1 << 3, &mut t);
+            varint(d, &mut t);
+        }
+        varint(2 << 3, &mut t); // float
+        varint(1, &mut t);
+        bytes_field(8, b"w", &mut t);
+        let mut graph = Vec::new();
+        bytes_field(5, &t, &mut graph); // an initializer
+        assert!(bad_weights(&model_of(&graph)).contains("values for"));
+    }
+
+    /// Subgraphs nested past the limit are refused before the stack runs out.
+    #[test]
+    fn refuses_deeply_nested_subgraphs() {
+        let mut graph = Vec::new();
+        for _ in 0..=MAX_DEPTH + 1 {
+            let mut attr = Vec::new();
+            bytes_field(6, &graph, &mut attr);
+            let mut node = Vec::new();
+            bytes_field(4, b"If", &mut node);
+            bytes_field(5, &attr, &mut node);
+            graph.clear();
+            bytes_field(1, &node, &mut graph);
+        }
+        assert!(bad_weights(&model_of(&graph)).contains("nested"));
+    }
 }
