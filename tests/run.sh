@@ -36,6 +36,11 @@ export TIMBRE_SCHEMATHESIS
 TIMBRE_HELM=$(tests/helm/check.sh)
 export TIMBRE_HELM
 
+# Headless Chromium and chromedriver for the browser SDK and console tests
+# (tests/tests/e2e/browser.rs); installed from Debian's packages if missing.
+TIMBRE_CHROMEDRIVER=$(tests/tools/chromium.sh)
+export TIMBRE_CHROMEDRIVER
+
 services=tests/services/services.sh
 cleanup() { "$services" stop || true; }
 trap cleanup EXIT

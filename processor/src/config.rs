@@ -273,6 +273,11 @@ pub struct ApiConfig {
     /// past it a request is answered `503 server_busy` with `Retry-After`
     /// before its body is read, so memory follows bytes, not connections.
     pub max_in_flight_bytes: usize,
+    /// Origins (`scheme://host[:port]`) whose pages may call the API from a
+    /// browser (CORS); empty: none. Pages hold client tokens, never keys.
+    pub cors_origins: Vec<String>,
+    /// Whether `/console` (the evaluation console) is served.
+    pub console: bool,
 }
 
 impl Default for ApiConfig {
@@ -300,6 +305,8 @@ impl Default for ApiConfig {
             // Six largest uploads, or hundreds of 3 s clips: each upload is
             // held in a few copies (body, audio, event) while it is handled.
             max_in_flight_bytes: 64 << 20,
+            cors_origins: Vec::new(),
+            console: true,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod gate;
 pub mod pipeline;
 pub mod services;
+pub mod webdriver;
 
 use std::path::PathBuf;
 

@@ -29,6 +29,9 @@ const AUDIO_TIMES: TableDefinition<&str, i64> = TableDefinition::new("enrollment
 /// landmarks.
 const FINGERPRINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("fingerprints");
 const DECISIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("decisions");
+/// tenant · user · decided at (20 digits, so keys sort by time) · request
+/// id → nothing.
+const USER_DECISIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("user_decisions");
 /// tenant · user · request id → [`diagnostic_row`].
 const DIAGNOSTICS: TableDefinition<&str, &[u8]> = TableDefinition::new("diagnostics");
 /// tenant · request id → digest of the job that owns the id.
@@ -518,6 +521,37 @@ impl Store for FileStore {
         self.get(DECISIONS, key(&[tenant, request_id])).await
     }
 
+    async fn recent_decision_ids(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let (prefix, end) = key_range(&[tenant, user_id]);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = match tx.open_table(USER_DECISIONS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let mut ids = Vec::new();
+            for entry in t
+                .range(prefix.as_str()..end.as_str())
+                .map_err(unavailable)?
+                .rev()
+                .take(limit as usize)
+            {
+                let (k, _) = entry.map_err(unavailable)?;
+                // The request id is the last part (ids hold no separator).
+                let id = k.value().rsplit(SEP).next().unwrap_or_default();
+                ids.push(id.to_string());
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
     async fn claim_request(
         &self,
         tenant: &str,
@@ -591,6 +625,7 @@ impl Store for FileStore {
                                     DIAGNOSTICS,
                                     CONSENT,
                                     WATCHLIST,
+                                    USER_DECISIONS,
                                 ],
                                 user_id,
                             )?;
@@ -601,6 +636,11 @@ impl Store for FileStore {
                             replace_biokeys(&tx, &c.tenant, user_id, &[])?;
                         }
                         Mutation::Unwatchlist { user_id } => clear(&[WATCHLIST], user_id)?,
+                        Mutation::IndexDecision { user_id, at } => put(
+                            USER_DECISIONS,
+                            key(&[&c.tenant, user_id, &format!("{at:020}"), &c.request_id]),
+                            &[],
+                        )?,
                         Mutation::PutRescoreResult(r) => put(
                             RESCORE_RESULTS,
                             key(&[&r.tenant, &r.target_model, &r.user_id]),

@@ -3,11 +3,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 
-use super::{ApiError, ApiState, keys};
+use super::{ApiError, ApiState, client_tokens, keys};
 use crate::domain::{Scope, now_ms, utc_day};
 use crate::ports::AccessStore;
 
@@ -22,6 +22,9 @@ pub struct Caller {
     scopes: Option<BTreeSet<Scope>>,
     /// The key's jobs keep their audio and decision for diagnosis.
     pub retain_data: bool,
+    /// The one user a client token acts for (`None`: an API key or access
+    /// token, which act for any user of the tenant).
+    pub user: Option<String>,
 }
 
 impl Caller {
@@ -36,6 +39,27 @@ impl Caller {
             format!("this api key lacks the {} scope", scope.as_str()),
         )
         .with("scope", scope.as_str()))
+    }
+
+    /// The user a request acts for: the one it names, which a client
+    /// token's holder may leave out and may not name differently;
+    /// `missing` when a key's request names no one.
+    pub fn acting_for(
+        &self,
+        named: Option<&str>,
+        missing: impl FnOnce() -> ApiError,
+    ) -> Result<String, ApiError> {
+        match (&self.user, named) {
+            (Some(bound), None) => Ok(bound.clone()),
+            (Some(bound), Some(n)) if n == bound => Ok(bound.clone()),
+            (Some(_), Some(_)) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "user_not_allowed",
+                "this client token acts for another user",
+            )),
+            (None, Some(n)) => Ok(n.to_string()),
+            (None, None) => Err(missing()),
+        }
     }
 }
 
@@ -86,22 +110,38 @@ pub fn admit_address(state: &ApiState, parts: &Parts) -> Result<(), ApiError> {
         .map_err(|ms| rate_limited(ms, "address", "too many requests from this address"))
 }
 
-/// The caller behind an API key or an OAuth2 access token. The key is read
-/// from the store on every request (a token's too): a disabled or revoked
-/// key is refused at once by every replica.
-async fn authenticate(state: &ApiState, presented: &str) -> Result<Caller, ApiError> {
+/// The caller behind an API key, an OAuth2 access token or (on `route`,
+/// when it is one of [`client_tokens::CLIENT_ROUTES`]) a client token. The
+/// key is read from the store on every request (a token's too): a disabled
+/// or revoked key is refused at once by every replica, with its tokens.
+async fn authenticate(
+    state: &ApiState,
+    presented: &str,
+    route: Option<&str>,
+) -> Result<Caller, ApiError> {
     let now = now_ms();
-    let (key_id, secret, token_scopes) = match keys::parse(presented) {
-        Some((id, secret)) => (id.to_string(), Some(secret), None),
-        None => {
-            let claims = state
-                .inner
-                .oauth
-                .check(presented, "access")
-                .ok_or_else(ApiError::unauthorized)?;
-            let scopes = claims.scopes();
-            (claims.sub, None, Some((claims.tenant, scopes)))
-        }
+    let (key_id, secret, token_scopes, user) = match keys::parse(presented) {
+        Some((id, secret)) => (id.to_string(), Some(secret), None, None),
+        None => match state.inner.oauth.check(presented, "access") {
+            Some(claims) => {
+                let scopes = claims.scopes();
+                (claims.sub, None, Some((claims.tenant, scopes)), None)
+            }
+            None => {
+                let claims = state
+                    .inner
+                    .client_tokens
+                    .check(presented, route)
+                    .map_err(client_tokens::Refusal::error)?;
+                let scopes = client_tokens::claims_scope(&claims).into_iter().collect();
+                (
+                    claims.sub,
+                    None,
+                    Some((claims.tenant, scopes)),
+                    Some(claims.user),
+                )
+            }
+        },
     };
     let stored = state
         .inner
@@ -124,6 +164,7 @@ async fn authenticate(state: &ApiState, presented: &str) -> Result<Caller, ApiEr
         key_id: stored.key_id,
         scopes,
         retain_data: stored.retain_data,
+        user,
     })
 }
 
@@ -150,14 +191,27 @@ impl FromRequestParts<ApiState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         admit_address(state, parts)?;
         let presented = presented_key(parts).ok_or_else(ApiError::unauthorized)?;
-        admit(state, presented).await
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
+        admit_on(state, presented, route).await
     }
 }
 
 /// The caller behind `presented` (an API key or an access token), counted
 /// against its key's rate limit and usage; run after [`admit_address`].
 pub async fn admit(state: &ApiState, presented: &str) -> Result<Caller, ApiError> {
-    let caller = authenticate(state, presented).await?;
+    admit_on(state, presented, None).await
+}
+
+/// [`admit`] on a matched route, where a client token may be accepted.
+async fn admit_on(
+    state: &ApiState,
+    presented: &str,
+    route: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let caller = authenticate(state, presented, route).await?;
     let admitted = state
         .inner
         .limiter
@@ -303,6 +357,35 @@ pub async fn record_usage(state: &ApiState, caller: &Caller, counts: Vec<(String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn caller(user: Option<&str>) -> Caller {
+        Caller {
+            tenant: "acme".into(),
+            key_id: "k".into(),
+            scopes: None,
+            retain_data: false,
+            user: user.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_client_token_acts_for_its_own_user_only() {
+        let missing = || ApiError::bad_request("missing_field", "user_id");
+        let bound = caller(Some("u1"));
+        assert_eq!(bound.acting_for(None, missing).unwrap(), "u1");
+        assert_eq!(bound.acting_for(Some("u1"), missing).unwrap(), "u1");
+        let other = bound.acting_for(Some("u2"), missing).unwrap_err();
+        assert_eq!(
+            (other.status, other.code.as_str()),
+            (StatusCode::FORBIDDEN, "user_not_allowed")
+        );
+        let key = caller(None);
+        assert_eq!(key.acting_for(Some("u2"), missing).unwrap(), "u2");
+        assert_eq!(
+            key.acting_for(None, missing).unwrap_err().code,
+            "missing_field"
+        );
+    }
 
     #[test]
     fn limits_per_key_and_minute() {

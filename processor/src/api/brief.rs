@@ -64,10 +64,11 @@ async fn enroll(
 ) -> Result<Response, Early> {
     caller.require(Scope::Enroll)?;
     let form = form::read(multipart).await?;
+    let user_id = caller.acting_for(form.optional("user_id"), || form::missing_field("user_id"))?;
     let mut job = EnrollmentRequested::new(
         request_id(&headers)?,
         caller.tenant.clone(),
-        form.required("user_id")?,
+        user_id,
         now_ms(),
         form.audio.clone(),
     );
@@ -94,7 +95,9 @@ async fn enroll(
 
 #[derive(Deserialize)]
 struct StartAuth {
-    user_id: String,
+    /// Required of keys; a client token's holder may leave it out.
+    #[serde(default)]
+    user_id: Option<String>,
 }
 
 async fn start_auth(
@@ -103,7 +106,14 @@ async fn start_auth(
     Body(body): Body<StartAuth>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Verify)?;
-    ready_to_verify(&state, &caller.tenant, &body.user_id).await?;
+    let user_id = caller.acting_for(body.user_id.as_deref(), || {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "missing field `user_id`",
+        )
+    })?;
+    ready_to_verify(&state, &caller.tenant, &user_id).await?;
     let now = now_ms();
     let (challenge, session_id) = {
         let mut rng = rand::rng();
@@ -116,7 +126,7 @@ async fn start_auth(
     let session = ChallengeSession {
         tenant: caller.tenant.clone(),
         session_id,
-        user_id: body.user_id,
+        user_id,
         challenge,
         created_at: now,
         expires_at: now + state.inner.config.session_ttl_secs as i64 * 1000,
@@ -182,7 +192,7 @@ async fn verify_voice(
 ) -> Result<Response, Early> {
     caller.require(Scope::Verify)?;
     let form = form::read(multipart).await?;
-    let user_id = form.required("user_id")?;
+    let user_id = caller.acting_for(form.optional("user_id"), || form::missing_field("user_id"))?;
     let session_id = form.required("session_id")?;
     // Taken before scoring: a session is good for one attempt, whatever its
     // outcome. A dialogue's prompt is answered in its dialogue only.
@@ -232,6 +242,7 @@ async fn verify_voice(
             "user_id": d.user_id,
             "request_id": d.request_id,
             "confidence": d.confidence,
+            "signals": views::signals(&d),
         }))
         .into_response());
     }
@@ -242,6 +253,7 @@ async fn verify_voice(
         "code": code,
         "reason": failure_text(Code::parse(code)),
         "request_id": d.request_id,
+        "signals": views::signals(&d),
     });
     if let Some(ms) = d.retry_after_ms {
         body["retryAfterMs"] = json!(ms);

@@ -29,9 +29,7 @@ pub struct AudioForm {
 impl AudioForm {
     /// A required text field.
     pub fn required(&self, name: &'static str) -> Result<&str, ApiError> {
-        self.optional(name).ok_or_else(|| {
-            ApiError::bad_request("missing_field", format!("form field `{name}` is required"))
-        })
+        self.optional(name).ok_or_else(|| missing_field(name))
     }
 
     /// An optional text field (empty counts as absent).
@@ -111,4 +109,9 @@ pub async fn read_parts(
         }
     }
     Ok((fields, audio))
+}
+
+/// `400 missing_field` naming the absent form field.
+pub fn missing_field(name: &str) -> ApiError {
+    ApiError::bad_request("missing_field", format!("form field `{name}` is required"))
 }

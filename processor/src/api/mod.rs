@@ -13,6 +13,8 @@
 
 pub mod auth;
 mod brief;
+pub mod client_tokens;
+mod cors;
 pub mod dialects;
 mod error;
 mod form;
@@ -28,6 +30,7 @@ pub mod tokens;
 mod users;
 mod v1;
 mod views;
+mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +66,7 @@ struct Inner {
     tokens: tokens::TokenSigner,
     limiter: auth::RateLimiter,
     oauth: oauth::OAuthSigner,
+    client_tokens: client_tokens::ClientTokenSigner,
     /// Requests per client address (local to the replica: it runs before
     /// any store access).
     address_limiter: auth::RateLimiter,
@@ -111,6 +115,9 @@ impl ApiState {
                     api.token_signing_key.expose().as_bytes(),
                     api.access_token_ttl_secs,
                     api.refresh_token_ttl_secs,
+                ),
+                client_tokens: client_tokens::ClientTokenSigner::new(
+                    api.token_signing_key.expose().as_bytes(),
                 ),
                 address_limiter: auth::RateLimiter::new(api.address_rate_limit_per_minute),
                 // Never below one largest upload, or that upload could never pass.

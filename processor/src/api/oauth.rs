@@ -68,14 +68,7 @@ impl OAuthSigner {
     /// A signer under a key derived from the deployment's token signing key
     /// (a random one when empty: tokens then verify in this process only).
     pub fn new(signing_key: &[u8], access_ttl_secs: u64, refresh_ttl_secs: u64) -> Self {
-        let mut base = signing_key.to_vec();
-        if base.is_empty() {
-            base = vec![0u8; 32];
-            rand::rng().fill_bytes(&mut base);
-        }
-        let mut mac = Hmac::<Sha256>::new_from_slice(&base).expect("hmac takes any key");
-        mac.update(b"timbre oauth2 tokens");
-        let key = mac.finalize().into_bytes();
+        let key = derived_key(signing_key, b"timbre oauth2 tokens");
         Self {
             encoding: EncodingKey::from_secret(&key),
             decoding: DecodingKey::from_secret(&key),
@@ -115,6 +108,20 @@ impl OAuthSigner {
             .map(|d| d.claims)
             .filter(|c| c.typ == typ)
     }
+}
+
+/// A key for one kind of token, derived from the deployment's token signing
+/// key (from a random one when that is empty: tokens then verify in this
+/// process only), so no kind of token passes as another.
+pub(super) fn derived_key(signing_key: &[u8], purpose: &[u8]) -> Vec<u8> {
+    let mut base = signing_key.to_vec();
+    if base.is_empty() {
+        base = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut base);
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(&base).expect("hmac takes any key");
+    mac.update(purpose);
+    mac.finalize().into_bytes().to_vec()
 }
 
 fn scope_string(scopes: &BTreeSet<Scope>) -> String {

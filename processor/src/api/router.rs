@@ -10,7 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, middleware};
 use serde::de::DeserializeOwned;
 
-use super::{ApiError, ApiState, brief, dialects, error, key_admin, oauth, ops, users, v1};
+use super::{
+    ApiError, ApiState, brief, client_tokens, cors, dialects, error, key_admin, oauth, ops, users,
+    v1, web,
+};
 
 /// The router with its middleware: body limit, timeout, metrics, JSON errors.
 pub fn router(state: ApiState) -> Router {
@@ -23,9 +26,13 @@ pub fn router(state: ApiState) -> Router {
         .merge(brief::routes())
         .merge(ops::routes())
         .merge(dialects::routes())
+        .merge(client_tokens::routes())
+        .merge(web::routes(state.inner.config.console))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        // Outermost: a preflight is answered before anything else runs.
+        .layer(middleware::from_fn_with_state(state.clone(), cors::cors))
         .with_state(state)
 }
 

@@ -3,11 +3,12 @@
 //! bus, answered from its decision like every job; the adapter decides
 //! nothing itself.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use timbre_schemas::{Contract, ProfileCommand, ProfileCommandKind, Request};
 
@@ -23,6 +24,7 @@ pub fn routes() -> Router<ApiState> {
             "/v1/users/{user_id}",
             get(user).delete(on(ProfileCommandKind::Delete, native)),
         )
+        .route("/v1/users/{user_id}/decisions", get(decisions))
         .route(
             "/v1/users/{user_id}/opt-out",
             post(on(ProfileCommandKind::OptOut, native)),
@@ -36,6 +38,46 @@ pub fn routes() -> Router<ApiState> {
             put(on(ProfileCommandKind::GreylistAdd, native))
                 .delete(on(ProfileCommandKind::GreylistRemove, native)),
         )
+}
+
+#[derive(Deserialize)]
+struct DecisionsQuery {
+    limit: Option<u32>,
+}
+
+/// Most decisions one listing returns.
+const MAX_DECISIONS: u32 = 100;
+
+/// The user's newest decisions, newest first, each as
+/// `GET /v1/decisions/{id}` shows it.
+async fn decisions(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+    Query(query): Query<DecisionsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::ProfilesRead)?;
+    let limit = query.limit.unwrap_or(20);
+    if limit == 0 || limit > MAX_DECISIONS {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_DECISIONS}"),
+        ));
+    }
+    let ids = state
+        .inner
+        .store
+        .recent_decision_ids(&caller.tenant, &user_id, limit)
+        .await?;
+    let expose = state.inner.policies.for_tenant(&caller.tenant).expose_score;
+    let mut listed = Vec::with_capacity(ids.len());
+    for id in ids {
+        // An entry whose decision has expired is skipped.
+        if let Some(d) = state.inner.client.stored(&caller.tenant, &id).await? {
+            listed.push(views::decision(&d, expose));
+        }
+    }
+    Ok(Json(json!({"user_id": user_id, "decisions": listed})))
 }
 
 /// What the API shows of a user: profile, biometric consent and whether

@@ -233,12 +233,17 @@ async fn decision(
     caller: Caller,
     Path(request_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Scope::ProfilesRead)?;
+    // A client token reads its own user's decisions only (an enrollment
+    // answered 202 is polled here); keys need the read scope.
+    if caller.user.is_none() {
+        caller.require(Scope::ProfilesRead)?;
+    }
     let d = state
         .inner
         .client
         .stored(&caller.tenant, &request_id)
         .await?
+        .filter(|d| caller.user.as_ref().is_none_or(|u| *u == d.user_id))
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -26,6 +26,25 @@ pub fn status_name(status: Option<ProfileStatus>) -> Option<&'static str> {
     })
 }
 
+/// The decision's signals (voice, phrase, liveness) with the phrase and
+/// liveness scores against their thresholds. Those scores say nothing
+/// about the voice: they are shown whatever the tenant's `expose_score`.
+pub fn signals(d: &Decision) -> Option<Value> {
+    let s = d.signals.as_ref()?;
+    let mut signals = json!({"voice": s.voice, "phrase": s.phrase, "liveness": s.liveness});
+    for (name, score, threshold) in [
+        ("phrase", s.phrase_score, s.phrase_threshold),
+        ("liveness", s.liveness_score, s.liveness_threshold),
+        ("synthetic", s.synthetic_score, s.synthetic_threshold),
+    ] {
+        if let (Some(score), Some(threshold)) = (score, threshold) {
+            signals[format!("{name}_score")] = json!(score);
+            signals[format!("{name}_threshold")] = json!(threshold);
+        }
+    }
+    Some(signals)
+}
+
 /// Every field of a decision, as `GET /v1/decisions/{id}` returns it; the
 /// raw score only when the tenant's policy exposes it.
 pub fn decision(d: &Decision, expose_score: bool) -> Value {
@@ -50,20 +69,7 @@ pub fn decision(d: &Decision, expose_score: bool) -> Value {
     if let Some(s) = d.score.filter(|_| expose_score) {
         obj.insert("score".into(), json!(s));
     }
-    if let Some(s) = &d.signals {
-        let mut signals = json!({"voice": s.voice, "phrase": s.phrase, "liveness": s.liveness});
-        // The phrase and liveness scores say nothing about the voice: they
-        // are shown whatever the tenant's `expose_score`.
-        for (name, score, threshold) in [
-            ("phrase", s.phrase_score, s.phrase_threshold),
-            ("liveness", s.liveness_score, s.liveness_threshold),
-            ("synthetic", s.synthetic_score, s.synthetic_threshold),
-        ] {
-            if let (Some(score), Some(threshold)) = (score, threshold) {
-                signals[format!("{name}_score")] = json!(score);
-                signals[format!("{name}_threshold")] = json!(threshold);
-            }
-        }
+    if let Some(signals) = signals(d) {
         obj.insert("signals".into(), signals);
     }
     if let Some(t) = &d.thresholds {

@@ -32,6 +32,15 @@ pub enum Mutation {
         /// User id.
         user_id: String,
     },
+    /// List the job's decision among the user's recent decisions (what an
+    /// operator's console shows); the list goes with the user's deletion,
+    /// the decision itself stays as the audit record.
+    IndexDecision {
+        /// User id.
+        user_id: String,
+        /// When the job was decided (ms since the epoch).
+        at: i64,
+    },
     /// Record the outcome of re-scoring one user.
     PutRescoreResult(RescoreResult),
     /// Put a voice on the watchlist.
@@ -98,7 +107,11 @@ impl Mutation {
     /// write.
     pub fn rank(&self) -> u8 {
         match self {
-            Mutation::EraseBiometrics { .. } | Mutation::EraseAudio { .. } => 0,
+            // Listed before a deletion, so deleting a user unlists its own
+            // decision too.
+            Mutation::EraseBiometrics { .. }
+            | Mutation::EraseAudio { .. }
+            | Mutation::IndexDecision { .. } => 0,
             Mutation::DeleteUser { .. } => 1,
             Mutation::Unwatchlist { .. } => 2,
             Mutation::PutRescoreResult(_) => 3,

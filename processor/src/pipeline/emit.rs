@@ -11,7 +11,7 @@ use timbre_schemas::{
 
 use super::Processor;
 use super::job::ProcessError;
-use crate::domain::{JobCommit, Outcome, now_ms};
+use crate::domain::{JobCommit, Mutation, Outcome, now_ms};
 use crate::ports::Message;
 
 /// A dead letter of a message that did not decode keeps at most this many
@@ -50,6 +50,14 @@ impl<'a> Emission<'a> {
             .as_ref()
             .filter(|e| e.dead_letter)
             .map(|e| (e.code, e.message.clone()));
+        let mut mutations = outcome.mutations;
+        // Re-scoring is background work, not something the user did.
+        if !decision.user_id.is_empty() && !matches!(request, Request::Rescore(_)) {
+            mutations.push(Mutation::IndexDecision {
+                user_id: decision.user_id.clone(),
+                at: decision.processed_at,
+            });
+        }
         Self {
             message,
             request: Some(request),
@@ -59,7 +67,7 @@ impl<'a> Emission<'a> {
                 tenant: request.tenant().into(),
                 request_id: request.request_id().into(),
                 decision: Vec::new(),
-                mutations: outcome.mutations,
+                mutations,
             }),
             dead_letter,
         }

@@ -155,6 +155,15 @@ pub trait Store: Send + Sync {
     async fn decision(&self, tenant: &str, request_id: &str)
     -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// The request ids of the user's `limit` newest decisions, newest first
+    /// (the index goes with the user's deletion and the decisions' TTL).
+    async fn recent_decision_ids(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Binds a request id to the digest of one job, first come first served
     /// (a conditional insert); true when the id is bound to `digest`, now
     /// or before (a redelivery).

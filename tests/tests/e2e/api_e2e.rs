@@ -520,7 +520,7 @@ async fn operations(d: &Deployment) {
     let (_, doc) = api.get("", "/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 38, "every route is documented");
+    assert_eq!(paths.len(), 44, "every route is documented");
     for (path, ops) in paths {
         let concrete = path
             .replace("{user_id}", "u")

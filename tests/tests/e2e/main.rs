@@ -13,12 +13,14 @@
 //!   `calibration` (`timbre calibrate`);
 //! - phrase signal: `phrase_check` (front end, reader, recogniser, challenges);
 //! - liveness signal: `synthetic_speech` (and replays in `pipeline_e2e`);
+//! - browser: `browser` (the SDK and the console in headless Chromium);
 //! - load generator: `loadgen_embedded`, `loadgen_targets`;
 //! - deployment: `helm_chart`.
 
 mod api_e2e;
 mod api_openapi;
 mod audio_inputs;
+mod browser;
 mod bus_port;
 mod calibration;
 mod crash_resume;

@@ -246,6 +246,76 @@ async fn store_contract(store: Arc<dyn Store>) {
     diagnostics(store.as_ref(), tenant, other).await;
     biokeys(store.as_ref(), tenant, other).await;
     retained_audio_is_capped(store.as_ref(), tenant).await;
+    recent_decisions(store.as_ref(), tenant, other).await;
+}
+
+/// A user's decisions are listed newest first, per tenant, and the list
+/// goes with the user's deletion (a deletion's own decision included).
+async fn recent_decisions(store: &dyn Store, tenant: &str, other: &str) {
+    let user = "listed";
+    let decided = |tenant: &str, id: &str, at: i64, extra: Vec<Mutation>| JobCommit {
+        tenant: tenant.into(),
+        request_id: id.into(),
+        decision: id.as_bytes().to_vec(),
+        mutations: [
+            vec![Mutation::IndexDecision {
+                user_id: user.into(),
+                at,
+            }],
+            extra,
+        ]
+        .concat(),
+    };
+    // Committed out of time order: the list follows decision times.
+    for (id, at) in [("d-2", 2_000), ("d-1", 1_000), ("d-3", 3_000)] {
+        store
+            .commit(&decided(tenant, id, at, vec![]))
+            .await
+            .unwrap();
+    }
+    store
+        .commit(&decided(other, "d-other", 4_000, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recent_decision_ids(tenant, user, 10).await.unwrap(),
+        ["d-3", "d-2", "d-1"]
+    );
+    assert_eq!(
+        store.recent_decision_ids(tenant, user, 2).await.unwrap(),
+        ["d-3", "d-2"]
+    );
+    assert!(
+        store
+            .recent_decision_ids(tenant, "nobody", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let delete = Mutation::DeleteUser {
+        user_id: user.into(),
+    };
+    store
+        .commit(&decided(tenant, "d-delete", 5_000, vec![delete]))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .recent_decision_ids(tenant, user, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "deleted with the user"
+    );
+    assert_eq!(
+        store.decision(tenant, "d-2").await.unwrap(),
+        Some(b"d-2".to_vec()),
+        "the decisions stay as the audit record"
+    );
+    assert_eq!(
+        store.recent_decision_ids(other, user, 10).await.unwrap(),
+        ["d-other"]
+    );
 }
 
 /// Only the newest recordings of a user are retained.

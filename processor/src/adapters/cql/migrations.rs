@@ -132,4 +132,15 @@ pub(super) const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             "ALTER TABLE {ks}.challenge_sessions ADD call text",
         ],
     ),
+    (
+        12,
+        "each user's recent decisions, newest first",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.user_decisions (tenant text, user_id text, \
+             decided_at timestamp, request_id text, \
+             PRIMARY KEY ((tenant, user_id), decided_at, request_id)) \
+             WITH CLUSTERING ORDER BY (decided_at DESC, request_id ASC) \
+             AND default_time_to_live = {decision_ttl}",
+        ],
+    ),
 ];

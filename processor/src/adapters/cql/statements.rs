@@ -45,6 +45,9 @@ pub(super) struct Statements {
     pub(super) biokey_owners: PreparedStatement,
     pub(super) put_biokey_owner: PreparedStatement,
     pub(super) delete_biokey_owner: PreparedStatement,
+    pub(super) user_decisions: PreparedStatement,
+    pub(super) put_user_decision: PreparedStatement,
+    pub(super) delete_user_decisions: PreparedStatement,
     pub(super) models: ModelStatements,
 }
 
@@ -214,6 +217,19 @@ impl CqlStore {
                     .await?,
                     delete_biokeys: p(format!("DELETE FROM {ks}.biokeys WHERE tenant = ? AND user_id = ?"))
                         .await?,
+                    user_decisions: p(format!(
+                        "SELECT request_id FROM {ks}.user_decisions WHERE tenant = ? AND user_id = ? LIMIT ?"
+                    ))
+                    .await?,
+                    put_user_decision: p(format!(
+                        "INSERT INTO {ks}.user_decisions (tenant, user_id, decided_at, request_id) \
+                         VALUES (?, ?, ?, ?)"
+                    ))
+                    .await?,
+                    delete_user_decisions: p(format!(
+                        "DELETE FROM {ks}.user_decisions WHERE tenant = ? AND user_id = ?"
+                    ))
+                    .await?,
                     biokey_owners: p(format!(
                         "SELECT user_id FROM {ks}.biokey_index WHERE tenant = ? AND name = ? AND digest = ?"
                     ))

@@ -291,6 +291,20 @@ impl Store for CqlStore {
             .map(|(p,)| p))
     }
 
+    async fn recent_decision_ids(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let s = self.statements().await?;
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows: Vec<(String,)> = self
+            .all(&s.user_decisions, (tenant, user_id, limit))
+            .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
     async fn claim_request(
         &self,
         tenant: &str,
@@ -366,6 +380,7 @@ impl Store for CqlStore {
                         &s.delete_profile,
                         &s.models.delete_user,
                         &s.delete_biokeys,
+                        &s.delete_user_decisions,
                     ] {
                         add(stmt, user_row(user_id));
                     }
@@ -394,6 +409,10 @@ impl Store for CqlStore {
                     );
                 }
                 Mutation::Unwatchlist { user_id } => add(&s.remove_watchlist, user_row(user_id)),
+                Mutation::IndexDecision { user_id, at } => add(
+                    &s.put_user_decision,
+                    vec![text(&c.tenant), text(user_id), ts(*at), text(&c.request_id)],
+                ),
                 Mutation::PutRescoreResult(r) => add(
                     &s.models.put_result,
                     vec![
