@@ -385,6 +385,11 @@ fn probes_hit_the_real_routes_on_the_ports_the_binaries_listen_on() {
         (api.rate_limit_per_minute, api.wait_timeout_ms),
         (300, 8000)
     );
+    assert!(api.console);
+    assert_eq!(
+        api.cors_origins,
+        ["https://app.example.com", "https://portal.example.com:8443"]
+    );
 }
 
 #[test]
