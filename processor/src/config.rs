@@ -276,7 +276,8 @@ pub struct ApiConfig {
     /// Origins (`scheme://host[:port]`) whose pages may call the API from a
     /// browser (CORS); empty: none. Pages hold client tokens, never keys.
     pub cors_origins: Vec<String>,
-    /// Whether `/console` (the evaluation console) is served.
+    /// Whether `/console` (the evaluation console) is served; off unless
+    /// asked for, so a public API does not present a key prompt.
     pub console: bool,
 }
 
@@ -306,7 +307,7 @@ impl Default for ApiConfig {
             // held in a few copies (body, audio, event) while it is handled.
             max_in_flight_bytes: 64 << 20,
             cors_origins: Vec::new(),
-            console: true,
+            console: false,
         }
     }
 }

@@ -173,6 +173,8 @@ pub fn config(bus: &str, store: &str, settings: Vec<(&str, String)>) -> Config {
         ("TIMBRE__LISTEN", "127.0.0.1:0".into()),
         ("TIMBRE__API__KEY_PEPPER", "test-pepper".into()),
         ("TIMBRE__API__TOKEN_SIGNING_KEY", "test-signing-key".into()),
+        // Every documented route answers (`operations` checks the router).
+        ("TIMBRE__API__CONSOLE", "true".into()),
         // One debug-build scoring worker serves several concurrent flows
         // on a shared 2-core machine: answers wait longer than in
         // production (10 s) before a 202 sends the test polling.

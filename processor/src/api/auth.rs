@@ -212,10 +212,16 @@ async fn admit_on(
     route: Option<&str>,
 ) -> Result<Caller, ApiError> {
     let caller = authenticate(state, presented, route).await?;
+    // A client token's holder is an end user: it spends a budget of its
+    // own (per key and user), so one page cannot use up the key's.
+    let bucket = match &caller.user {
+        Some(user) => format!("{}\u{1f}client\u{1f}{user}", caller.key_id),
+        None => caller.key_id.clone(),
+    };
     let admitted = state
         .inner
         .limiter
-        .admit_shared(&*state.inner.access, &caller.key_id, now_ms())
+        .admit_shared(&*state.inner.access, &bucket, now_ms())
         .await;
     if let Err(retry_after_ms) = admitted {
         record_usage(state, &caller, vec![("throttled".into(), 1)]).await;

@@ -65,6 +65,9 @@ async fn enroll(
     caller.require(Scope::Enroll)?;
     let form = form::read(multipart).await?;
     let user_id = caller.acting_for(form.optional("user_id"), || form::missing_field("user_id"))?;
+    if caller.user.is_some() {
+        refuse_enrolled(&state, &caller.tenant, &user_id).await?;
+    }
     let mut job = EnrollmentRequested::new(
         request_id(&headers)?,
         caller.tenant.clone(),
@@ -115,6 +118,17 @@ async fn start_auth(
     })?;
     ready_to_verify(&state, &caller.tenant, &user_id).await?;
     let now = now_ms();
+    // A challenge in a cooldown could only be answered `cooldown`: say so
+    // before the user speaks.
+    let profile = state.inner.store.profile(&caller.tenant, &user_id).await?;
+    if let Some(until) = profile.map(|p| p.cooldown_until).filter(|u| *u > now) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            Code::Cooldown.as_str(),
+            "too many failed attempts; wait before trying again",
+        )
+        .with("retryAfterMs", until - now));
+    }
     let (challenge, session_id) = {
         let mut rng = rand::rng();
         // Six digits (about 3 s of speech): enough to tell speakers apart.
@@ -140,6 +154,22 @@ async fn start_auth(
         "expiresAt": utc_rfc3339(session.expires_at),
     }))
     .into_response())
+}
+
+/// A browser enrolls a user once: more samples for an enrolled profile
+/// would give whoever holds the page unlimited tries at matching it (a
+/// mismatching sample costs no failure) and a way to move the voiceprint.
+/// The integrator's backend, with its key, can still add samples.
+async fn refuse_enrolled(state: &ApiState, tenant: &str, user_id: &str) -> Result<(), ApiError> {
+    let profile = state.inner.store.profile(tenant, user_id).await?;
+    if profile.is_some_and(|p| p.status == ProfileStatus::Enrolled) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_enrolled",
+            "the user is enrolled; a client token enrolls a user once",
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a challenge to a user who cannot answer it: no profile (`404`),
@@ -242,7 +272,7 @@ async fn verify_voice(
             "user_id": d.user_id,
             "request_id": d.request_id,
             "confidence": d.confidence,
-            "signals": views::signals(&d),
+            "signals": signals(&caller, &d),
         }))
         .into_response());
     }
@@ -253,12 +283,22 @@ async fn verify_voice(
         "code": code,
         "reason": failure_text(Code::parse(code)),
         "request_id": d.request_id,
-        "signals": views::signals(&d),
+        "signals": signals(&caller, &d),
     });
     if let Some(ms) = d.retry_after_ms {
         body["retryAfterMs"] = json!(ms);
     }
     Ok(Json(body).into_response())
+}
+
+/// The signals of an answer: in full for a key's caller, tiers only for a
+/// browser holding a client token.
+fn signals(caller: &Caller, d: &timbre_schemas::Decision) -> Option<Value> {
+    if caller.user.is_some() {
+        views::signal_tiers(d)
+    } else {
+        views::signals(d)
+    }
 }
 
 #[derive(Deserialize)]

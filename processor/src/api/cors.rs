@@ -12,13 +12,28 @@ use axum::response::{IntoResponse, Response};
 use super::{ApiError, ApiState};
 
 /// Request headers a page may send.
-const ALLOWED_HEADERS: &str = "authorization, content-type, x-request-id";
-/// Methods a page may use.
-const ALLOWED_METHODS: &str = "GET, POST, PUT, DELETE";
+const ALLOWED_HEADERS: &str = "authorization, content-type, idempotency-key";
+/// Methods a page may use (a client token reads and submits, nothing else).
+const ALLOWED_METHODS: &str = "GET, POST";
 /// Response headers a page may read besides the safelisted ones.
 const EXPOSED_HEADERS: &str = "retry-after";
 /// How long a browser may cache a preflight answer (seconds).
 const PREFLIGHT_MAX_AGE: &str = "600";
+
+/// Whether `origin` can be listed: `scheme://host[:port]` over http(s),
+/// as a browser sends it (no path, no trailing slash, not `*` or `null`,
+/// which would never match or would admit sandboxed pages).
+pub fn listable(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '*', ' '])
+        && origin.chars().all(|c| c.is_ascii_graphic())
+}
 
 /// The request's origin when it is one of `allowed` (exact match).
 fn allowed_origin<'h>(headers: &'h HeaderMap, allowed: &[String]) -> Option<&'h HeaderValue> {
@@ -34,6 +49,9 @@ pub async fn cors(
     next: axum::middleware::Next,
 ) -> Response {
     let allowed = &state.inner.config.cors_origins;
+    if allowed.is_empty() {
+        return next.run(request).await;
+    }
     let origin = allowed_origin(request.headers(), allowed).cloned();
     let preflight = request.method() == Method::OPTIONS
         && request
@@ -41,12 +59,16 @@ pub async fn cors(
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if preflight {
         let Some(origin) = origin else {
-            return ApiError::new(
+            let mut refused = ApiError::new(
                 StatusCode::FORBIDDEN,
                 "origin_not_allowed",
                 "this origin may not call the api from a browser",
             )
             .into_response();
+            refused
+                .headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("origin"));
+            return refused;
         };
         let mut response = StatusCode::NO_CONTENT.into_response();
         let h = response.headers_mut();
@@ -67,14 +89,16 @@ pub async fn cors(
         return response;
     }
     let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    // Every answer depends on the origin once a list is configured: a
+    // shared cache must not hand one origin's answer to another.
+    h.append(header::VARY, HeaderValue::from_static("origin"));
     if let Some(origin) = origin {
-        let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static(EXPOSED_HEADERS),
         );
-        h.append(header::VARY, HeaderValue::from_static("origin"));
     }
     response
 }
@@ -102,5 +126,28 @@ mod tests {
         }
         assert!(allowed_origin(&HeaderMap::new(), &allowed).is_none());
         assert!(allowed_origin(&with("https://app.example"), &[]).is_none());
+    }
+
+    #[test]
+    fn only_origins_a_browser_sends_can_be_listed() {
+        for good in [
+            "https://app.example",
+            "http://127.0.0.1:8081",
+            "https://a.b:8443",
+        ] {
+            assert!(listable(good), "{good}");
+        }
+        for bad in [
+            "*",
+            "null",
+            "https://app.example/",
+            "https://app.example/path",
+            "app.example",
+            "ftp://app.example",
+            "https://",
+            "https://*.example",
+        ] {
+            assert!(!listable(bad), "{bad}");
+        }
     }
 }

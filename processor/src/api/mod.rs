@@ -93,7 +93,14 @@ pub struct ApiParts {
 impl ApiState {
     /// Builds the adapter state from the ports and the configuration.
     pub fn new(parts: ApiParts, config: &Config) -> Self {
-        let api = config.api.clone();
+        let mut api = config.api.clone();
+        api.cors_origins.retain(|origin| {
+            let ok = cors::listable(origin);
+            if !ok {
+                tracing::warn!(%origin, "api.cors_origins entry ignored: not scheme://host[:port]");
+            }
+            ok
+        });
         if api.key_pepper.is_empty() {
             tracing::warn!("api.key_pepper is unset: api key hashes are not peppered");
         }

@@ -73,7 +73,9 @@ async fn decisions(
     let mut listed = Vec::with_capacity(ids.len());
     for id in ids {
         // An entry whose decision has expired is skipped.
-        if let Some(d) = state.inner.client.stored(&caller.tenant, &id).await? {
+        if let Some(d) = state.inner.client.stored(&caller.tenant, &id).await?
+            && d.user_id == user_id
+        {
             listed.push(views::decision(&d, expose));
         }
     }

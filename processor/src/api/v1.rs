@@ -233,17 +233,29 @@ async fn decision(
     caller: Caller,
     Path(request_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    // A client token reads its own user's decisions only (an enrollment
-    // answered 202 is polled here); keys need the read scope.
+    // A client token reads its own user's decisions of its own kind of job
+    // (an answer that came back 202 is polled here), without scores; keys
+    // need the read scope.
     if caller.user.is_none() {
         caller.require(Scope::ProfilesRead)?;
     }
+    let readable = |d: &timbre_schemas::Decision| match &caller.user {
+        None => true,
+        Some(user) => {
+            let scope = match d.job {
+                timbre_schemas::JobKind::Verification => Scope::Verify,
+                timbre_schemas::JobKind::Enrollment => Scope::Enroll,
+                _ => return false,
+            };
+            *user == d.user_id && caller.require(scope).is_ok()
+        }
+    };
     let d = state
         .inner
         .client
         .stored(&caller.tenant, &request_id)
         .await?
-        .filter(|d| caller.user.as_ref().is_none_or(|u| *u == d.user_id))
+        .filter(readable)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -251,6 +263,9 @@ async fn decision(
                 "no decision for this request id (yet)",
             )
         })?;
+    if caller.user.is_some() {
+        return Ok(Json(views::client_decision(&d)));
+    }
     let expose = state.inner.policies.for_tenant(&caller.tenant).expose_score;
     Ok(Json(views::decision(&d, expose)))
 }

@@ -45,6 +45,43 @@ pub fn signals(d: &Decision) -> Option<Value> {
     Some(signals)
 }
 
+/// The signals as a browser sees them: tiers only. Scores and thresholds
+/// would let whoever holds a client token tune a forged recording against
+/// the detectors.
+pub fn signal_tiers(d: &Decision) -> Option<Value> {
+    let s = d.signals.as_ref()?;
+    Some(json!({"voice": s.voice, "phrase": s.phrase, "liveness": s.liveness}))
+}
+
+/// A decision as a client token's holder reads it: the outcome and
+/// progress, no scores, thresholds or confidence.
+pub fn client_decision(d: &Decision) -> Value {
+    let mut v = json!({
+        "request_id": d.request_id,
+        "user_id": d.user_id,
+        "job": format!("{:?}", d.job).to_lowercase(),
+        "decision": decision_name(d.decision),
+        "status": status_name(d.profile_status),
+        "reason": d.main_code(),
+        "reasons": d.reasons,
+        "speech_millis": d.speech_millis,
+        "enrollment_progress": d.enrollment_progress,
+        "learning_progress": d.learning_progress,
+        "processed_at": d.processed_at,
+    });
+    if let Some(s) = signal_tiers(d) {
+        v["signals"] = s;
+    }
+    if let Some(ms) = d.retry_after_ms {
+        v["retryAfterMs"] = json!(ms);
+    }
+    if let Some(code) = &d.error_code {
+        v["error"] = json!(code);
+        v["message"] = json!(d.error_message);
+    }
+    v
+}
+
 /// Every field of a decision, as `GET /v1/decisions/{id}` returns it; the
 /// raw score only when the tenant's policy exposes it.
 pub fn decision(d: &Decision, expose_score: bool) -> Value {

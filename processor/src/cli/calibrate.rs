@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use serde_json::json;
-use timbre::audio::{MODEL_SAMPLE_RATE, through_narrowband, vad};
+use timbre::audio::{MODEL_SAMPLE_RATE, through_narrowband};
 use timbre::domain::Policy;
 use timbre::domain::calibration::{
     Band, BandNorm, LinearCalibration, SAME_VOICE_COSINE, ScoreNorm, as_norm, far_curve, quality,
@@ -28,6 +28,7 @@ use timbre::eval::{Trial, metrics, read_manifest};
 use timbre::model::SpeakerModel;
 
 use super::ModelArgs;
+use super::net_speech::NetSpeech;
 use super::speech::{load_model, pool, read_audio};
 
 /// Probe lengths of the calibration trials (seconds of audio).
@@ -66,6 +67,7 @@ struct Halves {
 impl CalibrateCmd {
     pub fn run(self) -> Result<()> {
         let model = load_model(&self.model)?;
+        let vad = NetSpeech::load(&self.model)?;
         let mut first: BTreeMap<String, PathBuf> = BTreeMap::new();
         for u in read_manifest(&self.manifest)? {
             first.entry(u.speaker).or_insert(u.path);
@@ -110,7 +112,7 @@ impl CalibrateCmd {
             let halves: Vec<Halves> = pool.install(|| {
                 calib_audio
                     .par_iter()
-                    .map(|a| embed_halves(&model, &channel(a)))
+                    .map(|a| embed_halves(&model, &vad, &channel(a), band))
                     .collect::<Result<_>>()
             })?;
             embedded.push((band, cohort, halves));
@@ -226,7 +228,12 @@ fn calibration_trials(
 
 /// The first half of a recording enrolled, the second half probing at each
 /// probe length (with enough speech).
-fn embed_halves(model: &SpeakerModel, audio: &[f32]) -> Result<Halves> {
+fn embed_halves(
+    model: &SpeakerModel,
+    vad: &NetSpeech,
+    audio: &[f32],
+    band: Band,
+) -> Result<Halves> {
     let (first, second) = audio.split_at(audio.len() / 2);
     let enrolled = model.embed(first)?;
     // A probe the engine would refuse (`not_enough_speech`) never reaches
@@ -236,7 +243,7 @@ fn embed_halves(model: &SpeakerModel, audio: &[f32]) -> Result<Halves> {
     for &s in &PROBE_SECONDS {
         let len = ((s * f64::from(MODEL_SAMPLE_RATE)) as usize).min(second.len());
         let cut = &second[..len];
-        let speech = vad::speech_millis(cut, MODEL_SAMPLE_RATE);
+        let speech = vad.millis(cut, band)?;
         if speech >= min_speech {
             probes.push((model.embed(cut)?, speech));
         }

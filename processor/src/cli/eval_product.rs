@@ -15,13 +15,14 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::Serialize;
-use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav, vad};
+use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav};
 use timbre::domain::Policy;
 use timbre::domain::calibration::{Band, ScoreNorm, VoiceScore};
 use timbre::domain::policy::{cosine, merge_embedding};
 use timbre::eval::{Trial, metrics, read_manifest};
 use timbre::model::SpeakerModel;
 
+use super::net_speech::NetSpeech;
 use super::speech::{join_with_pauses, pool};
 
 /// How enrollment recordings become a voiceprint.
@@ -40,6 +41,8 @@ pub enum EnrollMode {
 pub struct ProductEval<'a> {
     pub manifest: &'a Path,
     pub model: &'a SpeakerModel,
+    /// Net speech as the engine measures it (the calibration's quality).
+    pub vad: &'a NetSpeech,
     /// `None`: raw cosine against the policy's cosine thresholds.
     pub norm: Option<&'a ScoreNorm>,
     pub enroll: usize,
@@ -117,7 +120,7 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
                 if !by_speaker.contains_key(item.speaker.as_str()) {
                     return Ok(None);
                 }
-                embed_item(opts.model, item, opts.probe_seconds).map(Some)
+                embed_item(opts.model, opts.vad, item, opts.probe_seconds).map(Some)
             })
             .collect::<Result<_>>()
     })?;
@@ -297,18 +300,20 @@ fn voiceprints(samples: &[&Embedded], mode: EnrollMode) -> Vec<Vec<f32>> {
     }
 }
 
-fn embed_item(model: &SpeakerModel, item: &Item, probe_seconds: Option<f64>) -> Result<Embedded> {
+fn embed_item(
+    model: &SpeakerModel,
+    vad: &NetSpeech,
+    item: &Item,
+    probe_seconds: Option<f64>,
+) -> Result<Embedded> {
     let full = model.embed(&item.samples)?;
-    let full_speech = vad::speech_millis(&item.samples, MODEL_SAMPLE_RATE);
+    let full_speech = vad.millis(&item.samples, item.band)?;
     let (probe, probe_speech) = match probe_seconds {
         None => (full.clone(), full_speech),
         Some(s) => {
             let len = ((s * f64::from(MODEL_SAMPLE_RATE)) as usize).min(item.samples.len());
             let cut = &item.samples[..len];
-            (
-                model.embed(cut)?,
-                vad::speech_millis(cut, MODEL_SAMPLE_RATE),
-            )
+            (model.embed(cut)?, vad.millis(cut, item.band)?)
         }
     };
     Ok(Embedded {

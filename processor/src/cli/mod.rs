@@ -10,6 +10,7 @@ mod eval_phrase;
 mod eval_product;
 mod eval_replay;
 mod eval_spoof;
+mod net_speech;
 mod rescore;
 mod speech;
 

@@ -344,6 +344,7 @@ impl EvalCmd {
             let opts = super::eval_product::ProductEval {
                 manifest: &self.manifest,
                 model: &model,
+                vad: &super::net_speech::NetSpeech::load(&self.model)?,
                 norm: norm.as_ref(),
                 enroll: self.enroll.max(1),
                 probe_seconds: self.probe_seconds,

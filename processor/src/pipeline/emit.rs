@@ -51,8 +51,14 @@ impl<'a> Emission<'a> {
             .filter(|e| e.dead_letter)
             .map(|e| (e.code, e.message.clone()));
         let mut mutations = outcome.mutations;
-        // Re-scoring is background work, not something the user did.
-        if !decision.user_id.is_empty() && !matches!(request, Request::Rescore(_)) {
+        // Re-scoring is background work, not something the user did; a job
+        // for a user nobody created lists nothing (made-up ids would
+        // grow the index).
+        let listed = !decision.user_id.is_empty()
+            && !matches!(request, Request::Rescore(_))
+            && !decision.has_reason(Code::ProfileNotFound)
+            && decision.error_code.as_deref() != Some(Code::ProfileNotFound.as_str());
+        if listed {
             mutations.push(Mutation::IndexDecision {
                 user_id: decision.user_id.clone(),
                 at: decision.processed_at,

@@ -201,6 +201,10 @@
     const userId = $("user-id").value.trim();
     if (!userId) return $("user-id").focus();
     const result = $("try-result");
+    if (!$("consent-given").checked) {
+      result.textContent = "Enrollment needs the user's consent: tick the box first.";
+      return $("consent-given").focus();
+    }
     try {
       await api("POST", "/v1/consent", { user_id: userId, granted: true });
       const token = await clientToken(userId, "enroll");
@@ -253,7 +257,9 @@
     $("sign-in-form").addEventListener("submit", (event) => {
       event.preventDefault();
       $("sign-in-error").textContent = "";
-      signIn($("api-key").value.trim()).catch((e) => {
+      const typed = $("api-key").value.trim();
+      $("api-key").value = "";
+      signIn(typed).catch((e) => {
         key = null;
         $("sign-in-error").textContent = "Sign-in failed: " + e.code + " – " + e.message;
       });
@@ -265,6 +271,12 @@
     $("sign-out").addEventListener("click", signOut);
     $("try-enroll").addEventListener("click", tryEnroll);
     $("try-verify").addEventListener("click", tryVerify);
-    if (key) signIn(key).catch(() => signOut());
+    if (key) {
+      signIn(key).catch((e) => {
+        // Only a refused key ends the session; an outage does not.
+        if (e.status === 401 || e.status === 403) return signOut();
+        $("sign-in-error").textContent = "Sign-in failed: " + e.code + " – " + e.message;
+      });
+    }
   });
 })();

@@ -16,8 +16,8 @@
  * key. Failures reject with a TimbreError whose `code` is stable:
  * microphone_denied, microphone_unavailable, no_audio, network_error,
  * token_required, token_expired, unauthorized, rate_limited (retryAfterMs),
- * cooldown (retryAfterMs), profile_locked, not_enrolled, timeout, or the
- * API's own error code.
+ * cooldown (retryAfterMs), profile_locked, not_enrolled, already_enrolled,
+ * timeout (requestId), or the API's own error code.
  */
 (function (global) {
   "use strict";
@@ -157,6 +157,7 @@ registerProcessor("timbre-capture", TimbreCapture);
     const seconds = opts.seconds || DEFAULT_SECONDS;
     const stream = await openMicrophone();
     const context = new AudioContext();
+    const rate = context.sampleRate;
     const chunks = [];
     let total = 0;
     let maxSamples = 0;
@@ -207,9 +208,8 @@ registerProcessor("timbre-capture", TimbreCapture);
       mute.disconnect();
     } finally {
       stream.getTracks().forEach((track) => track.stop());
+      await context.close().catch(() => {});
     }
-    const rate = context.sampleRate;
-    await context.close();
     const samples = new Float32Array(Math.min(total, maxSamples));
     let at = 0;
     for (const chunk of chunks) {
@@ -262,17 +262,22 @@ registerProcessor("timbre-capture", TimbreCapture);
     throw new TimbreError(code, message, details);
   }
 
-  // A job answered 202 (still running) is polled until it is decided.
+  // A job answered 202 (still running) is polled until it is decided,
+  // less often as it takes longer, and never faster than the rate limit
+  // asks.
   async function settle(options, reply) {
     if (reply.status !== 202) return reply.body;
     const id = reply.body.request_id;
     const deadline = Date.now() + (options.pollTimeoutMs || 60000);
+    let wait = 1000;
     while (Date.now() < deadline) {
-      await sleep(500);
+      await sleep(wait);
+      wait = Math.min(wait * 2, 4000);
       try {
         return (await call(options, "/v1/decisions/" + encodeURIComponent(id), { method: "GET" })).body;
       } catch (e) {
-        if (e.code !== "decision_not_found") throw e;
+        if (e.code === "rate_limited") wait = Math.max(wait, e.retryAfterMs || 0);
+        else if (e.code !== "decision_not_found") throw e;
       }
     }
     throw new TimbreError("timeout", "no decision arrived in time", { requestId: id });
@@ -301,9 +306,17 @@ registerProcessor("timbre-capture", TimbreCapture);
     const challenge = started.body.challenge;
     if (options.onChallenge) await options.onChallenge(challenge, { expiresAt: started.body.expiresAt });
     const wav = await record(options);
-    const reply = (
-      await call(options, "/verify-voice", { body: form({ session_id: started.body.session_id }, wav, "answer.wav") })
-    ).body;
+    const answered = await call(options, "/verify-voice", {
+      body: form({ session_id: started.body.session_id }, wav, "answer.wav"),
+    });
+    const reply = answered.body;
+    if (answered.status === 202) {
+      // Decided too late for this answer to carry a voice token: the
+      // challenge is spent, so the page starts a new one.
+      throw new TimbreError("timeout", "the answer was not decided in time; try again", {
+        requestId: reply.request_id,
+      });
+    }
     if (reply.decision === "cooldown" || reply.code === "cooldown") {
       throw new TimbreError("cooldown", reply.reason || "too many failed attempts", {
         retryAfterMs: reply.retryAfterMs,

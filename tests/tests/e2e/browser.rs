@@ -260,6 +260,7 @@ async fn client_token_limits(d: &Deployment, user: &str, origin: &str) {
     assert_eq!(allowed.status(), StatusCode::NO_CONTENT);
     let h = allowed.headers();
     assert_eq!(h["access-control-allow-origin"], origin);
+    assert_eq!(h["access-control-allow-methods"], "GET, POST");
     assert!(
         h["access-control-allow-headers"]
             .to_str()
@@ -274,6 +275,46 @@ async fn client_token_limits(d: &Deployment, user: &str, origin: &str) {
             .headers()
             .get("access-control-allow-origin")
             .is_none()
+    );
+}
+
+/// What a client token's holder reads of its user's decisions: its own
+/// kind of job only, without scores or thresholds; and an enrolled user
+/// takes no more samples from a page.
+async fn client_reads(d: &Deployment, user: &str, verification: &str) {
+    let path = format!("/v1/decisions/{verification}");
+    let verify = client_token(d, user, "verify", 60).await;
+    let (status, seen) = d.api.get(&verify, &path).await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert_eq!(seen["decision"], "accept", "{seen}");
+    for hidden in ["score", "thresholds", "confidence"] {
+        assert!(seen.get(hidden).is_none(), "{hidden}: {seen}");
+    }
+    assert!(seen["signals"].get("phrase_score").is_none(), "{seen}");
+    let (status, full) = d.api.get(&d.acme, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(full["thresholds"].is_object(), "a key reads it all: {full}");
+    let enroll = client_token(d, user, "enroll", 60).await;
+    let (status, _) = d.api.get(&enroll, &path).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "an enroll token reads no verification"
+    );
+    let (status, body) = d
+        .api
+        .upload(
+            &enroll,
+            "/enroll",
+            &[],
+            spoken_digits(SPEAKER, 1, ENROLL_CODES[0]),
+            "audio/wav",
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("already_enrolled")),
+        "{body}"
     );
 }
 
@@ -331,6 +372,11 @@ async fn flow(d: &Deployment, chromedriver: &str, allowed: &str, disallowed: &st
     assert_eq!(accepted["decision"], "accept", "{accepted}");
     assert_eq!(accepted["signals"]["voice"], "high", "{accepted}");
     assert_eq!(accepted["signals"]["phrase"], "high", "{accepted}");
+    assert!(
+        accepted["signals"].get("phrase_score").is_none(),
+        "a page sees tiers, not scores: {accepted}"
+    );
+    client_reads(d, &user, accepted["requestId"].as_str().unwrap()).await;
     let voice_token = accepted["voiceToken"].as_str().expect("a voice token");
     let (_, checked) = api
         .post(&d.acme, "/verify-token", json!({"token": voice_token}))
