@@ -53,33 +53,34 @@ pub fn signal_tiers(d: &Decision) -> Option<Value> {
     Some(json!({"voice": s.voice, "phrase": s.phrase, "liveness": s.liveness}))
 }
 
-/// A decision as a client token's holder reads it: the outcome and
-/// progress, no scores, thresholds or confidence.
+/// What a client token's holder reads of a decision: the outcome and
+/// progress, by allowlist (a field added to [`decision`] stays hidden until
+/// named here), with signal tiers instead of scores.
 pub fn client_decision(d: &Decision) -> Value {
-    let mut v = json!({
-        "request_id": d.request_id,
-        "user_id": d.user_id,
-        "job": format!("{:?}", d.job).to_lowercase(),
-        "decision": decision_name(d.decision),
-        "status": status_name(d.profile_status),
-        "reason": d.main_code(),
-        "reasons": d.reasons,
-        "speech_millis": d.speech_millis,
-        "enrollment_progress": d.enrollment_progress,
-        "learning_progress": d.learning_progress,
-        "processed_at": d.processed_at,
-    });
+    const SHOWN: [&str; 14] = [
+        "request_id",
+        "user_id",
+        "job",
+        "decision",
+        "status",
+        "reason",
+        "reasons",
+        "speech_millis",
+        "enrollment_progress",
+        "learning_progress",
+        "processed_at",
+        "retryAfterMs",
+        "error",
+        "message",
+    ];
+    let Value::Object(mut full) = decision(d, false) else {
+        unreachable!("a decision view is an object")
+    };
+    full.retain(|k, _| SHOWN.contains(&k.as_str()));
     if let Some(s) = signal_tiers(d) {
-        v["signals"] = s;
+        full.insert("signals".into(), s);
     }
-    if let Some(ms) = d.retry_after_ms {
-        v["retryAfterMs"] = json!(ms);
-    }
-    if let Some(code) = &d.error_code {
-        v["error"] = json!(code);
-        v["message"] = json!(d.error_message);
-    }
-    v
+    Value::Object(full)
 }
 
 /// Every field of a decision, as `GET /v1/decisions/{id}` returns it; the
@@ -149,5 +150,10 @@ mod tests {
         assert!(hidden.get("score").is_none(), "{hidden}");
         assert_eq!(hidden["confidence"], json!(0.99_f32));
         assert_eq!(decision(&d, true)["score"], json!(0.73_f32));
+        let client = client_decision(&d);
+        for hidden in ["score", "confidence", "thresholds", "model"] {
+            assert!(client.get(hidden).is_none(), "{hidden}: {client}");
+        }
+        assert_eq!(client["decision"], "accept");
     }
 }
