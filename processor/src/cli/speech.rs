@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
-use timbre::audio::vad::speech_millis;
 use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav};
 use timbre::domain::calibration::{Band, ScoreNorm};
 use timbre::domain::policy::cosine;
@@ -365,6 +364,13 @@ impl EvalCmd {
         let pool = pool(self.threads)?;
         let trials = match self.protocol {
             Protocol::Pairs => {
+                // Lengths are the calibration's quality: measured as the
+                // engine measures them, and only when scores are calibrated.
+                let vad = match norm {
+                    Some(_) => Some(super::net_speech::NetSpeech::load(&self.model)?),
+                    None => None,
+                };
+                let band = timbre::domain::calibration::Band::Wide;
                 let bar = progress(utterances.len(), "embedding");
                 let embedded: Vec<(Vec<f32>, u64)> = pool.install(|| {
                     utterances
@@ -373,7 +379,11 @@ impl EvalCmd {
                             let audio = read_audio(&u.path)?;
                             let e = model.embed(&audio)?;
                             bar.inc(1);
-                            Ok((e, speech_millis(&audio, MODEL_SAMPLE_RATE)))
+                            let speech = match &vad {
+                                Some(v) => v.millis(&audio, band)?,
+                                None => 0,
+                            };
+                            Ok((e, speech))
                         })
                         .collect::<Result<_>>()
                 })?;
@@ -387,7 +397,6 @@ impl EvalCmd {
                             // Both sides are recordings: each one's own
                             // length is its quality.
                             Some(n) => {
-                                let band = timbre::domain::calibration::Band::Wide;
                                 n.score(band, &embeddings[a], &embeddings[b], lengths[b], &[])
                                     .llr
                             }
