@@ -25,8 +25,9 @@ pub struct Element(String);
 impl Browser {
     /// Starts `chromedriver` and a headless Chromium whose microphone plays
     /// `microphone` once from the start each time a page opens it (the file
-    /// is read when capture starts, so it may be rewritten between takes).
-    pub async fn launch(chromedriver: &str, microphone: &Path) -> Browser {
+    /// is read when capture starts, so it may be rewritten between takes);
+    /// with `None`, every microphone permission prompt is denied.
+    pub async fn launch(chromedriver: &str, microphone: Option<&Path>) -> Browser {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
             probe.local_addr().expect("bound").port()
@@ -57,15 +58,20 @@ impl Browser {
             "--no-sandbox".into(),
             "--disable-gpu".into(),
             "--disable-dev-shm-usage".into(),
-            "--use-fake-ui-for-media-stream".into(),
             "--use-fake-device-for-media-stream".into(),
-            format!(
-                "--use-file-for-fake-audio-capture={}%noloop",
-                microphone.display()
-            ),
             "--autoplay-policy=no-user-gesture-required".into(),
             format!("--user-data-dir={}", profile.display()),
         ];
+        match microphone {
+            Some(file) => args.extend([
+                "--use-fake-ui-for-media-stream".to_string(),
+                format!(
+                    "--use-file-for-fake-audio-capture={}%noloop",
+                    file.display()
+                ),
+            ]),
+            None => args.push("--deny-permission-prompts".into()),
+        }
         args.push("--window-size=1280,1400".into());
         let mut options = json!({ "args": args });
         if let Some(binary) = chromium_binary() {

@@ -341,7 +341,7 @@ async fn flow(d: &Deployment, chromedriver: &str, allowed: &str, disallowed: &st
 
     let microphone = scratch_dir("microphone").join("microphone.wav");
     std::fs::write(&microphone, after_silence(&spoken_digits(SPEAKER, 1, "0"))).unwrap();
-    let browser = Browser::launch(chromedriver, &microphone).await;
+    let browser = Browser::launch(chromedriver, Some(&microphone)).await;
     let page = format!("{allowed}/?api={}", api.base);
     browser.goto(&page).await;
     browser
@@ -478,6 +478,24 @@ async fn flow(d: &Deployment, chromedriver: &str, allowed: &str, disallowed: &st
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     std::fs::write(artefacts().join(format!("console-{name}.png")), png).unwrap();
     browser.quit().await;
+
+    // A user who refuses the microphone gets a clear error, not a stall.
+    let denied = Browser::launch(chromedriver, None).await;
+    denied.goto(&page).await;
+    denied
+        .wait_for("window.Timbre", Duration::from_secs(20))
+        .await;
+    let token = client_token(d, &user, "verify", 60).await;
+    let refused = drive(
+        &denied,
+        &microphone,
+        "verify",
+        json!({"token": token}),
+        |_| spoken_digits(SPEAKER, 0, "1"),
+    )
+    .await;
+    assert_eq!(refused.unwrap_err()["code"], "microphone_denied");
+    denied.quit().await;
 }
 
 fn settings(allowed: &str) -> Vec<(&'static str, String)> {
