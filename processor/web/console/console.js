@@ -79,7 +79,7 @@
       const h = Math.round(((d.requests || 0) / max) * 100);
       const bar = document.createElementNS(ns, "rect");
       bar.setAttribute("x", String(10 + i * 24));
-      bar.setAttribute("y", String(110 - h));
+      bar.setAttribute("y", String(118 - h));
       bar.setAttribute("width", "18");
       bar.setAttribute("height", String(h));
       const title = document.createElementNS(ns, "title");
@@ -87,11 +87,11 @@
       bar.append(title);
       const label = document.createElementNS(ns, "text");
       label.setAttribute("x", String(10 + i * 24));
-      label.setAttribute("y", "125");
+      label.setAttribute("y", "132");
       label.textContent = String(d.day).slice(5);
       const count = document.createElementNS(ns, "text");
       count.setAttribute("x", String(10 + i * 24));
-      count.setAttribute("y", String(106 - h));
+      count.setAttribute("y", String(114 - h));
       count.textContent = String(d.requests || 0);
       svg.append(bar, label, count);
     });
@@ -197,6 +197,23 @@
     $("level").value = value;
   };
 
+  // Shows the record button and resolves when it is pressed: the user
+  // reads the prompt first, then speaks.
+  function whenReady(prompt) {
+    $("try-result").textContent = prompt;
+    const button = $("try-record");
+    button.hidden = false;
+    button.focus();
+    return new Promise((resolve) => {
+      button.onclick = () => {
+        button.hidden = true;
+        button.onclick = null;
+        $("try-result").textContent = "Recording…";
+        resolve();
+      };
+    });
+  }
+
   async function tryEnroll() {
     const userId = $("user-id").value.trim();
     if (!userId) return $("user-id").focus();
@@ -212,9 +229,7 @@
         token,
         baseUrl: location.origin,
         onLevel,
-        onSample: (n) => {
-          result.textContent = "Sample " + n + ": speak freely for five seconds…";
-        },
+        onSample: (n) => whenReady("Sample " + n + ": press Start recording, then speak freely for five seconds."),
         onProgress: (p) => {
           result.textContent =
             "Sample " + p.sample + ": " + (p.status || p.decision) + ", enrollment " + percent(p.enrollmentProgress);
@@ -237,11 +252,13 @@
         token,
         baseUrl: location.origin,
         onLevel,
-        onChallenge: async (digits) => {
+        onChallenge: (digits) => {
           $("challenge").textContent = digits;
-          result.textContent = "Say the digits now.";
+          return whenReady("Press Start recording, then say the digits.");
         },
       });
+      result.dataset.decision = outcome.decision;
+      result.dataset.reason = outcome.reason || "";
       result.textContent =
         outcome.decision === "accept"
           ? "Accepted: a voice token was issued."

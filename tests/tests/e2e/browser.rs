@@ -474,6 +474,7 @@ async fn flow(d: &Deployment, chromedriver: &str, allowed: &str, disallowed: &st
         )
         .await;
     assert!(facts.as_str().unwrap().contains("ENROLLED"), "{facts}");
+    console_try_it(&browser, &microphone).await;
     let png = browser.screenshot().await;
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     std::fs::write(artefacts().join(format!("console-{name}.png")), png).unwrap();
@@ -496,6 +497,53 @@ async fn flow(d: &Deployment, chromedriver: &str, allowed: &str, disallowed: &st
     .await;
     assert_eq!(refused.unwrap_err()["code"], "microphone_denied");
     denied.quit().await;
+}
+
+/// The console's "try it" panel verifies the signed-in user's voice through
+/// the SDK: the operator presses Start recording once the digits show.
+async fn console_try_it(browser: &Browser, microphone: &Path) {
+    for _ in 0..3 {
+        browser
+            .run(
+                "document.getElementById('try-result').dataset.decision = '';",
+                json!([]),
+            )
+            .await;
+        browser.click(&browser.find("#try-verify").await).await;
+        let code = browser
+            .wait_for(
+                "!document.getElementById('try-record').hidden && \
+                 document.getElementById('challenge').textContent",
+                Duration::from_secs(20),
+            )
+            .await;
+        let code = code.as_str().unwrap().to_string();
+        std::fs::write(microphone, after_silence(&spoken_digits(SPEAKER, 0, &code))).unwrap();
+        browser.click(&browser.find("#try-record").await).await;
+        let outcome = browser
+            .wait_for(
+                "document.getElementById('try-result').dataset.decision && \
+                 [document.getElementById('try-result').dataset.decision, \
+                  document.getElementById('try-result').dataset.reason]",
+                Duration::from_secs(120),
+            )
+            .await;
+        if outcome[1] == "phrase_mismatch" {
+            continue;
+        }
+        assert_eq!(outcome[0], "accept", "{outcome}");
+        // The decisions table follows with the new accept on top.
+        browser
+            .wait_for(
+                "document.querySelector('#decision-rows tr[data-decision]') && \
+                 document.querySelectorAll('#decision-rows tr[data-decision]').length >= 5 && \
+                 document.querySelector('#decision-rows tr[data-decision]').dataset.decision == 'accept'",
+                Duration::from_secs(20),
+            )
+            .await;
+        return;
+    }
+    panic!("three right answers misheard in the console");
 }
 
 fn settings(allowed: &str) -> Vec<(&'static str, String)> {
