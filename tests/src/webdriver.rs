@@ -2,6 +2,7 @@
 //! Chromium's fake capture device playing a WAV file as the microphone.
 //! Just the commands the browser tests use.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -16,7 +17,7 @@ pub struct Browser {
     http: reqwest::Client,
     session: String,
     driver: Child,
-    _profile: PathBuf,
+    profile: PathBuf,
 }
 
 /// A located element.
@@ -32,7 +33,9 @@ impl Browser {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
             probe.local_addr().expect("bound").port()
         };
+        // Its own process group: the browsers it starts go with it.
         let driver = Command::new(chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -98,7 +101,7 @@ impl Browser {
             http,
             session: format!("{base}/session/{session}"),
             driver,
-            _profile: profile,
+            profile,
         }
     }
 
@@ -205,17 +208,21 @@ impl Browser {
             .expect("valid base64")
     }
 
-    /// Ends the session and the driver.
-    pub async fn quit(mut self) {
+    /// Ends the session, then the driver and its browser.
+    pub async fn quit(self) {
         let _ = self.http.delete(&self.session).send().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
+    /// Kills the driver's process group (Chromium with it, even after a
+    /// failed test) and removes the profile.
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 

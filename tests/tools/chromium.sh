@@ -21,8 +21,12 @@ if [[ -z $driver || -z $browser ]]; then
   fi
   echo "installing chromium and chromium-driver (Debian packages)" >&2
   "${sudo[@]}" apt-get update -q >&2
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q chromium chromium-driver >&2
-  driver=$(command -v chromedriver)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >&2
+  driver=$(command -v chromedriver || true)
+  if [[ -z $driver ]]; then
+    echo "chromedriver is still missing after installing chromium-driver" >&2
+    exit 1
+  fi
 fi
 "$driver" --version >&2
 echo "$driver"

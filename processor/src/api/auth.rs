@@ -225,11 +225,11 @@ async fn admit_on(
         .await;
     if let Err(retry_after_ms) = admitted {
         record_usage(state, &caller, vec![("throttled".into(), 1)]).await;
-        return Err(rate_limited(
-            retry_after_ms,
-            "minute",
-            "too many requests for this api key",
-        ));
+        let what = match caller.user {
+            Some(_) => "too many requests for this user's client tokens",
+            None => "too many requests for this api key",
+        };
+        return Err(rate_limited(retry_after_ms, "minute", what));
     }
     record_usage(state, &caller, vec![("requests".into(), 1)]).await;
     Ok(caller)

@@ -19,7 +19,7 @@ use super::jobs::{Early, decide, decide_within_request, request_id};
 use super::router::Body;
 use super::users::profile_command;
 use super::{ApiError, ApiState, form, views};
-use crate::domain::{ChallengeSession, ProfileStatus, Scope, now_ms, utc_rfc3339};
+use crate::domain::{ChallengeSession, Profile, ProfileStatus, Scope, now_ms, utc_rfc3339};
 use crate::phrase::challenge_code;
 
 /// The brief's routes.
@@ -91,7 +91,7 @@ async fn enroll(
         "speech_millis": d.speech_millis,
         "enrollment_progress": d.enrollment_progress,
         "learning_progress": d.learning_progress,
-        "model": d.model_id,
+        "model": d.model_id.filter(|_| caller.user.is_none()),
     }))
     .into_response())
 }
@@ -116,12 +116,12 @@ async fn start_auth(
             "missing field `user_id`",
         )
     })?;
-    ready_to_verify(&state, &caller.tenant, &user_id).await?;
+    let profile = ready_to_verify(&state, &caller.tenant, &user_id).await?;
     let now = now_ms();
     // A challenge in a cooldown could only be answered `cooldown`: say so
     // before the user speaks.
-    let profile = state.inner.store.profile(&caller.tenant, &user_id).await?;
-    if let Some(until) = profile.map(|p| p.cooldown_until).filter(|u| *u > now) {
+    if profile.cooldown_until > now {
+        let until = profile.cooldown_until;
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             Code::Cooldown.as_str(),
@@ -173,12 +173,12 @@ async fn refuse_enrolled(state: &ApiState, tenant: &str, user_id: &str) -> Resul
 }
 
 /// Refuses a challenge to a user who cannot answer it: no profile (`404`),
-/// a locked one (`423`), or one not enrolled (`409`).
+/// a locked one (`423`), or one not enrolled (`409`); else the profile.
 pub async fn ready_to_verify(
     state: &ApiState,
     tenant: &str,
     user_id: &str,
-) -> Result<(), ApiError> {
+) -> Result<Profile, ApiError> {
     let profile = state
         .inner
         .store
@@ -199,7 +199,7 @@ pub async fn ready_to_verify(
             format!("profile status is {}", profile.status.as_str()),
         ));
     }
-    Ok(())
+    Ok(profile)
 }
 
 fn failure_text(code: Option<Code>) -> &'static str {
@@ -271,7 +271,8 @@ async fn verify_voice(
             "voiceToken": token,
             "user_id": d.user_id,
             "request_id": d.request_id,
-            "confidence": d.confidence,
+            // Kept from a page, like the scores (see `signals`).
+            "confidence": d.confidence.filter(|_| caller.user.is_none()),
             "signals": signals(&caller, &d),
         }))
         .into_response());

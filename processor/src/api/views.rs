@@ -133,9 +133,8 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_raw_score_shows_only_when_the_tenant_exposes_it() {
-        let mut d = Decision::new(
+    fn accepted() -> Decision {
+        Decision::new(
             "r",
             "t",
             "u",
@@ -143,17 +142,56 @@ mod tests {
             DecisionKind::Accept,
             1,
             2,
-        );
+        )
+    }
+
+    #[test]
+    fn the_raw_score_shows_only_when_the_tenant_exposes_it() {
+        let mut d = accepted();
         d.score = Some(0.73);
         d.confidence = Some(0.99);
         let hidden = decision(&d, false);
         assert!(hidden.get("score").is_none(), "{hidden}");
         assert_eq!(hidden["confidence"], json!(0.99_f32));
         assert_eq!(decision(&d, true)["score"], json!(0.73_f32));
+    }
+
+    #[test]
+    fn a_client_token_sees_tiers_not_scores() {
+        let mut d = accepted();
+        d.score = Some(1.7);
+        d.confidence = Some(0.99);
+        d.model_id = Some("m".into());
+        d.thresholds = Some(timbre_schemas::Thresholds {
+            accept: 1.4,
+            reject: -5.4,
+            scale: "llr".into(),
+            band: Some("wide".into()),
+        });
+        d.signals = Some(timbre_schemas::Signals {
+            voice: "high".into(),
+            phrase: "high".into(),
+            liveness: "high".into(),
+            phrase_score: Some(1.0),
+            phrase_threshold: Some(0.1),
+            liveness_score: Some(0.01),
+            liveness_threshold: Some(0.5),
+            synthetic_score: Some(3.0),
+            synthetic_threshold: Some(0.0),
+        });
+        let full = decision(&d, true);
+        for shown in ["score", "confidence", "thresholds", "model"] {
+            assert!(full.get(shown).is_some(), "{shown}: {full}");
+        }
+        assert!(full["signals"].get("synthetic_score").is_some());
         let client = client_decision(&d);
         for hidden in ["score", "confidence", "thresholds", "model"] {
             assert!(client.get(hidden).is_none(), "{hidden}: {client}");
         }
+        assert_eq!(
+            client["signals"],
+            json!({"voice": "high", "phrase": "high", "liveness": "high"})
+        );
         assert_eq!(client["decision"], "accept");
     }
 }

@@ -214,6 +214,18 @@
     });
   }
 
+  // One try at a time: a second click would strand the first flow.
+  async function oneAtATime(flow) {
+    const buttons = [$("try-enroll"), $("try-verify")];
+    if (buttons.some((b) => b.disabled)) return;
+    buttons.forEach((b) => (b.disabled = true));
+    try {
+      await flow();
+    } finally {
+      buttons.forEach((b) => (b.disabled = false));
+    }
+  }
+
   async function tryEnroll() {
     const userId = $("user-id").value.trim();
     if (!userId) return $("user-id").focus();
@@ -246,11 +258,15 @@
     const userId = $("user-id").value.trim();
     if (!userId) return $("user-id").focus();
     const result = $("try-result");
+    result.dataset.decision = "";
+    result.dataset.error = "";
     try {
       const token = await clientToken(userId, "verify");
       const outcome = await Timbre.verify({
         token,
         baseUrl: location.origin,
+        // Six digits take about four seconds, after a moment to start.
+        seconds: 7,
         onLevel,
         onChallenge: (digits) => {
           $("challenge").textContent = digits;
@@ -264,6 +280,7 @@
           ? "Accepted: a voice token was issued."
           : "Not accepted: " + outcome.decision + " (" + outcome.reason + ")";
     } catch (e) {
+      result.dataset.error = e.code || "error";
       result.textContent = "Verification failed: " + e.code + " – " + e.message;
     }
     $("challenge").textContent = "";
@@ -286,8 +303,8 @@
       showUserById($("user-id").value.trim());
     });
     $("sign-out").addEventListener("click", signOut);
-    $("try-enroll").addEventListener("click", tryEnroll);
-    $("try-verify").addEventListener("click", tryVerify);
+    $("try-enroll").addEventListener("click", () => oneAtATime(tryEnroll));
+    $("try-verify").addEventListener("click", () => oneAtATime(tryVerify));
     if (key) {
       signIn(key).catch((e) => {
         // Only a refused key ends the session; an outage does not.

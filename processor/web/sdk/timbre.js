@@ -17,7 +17,10 @@
  * microphone_denied, microphone_unavailable, no_audio, network_error,
  * token_required, token_expired, unauthorized, rate_limited (retryAfterMs),
  * cooldown (retryAfterMs), profile_locked, not_enrolled, already_enrolled,
- * timeout (requestId), or the API's own error code.
+ * timeout (requestId), audio_blocked (not called from a user's click),
+ * audio_unavailable, or the API's own error code. A page with a Content
+ * Security Policy needs `script-src blob:` (the recorder's worklet) and
+ * `connect-src` for the API's origin.
  */
 (function (global) {
   "use strict";
@@ -105,19 +108,45 @@ registerProcessor("timbre-capture", TimbreCapture);
     }
   }
 
-  // Resampled by the browser's own resampler (an offline render).
-  async function resample(samples, from, to) {
+  // Low-pass below the target's Nyquist frequency (a Blackman-windowed
+  // sinc), then read at the target's instants by linear interpolation:
+  // the filtered signal is smooth enough between its samples that the
+  // interpolation adds no audible error, and nothing above 7.6 kHz folds
+  // back into the speech band. (An offline render would interpolate
+  // without filtering.)
+  function resample(samples, from, to) {
     if (from === to || samples.length === 0) return samples;
-    const length = Math.max(1, Math.round((samples.length * to) / from));
-    const offline = new OfflineAudioContext(1, length, to);
-    const buffer = offline.createBuffer(1, samples.length, from);
-    buffer.copyToChannel(samples, 0);
-    const source = offline.createBufferSource();
-    source.buffer = buffer;
-    source.connect(offline.destination);
-    source.start();
-    const rendered = await offline.startRendering();
-    return rendered.getChannelData(0).slice();
+    const taps = 127;
+    const half = (taps - 1) / 2;
+    const cutoff = (0.475 * Math.min(from, to)) / from; // cycles per input sample
+    const kernel = new Float32Array(taps);
+    let sum = 0;
+    for (let i = 0; i < taps; i++) {
+      const x = i - half;
+      const sinc = x === 0 ? 2 * cutoff : Math.sin(2 * Math.PI * cutoff * x) / (Math.PI * x);
+      const window =
+        0.42 - 0.5 * Math.cos((2 * Math.PI * i) / (taps - 1)) + 0.08 * Math.cos((4 * Math.PI * i) / (taps - 1));
+      kernel[i] = sinc * window;
+      sum += kernel[i];
+    }
+    const filtered = new Float32Array(samples.length);
+    for (let n = 0; n < samples.length; n++) {
+      let acc = 0;
+      const lo = Math.max(0, n - half);
+      const hi = Math.min(samples.length - 1, n + half);
+      for (let m = lo; m <= hi; m++) acc += samples[m] * kernel[m - n + half];
+      filtered[n] = acc / sum;
+    }
+    const length = Math.floor((samples.length * to) / from);
+    const out = new Float32Array(length);
+    for (let i = 0; i < length; i++) {
+      const at = (i * from) / to;
+      const k = Math.floor(at);
+      const frac = at - k;
+      const next = k + 1 < filtered.length ? filtered[k + 1] : filtered[k];
+      out[i] = filtered[k] * (1 - frac) + next * frac;
+    }
+    return out;
   }
 
   /** 16-bit PCM mono WAV of `samples` (floats in [-1, 1]). */
@@ -155,21 +184,37 @@ registerProcessor("timbre-capture", TimbreCapture);
   async function record(options) {
     const opts = options || {};
     const seconds = opts.seconds || DEFAULT_SECONDS;
-    const stream = await openMicrophone();
-    const context = new AudioContext();
-    const rate = context.sampleRate;
-    const chunks = [];
-    let total = 0;
-    let maxSamples = 0;
+    // The audio graph is ready before the microphone opens, so the first
+    // syllable is not lost while it is built.
+    let context;
     try {
+      context = new AudioContext();
       const url = URL.createObjectURL(new Blob([WORKLET], { type: "text/javascript" }));
       try {
         await context.audioWorklet.addModule(url);
       } finally {
         URL.revokeObjectURL(url);
       }
-      if (context.state === "suspended") await context.resume();
-      maxSamples = Math.ceil(seconds * context.sampleRate);
+      if (context.state === "suspended") {
+        // A browser lets audio start only after a user gesture: call the SDK
+        // from a click, or this would wait for ever.
+        const resumed = await Promise.race([context.resume().then(() => true), sleep(3000).then(() => false)]);
+        if (!resumed || context.state !== "running") {
+          throw new TimbreError("audio_blocked", "the browser did not start audio: call the SDK from a user's click");
+        }
+      }
+    } catch (e) {
+      if (context) context.close().catch(() => {});
+      if (e instanceof TimbreError) throw e;
+      throw new TimbreError("audio_unavailable", "audio recording is not available here: " + (e && e.message));
+    }
+    const rate = context.sampleRate;
+    const chunks = [];
+    let total = 0;
+    const maxSamples = Math.ceil(seconds * rate);
+    let stream;
+    try {
+      stream = await openMicrophone();
       const source = context.createMediaStreamSource(stream);
       const capture = new AudioWorkletNode(context, "timbre-capture", {
         numberOfInputs: 1,
@@ -185,16 +230,20 @@ registerProcessor("timbre-capture", TimbreCapture);
       mute.connect(context.destination);
       await new Promise((resolve) => {
         let asked = false;
+        const done = () => {
+          capture.port.onmessage = null;
+          resolve();
+        };
         const finish = () => {
           if (asked) return;
           asked = true;
           capture.port.postMessage("flush");
           // Should the rendering thread be stalled, stop anyway.
-          setTimeout(resolve, 1000);
+          setTimeout(done, 1000);
         };
         capture.port.onmessage = (event) => {
           const block = event.data;
-          if (block === null) return resolve();
+          if (block === null) return done();
           chunks.push(block);
           total += block.length;
           if (opts.onLevel) opts.onLevel(level(block));
@@ -207,7 +256,7 @@ registerProcessor("timbre-capture", TimbreCapture);
       capture.disconnect();
       mute.disconnect();
     } finally {
-      stream.getTracks().forEach((track) => track.stop());
+      if (stream) stream.getTracks().forEach((track) => track.stop());
       await context.close().catch(() => {});
     }
     const samples = new Float32Array(Math.min(total, maxSamples));
@@ -218,7 +267,7 @@ registerProcessor("timbre-capture", TimbreCapture);
       at += n;
     }
     if (samples.length === 0) throw new TimbreError("no_audio", "the microphone delivered no audio");
-    return encodeWav(await resample(samples, rate, TARGET_RATE), TARGET_RATE);
+    return encodeWav(resample(samples, rate, TARGET_RATE), TARGET_RATE);
   }
 
   function requireToken(options) {
