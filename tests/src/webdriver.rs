@@ -63,6 +63,7 @@ impl Browser {
             "--disable-dev-shm-usage".into(),
             "--use-fake-device-for-media-stream".into(),
             "--autoplay-policy=no-user-gesture-required".into(),
+            "--window-size=1280,1400".into(),
             format!("--user-data-dir={}", profile.display()),
         ];
         match microphone {
@@ -75,7 +76,6 @@ impl Browser {
             ]),
             None => args.push("--deny-permission-prompts".into()),
         }
-        args.push("--window-size=1280,1400".into());
         let mut options = json!({ "args": args });
         if let Some(binary) = chromium_binary() {
             options["binary"] = json!(binary);

@@ -166,7 +166,12 @@ impl ClientTokenSigner {
 
 /// The scope a client token grants (`None`: not one a token may carry).
 pub fn claims_scope(claims: &ClientClaims) -> Option<Scope> {
-    Scope::parse(&claims.scope).filter(|s| matches!(s, Scope::Verify | Scope::Enroll))
+    client_scope(&claims.scope)
+}
+
+/// `verify` or `enroll`, the scopes a client token may carry.
+fn client_scope(name: &str) -> Option<Scope> {
+    Scope::parse(name).filter(|s| matches!(s, Scope::Verify | Scope::Enroll))
 }
 
 #[derive(Deserialize)]
@@ -183,14 +188,12 @@ async fn create(
     caller: Caller,
     Body(body): Body<CreateClientToken>,
 ) -> Result<Response, ApiError> {
-    let scope = Scope::parse(&body.scope)
-        .filter(|s| matches!(s, Scope::Verify | Scope::Enroll))
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_scope",
-                "a client token's scope is verify or enroll",
-            )
-        })?;
+    let scope = client_scope(&body.scope).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_scope",
+            "a client token's scope is verify or enroll",
+        )
+    })?;
     caller.require(scope)?;
     let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TTL_SECS);
     if ttl == 0 || ttl > MAX_TTL_SECS {
