@@ -2,8 +2,10 @@
 # Embedding speed of the engine against the PyTorch CAM++ reference
 # (campplus_reference.py), on the same files, same machine, same run:
 #   processor/scripts/bench-vs-pytorch.sh [rounds=5] [manifest]
-# Each round runs both systems single-threaded, then with all cores; the order
-# of the two flips every round so that drift on a shared machine hits both.
+# Each round runs every system single-threaded, then with all cores; the order
+# rotates every round so that drift on a shared machine hits all of them.
+# Systems: the engine as deployed (`--matmul auto`: bfloat16 products where
+# the CPU has avx512_bf16), the engine with f32 products, and PyTorch.
 # RTF = wall seconds of features + network / audio seconds (WAV decoding
 # excluded on both sides). With all cores each system parallelises its own
 # way: the engine embeds utterances side by side, PyTorch splits each operator
@@ -37,7 +39,9 @@ trap 'rm -f "$results"' EXIT
 
 run() { # SYSTEM THREADS
   local out
-  if [[ $1 == timbre ]]; then
+  if [[ $1 == timbre-f32 ]]; then
+    out=$(RAYON_NUM_THREADS=1 "$timbre" bench embed --matmul f32 --threads "$2" --manifest "$manifest" --json)
+  elif [[ $1 == timbre ]]; then
     # The engine's own default (README "Speed and memory"): one worker per
     # thread, each with single-threaded matmuls; pinned so that an inherited
     # RAYON_NUM_THREADS cannot change what is measured.
@@ -50,7 +54,9 @@ run() { # SYSTEM THREADS
 }
 
 for ((round = 0; round < rounds; round++)); do
-  if ((round % 2)); then order=(pytorch timbre); else order=(timbre pytorch); fi
+  systems=(timbre timbre-f32 pytorch)
+  shift=$((round % ${#systems[@]}))
+  order=("${systems[@]:shift}" "${systems[@]:0:shift}")
   for threads in 1 "$all"; do
     for system in "${order[@]}"; do run "$system" "$threads"; done
   done
@@ -66,21 +72,25 @@ for line in open(path):
     system, threads, out = line.rstrip("\n").split("\t")
     out = json.loads(out)
     rtf.setdefault((threads, system), []).append(out["rtf"])
+    if system == "timbre":
+        matmul = out["matmul"]
     audio.add(round(out["audio_seconds"], 3))
 if len(audio) != 1:
-    sys.exit(f"the two systems measured different audio: {sorted(audio)} s")
+    sys.exit(f"the systems measured different audio: {sorted(audio)} s")
 
 def stats(v):
     return {"median": statistics.median(v), "min": min(v), "max": max(v)}
 
 def summary(threads):
-    ours, theirs = rtf[(threads, "timbre")], rtf[(threads, "pytorch")]
-    return {"timbre": stats(ours), "pytorch": stats(theirs),
-            "ratio": statistics.median(theirs) / statistics.median(ours)}
+    ours, f32, theirs = (rtf[(threads, s)] for s in ("timbre", "timbre-f32", "pytorch"))
+    return {"timbre": stats(ours), "timbre_f32": stats(f32), "pytorch": stats(theirs),
+            "ratio": statistics.median(theirs) / statistics.median(ours),
+            "ratio_f32": statistics.median(theirs) / statistics.median(f32)}
 
 cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
 print(json.dumps({
     "cpu": cpu,
+    "timbre_matmul": matmul,
     "threads_1": summary("1"),
     "threads_all": {"threads": int(all_threads), **summary(all_threads)},
     "rounds": int(rounds),

@@ -48,6 +48,9 @@ pub struct Config {
     pub max_in_flight_bytes: usize,
     /// Directory of the model weights (default `~/.cache/timbre/models`).
     pub model_dir: Option<PathBuf>,
+    /// Kernels of the speaker network's matrix products: `auto` (bfloat16
+    /// where the CPU has `avx512_bf16`, else f32), `f32` or `bf16`.
+    pub matmul: crate::model::Matmul,
     /// More models the workers load next to the default one (re-scoring
     /// targets): `[{ name = "campplus-2027", dir = "/models/next" }]`.
     pub extra_models: Vec<ExtraModel>,
@@ -326,6 +329,7 @@ impl Default for Config {
             retry_budget_secs: 300,
             max_in_flight_bytes: 128 << 20,
             model_dir: None,
+            matmul: crate::model::Matmul::Auto,
             extra_models: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             audio: AudioLimits::default(),

@@ -256,16 +256,21 @@ fn load_models(config: &Config) -> Result<LoadedModels, EngineError> {
     let started = std::time::Instant::now();
     let (speakers, phrase, synthetic) = std::thread::scope(|scope| {
         let speakers = scope.spawn(|| {
-            let model = Arc::new(SpeakerModel::load(&dir)?);
+            let mut model = SpeakerModel::load(&dir)?;
+            model.set_matmul(config.matmul)?;
+            let model = Arc::new(model);
             tracing::info!(
                 model = %model.id(),
+                matmul = ?model.matmul(),
                 workers = config.workers,
                 millis = started.elapsed().as_millis() as u64,
                 "model loaded"
             );
             let mut extra: Vec<Arc<dyn Embedder>> = Vec::new();
             for m in &config.extra_models {
-                let loaded = SpeakerModel::load_named(m.dir.as_deref().unwrap_or(&dir), &m.name)?;
+                let mut loaded =
+                    SpeakerModel::load_named(m.dir.as_deref().unwrap_or(&dir), &m.name)?;
+                loaded.set_matmul(config.matmul)?;
                 tracing::info!(model = %loaded.id(), "extra model loaded");
                 extra.push(Arc::new(loaded));
             }

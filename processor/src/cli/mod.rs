@@ -33,6 +33,10 @@ pub struct ModelArgs {
     /// Directory holding the CAM++ weights (installed by processor/scripts/fetch-model.sh).
     #[arg(long, env = "TIMBRE_MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
+    /// Kernels of the network's matrix products: auto (bf16 where the CPU
+    /// has avx512_bf16), f32 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub matmul: timbre::model::Matmul,
 }
 
 #[derive(Subcommand)]

@@ -25,7 +25,9 @@ const DEFAULT_COMPARE_THRESHOLD: f32 = 0.40;
 
 pub(super) fn load_model(args: &ModelArgs) -> Result<SpeakerModel> {
     let dir = args.model_dir.clone().unwrap_or_else(default_model_dir);
-    Ok(SpeakerModel::load(&dir)?)
+    let mut model = SpeakerModel::load(&dir)?;
+    model.set_matmul(args.matmul)?;
+    Ok(model)
 }
 
 pub(super) fn read_audio(path: &Path) -> Result<Vec<f32>> {
@@ -570,6 +572,7 @@ impl BenchEmbed {
                 "{}",
                 json!({"rtf": rtf, "audio_seconds": audio_seconds, "wall_seconds": wall,
                        "threads": self.threads, "peak_rss_mib": rss, "model": model.id().to_string(),
+                       "matmul": format!("{:?}", model.matmul()).to_lowercase(),
                        "replay_check_ms_per_3s": replay_ms, "synthetic_check_ms": synthetic_ms,
                        "vad_ms_per_3s": vad_ms,
                        "calibration_us": calibration_us})

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use super::ModelError;
-use super::kernels::{affine_relu, im2col_1d, im2col_3x3, subsample_rows};
+use super::kernels::{affine_relu, im2col_1d, subsample_rows};
 use super::layers::{Affine, Linear, Weights};
+use super::{Matmul, ModelError};
 use crate::audio::fbank::NUM_MEL_BINS;
 
 /// Segment length of CAM's context pooling, in frames.
@@ -191,6 +191,23 @@ impl CamPlusPlus {
         })
     }
 
+    /// Chooses the kernels of every layer's products (`matmul` resolved).
+    pub(crate) fn set_matmul(&mut self, matmul: Matmul) -> Result<(), ModelError> {
+        let mut layers: Vec<&mut Linear> = vec![&mut self.head_conv1, &mut self.head_conv2];
+        for block in &mut self.head_blocks {
+            layers.extend([&mut block.conv1, &mut block.conv2]);
+            layers.extend(block.shortcut.as_mut());
+        }
+        layers.extend([&mut self.tdnn, &mut self.dense]);
+        for block in &mut self.blocks {
+            layers.push(&mut block.transit);
+            for l in &mut block.layers {
+                layers.extend([&mut l.bottleneck, &mut l.local, &mut l.attn1, &mut l.attn2]);
+            }
+        }
+        layers.into_iter().try_for_each(|l| l.set_matmul(matmul))
+    }
+
     /// Embeds mean-normalised features, row-major `[frames][80]`.
     pub fn forward(&self, feats: &[f32]) -> Result<Vec<f32>, ModelError> {
         let t = feats.len() / NUM_MEL_BINS;
@@ -211,12 +228,12 @@ impl CamPlusPlus {
 
     fn head(&self, x: Vec<f32>, t: usize) -> Result<(Vec<f32>, usize, usize), ModelError> {
         let mut h = NUM_MEL_BINS;
-        let (cols, _) = im2col_3x3(&x, 1, h, t, 1);
-        let mut x = self.head_conv1.apply_then(cols, h * t, None, true)?;
+        let (mut x, _) = self.head_conv1.conv3x3(&x, (1, h, t), 1, None, true)?;
         let mut c = self.head_conv1.cout;
         for block in &self.head_blocks {
-            let (cols, out_h) = im2col_3x3(&x, c, h, t, block.stride);
-            let y = block.conv1.apply_then(cols, out_h * t, None, true)?;
+            let (y, out_h) = block
+                .conv1
+                .conv3x3(&x, (c, h, t), block.stride, None, true)?;
             let residual = match &block.shortcut {
                 Some(sc) => {
                     let (sub, _) = subsample_rows(&x, c, h, t, block.stride);
@@ -224,15 +241,14 @@ impl CamPlusPlus {
                 }
                 None => x,
             };
-            let (cols, _) = im2col_3x3(&y, block.conv1.cout, out_h, t, 1);
-            x = block
-                .conv2
-                .apply_then(cols, out_h * t, Some(&residual), true)?;
+            (x, _) =
+                block
+                    .conv2
+                    .conv3x3(&y, (block.conv1.cout, out_h, t), 1, Some(&residual), true)?;
             c = block.conv2.cout;
             h = out_h;
         }
-        let (cols, out_h) = im2col_3x3(&x, c, h, t, 2);
-        let x = self.head_conv2.apply_then(cols, out_h * t, None, true)?;
+        let (x, out_h) = self.head_conv2.conv3x3(&x, (c, h, t), 2, None, true)?;
         Ok((x, self.head_conv2.cout, out_h))
     }
 

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Storage, Tensor};
 
-use super::ModelError;
-use super::kernels::bias_residual_relu;
+use super::kernels::{bias_residual_relu, im2col_3x3};
+use super::{Matmul, ModelError};
 
 pub(crate) const BN_EPS: f64 = 1e-5;
 
@@ -54,6 +54,9 @@ pub(crate) struct Linear {
     pub(crate) weight: Tensor,
     pub(crate) bias: Option<Vec<f32>>,
     pub(crate) cout: usize,
+    /// The same weights packed for the bfloat16 kernels, when chosen.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) bf16: Option<super::bf16::PackedWeights>,
 }
 
 impl Linear {
@@ -90,7 +93,43 @@ impl Linear {
             weight: Tensor::from_vec(weight, (cout, fan_in), dev)?,
             bias: b,
             cout,
+            #[cfg(target_arch = "x86_64")]
+            bf16: None,
         })
+    }
+
+    /// A layer from an unfolded `[cout][fan_in]` matrix.
+    pub(crate) fn from_matrix(
+        weight: Vec<f32>,
+        cout: usize,
+        dev: &Device,
+    ) -> Result<Self, ModelError> {
+        let fan_in = weight.len() / cout;
+        Ok(Self {
+            weight: Tensor::from_vec(weight, (cout, fan_in), dev)?,
+            bias: None,
+            cout,
+            #[cfg(target_arch = "x86_64")]
+            bf16: None,
+        })
+    }
+
+    /// Chooses the kernels of this layer's products (`matmul` resolved).
+    pub(crate) fn set_matmul(&mut self, matmul: Matmul) -> Result<(), ModelError> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.bf16 = match matmul {
+                Matmul::Bf16 => {
+                    let (m, k) = self.weight.dims2()?;
+                    let w = self.weight.flatten_all()?.to_vec1::<f32>()?;
+                    Some(super::bf16::PackedWeights::pack(&w, m, k))
+                }
+                _ => None,
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = matmul;
+        Ok(())
     }
 
     /// `weight @ cols` (`cols` is `[fan_in][n]`), then bias, residual and ReLU
@@ -102,6 +141,11 @@ impl Linear {
         residual: Option<&[f32]>,
         relu: bool,
     ) -> Result<Vec<f32>, ModelError> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(packed) = &self.bf16 {
+            let cols = super::bf16::Dense { values: &cols, n };
+            return Ok(packed.matmul(&cols, self.bias.as_deref(), residual, relu));
+        }
         let k = cols.len() / n;
         let cols = Tensor::from_vec(cols, (k, n), self.weight.device())?;
         let product = self.weight.matmul(&cols)?;
@@ -119,6 +163,32 @@ impl Linear {
             relu,
             self.cout,
         ))
+    }
+
+    /// A 3x3 convolution (padding 1, stride `(stride_h, 1)`) of `[cin][h][w]`
+    /// with this layer's `[cout][cin * 9]` kernel, then bias, residual and
+    /// ReLU: `([cout][out_h][w], out_h)`. The bfloat16 kernels gather the
+    /// patches as they go; the f32 path builds the patch matrix first.
+    pub(crate) fn conv3x3(
+        &self,
+        x: &[f32],
+        (cin, h, w): (usize, usize, usize),
+        stride_h: usize,
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) -> Result<(Vec<f32>, usize), ModelError> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(packed) = &self.bf16 {
+            let patches = super::bf16::Patches3x3 {
+                x,
+                shape: (cin, h, w),
+                stride_h,
+            };
+            let y = packed.matmul(&patches, self.bias.as_deref(), residual, relu);
+            return Ok((y, patches.out_h()));
+        }
+        let (cols, out_h) = im2col_3x3(x, cin, h, w, stride_h);
+        Ok((self.apply_then(cols, out_h * w, residual, relu)?, out_h))
     }
 
     pub(crate) fn apply(&self, cols: Vec<f32>, n: usize) -> Result<Vec<f32>, ModelError> {

@@ -9,7 +9,7 @@ use timbre::audio::{AudioLimits, decode_wav};
 use timbre::domain::policy::cosine;
 use timbre::model::aasist::{Aasist, prepare_input};
 use timbre::model::silero::SileroVad;
-use timbre::model::{SpeakerModel, default_model_dir};
+use timbre::model::{Matmul, SpeakerModel, default_model_dir};
 use timbre::ports::SpeechDetector;
 
 fn fixtures() -> PathBuf {
@@ -77,21 +77,32 @@ fn fbank_matches_torchaudio_kaldi() {
     }
 }
 
+/// Both kernels this CPU runs: f32 everywhere, bfloat16 where the CPU has
+/// it (what `auto`, the default, picks).
 #[test]
 fn embeddings_match_pytorch_reference() {
-    let model = load_model();
+    let mut model = load_model();
     let reference = Tensor::read_npy(fixtures().join("reference/campplus/embeddings.npy")).unwrap();
     let files = reference_files();
     assert_eq!(reference.dims(), &[files.len(), 192]);
-    let mut worst = 1f32;
-    for (i, file) in files.iter().enumerate() {
-        let want = reference.get(i).unwrap().to_vec1::<f32>().unwrap();
-        let got = model.embed(&samples(file)).unwrap();
-        let cos = cosine(&got, &want);
-        worst = worst.min(cos);
-        assert!(cos >= 0.999, "{}: cosine {cos}", file.display());
+    let mut kernels = vec![Matmul::F32];
+    kernels.extend(Matmul::Auto.resolve().ok().filter(|k| *k != Matmul::F32));
+    for kernel in kernels {
+        model.set_matmul(kernel).unwrap();
+        assert_eq!(model.matmul(), kernel);
+        let mut worst = 1f32;
+        for (i, file) in files.iter().enumerate() {
+            let want = reference.get(i).unwrap().to_vec1::<f32>().unwrap();
+            let got = model.embed(&samples(file)).unwrap();
+            let cos = cosine(&got, &want);
+            worst = worst.min(cos);
+            assert!(cos >= 0.999, "{kernel:?} {}: cosine {cos}", file.display());
+        }
+        eprintln!(
+            "{kernel:?}: worst cosine over {} files: {worst:.6}",
+            files.len()
+        );
     }
-    eprintln!("worst cosine over {} files: {worst:.6}", files.len());
 }
 
 /// AASIST on candle against the official PyTorch model

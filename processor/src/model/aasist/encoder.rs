@@ -179,11 +179,7 @@ pub(super) struct Encoder {
 
 impl Encoder {
     pub(super) fn load(w: &Weights, dev: &Device) -> Result<Self, ModelError> {
-        let filters = Linear {
-            weight: candle_core::Tensor::from_vec(sinc_filters(), (SINC_BANDS, SINC_TAPS), dev)?,
-            bias: None,
-            cout: SINC_BANDS,
-        };
+        let filters = Linear::from_matrix(sinc_filters(), SINC_BANDS, dev)?;
         let mut blocks = Vec::new();
         for i in 0..6 {
             let p = format!("encoder.{i}.0");
