@@ -17,10 +17,12 @@
 // it stays inside this module, behind the bounds checks of `matmul`.
 #![allow(unsafe_code)]
 
+use super::columns::Columns;
+
 use std::arch::x86_64::{
     __m512, __m512bh, __m512i, _mm512_add_ps, _mm512_cvtne2ps_pbh, _mm512_dpbf16_ps,
-    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
-    _mm512_max_ps, _mm512_permutexvar_epi16, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm512_loadu_si512, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_max_ps,
+    _mm512_permutexvar_epi16, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
     _mm512_storeu_si512,
 };
 
@@ -42,94 +44,6 @@ pub fn supported() -> bool {
 pub fn round_bf16_bits(v: f32) -> u16 {
     let b = v.to_bits();
     (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
-}
-
-/// The right-hand `[k][n]` matrix of a product, read one row segment at a time.
-pub trait Columns {
-    /// Rows (`k`).
-    fn depth(&self) -> usize;
-    /// Columns (`n`).
-    fn width(&self) -> usize;
-    /// Row `k`, columns `n0 .. n0 + dst.len()`, into `dst`.
-    fn segment(&self, k: usize, n0: usize, dst: &mut [f32]);
-}
-
-/// A matrix already in memory, row-major.
-pub struct Dense<'a> {
-    /// `[k][n]` values.
-    pub values: &'a [f32],
-    /// Columns.
-    pub n: usize,
-}
-
-impl Columns for Dense<'_> {
-    fn depth(&self) -> usize {
-        self.values.len() / self.n
-    }
-
-    fn width(&self) -> usize {
-        self.n
-    }
-
-    fn segment(&self, k: usize, n0: usize, dst: &mut [f32]) {
-        dst.copy_from_slice(&self.values[k * self.n + n0..][..dst.len()]);
-    }
-}
-
-/// The 3x3 patches (padding 1, stride `(stride_h, 1)`) of `[cin][h][w]`, as
-/// the `[cin * 9][out_h * w]` matrix `kernels::im2col_3x3` would build.
-pub struct Patches3x3<'a> {
-    /// The input planes.
-    pub x: &'a [f32],
-    /// Input channels, height and width.
-    pub shape: (usize, usize, usize),
-    /// Stride over the height.
-    pub stride_h: usize,
-}
-
-impl Patches3x3<'_> {
-    /// Output rows.
-    pub fn out_h(&self) -> usize {
-        (self.shape.1 + 2 - 3) / self.stride_h + 1
-    }
-}
-
-impl Columns for Patches3x3<'_> {
-    fn depth(&self) -> usize {
-        self.shape.0 * 9
-    }
-
-    fn width(&self) -> usize {
-        self.out_h() * self.shape.2
-    }
-
-    fn segment(&self, k: usize, n0: usize, dst: &mut [f32]) {
-        let (_, h, w) = self.shape;
-        let (ci, kh, kw) = (k / 9, k % 9 / 3, k % 3);
-        let plane = &self.x[ci * h * w..][..h * w];
-        let mut done = 0;
-        while done < dst.len() {
-            let j = n0 + done;
-            let (ho, wo) = (j / w, j % w);
-            let run = (w - wo).min(dst.len() - done);
-            let out = &mut dst[done..done + run];
-            let hi = (ho * self.stride_h + kh) as isize - 1;
-            if hi < 0 || hi as usize >= h {
-                out.fill(0.0);
-            } else {
-                // Input columns wo + kw - 1 .. wo + run + kw - 1, zero outside 0..w.
-                let row = &plane[hi as usize * w..][..w];
-                let first = (wo + kw) as isize - 1;
-                let lo = first.max(0) as usize;
-                let end = (first + run as isize).min(w as isize) as usize;
-                let before = (lo as isize - first) as usize;
-                out[..before].fill(0.0);
-                out[before..before + end - lo].copy_from_slice(&row[lo..end]);
-                out[before + end - lo..].fill(0.0);
-            }
-            done += run;
-        }
-    }
 }
 
 /// A `[m][k]` weight matrix packed for [`PackedWeights::matmul`].
@@ -261,19 +175,34 @@ unsafe fn pack_panel(cols: &impl Columns, n0: usize, width: usize, panel: &mut [
     }
     let interleave = unsafe { _mm512_loadu_si512(index.as_ptr().cast()) };
     let k = cols.depth();
-    // Rows k and k+1 of the panel; zero past `width` (and past `k`).
-    let mut rows = [[0f32; NR]; 2];
+    let mut scratch = [[0f32; NR]; 2];
+    let zeros = [0f32; NR];
     for p in 0..k.div_ceil(2) {
-        for (r, row) in rows.iter_mut().enumerate() {
-            if 2 * p + r < k {
-                cols.segment(2 * p + r, n0, &mut row[..width]);
-            } else {
-                row.fill(0.0);
-            }
-        }
+        let [lo_scratch, hi_scratch] = &mut scratch;
+        let lo = cols.segment(2 * p, n0, &mut lo_scratch[..width]);
+        let hi = if 2 * p + 1 < k {
+            cols.segment(2 * p + 1, n0, &mut hi_scratch[..width])
+        } else {
+            &zeros[..width]
+        };
         for v in 0..VECS {
-            let lo = unsafe { _mm512_loadu_ps(rows[0].as_ptr().add(16 * v)) };
-            let hi = unsafe { _mm512_loadu_ps(rows[1].as_ptr().add(16 * v)) };
+            // Lanes past `width` are zero (masked loads read nothing there).
+            let live = width.saturating_sub(16 * v).min(16);
+            let mask = if live == 16 {
+                u16::MAX
+            } else {
+                (1u16 << live) - 1
+            };
+            let (lo, hi) = if live == 0 {
+                (_mm512_setzero_ps(), _mm512_setzero_ps())
+            } else {
+                unsafe {
+                    (
+                        _mm512_maskz_loadu_ps(mask, lo.as_ptr().add(16 * v)),
+                        _mm512_maskz_loadu_ps(mask, hi.as_ptr().add(16 * v)),
+                    )
+                }
+            };
             let both: __m512i = unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo)) };
             let pairs = _mm512_permutexvar_epi16(interleave, both);
             let dst = unsafe { panel.as_mut_ptr().add(p * NR + 16 * v) };
@@ -308,6 +237,8 @@ unsafe fn micro_kernel(a: &[u32], panel: &[u32], pairs: usize) -> [[__m512; VECS
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::columns::Dense;
+    use crate::model::columns::tests::values;
 
     fn reference(w: &[f32], cols: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let round = |v: f32| f32::from_bits(u32::from(round_bf16_bits(v)) << 16);
@@ -320,16 +251,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
     }
 
     #[test]
@@ -377,34 +298,6 @@ mod tests {
                     (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
                     "{m}x{k}x{n} at {i}: {a} vs {b}"
                 );
-            }
-        }
-    }
-
-    #[test]
-    fn patches_are_the_patch_matrix() {
-        // Widths below, at and above a panel, both strides, odd heights.
-        for (cin, h, w, stride) in [(2, 5, 7, 1), (3, 9, 50, 2), (1, 4, 48, 1), (2, 7, 100, 2)] {
-            let x = values(cin * h * w, 5);
-            let (want, out_h) = crate::model::kernels::im2col_3x3(&x, cin, h, w, stride);
-            let patches = Patches3x3 {
-                x: &x,
-                shape: (cin, h, w),
-                stride_h: stride,
-            };
-            assert_eq!(patches.out_h(), out_h);
-            let n = patches.width();
-            for k in 0..patches.depth() {
-                // Segments that start mid-row and cross rows.
-                for (n0, len) in [(0, n), (3, n - 3), (w - 1, 2.min(n - w + 1))] {
-                    let mut got = vec![f32::NAN; len];
-                    patches.segment(k, n0, &mut got);
-                    assert_eq!(
-                        got,
-                        want[k * n + n0..][..len],
-                        "k {k} n0 {n0} of {cin}x{h}x{w}/{stride}"
-                    );
-                }
             }
         }
     }

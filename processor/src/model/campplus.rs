@@ -9,7 +9,8 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use super::kernels::{affine_relu, im2col_1d, subsample_rows};
+use super::columns::{AffineRelu, Taps1d};
+use super::kernels::{im2col_1d, subsample_rows};
 use super::layers::{Affine, Linear, Weights};
 use super::{Matmul, ModelError};
 use crate::audio::fbank::NUM_MEL_BINS;
@@ -265,9 +266,14 @@ impl CamPlusPlus {
                 let y = layer.forward(&x, t, block.dilation)?;
                 x.extend_from_slice(&y);
             }
-            let h = affine_relu(&x, &block.transit_pre.scale, &block.transit_pre.shift);
+            let h = AffineRelu {
+                x: &x,
+                n: t,
+                scale: &block.transit_pre.scale,
+                shift: &block.transit_pre.shift,
+            };
             // The last transit carries the folded output batch-norm and its ReLU.
-            x = block.transit.apply_then(h, t, None, b == last)?;
+            x = block.transit.apply_columns(&h, None, b == last)?;
             c = block.transit.cout;
         }
         let stats = mean_std(&x, c, t);
@@ -278,11 +284,21 @@ impl CamPlusPlus {
 
 impl DenseLayer {
     fn forward(&self, x: &[f32], t: usize, dilation: usize) -> Result<Vec<f32>, ModelError> {
-        let h = affine_relu(x, &self.pre.scale, &self.pre.shift);
-        let h = self.bottleneck.apply_then(h, t, None, true)?;
+        let pre = AffineRelu {
+            x,
+            n: t,
+            scale: &self.pre.scale,
+            shift: &self.pre.shift,
+        };
+        let h = self.bottleneck.apply_columns(&pre, None, true)?;
         let bc = self.bottleneck.cout;
-        let (cols, _) = im2col_1d(&h, bc, t, 3, dilation, 1, dilation);
-        let mut y = self.local.apply(cols, t)?;
+        let taps = Taps1d {
+            x: &h,
+            t,
+            taps: 3,
+            dilation,
+        };
+        let mut y = self.local.apply_columns(&taps, None, false)?;
         // The context (utterance mean + segment mean) is constant within a
         // segment, so the attention only needs one column per segment.
         let segments = t.div_ceil(SEG_LEN);

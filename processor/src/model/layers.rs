@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Storage, Tensor};
 
-use super::kernels::{bias_residual_relu, im2col_3x3};
+use super::columns::{Columns, Patches3x3};
+use super::kernels::bias_residual_relu;
 use super::{Matmul, ModelError};
 
 pub(crate) const BN_EPS: f64 = 1e-5;
@@ -143,7 +144,7 @@ impl Linear {
     ) -> Result<Vec<f32>, ModelError> {
         #[cfg(target_arch = "x86_64")]
         if let Some(packed) = &self.bf16 {
-            let cols = super::bf16::Dense { values: &cols, n };
+            let cols = super::columns::Dense { values: &cols, n };
             return Ok(packed.matmul(&cols, self.bias.as_deref(), residual, relu));
         }
         let k = cols.len() / n;
@@ -167,8 +168,7 @@ impl Linear {
 
     /// A 3x3 convolution (padding 1, stride `(stride_h, 1)`) of `[cin][h][w]`
     /// with this layer's `[cout][cin * 9]` kernel, then bias, residual and
-    /// ReLU: `([cout][out_h][w], out_h)`. The bfloat16 kernels gather the
-    /// patches as they go; the f32 path builds the patch matrix first.
+    /// ReLU: `([cout][out_h][w], out_h)`.
     pub(crate) fn conv3x3(
         &self,
         x: &[f32],
@@ -177,18 +177,29 @@ impl Linear {
         residual: Option<&[f32]>,
         relu: bool,
     ) -> Result<(Vec<f32>, usize), ModelError> {
+        let patches = Patches3x3 {
+            x,
+            shape: (cin, h, w),
+            stride_h,
+        };
+        let y = self.apply_columns(&patches, residual, relu)?;
+        Ok((y, patches.out_h()))
+    }
+
+    /// `weight @ cols` with bias, residual and ReLU, `cols` described by a
+    /// source: the bfloat16 kernels read it as they go, the f32 path builds
+    /// it first.
+    pub(crate) fn apply_columns(
+        &self,
+        cols: &impl Columns,
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) -> Result<Vec<f32>, ModelError> {
         #[cfg(target_arch = "x86_64")]
         if let Some(packed) = &self.bf16 {
-            let patches = super::bf16::Patches3x3 {
-                x,
-                shape: (cin, h, w),
-                stride_h,
-            };
-            let y = packed.matmul(&patches, self.bias.as_deref(), residual, relu);
-            return Ok((y, patches.out_h()));
+            return Ok(packed.matmul(cols, self.bias.as_deref(), residual, relu));
         }
-        let (cols, out_h) = im2col_3x3(x, cin, h, w, stride_h);
-        Ok((self.apply_then(cols, out_h * w, residual, relu)?, out_h))
+        self.apply_then(cols.materialise(), cols.width(), residual, relu)
     }
 
     pub(crate) fn apply(&self, cols: Vec<f32>, n: usize) -> Result<Vec<f32>, ModelError> {

@@ -5,6 +5,7 @@ pub mod aasist;
 #[cfg(target_arch = "x86_64")]
 pub mod bf16;
 mod campplus;
+mod columns;
 mod kernels;
 mod layers;
 pub mod onnx;
