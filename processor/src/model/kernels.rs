@@ -69,6 +69,26 @@ pub fn im2col_tile_kx3(
     (cols, out_h)
 }
 
+/// Dot product in 16 running sums: the compiler keeps them in one vector
+/// register (a single running sum is one dependent add per element, which
+/// it may not reorder).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let (a_tail, b_tail) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = a_tail
+        .remainder()
+        .iter()
+        .zip(b_tail.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a_tail.zip(b_tail) {
+        for i in 0..16 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 const SELU_ALPHA: f32 = 1.673_263_2;
 const SELU_SCALE: f32 = 1.050_701;
 
@@ -253,6 +273,28 @@ mod tests {
             for (g, e) in got.iter().zip(&want) {
                 assert!((g - e).abs() < 1e-5, "k{k} p{pad} s{stride} d{dilation}");
             }
+        }
+    }
+
+    #[test]
+    fn dot_matches_a_double_precision_sum() {
+        for len in [0, 1, 15, 16, 17, 128, 250] {
+            let a: Vec<f32> = (0..len)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+                .collect();
+            let b: Vec<f32> = (0..len)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+                .collect();
+            let want: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum();
+            let got = dot(&a, &b);
+            assert!(
+                (f64::from(got) - want).abs() < 1e-4,
+                "{len}: {got} vs {want}"
+            );
         }
     }
 

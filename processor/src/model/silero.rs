@@ -16,6 +16,7 @@ use std::path::Path;
 use candle_core::{D, Device, Tensor};
 
 use super::ModelError;
+use super::kernels::dot;
 use super::onnx::{OnnxTensor, float_tensors};
 use crate::audio::{MODEL_SAMPLE_RATE, resample_to};
 use crate::ports::{AnalyserError, SpeechDetector};
@@ -191,9 +192,7 @@ impl Branch {
             for (g, gate) in gates.iter_mut().enumerate() {
                 let wi = &self.w_ih[g * HIDDEN..(g + 1) * HIDDEN];
                 let wh = &self.w_hh[g * HIDDEN..(g + 1) * HIDDEN];
-                let dot: f32 = wi.iter().zip(x).map(|(w, v)| w * v).sum::<f32>()
-                    + wh.iter().zip(&h).map(|(w, v)| w * v).sum::<f32>();
-                *gate = dot + self.bias[g];
+                *gate = dot(wi, x) + dot(wh, &h) + self.bias[g];
             }
             // PyTorch's gate order: input, forget, cell, output.
             for k in 0..HIDDEN {

@@ -4,7 +4,7 @@
 //! plain loops over row-major `[nodes][features]` matrices.
 
 use super::super::ModelError;
-use super::super::kernels::selu_in_place;
+use super::super::kernels::{dot, selu_in_place};
 use super::super::layers::{Affine, Weights, get};
 
 /// `nn.Linear`: `y = x Wᵀ + b`, kept transposed (`[in][out]`) so that each
@@ -54,10 +54,6 @@ impl Dense {
 /// A learned `[dim]` vector (`nn.Parameter` of shape `(dim, 1)` or `(1, 1, dim)`).
 fn vector(w: &Weights, name: &str) -> Result<Vec<f32>, ModelError> {
     get(w, name)
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Softmax of `v` in place, scaled by `1 / temperature` first.
