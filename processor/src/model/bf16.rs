@@ -43,6 +43,10 @@ pub fn supported() -> bool {
 /// for finite values).
 pub fn round_bf16_bits(v: f32) -> u16 {
     let b = v.to_bits();
+    if v.is_nan() {
+        // Quiet, sign and payload top kept, as the instruction does.
+        return (b >> 16) as u16 | 0x40;
+    }
     (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
@@ -123,7 +127,7 @@ impl PackedWeights {
         let mut panel = vec![0u32; pairs * NR];
         for n0 in (0..n).step_by(NR) {
             let width = NR.min(n - n0);
-            unsafe { pack_panel(cols, n0, width, &mut panel) };
+            unsafe { pack_panel(cols, self.k, n0, width, &mut panel) };
             for block in 0..self.m.div_ceil(MR) {
                 let a = &self.words[block * pairs * MR..][..pairs * MR];
                 let acc = unsafe { micro_kernel(a, &panel, pairs) };
@@ -162,7 +166,7 @@ impl PackedWeights {
 /// Columns `n0 .. n0 + width` of `cols` as `[k / 2][NR]` pairs, zero past
 /// `width` and past `k`.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn pack_panel(cols: &impl Columns, n0: usize, width: usize, panel: &mut [u32]) {
+unsafe fn pack_panel(cols: &impl Columns, k: usize, n0: usize, width: usize, panel: &mut [u32]) {
     // vcvtne2ps2bf16 puts row k in words 0..16 and row k+1 in 16..32 of the
     // result; this permutation interleaves them column by column.
     let mut index = [0u16; 32];
@@ -174,7 +178,6 @@ unsafe fn pack_panel(cols: &impl Columns, n0: usize, width: usize, panel: &mut [
         };
     }
     let interleave = unsafe { _mm512_loadu_si512(index.as_ptr().cast()) };
-    let k = cols.depth();
     let mut scratch = [[0f32; NR]; 2];
     let zeros = [0f32; NR];
     for p in 0..k.div_ceil(2) {
@@ -185,6 +188,12 @@ unsafe fn pack_panel(cols: &impl Columns, n0: usize, width: usize, panel: &mut [
         } else {
             &zeros[..width]
         };
+        // The loads below read `width` values through these pointers; a
+        // source is safe code, so its answer is checked, not trusted.
+        assert!(
+            lo.len() == width && hi.len() == width,
+            "column segment length"
+        );
         for v in 0..VECS {
             // Lanes past `width` are zero (masked loads read nothing there).
             let live = width.saturating_sub(16 * v).min(16);
@@ -260,6 +269,12 @@ mod tests {
         assert_eq!(round_bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
         assert_eq!(round_bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
         assert_eq!(round_bf16_bits(-2.5), 0xc020);
+        assert_eq!(round_bf16_bits(f32::INFINITY), 0x7f80);
+        // NaNs stay NaN (quiet), whatever their payload.
+        for bits in [0x7f80_0001u32, 0x7fff_ffff, 0xffff_ffff] {
+            let back = f32::from_bits(u32::from(round_bf16_bits(f32::from_bits(bits))) << 16);
+            assert!(back.is_nan(), "{bits:#x}");
+        }
     }
 
     #[test]

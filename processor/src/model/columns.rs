@@ -52,6 +52,7 @@ pub struct Dense<'a> {
 
 impl Columns for Dense<'_> {
     fn depth(&self) -> usize {
+        assert_eq!(self.values.len() % self.n, 0, "dense matrix shape");
         self.values.len() / self.n
     }
 

@@ -73,6 +73,7 @@ pub fn im2col_tile_kx3(
 /// register (a single running sum is one dependent add per element, which
 /// it may not reorder).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot product of unequal lengths");
     let mut lanes = [0f32; 16];
     let (a_tail, b_tail) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = a_tail

@@ -220,6 +220,9 @@ impl SpeakerModel {
     /// Chooses the network's matrix-product kernels.
     pub fn set_matmul(&mut self, matmul: Matmul) -> Result<(), ModelError> {
         let resolved = matmul.resolve()?;
+        if resolved == self.matmul {
+            return Ok(());
+        }
         self.net.set_matmul(resolved)?;
         self.matmul = resolved;
         Ok(())
