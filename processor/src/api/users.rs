@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use timbre_schemas::{Contract, ProfileCommand, ProfileCommandKind, Request};
@@ -47,6 +48,8 @@ struct DecisionsQuery {
 
 /// Most decisions one listing returns.
 const MAX_DECISIONS: u32 = 100;
+/// Decisions of one listing read from the store at once.
+const DECISION_READS_IN_FLIGHT: usize = 16;
 
 /// The user's newest decisions, newest first, each as
 /// `GET /v1/decisions/{id}` shows it.
@@ -70,15 +73,20 @@ async fn decisions(
         .recent_decision_ids(&caller.tenant, &user_id, limit)
         .await?;
     let expose = state.inner.policies.for_tenant(&caller.tenant).expose_score;
-    let mut listed = Vec::with_capacity(ids.len());
-    for id in ids {
-        // An entry whose decision has expired is skipped.
-        if let Some(d) = state.inner.client.stored(&caller.tenant, &id).await?
-            && d.user_id == user_id
-        {
-            listed.push(views::decision(&d, expose));
-        }
-    }
+    // Read side by side (a store round trip each), newest first as listed.
+    let (client, tenant) = (&state.inner.client, &caller.tenant);
+    let found: Vec<_> = futures::stream::iter(ids)
+        .map(|id| async move { client.stored(tenant, &id).await })
+        .buffered(DECISION_READS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    // An entry whose decision has expired is skipped.
+    let listed: Vec<Value> = found
+        .into_iter()
+        .flatten()
+        .filter(|d| d.user_id == user_id)
+        .map(|d| views::decision(&d, expose))
+        .collect();
     Ok(Json(json!({"user_id": user_id, "decisions": listed})))
 }
 
