@@ -31,15 +31,9 @@ pub trait Columns {
         }
     }
 
-    /// The whole matrix, row-major.
-    fn materialise(&self) -> Vec<f32> {
-        let n = self.width();
-        let mut out = vec![0f32; self.depth() * n];
-        for (k, row) in out.chunks_exact_mut(n).enumerate() {
-            self.write(k, 0, row);
-        }
-        out
-    }
+    /// The whole matrix, row-major (each source builds it with its plain
+    /// builder in `kernels`).
+    fn materialise(&self) -> Vec<f32>;
 }
 
 /// A matrix already in memory, row-major.

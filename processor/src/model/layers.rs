@@ -90,13 +90,9 @@ impl Linear {
                 .collect();
             b = Some(folded);
         }
-        Ok(Self {
-            weight: Tensor::from_vec(weight, (cout, fan_in), dev)?,
-            bias: b,
-            cout,
-            #[cfg(target_arch = "x86_64")]
-            bf16: None,
-        })
+        let mut layer = Self::from_matrix(weight, cout, dev)?;
+        layer.bias = b;
+        Ok(layer)
     }
 
     /// A layer from an unfolded `[cout][fan_in]` matrix.
