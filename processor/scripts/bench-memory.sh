@@ -17,22 +17,9 @@ cargo build --release --locked -p timbre >&2
 processor/scripts/fetch-model.sh >&2
 timbre="$repo/target/release/timbre"
 
-if [[ -z ${TIMBRE_TEST_KAFKA_BROKERS:-} || -z ${TIMBRE_TEST_CQL_NODES:-} ]]; then
-  services=tests/services/services.sh
-  "$services" start >&2
-  set -a
-  # shellcheck disable=SC1091
-  source "${TIMBRE_SERVICES_DIR:-$repo/target/services}/env"
-  set +a
-fi
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-  if [[ -n ${services:-} ]]; then "$services" stop >&2; fi
-}
-trap cleanup EXIT
+# shellcheck source=processor/scripts/bench-services.sh
+source processor/scripts/bench-services.sh
+bench_services
 
 tag="mem$(date +%s)"
 export TIMBRE__BUS="kafka://$TIMBRE_TEST_KAFKA_BROKERS"

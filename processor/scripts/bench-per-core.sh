@@ -34,23 +34,9 @@ loadgen="$repo/target/release/loadgen"
 engine_cpu=0
 other_cpu=1
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-  "${services:-true}" stop >&2 2>/dev/null || true
-}
-trap cleanup EXIT
-
-if [[ -z ${TIMBRE_TEST_KAFKA_BROKERS:-} || -z ${TIMBRE_TEST_CQL_NODES:-} ]]; then
-  services=tests/services/services.sh
-  taskset -c "$other_cpu" "$services" start >&2
-  set -a
-  # shellcheck disable=SC1091
-  source "${TIMBRE_SERVICES_DIR:-$repo/target/services}/env"
-  set +a
-fi
+# shellcheck source=processor/scripts/bench-services.sh
+source processor/scripts/bench-services.sh
+bench_services taskset -c "$other_cpu"
 bus="kafka://$TIMBRE_TEST_KAFKA_BROKERS"
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 metrics_port=19464

@@ -299,42 +299,12 @@ pub fn wav(relative: &str) -> Vec<u8> {
 pub fn at_8k(wav: &[u8]) -> Vec<u8> {
     let audio = timbre::audio::decode_wav(wav, &AudioLimits::default()).expect("a fixture decodes");
     let samples = timbre::audio::resample_to(&audio.samples, 16_000, 8_000);
-    wav_8k(
-        samples
-            .iter()
-            .map(|s| (s * 32_767.0).round().clamp(-32_768.0, 32_767.0) as i16),
-    )
-}
-
-/// An 8 kHz, 16-bit mono WAV of `samples`.
-fn wav_8k(samples: impl IntoIterator<Item = i16>) -> Vec<u8> {
-    wav_pcm16(8_000, samples)
+    timbre::audio::encode_wav(&samples, 8_000)
 }
 
 /// A 16 kHz, 16-bit mono WAV of `samples` in [-1, 1].
 pub fn wav_16k(samples: &[f32]) -> Vec<u8> {
-    wav_pcm16(
-        16_000,
-        samples
-            .iter()
-            .map(|s| (s * 32_767.0).round().clamp(-32_768.0, 32_767.0) as i16),
-    )
-}
-
-fn wav_pcm16(rate: u32, samples: impl IntoIterator<Item = i16>) -> Vec<u8> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut writer = hound::WavWriter::new(&mut out, spec).expect("wav header");
-    for s in samples {
-        writer.write_sample(s).expect("write");
-    }
-    writer.finalize().expect("finalize");
-    out.into_inner()
+    timbre::audio::encode_wav(samples, 16_000)
 }
 
 /// `wav` played back through one of the replay transforms
@@ -418,5 +388,5 @@ pub fn spoken_digits(speaker: &str, take: u32, code: &str) -> Vec<u8> {
             samples.push(sample.expect("sample"));
         }
     }
-    wav_8k(samples)
+    timbre::audio::encode_wav_pcm16(samples, 8_000)
 }

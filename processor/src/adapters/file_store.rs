@@ -281,7 +281,26 @@ impl FileStore {
         parts: &[&str],
         row: impl Fn(&str, &[u8]) -> T + Send + 'static,
     ) -> Result<Vec<T>, StoreError> {
+        self.page_map(table, parts, None, usize::MAX, row).await
+    }
+
+    /// At most `limit` rows under a key prefix whose next key part sorts
+    /// after `after`, in key order, each mapped by `row(key, value)`.
+    async fn page_map<T: Send + 'static>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        parts: &[&str],
+        after: Option<&str>,
+        limit: usize,
+        row: impl Fn(&str, &[u8]) -> T + Send + 'static,
+    ) -> Result<Vec<T>, StoreError> {
         let (prefix, end) = key_range(parts);
+        let start = match after {
+            // Just past `after` (keys sort bytewise; SEP-joined, so appending
+            // the smallest char moves past exactly that key).
+            Some(a) => format!("{prefix}{a}\u{0}"),
+            None => prefix,
+        };
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(unavailable)?;
             let t = match tx.open_table(table) {
@@ -291,8 +310,9 @@ impl FileStore {
             };
             let mut out = Vec::new();
             for entry in t
-                .range(prefix.as_str()..end.as_str())
+                .range(start.as_str()..end.as_str())
                 .map_err(unavailable)?
+                .take(limit)
             {
                 let (k, v) = entry.map_err(unavailable)?;
                 out.push(row(k.value(), v.value()));
@@ -747,32 +767,12 @@ impl Store for FileStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, ProfileStatus)>, StoreError> {
-        let (prefix, end) = key_range(&[tenant]);
-        let start = match after {
-            // Just past `after` (keys sort bytewise; SEP-joined, so appending
-            // the smallest char moves past exactly that key).
-            Some(a) => format!("{}\u{0}", key(&[tenant, a])),
-            None => prefix.clone(),
-        };
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(unavailable)?;
-            let t = match tx.open_table(PROFILES) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(unavailable(e)),
-            };
-            let mut out = Vec::new();
-            for entry in t.range(start.as_str()..end.as_str()).map_err(unavailable)? {
-                let (_, v) = entry.map_err(unavailable)?;
-                let p: Profile = decode(v.value())?;
-                out.push((p.user_id, p.status));
-                if out.len() >= limit {
-                    break;
-                }
-            }
-            Ok(out)
+        self.page_map(PROFILES, &[tenant], after, limit, |_, v| {
+            decode::<Profile>(v).map(|p| (p.user_id, p.status))
         })
-        .await
+        .await?
+        .into_iter()
+        .collect()
     }
 
     async fn rescore_run(
@@ -799,12 +799,19 @@ impl Store for FileStore {
         &self,
         tenant: &str,
         target_model: &str,
+        after: Option<&str>,
+        limit: usize,
     ) -> Result<Vec<RescoreResult>, StoreError> {
-        self.scan(RESCORE_RESULTS, &[tenant, target_model])
-            .await?
-            .iter()
-            .map(|(_, v)| decode(v))
-            .collect()
+        self.page_map(
+            RESCORE_RESULTS,
+            &[tenant, target_model],
+            after,
+            limit,
+            |_, v| decode(v),
+        )
+        .await?
+        .into_iter()
+        .collect()
     }
 
     async fn delete_voiceprint(

@@ -183,3 +183,30 @@ fn check_levels(samples: &[f32], limits: &AudioLimits) -> Result<(), AudioError>
 pub fn is_wav_container(bytes: &[u8]) -> bool {
     bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WAVE"
 }
+
+/// 16-bit mono WAV bytes of `samples` (clipped to [-1, 1]) at `rate`.
+pub fn encode_wav(samples: &[f32], rate: u32) -> Vec<u8> {
+    encode_wav_pcm16(
+        samples
+            .iter()
+            .map(|s| (s.clamp(-1.0, 1.0) * 32_767.0).round() as i16),
+        rate,
+    )
+}
+
+/// 16-bit mono WAV bytes of `samples` at `rate`.
+pub fn encode_wav_pcm16(samples: impl IntoIterator<Item = i16>, rate: u32) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut out, spec).expect("writing to memory");
+    for s in samples {
+        writer.write_sample(s).expect("writing to memory");
+    }
+    writer.finalize().expect("writing to memory");
+    out.into_inner()
+}

@@ -9,7 +9,9 @@ mod resample;
 pub mod vad;
 pub mod whisper_mel;
 
-pub use decode::{AudioLimits, DecodedAudio, decode_wav, is_wav_container};
+pub use decode::{
+    AudioLimits, DecodedAudio, decode_wav, encode_wav, encode_wav_pcm16, is_wav_container,
+};
 pub use error::AudioError;
 pub use resample::{resample_to, through_narrowband};
 

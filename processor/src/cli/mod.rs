@@ -1,6 +1,7 @@
 //! Command-line entry points; each subcommand lives in its own module.
 
 mod bench_rescore;
+mod bench_seed;
 mod bench_vad;
 mod calibrate;
 mod demo;

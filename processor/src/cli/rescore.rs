@@ -12,9 +12,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{ConfigArgs, runtime, shutdown_on_signal};
 
-/// How often pending users get their job published again (a lost or
-/// refused publish, a user who enrolled after planning).
-const REPUBLISH_EVERY: Duration = Duration::from_secs(30);
+/// Pending users get their job published again once no outcome arrived
+/// for this long (a lost or refused publish, a user who enrolled after
+/// planning); while outcomes arrive, their jobs are still queued.
+const REPUBLISH_AFTER_IDLE: Duration = Duration::from_secs(30);
+
+/// Shortest pause between progress passes; a pass reads every user, so the
+/// pause is also at least `PASS_SHARE` times the last pass's duration.
+const MIN_POLL: Duration = Duration::from_millis(500);
+const PASS_SHARE: u32 = 4;
 
 /// `timbre rescore --to-model ID --tenant T`: plans (or resumes) a run,
 /// follows it and cuts the tenant over when every user has an outcome.
@@ -96,8 +102,11 @@ impl RescoreCmd {
             tracing::info!(published, "re-scoring jobs published");
             let started = Instant::now();
             let first = rescorer.progress(tenant, target).await?;
+            let (mut outcomes, mut progressed_at) = (first.done + first.failed, Instant::now());
             let progress = loop {
+                let pass = Instant::now();
                 let p = rescorer.progress(tenant, target).await?;
+                let pass = pass.elapsed();
                 bar.set_length(p.enrolled as u64);
                 bar.set_position((p.done + p.failed) as u64);
                 let rate = (p.done + p.failed).saturating_sub(first.done + first.failed) as f64
@@ -106,8 +115,14 @@ impl RescoreCmd {
                 if p.pending == 0 {
                     break p;
                 }
-                if published_at.elapsed() >= REPUBLISH_EVERY {
-                    rescorer.publish_pending(&run).await?;
+                if p.done + p.failed > outcomes {
+                    (outcomes, progressed_at) = (p.done + p.failed, Instant::now());
+                }
+                if progressed_at.elapsed() >= REPUBLISH_AFTER_IDLE
+                    && published_at.elapsed() >= REPUBLISH_AFTER_IDLE
+                {
+                    let published = rescorer.publish_pending(&run).await?;
+                    tracing::info!(published, "idle run: pending jobs published again");
                     published_at = Instant::now();
                 }
                 tokio::select! {
@@ -116,7 +131,7 @@ impl RescoreCmd {
                         eprintln!("stopped; run `timbre rescore` again to resume");
                         return self.report(&p);
                     }
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    () = tokio::time::sleep(MIN_POLL.max(pass * PASS_SHARE)) => {}
                 }
             };
             bar.finish();

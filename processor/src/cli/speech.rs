@@ -502,6 +502,9 @@ pub enum BenchCmd {
     Embed(BenchEmbed),
     /// Bulk re-scoring through the pipeline: audio seconds per wall second.
     Rescore(super::bench_rescore::BenchRescore),
+    /// A tenant of many enrolled users with retained clips, written straight
+    /// to the configured store (for re-scoring at scale).
+    Seed(super::bench_seed::BenchSeed),
     /// Net speech by the speech detector against the energy estimate, and
     /// its cost.
     Vad(super::bench_vad::BenchVad),
@@ -512,6 +515,7 @@ impl BenchCmd {
         match self {
             BenchCmd::Embed(cmd) => cmd.run(),
             BenchCmd::Rescore(cmd) => cmd.run(),
+            BenchCmd::Seed(cmd) => cmd.run(),
             BenchCmd::Vad(cmd) => cmd.run(),
         }
     }

@@ -5,7 +5,9 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::audio::{AudioError, AudioLimits, MODEL_SAMPLE_RATE, decode_wav, resample_to};
+use crate::audio::{
+    AudioError, AudioLimits, MODEL_SAMPLE_RATE, decode_wav, encode_wav, resample_to,
+};
 
 /// A named replay of an original.
 pub struct Replay {
@@ -79,21 +81,7 @@ pub fn replayed_wav(wav: &[u8], transform: &str) -> Result<Vec<u8>, AudioError> 
         .find(|r| r.transform == transform)
         .map(|r| r.samples)
         .unwrap_or_else(|| panic!("no replay transform {transform}"));
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: MODEL_SAMPLE_RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut writer = hound::WavWriter::new(&mut out, spec).expect("writing to memory");
-    for s in samples {
-        writer
-            .write_sample((s.clamp(-1.0, 1.0) * 32_767.0) as i16)
-            .expect("writing to memory");
-    }
-    writer.finalize().expect("writing to memory");
-    Ok(out.into_inner())
+    Ok(encode_wav(&samples, MODEL_SAMPLE_RATE))
 }
 
 /// Drops 300 ms at the start and 200 ms at the end (when there is that much).

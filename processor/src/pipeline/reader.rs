@@ -23,6 +23,9 @@ struct Finished {
     bytes: usize,
 }
 
+/// Re-scoring lanes per background scoring slot.
+const BACKGROUND_LANES_PER_SLOT: usize = 4;
+
 /// How often parked messages retry their lanes (lanes also wake the reader
 /// whenever a job finishes).
 const UNPARK_INTERVAL: Duration = Duration::from_millis(5);
@@ -36,9 +39,11 @@ impl Processor {
             .subscribe(&self.group, &self.topics.requests())
             .await?;
         let (finished_tx, mut finished_rx) = mpsc::unbounded_channel::<Finished>();
-        // Live lanes, then lanes of re-scoring jobs sized to the background
-        // workers, so bulk work never fills a lane a live job needs.
-        let total = self.lanes + self.scoring.background_slots();
+        // Live lanes, then lanes of re-scoring jobs, so bulk work never
+        // fills a lane a live job needs. Several per background worker: a
+        // job's store and bus round trips overlap another's scoring, while
+        // the scoring pool still runs at most `background_slots` at once.
+        let total = self.lanes + BACKGROUND_LANES_PER_SLOT * self.scoring.background_slots();
         let mut lanes = Vec::with_capacity(total);
         let mut lane_tasks = Vec::with_capacity(total);
         for _ in 0..total {

@@ -201,11 +201,14 @@ pub trait Store: Send + Sync {
     /// Records a re-scoring run.
     async fn put_rescore_run(&self, run: &RescoreRun) -> Result<(), StoreError>;
 
-    /// Every per-user outcome of a run.
+    /// A page of a run's per-user outcomes in user id order (the order of
+    /// [`Store::users`]), after `after`.
     async fn rescore_results(
         &self,
         tenant: &str,
         target_model: &str,
+        after: Option<&str>,
+        limit: usize,
     ) -> Result<Vec<RescoreResult>, StoreError>;
 
     /// Deletes a user's voiceprint under one model.

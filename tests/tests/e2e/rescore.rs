@@ -421,7 +421,11 @@ async fn rescore_survives_kill_nine_on_kafka_and_cassandra() {
     let mut planner = spawn(&rescore, &env, Stdio::null());
     let started = Instant::now();
     loop {
-        let done = store.rescore_results(TENANT, &target).await.unwrap().len();
+        let done = store
+            .rescore_results(TENANT, &target, None, 10_000)
+            .await
+            .unwrap()
+            .len();
         assert!(
             done < enrolled,
             "the run finished before the crash could be staged"
@@ -440,7 +444,11 @@ async fn rescore_survives_kill_nine_on_kafka_and_cassandra() {
     let live = Instant::now();
     check_decisions(&mut jobs, &all, &source, "during").await;
     let live = live.elapsed();
-    let before_crash = store.rescore_results(TENANT, &target).await.unwrap().len();
+    let before_crash = store
+        .rescore_results(TENANT, &target, None, 10_000)
+        .await
+        .unwrap()
+        .len();
     processor.kill();
     planner.kill();
     assert!(
@@ -462,7 +470,10 @@ async fn rescore_survives_kill_nine_on_kafka_and_cassandra() {
     assert_eq!(progress["pending"], 0, "{progress}");
 
     // One outcome per user: nothing lost, nothing counted twice.
-    let results = store.rescore_results(TENANT, &target).await.unwrap();
+    let results = store
+        .rescore_results(TENANT, &target, None, 10_000)
+        .await
+        .unwrap();
     assert_eq!(results.len(), enrolled);
     for (user, _, _) in &all {
         assert!(

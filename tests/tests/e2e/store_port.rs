@@ -6,7 +6,7 @@ use timbre::adapters::file_store::FileStore;
 use timbre::backends::connect_store;
 use timbre::domain::{
     ApiKey, CallState, ChallengeSession, Consent, DialogueKind, DialogueState, JobCommit, Mutation,
-    Profile, ProfileStatus, Scope, Voiceprint, WatchlistEntry, now_ms,
+    Profile, ProfileStatus, RescoreResult, Scope, Voiceprint, WatchlistEntry, now_ms,
 };
 use timbre::liveness::Fingerprint;
 use timbre::ports::{AccessStore, Store};
@@ -247,6 +247,90 @@ async fn store_contract(store: Arc<dyn Store>) {
     biokeys(store.as_ref(), tenant, other).await;
     retained_audio_is_capped(store.as_ref(), tenant).await;
     recent_decisions(store.as_ref(), tenant, other).await;
+    user_and_outcome_pages(store.as_ref()).await;
+}
+
+/// A tenant's users and a run's outcomes come in pages in the same user id
+/// order (byte order: a re-scoring pass merges the two), never another
+/// tenant's or another run's.
+async fn user_and_outcome_pages(store: &dyn Store) {
+    let (tenant, other, target) = ("paged", "paged-other", "next@sha256:01");
+    let ids = [
+        "u-b", "u-a", "u-c2", "u-c10", "u-\u{e9}", "u-ab", "u-Z", "u-d",
+    ];
+    let outcome = |tenant: &str, user: &str, target: &str| {
+        Mutation::PutRescoreResult(RescoreResult {
+            tenant: tenant.into(),
+            target_model: target.into(),
+            user_id: user.into(),
+            ok: user != "u-d",
+            detail: String::new(),
+            updated_at: 1_700_000_000_000,
+        })
+    };
+    let commit = |tenant: &str, id: &str, mutations: Vec<Mutation>| JobCommit {
+        tenant: tenant.into(),
+        request_id: id.into(),
+        decision: b"d".to_vec(),
+        mutations,
+    };
+    let mut mutations: Vec<Mutation> = ids
+        .iter()
+        .map(|u| Mutation::PutProfile(profile(tenant, u, ProfileStatus::Enrolled)))
+        .collect();
+    mutations.extend(
+        ids.iter()
+            .filter(|u| **u != "u-c2")
+            .map(|u| outcome(tenant, u, target)),
+    );
+    mutations.push(outcome(tenant, "u-a0", "other@sha256:02"));
+    store
+        .commit(&commit(tenant, "r-pages", mutations))
+        .await
+        .unwrap();
+    let foreign = vec![
+        Mutation::PutProfile(profile(other, "u-a0", ProfileStatus::Enrolled)),
+        outcome(other, "u-a0", target),
+    ];
+    store
+        .commit(&commit(other, "r-pages", foreign))
+        .await
+        .unwrap();
+
+    let mut sorted: Vec<String> = ids.iter().map(|u| u.to_string()).collect();
+    sorted.sort();
+    let mut users = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.users(tenant, after.as_deref(), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        users.extend(page.into_iter().map(|(u, _)| u));
+    }
+    assert_eq!(users, sorted, "users in byte order, this tenant's only");
+
+    let mut outcomes = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .rescore_results(tenant, target, after.as_deref(), 2)
+            .await
+            .unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.user_id.clone());
+        outcomes.extend(page.into_iter().map(|o| (o.user_id, o.ok)));
+    }
+    let expected: Vec<(String, bool)> = sorted
+        .iter()
+        .filter(|u| *u != "u-c2")
+        .map(|u| (u.clone(), u != "u-d"))
+        .collect();
+    assert_eq!(
+        outcomes, expected,
+        "this run's outcomes in the users' order"
+    );
 }
 
 /// A user's decisions are listed newest first, per tenant, and the list

@@ -61,6 +61,7 @@ pub(super) struct ModelStatements {
     pub(super) run: PreparedStatement,
     pub(super) put_run: PreparedStatement,
     pub(super) results: PreparedStatement,
+    pub(super) results_after: PreparedStatement,
     pub(super) put_result: PreparedStatement,
     pub(super) delete_voiceprint: PreparedStatement,
 }
@@ -278,7 +279,12 @@ impl CqlStore {
                         .await?,
                         results: p(format!(
                             "SELECT user_id, ok, detail, updated_at FROM {ks}.rescore_results \
-                             WHERE tenant = ? AND target_model = ?"
+                             WHERE tenant = ? AND target_model = ? LIMIT ?"
+                        ))
+                        .await?,
+                        results_after: p(format!(
+                            "SELECT user_id, ok, detail, updated_at FROM {ks}.rescore_results \
+                             WHERE tenant = ? AND target_model = ? AND user_id > ? LIMIT ?"
                         ))
                         .await?,
                         put_result: p(format!(

@@ -664,31 +664,30 @@ impl Store for CqlStore {
         &self,
         tenant: &str,
         target_model: &str,
+        after: Option<&str>,
+        limit: usize,
     ) -> Result<Vec<RescoreResult>, StoreError> {
         let s = &self.statements().await?.models;
-        let mut pages = self
-            .session
-            .execute_iter(s.results.clone(), (tenant, target_model))
-            .await
-            .map_err(unavailable)?
-            .rows_stream::<(String, bool, String, CqlTimestamp)>()
-            .map_err(corrupt)?;
-        let mut out = Vec::new();
-        while let Some(row) = futures::TryStreamExt::try_next(&mut pages)
-            .await
-            .map_err(unavailable)?
-        {
-            let (user_id, ok, detail, updated) = row;
-            out.push(RescoreResult {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        type Row = (String, bool, String, CqlTimestamp);
+        let rows: Vec<Row> = match after {
+            Some(a) => {
+                self.all(&s.results_after, (tenant, target_model, a, limit))
+                    .await?
+            }
+            None => self.all(&s.results, (tenant, target_model, limit)).await?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(user_id, ok, detail, updated)| RescoreResult {
                 tenant: tenant.to_string(),
                 target_model: target_model.to_string(),
                 user_id,
                 ok,
                 detail,
                 updated_at: updated.0,
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     async fn delete_voiceprint(
