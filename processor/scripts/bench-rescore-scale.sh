@@ -17,7 +17,8 @@
 # Starts its own Kafka and Cassandra (tests/services/services.sh), or uses
 # the running ones when TIMBRE_TEST_KAFKA_BROKERS and TIMBRE_TEST_CQL_NODES
 # are set. One processor with the default workers (one per core; re-scoring
-# takes at most half), the synthetic-speech check off as in bench-per-core.
+# takes at most half), the synthetic-speech check off as in bench-per-core;
+# everything shares the machine's cores (pin nothing).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -46,7 +47,7 @@ target="$target_name@sha256:$("$timbre" model 2>/dev/null | grep -o 'sha256:[0-9
 # Runs loadgen windows on the live tenant until the file $1 exists.
 live_windows() { # stop-file out-prefix
   local n=0
-  while [[ ! -e $1 ]]; do
+  while [[ ! -e $1 && -d $work ]]; do
     n=$((n + 1))
     "$loadgen" "${live[@]}" --duration "$window" >"$2.$n.json" 2>>"$work/loadgen.log" || true
   done
@@ -75,6 +76,7 @@ for size in "${sizes[@]}"; do
   "$loadgen" "${live[@]}" --duration "$window" >"$work/baseline.json" 2>>"$work/loadgen.log"
   live_windows "$work/stop" "$work/during" &
   windows=$!
+  pids+=("$windows")
   /usr/bin/time -f '%M %e' -o "$work/planner.time" env "${env[@]}" \
     "$timbre" rescore --to-model "$target" --tenant bulk --json >"$work/progress.json"
   touch "$work/stop"
@@ -82,9 +84,9 @@ for size in "${sizes[@]}"; do
   kill "$processor" 2>/dev/null || true
   wait "$processor" 2>/dev/null || true
   pids=()
-  python3 - "$size" "$clip" "$cpu" "$seeded" "$work" <<'EOF_PY'
+  python3 - "$size" "$clip" "$cpu" "$seeded" "$work" "$(nproc)" <<'EOF_PY'
 import glob, json, statistics, sys
-size, clip, cpu, seeded, work = sys.argv[1:]
+size, clip, cpu, seeded, work, cores = sys.argv[1:]
 size, clip = int(size), float(clip)
 rss_kib, wall = open(f"{work}/planner.time").read().split()[-2:]
 wall = float(wall)
@@ -92,7 +94,7 @@ progress = json.load(open(f"{work}/progress.json"))
 baseline = json.load(open(f"{work}/baseline.json"))
 windows = [json.load(open(p)) for p in sorted(glob.glob(f"{work}/during.*.json"))]
 p99s = [w["latency_ms"]["p99"] for w in windows if w["jobs"]["decided"]]
-background = 1  # half of the default two workers
+background = max(int(cores) // 2, 1)  # default workers: one per core, half for re-scoring
 print(json.dumps({
     "users": size, "state": progress["state"], "rebuilt": progress["done"],
     "failed": progress["failed"], "planner_wall_s": round(wall, 1),

@@ -8,7 +8,7 @@ work=$(mktemp -d)
 pids=()
 services=
 bench_cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
   rm -rf "$work"
   if [[ -n $services ]]; then "$services" stop >&2 2>/dev/null || true; fi
 }

@@ -17,6 +17,11 @@ use super::engine::{ConfigArgs, runtime, shutdown_on_signal};
 /// planning); while outcomes arrive, their jobs are still queued.
 const REPUBLISH_AFTER_IDLE: Duration = Duration::from_secs(30);
 
+/// With this few users pending, they are published again every
+/// `REPUBLISH_AFTER_IDLE` whatever else moves (users who keep enrolling
+/// must not hold a run open); a job already decided costs one store read.
+const REPUBLISH_TAIL: usize = 500;
+
 /// Shortest pause between progress passes; a pass reads every user, so the
 /// pause is also at least `PASS_SHARE` times the last pass's duration.
 const MIN_POLL: Duration = Duration::from_millis(500);
@@ -115,14 +120,18 @@ impl RescoreCmd {
                 if p.pending == 0 {
                     break p;
                 }
+                // Against the previous pass, not a high-water mark: erased
+                // users take their outcomes with them.
                 if p.done + p.failed > outcomes {
-                    (outcomes, progressed_at) = (p.done + p.failed, Instant::now());
+                    progressed_at = Instant::now();
                 }
-                if progressed_at.elapsed() >= REPUBLISH_AFTER_IDLE
+                outcomes = p.done + p.failed;
+                let idle = progressed_at.elapsed() >= REPUBLISH_AFTER_IDLE;
+                if (idle || p.pending <= REPUBLISH_TAIL)
                     && published_at.elapsed() >= REPUBLISH_AFTER_IDLE
                 {
                     let published = rescorer.publish_pending(&run).await?;
-                    tracing::info!(published, "idle run: pending jobs published again");
+                    tracing::info!(published, idle, "pending jobs published again");
                     published_at = Instant::now();
                 }
                 tokio::select! {

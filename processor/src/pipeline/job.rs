@@ -140,8 +140,18 @@ impl Processor {
         }
         // Re-scoring embeds the retained audio before it takes its user's
         // lock: scoring at background priority may wait behind live traffic.
+        // A job already decided (republished while still queued) is
+        // answered below from its stored decision, without scoring again.
         let retained = match &request {
-            Request::Rescore(job) => Some(self.embed_retained(job).await?),
+            Request::Rescore(job)
+                if self
+                    .store
+                    .decision(&job.tenant, &job.request_id)
+                    .await?
+                    .is_none() =>
+            {
+                Some(self.embed_retained(job).await?)
+            }
             _ => None,
         };
         // One job of a user at a time, live or re-scoring: what a job

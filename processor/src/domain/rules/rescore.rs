@@ -26,7 +26,10 @@ fn result(job: &RescoreRequested, ok: bool, detail: &str, now: i64) -> Mutation 
         user_id: job.user_id.clone(),
         ok,
         detail: detail.to_string(),
-        updated_at: now,
+        // Never before the job was published (the planner's clock): the
+        // planner counts only outcomes stamped at or after its run began,
+        // and this processor's clock may lag the planner's.
+        updated_at: now.max(job.occurred_at),
     })
 }
 

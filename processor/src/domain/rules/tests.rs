@@ -1049,6 +1049,27 @@ fn further_samples_of_an_enrolled_profile_must_match_its_voice() {
     assert_eq!(codes(&o), vec![Code::SampleAccepted]);
 }
 
+/// An outcome is stamped no earlier than its job was published, whatever
+/// the processor's clock says, or the run that published it would not
+/// count it.
+#[test]
+fn rescore_outcome_is_not_older_than_its_job() {
+    let policy = Policy::default();
+    let now = ctx(&policy).now;
+    for occurred_at in [now - 5_000, now + 60_000] {
+        let job = RescoreRequested {
+            occurred_at,
+            ..rescore_job()
+        };
+        let outcome = rescore::decide(&job, None, &[vec![1.0, 0.0]], ctx(&policy));
+        let stamped = outcome.mutations.iter().find_map(|m| match m {
+            Mutation::PutRescoreResult(r) => Some(r.updated_at),
+            _ => None,
+        });
+        assert_eq!(stamped, Some(now.max(occurred_at)));
+    }
+}
+
 #[test]
 fn rescore_rules() {
     let policy = Policy::default();
