@@ -89,17 +89,16 @@ async fn page_server() -> String {
 fn after_silence(wav: &[u8]) -> Vec<u8> {
     let mut reader = hound::WavReader::new(wav).unwrap();
     let spec = reader.spec();
+    assert_eq!(
+        (spec.channels, spec.bits_per_sample),
+        (1, 16),
+        "mono 16-bit"
+    );
     let lead = spec.sample_rate as usize * 3 / 2;
     let samples: Vec<i16> = std::iter::repeat_n(0, lead)
         .chain(reader.samples::<i16>().map(Result::unwrap))
         .collect();
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut writer = hound::WavWriter::new(&mut out, spec).unwrap();
-    for s in samples {
-        writer.write_sample(s).unwrap();
-    }
-    writer.finalize().unwrap();
-    out.into_inner()
+    timbre::audio::encode_wav_pcm16(samples, spec.sample_rate)
 }
 
 /// Runs `Timbre[kind](options)` in the page; at each prompt writes what
@@ -371,7 +370,14 @@ async fn flow(d: &Deployment, chromedriver: &str, allowed: &str, disallowed: &st
     .await;
     assert_eq!(accepted["decision"], "accept", "{accepted}");
     assert_eq!(accepted["signals"]["voice"], "high", "{accepted}");
-    assert_eq!(accepted["signals"]["phrase"], "high", "{accepted}");
+    // The challenge is random: the weakest of its six spoken digits sets the
+    // phrase tier, and some codes hold a digit Whisper hears with less
+    // confidence through the browser's capture; a passed phrase is high or
+    // medium.
+    assert!(
+        ["high", "medium"].contains(&accepted["signals"]["phrase"].as_str().unwrap_or_default()),
+        "{accepted}"
+    );
     assert!(
         accepted["signals"].get("phrase_score").is_none(),
         "a page sees tiers, not scores: {accepted}"
