@@ -32,13 +32,14 @@ rel = (product["eer"] - raw["eer"]) / raw["eer"] if raw["eer"] > 0 else float("n
 print(f"| {label} | {product['enroll']} | {product['probe_seconds'] or 'full'} | {product['enroll_mode']} "
       f"| {pct(raw['eer'])} | {pct(product['eer'])} | {rel:+.0%} "
       f"| {pct(raw['far_at_threshold'])} / {pct(raw['frr_at_threshold'])} "
+      f"| {pct(product['far_frr_bundled_line'][0])} / {pct(product['far_frr_bundled_line'][1])} "
       f"| {pct(product['far_at_threshold'])} / {pct(product['frr_at_threshold'])} "
       f"| {product['target_trials']} / {product['nontarget_trials']} |")
 PY
 }
 
-echo "| corpus | N | probe s | enroll | EER raw | EER product | change | raw cosine 0.50: FAR / FRR | product, FAR target 0.1%: FAR / FRR | trials |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| corpus | N | probe s | enroll | EER raw | EER product | change | raw cosine 0.50: FAR / FRR | bundled line, target 0.1%: FAR / FRR | with the tenant's tail: FAR / FRR | trials |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for n in 1 3; do
   for s in 2 3 full; do
     probe=(); [ "$s" != full ] && probe=(--probe-seconds "$s")

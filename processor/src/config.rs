@@ -88,6 +88,11 @@ pub struct CalibrationConfig {
     pub tenant_cohort: usize,
     /// Seconds a tenant's cohort sample is used before it is read again.
     pub tenant_cohort_refresh_secs: u64,
+    /// Tenant voiceprints each verification is also scored against, as
+    /// impostor trials that raise the tenant's accept and reject lines where
+    /// its voices are harder to tell apart than the calibration corpus's
+    /// (0: the bundled lines alone).
+    pub tenant_impostor_samples: usize,
 }
 
 impl Default for CalibrationConfig {
@@ -96,6 +101,7 @@ impl Default for CalibrationConfig {
             enabled: true,
             tenant_cohort: 200,
             tenant_cohort_refresh_secs: 300,
+            tenant_impostor_samples: 20,
         }
     }
 }

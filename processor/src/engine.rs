@@ -15,7 +15,7 @@ use crate::model::silero::SileroVad;
 use crate::model::{SpeakerModel, default_model_dir};
 use crate::ops::{self, OpsState};
 use crate::phrase::{EncoderSpan, PhraseAnalyser, load_recogniser};
-use crate::pipeline::{CohortSettings, Processor, ProcessorConfig};
+use crate::pipeline::{CohortSettings, Processor, ProcessorConfig, TailSettings};
 use crate::ports::{AccessStore, Analyser, Bus, Embedder, SpeechDetector, Store};
 use crate::scoring::ScoringPool;
 use crate::topics::{TopicNames, catalogue};
@@ -217,6 +217,9 @@ impl Engine {
                     refresh: std::time::Duration::from_secs(
                         self.config.calibration.tenant_cohort_refresh_secs,
                     ),
+                },
+                tails: TailSettings {
+                    per_verification: self.config.calibration.tenant_impostor_samples,
                 },
                 policies: Policies {
                     default: self.config.policy.clone(),

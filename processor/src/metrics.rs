@@ -34,6 +34,8 @@ pub struct Metrics {
     pub api_requests: IntCounterVec,
     /// HTTP request time of the API by route (publish to decision included).
     pub api_seconds: HistogramVec,
+    /// Impostor trials counted in tenants' impostor tails, by band.
+    pub impostor_tail_trials: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -128,6 +130,11 @@ impl Metrics {
                 &["route", "status"],
             ),
             api_seconds,
+            impostor_tail_trials: counter(
+                "timbre_impostor_tail_trials_total",
+                "Probe scores against other tenant voiceprints counted in the tenants' impostor tails.",
+                &["band"],
+            ),
             registry,
         }
     }

@@ -13,7 +13,7 @@ use timbre::liveness::{ReplayDetector, SyntheticSpeechCheck};
 use timbre::metrics::Metrics;
 use timbre::model::silero::SileroVad;
 use timbre::model::{SpeakerModel, default_model_dir};
-use timbre::pipeline::{Processor, ProcessorConfig};
+use timbre::pipeline::{CohortSettings, Processor, ProcessorConfig};
 use timbre::ports::{Analyser, Bus, BusError, Store, Subscription};
 use timbre::scoring::{ScoringPool, bundled_score_norm};
 use timbre::topics::{TopicNames, catalogue};
@@ -79,6 +79,8 @@ pub struct Harness {
     extra_analysers: Vec<Arc<dyn Analyser>>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Metrics of the running processor (new at each start).
+    pub metrics: Metrics,
 }
 
 /// The policy of the tests: 6 s of speech enrolls (one 8 s fixture). The
@@ -141,6 +143,7 @@ impl Harness {
             extra_analysers,
             shutdown: CancellationToken::new(),
             task: None,
+            metrics: Metrics::new(),
         };
         h.start_processor(prefix);
         h
@@ -187,14 +190,21 @@ impl Harness {
             retry_budget: self.retry_budget,
             // Scored as the engine scores the default model: calibrated.
             score_norm: bundled_score_norm(&pool.model_id()).map(Arc::new),
+            // Tenant cohorts read afresh for every verification: the tests
+            // enroll users and verify right after.
+            cohorts: CohortSettings {
+                refresh: Duration::ZERO,
+                ..CohortSettings::default()
+            },
             ..ProcessorConfig::default()
         };
+        self.metrics = Metrics::new();
         let processor = Processor::new(
             self.bus.clone(),
             self.store.clone(),
             pool,
             config,
-            Metrics::new(),
+            self.metrics.clone(),
         );
         self.shutdown = CancellationToken::new();
         let token = self.shutdown.clone();

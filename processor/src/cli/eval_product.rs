@@ -18,6 +18,7 @@ use serde::Serialize;
 use timbre::audio::{AudioLimits, MODEL_SAMPLE_RATE, decode_wav};
 use timbre::domain::Policy;
 use timbre::domain::calibration::{Band, ScoreNorm, VoiceScore};
+use timbre::domain::impostor_tail::TenantTails;
 use timbre::domain::policy::{cosine, merge_embedding};
 use timbre::eval::{Trial, metrics, read_manifest};
 use timbre::model::SpeakerModel;
@@ -59,6 +60,8 @@ pub struct ProductEval<'a> {
     pub dump: Option<&'a Path>,
     /// Normalise with the bundled cohort alone (no tenant voiceprints).
     pub bundled_cohort_only: bool,
+    /// Impostor scores of each probe counted in the tenant's tail (0: none).
+    pub tail_samples: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,9 +72,14 @@ struct ProductMetrics {
     far_at_threshold: f64,
     /// Target trials not accepted at it.
     frr_at_threshold: f64,
+    /// False-accept and false-reject rates at the bundled line alone,
+    /// without the tenant's impostor tail (calibrated scoring).
+    far_frr_bundled_line: Option<[f64; 2]>,
+    /// Impostor trials in the tenant's tail at the end, wide and narrow.
+    tail_trials: [u64; 2],
     /// The false-accept rate the threshold was set for (calibrated scoring).
     target_far: Option<f64>,
-    /// The accept line of wideband and narrowband probes.
+    /// The accept line of wideband and narrowband probes at the end.
     thresholds: [f32; 2],
     /// `cosine` or `llr`.
     scale: &'static str,
@@ -125,91 +133,109 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
             .collect::<Result<_>>()
     })?;
     let policy = Policy::default();
-    // The policy's accept line in a probe's band, as the engine draws it.
-    let accept_line = |band: Band| match opts.norm {
-        Some(n) => n.threshold(band, policy.accept_far),
-        None => policy.accept_threshold,
-    };
     let (target_far, scale) = match opts.norm {
         Some(_) => (Some(policy.accept_far), "llr"),
         None => (None, "cosine"),
     };
-    let score = |enrolled: &[f32], probe: &Embedded, band: Band, tenant: &[&[f32]]| match opts.norm
-    {
-        Some(n) => n.score(band, enrolled, &probe.probe, probe.probe_speech, tenant),
-        None => {
-            let raw = cosine(enrolled, &probe.probe);
-            VoiceScore {
-                raw,
-                norm: raw,
-                llr: raw,
-            }
-        }
-    };
     let models = enrolled_models(&by_speaker, &embedded, opts.enroll, opts.mode);
+    let scored = score_trials(&opts, &models, &by_speaker, &items, &embedded, &pool);
+    // Probes arrive in a seeded random order; each is judged by the lines
+    // of the tenant's tail as the probes before it left it, then its
+    // scores against other speakers' voiceprints join the tail, as the
+    // engine does after each verification.
+    let mut order: Vec<usize> = (0..items.len())
+        .filter(|&p| embedded[p].is_some())
+        .collect();
+    order.shuffle(&mut StdRng::seed_from_u64(opts.seed ^ 0x7a11));
+    let mut by_probe: BTreeMap<usize, Vec<&Scored>> = BTreeMap::new();
+    for s in &scored {
+        by_probe.entry(s.probe).or_default().push(s);
+    }
+    let mut tails = TenantTails::default();
+    let line = |band: Band, tails: &TenantTails, tightened: bool| match opts.norm {
+        Some(n) => n.threshold(band, policy.accept_far, tightened.then(|| tails.band(band))),
+        None => policy.accept_threshold,
+    };
     let mut trials = Vec::new();
     let mut accepted = Vec::new();
-    let mut dump = String::from("enrolled\tprobe\tprobe_speech_millis\tband\traw\tnorm\tllr\n");
-    for model in &models {
-        for (probe_speaker, probes) in &by_speaker {
-            // The tenant's other voiceprints join the cohort; an impostor is
-            // taken to be from outside the tenant (the hard case): their own
-            // voiceprints are left out too.
-            let tenant: Vec<&[f32]> = models
+    let mut accepted_bundled = Vec::new();
+    for p in order {
+        let Some(probe_trials) = by_probe.get(&p) else {
+            continue;
+        };
+        let band = items[p].band;
+        let (accept_line, bundled_line) = (line(band, &tails, true), line(band, &tails, false));
+        for s in probe_trials {
+            trials.push(Trial {
+                score: s.score.llr,
+                target: s.target,
+            });
+            accepted.push(s.score.llr >= accept_line);
+            accepted_bundled.push(s.score.llr >= bundled_line);
+        }
+        if opts.norm.is_some() {
+            let impostors: Vec<f32> = probe_trials
                 .iter()
-                .filter(|_| !opts.bundled_cohort_only)
-                .filter(|m| m.speaker != model.speaker && m.speaker != *probe_speaker)
-                .flat_map(|m| m.voiceprints.iter().map(Vec::as_slice))
+                .filter(|s| !s.target)
+                .map(|s| s.score.llr)
                 .collect();
-            for &p in probes.iter().filter(|p| !model.samples.contains(p)) {
-                let probe = embedded[p].as_ref().expect("embedded");
-                let band = items[p].band;
-                let best = model
-                    .voiceprints
-                    .iter()
-                    .map(|v| score(v, probe, band, &tenant))
-                    .max_by(|a, b| a.llr.total_cmp(&b.llr))
-                    .expect("a voiceprint");
-                trials.push(Trial {
-                    score: best.llr,
-                    target: *probe_speaker == model.speaker,
-                });
-                accepted.push(best.llr >= accept_line(band));
-                if opts.dump.is_some() {
-                    dump.push_str(&format!(
-                        "{}\t{probe_speaker}\t{}\t{}\t{}\t{}\t{}\n",
-                        model.speaker,
-                        probe.probe_speech,
-                        band.as_str(),
-                        best.raw,
-                        best.norm,
-                        best.llr
-                    ));
+            let step = impostors.len().div_ceil(opts.tail_samples.max(1)).max(1);
+            if opts.tail_samples > 0 {
+                for llr in impostors.iter().step_by(step) {
+                    tails.band_mut(band).record(*llr);
                 }
             }
         }
     }
     if let Some(path) = opts.dump {
+        let mut dump = String::from("enrolled\tprobe\tprobe_speech_millis\tband\traw\tnorm\tllr\n");
+        for s in &scored {
+            let probe = embedded[s.probe].as_ref().expect("embedded");
+            dump.push_str(&format!(
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                models[s.model].speaker,
+                items[s.probe].speaker,
+                probe.probe_speech,
+                items[s.probe].band.as_str(),
+                s.score.raw,
+                s.score.norm,
+                s.score.llr
+            ));
+        }
         std::fs::write(path, dump)?;
     }
     let m = metrics(&trials);
-    let rate = |target: bool, accept: bool| {
+    let rate = |accepted: &[bool], target: bool, accept: bool| {
         let of: Vec<bool> = trials
             .iter()
-            .zip(&accepted)
+            .zip(accepted)
             .filter(|(t, _)| t.target == target)
             .map(|(_, a)| *a)
             .collect();
         let n = of.iter().filter(|a| **a == accept).count();
         n as f64 / of.len().max(1) as f64
     };
+    let (far_at_threshold, frr_at_threshold) =
+        (rate(&accepted, false, true), rate(&accepted, true, false));
+    let bundled_line = opts.norm.is_some().then(|| {
+        [
+            rate(&accepted_bundled, false, true),
+            rate(&accepted_bundled, true, false),
+        ]
+    });
+    let thresholds = [
+        line(Band::Wide, &tails, true),
+        line(Band::Narrow, &tails, true),
+    ];
     let out = ProductMetrics {
         eer: m.eer,
         min_dcf: m.min_dcf,
-        far_at_threshold: rate(false, true),
-        frr_at_threshold: rate(true, false),
+        far_at_threshold,
+        frr_at_threshold,
+        far_frr_bundled_line: bundled_line,
+        tail_trials: [tails.wide.total(), tails.narrow.total()],
         target_far,
-        thresholds: [accept_line(Band::Wide), accept_line(Band::Narrow)],
+        thresholds,
         scale,
         trials: trials.len(),
         target_trials: m.target_trials,
@@ -236,6 +262,75 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One trial: a probe against one speaker's model.
+struct Scored {
+    model: usize,
+    probe: usize,
+    target: bool,
+    score: VoiceScore,
+}
+
+/// Every probe against every model it did not enroll, scored as the engine
+/// scores (the best of the model's voiceprints). The tenant's other
+/// voiceprints join the cohort; an impostor is taken to be from outside the
+/// tenant (the hard case): its own voiceprints are left out too.
+fn score_trials(
+    opts: &ProductEval<'_>,
+    models: &[Model<'_>],
+    by_speaker: &BTreeMap<&str, Vec<usize>>,
+    items: &[Item],
+    embedded: &[Option<Embedded>],
+    pool: &rayon::ThreadPool,
+) -> Vec<Scored> {
+    let score = |enrolled: &[f32], probe: &Embedded, band: Band, tenant: &[&[f32]]| match opts.norm
+    {
+        Some(n) => n.score(band, enrolled, &probe.probe, probe.probe_speech, tenant),
+        None => {
+            let raw = cosine(enrolled, &probe.probe);
+            VoiceScore {
+                raw,
+                norm: raw,
+                llr: raw,
+            }
+        }
+    };
+    pool.install(|| {
+        models
+            .par_iter()
+            .enumerate()
+            .flat_map_iter(|(m, model)| {
+                by_speaker.iter().flat_map(move |(probe_speaker, probes)| {
+                    let tenant: Vec<&[f32]> = models
+                        .iter()
+                        .filter(|_| !opts.bundled_cohort_only)
+                        .filter(|o| o.speaker != model.speaker && o.speaker != *probe_speaker)
+                        .flat_map(|o| o.voiceprints.iter().map(Vec::as_slice))
+                        .collect();
+                    probes
+                        .iter()
+                        .filter(|p| !model.samples.contains(p))
+                        .map(|&p| {
+                            let probe = embedded[p].as_ref().expect("embedded");
+                            let best = model
+                                .voiceprints
+                                .iter()
+                                .map(|v| score(v, probe, items[p].band, &tenant))
+                                .max_by(|a, b| a.llr.total_cmp(&b.llr))
+                                .expect("a voiceprint");
+                            Scored {
+                                model: m,
+                                probe: p,
+                                target: *probe_speaker == model.speaker,
+                                score: best,
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect()
+    })
 }
 
 /// One enrolled voiceprint (or set of them, in `best` mode).

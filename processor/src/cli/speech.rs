@@ -265,6 +265,11 @@ pub struct EvalCmd {
     /// voiceprints standing in for the tenant's (`product`).
     #[arg(long)]
     bundled_cohort_only: bool,
+    /// Other speakers' voiceprints each probe is scored against for the
+    /// tenant's impostor tail, which tightens the bundled lines (`product`;
+    /// 0: the bundled lines alone; default: all of them).
+    #[arg(long)]
+    tail_samples: Option<usize>,
     /// Score normalisation file made by `timbre calibrate` (default: the
     /// one bundled for the model).
     #[arg(long)]
@@ -356,6 +361,7 @@ impl EvalCmd {
                 threads: self.threads,
                 dump: self.dump.as_deref(),
                 bundled_cohort_only: self.bundled_cohort_only,
+                tail_samples: self.tail_samples.unwrap_or(usize::MAX),
             };
             return super::eval_product::run(opts, self.json);
         }

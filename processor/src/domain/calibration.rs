@@ -20,6 +20,7 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::impostor_tail::ImpostorTail;
 use super::policy::unit;
 
 /// Cosine at or above which a tenant voiceprint is taken for the claimed
@@ -417,9 +418,41 @@ impl ScoreNorm {
     }
 
     /// The LLR threshold of `band` for a target false-accept rate (held at
-    /// the curve's ends: see [`ScoreNorm::lowest_far`]).
-    pub fn threshold(&self, band: Band, far: f64) -> f32 {
-        llr_at_far(&self.band(band).far_curve, far).unwrap_or(f32::INFINITY)
+    /// the curve's ends: see [`ScoreNorm::lowest_far`]), raised where the
+    /// tenant's own impostors (`tail`) reach higher than the calibration's
+    /// ([`ImpostorTail::tightened`]).
+    pub fn threshold(&self, band: Band, far: f64, tail: Option<&ImpostorTail>) -> f32 {
+        let curve = &self.band(band).far_curve;
+        match tail {
+            Some(tail) => tail.tightened(curve, far),
+            None => llr_at_far(curve, far).unwrap_or(f32::INFINITY),
+        }
+    }
+
+    /// LLRs of `probe` against the tenant voiceprints at `picked` (indices
+    /// into `tenant`, which never holds the claimed voice): zero-effort
+    /// impostor trials in the tenant's own domain, for its
+    /// [`ImpostorTail`]. Each is scored as a verification claiming that
+    /// voiceprint would be, the rest of `tenant` joining the cohort.
+    pub fn impostor_llrs(
+        &self,
+        band: Band,
+        probe: &[f32],
+        probe_speech_millis: u64,
+        tenant: &[&[f32]],
+        picked: &[usize],
+    ) -> Vec<f32> {
+        let mut others: Vec<&[f32]> = Vec::with_capacity(tenant.len());
+        picked
+            .iter()
+            .filter(|&&i| i < tenant.len())
+            .map(|&i| {
+                others.clear();
+                others.extend(tenant[..i].iter().chain(&tenant[i + 1..]));
+                self.score(band, tenant[i], probe, probe_speech_millis, &others)
+                    .llr
+            })
+            .collect()
     }
 }
 
@@ -603,6 +636,35 @@ mod tests {
         assert_eq!(empty_curve.validate(), Ok(()));
         empty_curve.wide.far_curve.clear();
         assert!(empty_curve.validate().is_err());
+    }
+
+    #[test]
+    fn impostor_llrs_score_each_picked_voiceprint_against_the_rest() {
+        let band = BandNorm {
+            cohort: vec![vec![0.6, 0.8], vec![1.0, 0.0], vec![0.0, 1.0]],
+            calibration: LinearCalibration {
+                weights: [0.5, 2.0, 0.0, 0.0],
+            },
+            far_curve: vec![FarPoint { far: 0.1, llr: 1.5 }],
+        };
+        let norm = ScoreNorm {
+            model_id: "m".into(),
+            top_k: 2,
+            wide: band.clone(),
+            narrow: band,
+            probe_speech_millis: [1_000, 4_000],
+        };
+        let tenant: [&[f32]; 3] = [&[0.8, 0.6], &[-0.6, 0.8], &[0.0, -1.0]];
+        let probe = [0.28, 0.96];
+        let llrs = norm.impostor_llrs(Band::Wide, &probe, 2_000, &tenant, &[2, 0, 7]);
+        assert_eq!(llrs.len(), 2, "an index past the tenant is skipped");
+        let expected = |i: usize| {
+            let others: Vec<&[f32]> = (0..3).filter(|&j| j != i).map(|j| tenant[j]).collect();
+            norm.score(Band::Wide, tenant[i], &probe, 2_000, &others)
+                .llr
+        };
+        assert_eq!(llrs, vec![expected(2), expected(0)]);
+        assert!(llrs.iter().all(|l| l.is_finite()));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 mod access;
 pub mod calibration;
 pub mod commit;
+pub mod impostor_tail;
 mod models;
 pub mod outcome;
 pub mod policy;

@@ -327,12 +327,14 @@ impl Processor {
             .score_norm
             .as_deref()
             .filter(|n| n.model_id == model_id);
+        let tails = score_norm.and_then(|_| self.tails.get(tenant, &model_id));
         // Admission needs the thresholds only: no tenant cohort is read for a
         // refused job (a cooldown under a brute-force run above all).
         let ctx = Context {
             norm: score_norm.map(|score_norm| rules::NormContext {
                 score_norm,
                 tenant: &[],
+                tails: tails.as_deref(),
             }),
             ..ctx
         };
@@ -389,12 +391,71 @@ impl Processor {
         let ctx = Context {
             norm: score_norm
                 .zip(cohort.as_deref())
-                .map(|(score_norm, tenant)| rules::NormContext { score_norm, tenant }),
+                .map(|(score_norm, tenant)| rules::NormContext {
+                    score_norm,
+                    tenant,
+                    tails: tails.as_deref(),
+                }),
             ..ctx
         };
-        Ok(diagnosed(rules::verification::decide(
-            job, admitted, &watchlist, &sample, ctx,
-        )))
+        let outcome = rules::verification::decide(job, admitted, &watchlist, &sample, ctx);
+        if let (Some(norm), Some(cohort), Some(_)) = (self.score_norm.clone(), cohort, &tails)
+            && norm.model_id == model_id
+        {
+            self.record_impostors(norm, cohort, job, &sample, &model_id)
+                .await;
+        }
+        Ok(diagnosed(outcome))
+    }
+
+    /// Counts the probe's LLRs against a few of the tenant's other
+    /// voiceprints in its impostor tail (`pipeline::tails`), on a blocking
+    /// thread: a few dozen normalised scores, ~1 ms. After the decision,
+    /// so a verification is judged by the tail of the ones before it.
+    async fn record_impostors(
+        &self,
+        score_norm: Arc<crate::domain::calibration::ScoreNorm>,
+        cohort: super::cohorts::TenantCohort,
+        job: &VerificationRequested,
+        sample: &Analysis,
+        model_id: &str,
+    ) {
+        let tails = self.tails.clone();
+        let (tenant, user, model) = (
+            job.tenant.clone(),
+            job.user_id.clone(),
+            model_id.to_string(),
+        );
+        let band = crate::domain::calibration::Band::of(sample.source_rate, job.channel.as_deref());
+        let (probe, speech) = (sample.embedding.clone(), sample.speech_millis);
+        // Where the spread of voiceprints starts: any value that varies
+        // between verifications will do.
+        let seed = job.occurred_at.unsigned_abs() ^ job.request_id.len() as u64;
+        let recorded = tokio::task::spawn_blocking(move || {
+            let others: Vec<&[f32]> = cohort
+                .iter()
+                .filter(|(u, _)| *u != user)
+                .map(|(_, e)| e.as_slice())
+                .collect();
+            tails.record(
+                &score_norm,
+                (&tenant, &model),
+                band,
+                &probe,
+                speech,
+                &others,
+                seed,
+            )
+        })
+        .await;
+        match recorded {
+            Ok(n) => self
+                .metrics
+                .impostor_tail_trials
+                .with_label_values(&[band.as_str()])
+                .inc_by(n as u64),
+            Err(e) => tracing::warn!(error = %e, "impostor tail not recorded"),
+        }
     }
 
     async fn change_consent(

@@ -22,6 +22,7 @@ mod emit;
 mod job;
 mod offsets;
 mod reader;
+mod tails;
 mod user_locks;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use std::time::Duration;
 use timbre_schemas::{Limits, Registry};
 
 pub use cohorts::CohortSettings;
+pub use tails::TailSettings;
 
 use crate::domain::Policies;
 use crate::domain::calibration::ScoreNorm;
@@ -63,6 +65,8 @@ pub struct ProcessorConfig {
     pub score_norm: Option<Arc<ScoreNorm>>,
     /// The tenants' voiceprints that join the normalisation cohort.
     pub cohorts: CohortSettings,
+    /// The tenants' own impostor tails, which tighten the bundled lines.
+    pub tails: TailSettings,
 }
 
 impl Default for ProcessorConfig {
@@ -78,6 +82,7 @@ impl Default for ProcessorConfig {
             max_in_flight_bytes: 128 << 20,
             score_norm: None,
             cohorts: CohortSettings::default(),
+            tails: TailSettings::default(),
         }
     }
 }
@@ -100,6 +105,7 @@ pub struct Processor {
     user_locks: user_locks::UserLocks,
     score_norm: Option<Arc<ScoreNorm>>,
     cohorts: cohorts::TenantCohorts,
+    tails: Arc<tails::ImpostorTails>,
 }
 
 impl Processor {
@@ -128,6 +134,7 @@ impl Processor {
             user_locks: user_locks::UserLocks::default(),
             score_norm: config.score_norm,
             cohorts: cohorts::TenantCohorts::new(config.cohorts),
+            tails: Arc::new(tails::ImpostorTails::new(config.tails)),
         })
     }
 }

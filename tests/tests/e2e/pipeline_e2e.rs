@@ -342,11 +342,21 @@ async fn noise_and_music_do_not_enroll(h: &mut Harness) {
 
 /// 8 kHz audio is judged by the narrowband calibration: the speaker's LLR
 /// stays positive and an impostor's negative.
+///
+/// Each verification's probe is also scored against the tenant's other
+/// voiceprints (here alice's) for the tenant's narrowband impostor tail.
 async fn narrowband(h: &mut Harness, tenant: &str) {
     h.publish(&consent(tenant, "nb-alice", "nb-c", true)).await;
     h.publish(&enrollment(tenant, "nb-alice", "nb-e", wav(ALICE_ENROLL)))
         .await;
     assert_eq!(h.decision("nb-e").await.decision, DecisionKind::Applied);
+    let tail = |h: &Harness, band: &str| {
+        h.metrics
+            .impostor_tail_trials
+            .with_label_values(&[band])
+            .get()
+    };
+    let (narrow_before, wide_before) = (tail(h, "narrow"), tail(h, "wide"));
     for (id, audio, same) in [
         ("nb-same", ALICE_VERIFY, true),
         ("nb-other", BOB_VERIFY, false),
@@ -367,6 +377,11 @@ async fn narrowband(h: &mut Harness, tenant: &str) {
             assert_eq!(d.decision, DecisionKind::Reject, "{d:?}");
         }
     }
+    assert!(
+        tail(h, "narrow") >= narrow_before + 2,
+        "both probes scored against alice's voiceprint"
+    );
+    assert_eq!(tail(h, "wide"), wide_before, "8 kHz probes count as narrow");
 }
 
 /// A request id names one job: another body under the id is refused, even

@@ -17,6 +17,7 @@ mod tests;
 use timbre_schemas::Code;
 
 use super::calibration::ScoreNorm;
+use super::impostor_tail::TenantTails;
 use super::signals::Signal;
 use super::{Mutation, Outcome, Policy, Profile, ProfileStatus};
 use crate::liveness::Fingerprint;
@@ -41,6 +42,10 @@ pub struct NormContext<'a> {
     /// Voiceprints of the tenant under the model, by user id (a sample, up
     /// to the configured size).
     pub tenant: &'a [(String, Vec<f32>)],
+    /// The impostor LLRs the tenant's earlier verifications produced, which
+    /// raise the accept and reject lines where they reach higher than the
+    /// calibration's (none: the bundled lines).
+    pub tails: Option<&'a TenantTails>,
 }
 
 /// What the scoring pool measured in one job's audio.

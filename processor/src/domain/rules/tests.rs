@@ -1331,6 +1331,7 @@ fn enrollment_keeps_its_fingerprint_only_with_consent() {
 #[test]
 fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
     use crate::domain::calibration::{BandNorm, FarPoint, LinearCalibration, ScoreNorm};
+    use crate::domain::impostor_tail::TenantTails;
     let band = |bias: f64| BandNorm {
         // Cosines of the voiceprint [1, 0] with these: 0 and -1.
         cohort: vec![vec![0.0, 1.0], vec![-1.0, 0.0]],
@@ -1358,12 +1359,13 @@ fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
     };
     assert_eq!(score_norm.validate(), Ok(()));
     let policy = Policy::default();
-    let run = |tenant: &[(String, Vec<f32>)], rate: u32| {
+    let run_with = |tenant: &[(String, Vec<f32>)], rate: u32, tails: Option<&TenantTails>| {
         let job = verification(false);
         let ctx = Context {
             norm: Some(NormContext {
                 score_norm: &score_norm,
                 tenant,
+                tails,
             }),
             ..ctx(&policy)
         };
@@ -1375,6 +1377,7 @@ fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
         let outcome = verification::decide(&job, admitted, &[], &sample, ctx);
         outcome.decision(&timbre_schemas::Request::Verification(job), NOW)
     };
+    let run = |tenant: &[(String, Vec<f32>)], rate: u32| run_with(tenant, rate, None);
     let alone = run(&[], 16_000);
     // Voiceprint side: top-2 cohort scores 0 and -1 (mean -0.5, sd 0.5);
     // probe at(0.9) = [0.9, 0.436]: 0.436 and -0.9. Raw 0.9.
@@ -1408,6 +1411,25 @@ fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
     assert!((narrow.llr.unwrap() - (llr - 5.0)).abs() < 1e-4);
     assert_eq!(narrow.decision, DecisionKind::Reject);
     assert_eq!(narrow.thresholds.unwrap().band.as_deref(), Some("narrow"));
+
+    // A tenant whose own impostors reach 3 LLR above the curve at 1% (10
+    // of 1,000 at 3.0): both lines rise by 3, and the same voice that was
+    // accepted is now rejected (its LLR, 2.25, is below 3).
+    let mut tails = TenantTails::default();
+    for i in 0..1_000 {
+        tails.wide.record(if i < 10 { 3.025 } else { -20.0 });
+    }
+    let tightened = run_with(&[], 16_000, Some(&tails));
+    assert_eq!(tightened.llr, Some(llr));
+    let t = tightened.thresholds.unwrap();
+    assert!(
+        (t.accept - 4.0).abs() < 1e-3 && (t.reject - 3.0).abs() < 1e-3,
+        "{t:?}"
+    );
+    assert_eq!(tightened.decision, DecisionKind::Reject);
+    // The narrowband lines stay the bundled ones: the tail is per band.
+    let t = run_with(&[], 8_000, Some(&tails)).thresholds.unwrap();
+    assert_eq!((t.accept, t.reject), (1.0, 0.0));
 }
 
 #[test]

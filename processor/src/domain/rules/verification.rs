@@ -35,7 +35,10 @@ pub struct Admitted {
 /// thresholds.
 fn voice_thresholds(ctx: Context<'_>, band: Band) -> VoiceThresholds {
     match ctx.norm {
-        Some(n) => VoiceThresholds::calibrated(ctx.policy, |far| n.score_norm.threshold(band, far)),
+        Some(n) => VoiceThresholds::calibrated(ctx.policy, |far| {
+            n.score_norm
+                .threshold(band, far, n.tails.map(|t| t.band(band)))
+        }),
         None => VoiceThresholds::cosine(ctx.policy),
     }
 }
