@@ -220,6 +220,7 @@ impl Engine {
                 },
                 tails: TailSettings {
                     per_verification: self.config.calibration.tenant_impostor_samples,
+                    ..TailSettings::default()
                 },
                 policies: Policies {
                     default: self.config.policy.clone(),

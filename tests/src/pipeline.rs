@@ -13,7 +13,7 @@ use timbre::liveness::{ReplayDetector, SyntheticSpeechCheck};
 use timbre::metrics::Metrics;
 use timbre::model::silero::SileroVad;
 use timbre::model::{SpeakerModel, default_model_dir};
-use timbre::pipeline::{CohortSettings, Processor, ProcessorConfig};
+use timbre::pipeline::{CohortSettings, Processor, ProcessorConfig, TailSettings};
 use timbre::ports::{Analyser, Bus, BusError, Store, Subscription};
 use timbre::scoring::{ScoringPool, bundled_score_norm};
 use timbre::topics::{TopicNames, catalogue};
@@ -195,6 +195,12 @@ impl Harness {
             cohorts: CohortSettings {
                 refresh: Duration::ZERO,
                 ..CohortSettings::default()
+            },
+            // Impostor tails saved after every verification, to be read
+            // back.
+            tails: TailSettings {
+                save_every: Duration::ZERO,
+                ..TailSettings::default()
             },
             ..ProcessorConfig::default()
         };

@@ -15,8 +15,9 @@ use crate::domain::{
 };
 use timbre_schemas::Biokey;
 
+use crate::domain::impostor_tail::TenantTails;
 use crate::liveness::Fingerprint;
-use crate::ports::{AccessStore, Store, StoreError};
+use crate::ports::{AccessStore, Store, StoreError, stored_tails};
 
 const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
 const VOICEPRINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("voiceprints");
@@ -56,9 +57,11 @@ const RATE_COUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rate_cou
 const BIOKEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("biokeys");
 /// tenant · identifier name · digest · user id → user id.
 const BIOKEY_INDEX: TableDefinition<&str, &str> = TableDefinition::new("biokey_index");
+/// tenant · model → the tenant's impostor tails (`TenantTails::encode`).
+const IMPOSTOR_TAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("impostor_tails");
 
 /// Version of the file layout; bumped with each migration.
-const SCHEMA_VERSION: u32 = 9;
+const SCHEMA_VERSION: u32 = 10;
 /// Separates key parts; ids never contain control characters (validated at decode).
 const SEP: char = '\u{1f}';
 
@@ -380,6 +383,7 @@ impl Store for FileStore {
                 RESCORE_RESULTS,
                 RATE_COUNTS,
                 BIOKEYS,
+                IMPOSTOR_TAILS,
             ] {
                 tx.open_table(table).map_err(unavailable)?;
             }
@@ -747,6 +751,27 @@ impl Store for FileStore {
             tx.commit().map_err(unavailable)
         })
         .await
+    }
+
+    async fn impostor_tails(
+        &self,
+        tenant: &str,
+        model_id: &str,
+    ) -> Result<Option<TenantTails>, StoreError> {
+        self.get(IMPOSTOR_TAILS, key(&[tenant, model_id]))
+            .await?
+            .map(|b| stored_tails(&b))
+            .transpose()
+    }
+
+    async fn put_impostor_tails(
+        &self,
+        tenant: &str,
+        model_id: &str,
+        tails: &TenantTails,
+    ) -> Result<(), StoreError> {
+        self.put(IMPOSTOR_TAILS, key(&[tenant, model_id]), tails.encode())
+            .await
     }
 
     async fn tenant_model(&self, tenant: &str) -> Result<Option<TenantModel>, StoreError> {

@@ -153,7 +153,13 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
     }
     let mut tails = TenantTails::default();
     let line = |band: Band, tails: &TenantTails, tightened: bool| match opts.norm {
-        Some(n) => n.threshold(band, policy.accept_far, tightened.then(|| tails.band(band))),
+        Some(n) => {
+            let shift = match tightened {
+                true => n.tail_shift(band, policy.accept_far, tails.band(band)),
+                false => 0.0,
+            };
+            n.threshold(band, policy.accept_far) + shift
+        }
         None => policy.accept_threshold,
     };
     let mut trials = Vec::new();
@@ -173,7 +179,12 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
             accepted.push(s.score.llr >= accept_line);
             accepted_bundled.push(s.score.llr >= bundled_line);
         }
-        if opts.norm.is_some() {
+        // As the engine does, only a probe accepted as its own speaker
+        // counts: the speaker of a rejected probe is not known.
+        let accepted_as_itself = probe_trials
+            .iter()
+            .any(|s| s.target && s.score.llr >= accept_line);
+        if opts.norm.is_some() && accepted_as_itself {
             let impostors: Vec<f32> = probe_trials
                 .iter()
                 .filter(|s| !s.target)

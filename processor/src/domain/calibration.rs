@@ -418,39 +418,65 @@ impl ScoreNorm {
     }
 
     /// The LLR threshold of `band` for a target false-accept rate (held at
-    /// the curve's ends: see [`ScoreNorm::lowest_far`]), raised where the
-    /// tenant's own impostors (`tail`) reach higher than the calibration's
-    /// ([`ImpostorTail::tightened`]).
-    pub fn threshold(&self, band: Band, far: f64, tail: Option<&ImpostorTail>) -> f32 {
-        let curve = &self.band(band).far_curve;
-        match tail {
-            Some(tail) => tail.tightened(curve, far),
-            None => llr_at_far(curve, far).unwrap_or(f32::INFINITY),
-        }
+    /// the curve's ends: see [`ScoreNorm::lowest_far`]).
+    pub fn threshold(&self, band: Band, far: f64) -> f32 {
+        llr_at_far(&self.band(band).far_curve, far).unwrap_or(f32::INFINITY)
     }
 
-    /// LLRs of `probe` against the tenant voiceprints at `picked` (indices
-    /// into `tenant`, which never holds the claimed voice): zero-effort
-    /// impostor trials in the tenant's own domain, for its
-    /// [`ImpostorTail`]. Each is scored as a verification claiming that
-    /// voiceprint would be, the rest of `tenant` joining the cohort.
+    /// How far a tenant's own impostors (`tail`) sit above `band`'s curve
+    /// at `far` ([`ImpostorTail::shift`]): the raise of its lines.
+    pub fn tail_shift(&self, band: Band, far: f64, tail: &ImpostorTail) -> f32 {
+        tail.shift(&self.band(band).far_curve, far)
+    }
+
+    /// LLRs of an accepted `probe` of the `claimed` voiceprint against the
+    /// tenant's other voiceprints at `picked` (indices into `voiceprints`,
+    /// which holds no voiceprint of the claimed user): zero-effort impostor
+    /// trials in the tenant's own domain, for its [`ImpostorTail`].
+    /// Voiceprints at [`SAME_VOICE_COSINE`] or more from the claimed one
+    /// (the same person under a second account) are skipped: those trials
+    /// are genuine. Each is scored as a claim of that voiceprint, the rest
+    /// of `voiceprints` joining the cohort.
     pub fn impostor_llrs(
         &self,
         band: Band,
+        claimed: &[f32],
         probe: &[f32],
         probe_speech_millis: u64,
-        tenant: &[&[f32]],
+        voiceprints: &[&[f32]],
         picked: &[usize],
     ) -> Vec<f32> {
-        let mut others: Vec<&[f32]> = Vec::with_capacity(tenant.len());
+        // What every trial shares is computed once: the probe's scores
+        // against the bundled cohort and the tenant, and its quality. Per
+        // trial, as in [`ScoreNorm::score`]: the voiceprint's scores, and
+        // the cohort without its second accounts.
+        let b = self.band(band);
+        let bundled = || b.cohort.iter().map(Vec::as_slice);
+        let probe_vs_bundled = cohort_scores(bundled(), probe);
+        let probe_vs_tenant = cohort_scores(voiceprints.iter().copied(), probe);
+        let q = quality(probe_speech_millis, self.probe_speech_millis);
         picked
             .iter()
-            .filter(|&&i| i < tenant.len())
+            .filter(|&&i| {
+                i < voiceprints.len()
+                    && super::policy::cosine(claimed, voiceprints[i]) < SAME_VOICE_COSINE
+            })
             .map(|&i| {
-                others.clear();
-                others.extend(tenant[..i].iter().chain(&tenant[i + 1..]));
-                self.score(band, tenant[i], probe, probe_speech_millis, &others)
-                    .llr
+                let voiceprint = voiceprints[i];
+                let vs_tenant = cohort_scores(voiceprints.iter().copied(), voiceprint);
+                let impostors: Vec<usize> = (0..voiceprints.len())
+                    .filter(|&j| j != i && vs_tenant[j] < f64::from(SAME_VOICE_COSINE))
+                    .collect();
+                let mut enrolled_scores = cohort_scores(bundled(), voiceprint);
+                enrolled_scores.extend(impostors.iter().map(|&j| vs_tenant[j]));
+                let mut probe_scores = probe_vs_bundled.clone();
+                probe_scores.extend(impostors.iter().map(|&j| probe_vs_tenant[j]));
+                let norm = as_norm(
+                    super::policy::cosine(voiceprint, probe),
+                    top_k_stats(enrolled_scores, self.top_k),
+                    top_k_stats(probe_scores, self.top_k),
+                );
+                b.calibration.llr(norm, q)
             })
             .collect()
     }
@@ -654,12 +680,19 @@ mod tests {
             narrow: band,
             probe_speech_millis: [1_000, 4_000],
         };
-        let tenant: [&[f32]; 3] = [&[0.8, 0.6], &[-0.6, 0.8], &[0.0, -1.0]];
+        let tenant: [&[f32]; 4] = [&[0.0, 1.0], &[-0.6, 0.8], &[0.0, -1.0], &[0.95, 0.312]];
+        // The claimed voice: tenant[3] is a second account of it (cosine
+        // 0.95), the others are not (0 at most).
+        let claimed = [1.0, 0.0];
         let probe = [0.28, 0.96];
-        let llrs = norm.impostor_llrs(Band::Wide, &probe, 2_000, &tenant, &[2, 0, 7]);
-        assert_eq!(llrs.len(), 2, "an index past the tenant is skipped");
+        let llrs = norm.impostor_llrs(Band::Wide, &claimed, &probe, 2_000, &tenant, &[2, 0, 3, 7]);
+        assert_eq!(
+            llrs.len(),
+            2,
+            "the same voice and an index past the tenant are skipped"
+        );
         let expected = |i: usize| {
-            let others: Vec<&[f32]> = (0..3).filter(|&j| j != i).map(|j| tenant[j]).collect();
+            let others: Vec<&[f32]> = (0..4).filter(|&j| j != i).map(|j| tenant[j]).collect();
             norm.score(Band::Wide, tenant[i], &probe, 2_000, &others)
                 .llr
         };

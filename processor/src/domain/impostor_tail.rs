@@ -1,5 +1,5 @@
-//! The impostor tail a tenant's own traffic shows, which tightens the
-//! bundled accept line where the tenant's voices are harder to tell apart
+//! The impostor tail a tenant's own traffic shows, which raises the
+//! bundled accept and reject lines where the tenant's voices are harder to tell apart
 //! than the calibration corpus's.
 //!
 //! The bundled false-accept curve was read off one corpus's impostors
@@ -11,9 +11,9 @@
 //! tenant's own domain; their LLRs, gathered here, measure where the
 //! tenant's tail really is.
 //!
-//! The line only ever moves up: impostor LLRs are what callers' audio
-//! makes, and a flood of audio that matches no one must not be able to
-//! lower a tenant's bar.
+//! A line is never drawn below the bundled one: impostor LLRs are what
+//! callers' audio makes, and audio that matches no one must not be able to
+//! take a tenant below the calibration's bar.
 
 use super::calibration::{Band, FarPoint, llr_at_far};
 
@@ -21,13 +21,14 @@ use super::calibration::{Band, FarPoint, llr_at_far};
 /// to place it (the relative error of an exceedance count of 8 is ~35%).
 pub const MIN_EXCEEDANCES: f64 = 8.0;
 
-/// Lowest LLR bucket edge; lower LLRs count in the first bucket.
-const LOW: f32 = -60.0;
+/// Lowest LLR bucket edge; lower LLRs count in the first bucket (only the
+/// upper tail places lines).
+const LOW: f32 = -40.0;
 /// Bucket width in LLR (impostor LLRs spread over a standard deviation of
 /// 5–8: the rounding is far below the estimate's own noise).
-const STEP: f32 = 0.05;
-/// Buckets: LLRs from -60 to +60.
-const BUCKETS: usize = 2400;
+const STEP: f32 = 0.1;
+/// Buckets: LLRs from -40 to +40 (3.2 KB per band).
+const BUCKETS: usize = 800;
 /// Trials at which every count is halved, so the tail follows a tenant's
 /// population as it changes instead of its whole history.
 const HALVE_AT: u64 = 1 << 21;
@@ -60,8 +61,10 @@ impl ImpostorTail {
         self.counts[bucket] += 1;
         self.total += 1;
         if self.total >= HALVE_AT {
+            // Rounded up, so the few trials at the very top stay counted:
+            // halving them away would drop the line.
             for c in &mut self.counts {
-                *c /= 2;
+                *c = c.div_ceil(2);
             }
             self.total = self.counts.iter().map(|&c| u64::from(c)).sum();
         }
@@ -77,38 +80,50 @@ impl ImpostorTail {
     /// k-th highest, to a bucket); `None` while fewer than
     /// [`MIN_EXCEEDANCES`] trials would lie above it.
     pub fn line(&self, rate: f64) -> Option<f32> {
-        let allowed = (rate * self.total as f64).floor();
-        if allowed.is_nan() || allowed < MIN_EXCEEDANCES {
+        let exceedances = (rate * self.total as f64).floor();
+        if exceedances.is_nan() || exceedances < MIN_EXCEEDANCES {
             return None;
         }
         let mut above = 0f64;
         for (bucket, &count) in self.counts.iter().enumerate().rev() {
             above += f64::from(count);
-            if above >= allowed {
+            if above >= exceedances {
                 return Some(LOW + bucket as f32 * STEP);
             }
         }
         Some(LOW)
     }
 
-    /// The accept (or reject) line for `far`: the bundled curve's, raised
-    /// by how far the tenant's own impostors sit above the curve at the
-    /// strictest rate at or above `far` that the tail can place — `far`
-    /// itself once enough trials are in, a looser rate of the curve before
-    /// (the curve's shape carries it the rest of the way).
-    pub fn tightened(&self, curve: &[FarPoint], far: f64) -> f32 {
-        let bundled = llr_at_far(curve, far).unwrap_or(f32::INFINITY);
+    /// How far (in LLR, ≥ 0, at most [`MAX_SHIFT`]) the tenant's impostors
+    /// sit above the bundled `curve` at the strictest rate from `far` to
+    /// 100 × `far` that the tail can place: `far` itself once enough trials
+    /// are in, a looser rate before (the curve's shape carries the offset
+    /// the rest of the way; a young tenant is held near its line after a
+    /// few verifications instead of a few hundred). Rates further off say
+    /// too little about the tail; a raise past the cap would be a
+    /// population no curve of this model describes, and would lock out its
+    /// true speakers.
+    pub fn shift(&self, curve: &[FarPoint], far: f64) -> f32 {
         let mut rates: Vec<f64> = std::iter::once(far)
-            .chain(curve.iter().map(|p| p.far).filter(|&r| r > far))
+            .chain(
+                curve
+                    .iter()
+                    .map(|p| p.far)
+                    .filter(|&r| r > far && r <= 100.0 * far),
+            )
             .collect();
         rates.sort_by(f64::total_cmp);
-        let shift = rates.iter().find_map(|&rate| {
-            let tenant = self.line(rate)?;
-            Some(tenant - llr_at_far(curve, rate)?)
-        });
-        bundled + shift.unwrap_or(0.0).max(0.0)
+        rates
+            .iter()
+            .find_map(|&rate| Some(self.line(rate)? - llr_at_far(curve, rate)?))
+            .unwrap_or(0.0)
+            .clamp(0.0, MAX_SHIFT)
     }
 }
+
+/// The largest raise a tenant's tail can give a line (LLR). FSDD's digit
+/// codes, six men on one microphone, needed 4–5.
+pub const MAX_SHIFT: f32 = 8.0;
 
 /// A tenant's impostor tails under one model, one per band.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -135,7 +150,60 @@ impl TenantTails {
             Band::Narrow => &mut self.narrow,
         }
     }
+
+    /// Compact bytes for the store: a format byte, then per band (wide,
+    /// narrow) the count of non-empty buckets and each as (bucket `u16`,
+    /// count `u32`), little-endian. Counts only: no score, voice or user.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![FORMAT];
+        for tail in [&self.wide, &self.narrow] {
+            let filled: Vec<(usize, u32)> = tail
+                .counts
+                .iter()
+                .copied()
+                .enumerate()
+                .filter(|&(_, c)| c > 0)
+                .collect();
+            out.extend_from_slice(&(filled.len() as u32).to_le_bytes());
+            for (bucket, count) in filled {
+                out.extend_from_slice(&(bucket as u16).to_le_bytes());
+                out.extend_from_slice(&count.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Reads [`TenantTails::encode`]'s bytes; `None` for any other bytes.
+    pub fn decode(bytes: &[u8]) -> Option<TenantTails> {
+        let (&format, mut rest) = bytes.split_first()?;
+        if format != FORMAT {
+            return None;
+        }
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, tail) = rest.split_at_checked(n)?;
+            rest = tail;
+            Some(head)
+        };
+        let mut bands = [ImpostorTail::default(), ImpostorTail::default()];
+        for tail in &mut bands {
+            let filled = u32::from_le_bytes(take(4)?.try_into().ok()?);
+            for _ in 0..filled {
+                let bucket = usize::from(u16::from_le_bytes(take(2)?.try_into().ok()?));
+                let count = u32::from_le_bytes(take(4)?.try_into().ok()?);
+                *tail.counts.get_mut(bucket)? = count;
+                tail.total += u64::from(count);
+            }
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        let [wide, narrow] = bands;
+        Some(TenantTails { wide, narrow })
+    }
 }
+
+/// Format byte of [`TenantTails::encode`].
+const FORMAT: u8 = 1;
 
 #[cfg(test)]
 mod tests {
@@ -156,20 +224,21 @@ mod tests {
         t
     }
 
-    /// LLRs in the middle of their buckets (-49.975, -49.875, …).
+    /// LLRs in the middle of their buckets (-39.95, -39.85, …).
     fn spread(n: usize) -> impl Iterator<Item = f32> {
-        (0..n).map(|i| -49.975 + 0.1 * i as f32)
+        (0..n).map(|i| -39.95 + 0.1 * i as f32)
     }
 
     #[test]
     fn a_line_lets_the_rate_of_impostors_reach_it() {
-        let t = tail(spread(1000));
-        // 1% of 1,000 is 10: the 10th highest is 49.025, in [49.0, 49.05).
+        let t = tail(spread(800));
+        // 1% of 800 is 8: the 8th highest is 39.25, in [39.2, 39.3).
         let line = t.line(0.01).unwrap();
-        assert!((line - 49.0).abs() < 1e-3, "{line}");
-        assert_eq!(spread(1000).filter(|&l| l >= line).count(), 10);
+        assert!((line - 39.2).abs() < 1e-3, "{line}");
+        assert_eq!(spread(800).filter(|&l| l >= line).count(), 8);
+        // 10% is 80: the 80th highest is 32.05, in [32.0, 32.1).
         let line = t.line(0.1).unwrap();
-        assert!((line - 40.0).abs() < 1e-3, "{line}");
+        assert!((line - 32.0).abs() < 1e-3, "{line}");
     }
 
     #[test]
@@ -181,29 +250,80 @@ mod tests {
         assert_eq!(ImpostorTail::default().line(0.5), None);
     }
 
+    fn tightened(t: &ImpostorTail, far: f64) -> f32 {
+        llr_at_far(&curve(), far).unwrap() + t.shift(&curve(), far)
+    }
+
     #[test]
     fn a_harder_tenant_raises_the_line_by_its_offset() {
-        // 10 of 10,000 impostors at 5.025: 0.1% of them reach 5.0, where
+        // 10 of 10,000 impostors at 5.05: 0.1% of them reach 5.0, where
         // the bundled curve puts 0.1% at 2.0. 10 ≥ 8 trials: the tail
         // places 0.1% itself.
         let t = tail((0..10_000).map(|i| match i {
-            0..10 => 5.025,
-            10..110 => 1.025,
+            0..10 => 5.05,
+            10..110 => 1.05,
             _ => -20.0,
         }));
-        assert!((t.tightened(&curve(), 0.001) - 5.0).abs() < 1e-3);
+        assert!((tightened(&t, 0.001) - 5.0).abs() < 1e-3);
         // 1,000 trials place 1% only (10 of them at 1.0, where the curve
         // has -2.0): that offset of 3 carries over to 0.1%.
-        let t = tail((0..1_000).map(|i| if i < 10 { 1.025 } else { -20.0 }));
+        let t = tail((0..1_000).map(|i| if i < 10 { 1.05 } else { -20.0 }));
         assert_eq!(t.line(0.001), None);
-        assert!((t.tightened(&curve(), 0.001) - 5.0).abs() < 1e-3);
+        assert!((tightened(&t, 0.001) - 5.0).abs() < 1e-3);
     }
 
     #[test]
     fn an_easier_tenant_never_lowers_the_line() {
         let t = tail(std::iter::repeat_n(-40.0, 100_000));
-        assert_eq!(t.tightened(&curve(), 0.001), 2.0);
-        assert_eq!(ImpostorTail::default().tightened(&curve(), 0.01), -2.0);
+        assert_eq!(t.shift(&curve(), 0.001), 0.0);
+        assert_eq!(ImpostorTail::default().shift(&curve(), 0.01), 0.0);
+    }
+
+    #[test]
+    fn a_raise_is_capped_and_read_near_the_target_rate_only() {
+        // 100 of 1,000 at 30.0: the 10% line is 30, the curve's -10.
+        let t = tail((0..1_000).map(|i| if i < 100 { 30.05 } else { -30.0 }));
+        // 1% is placed (10 trials) and sits 32 above the curve: capped.
+        assert_eq!(t.shift(&curve(), 0.01), MAX_SHIFT);
+        // 0.01% cannot be placed, and 10% is more than 100× off: no raise.
+        let t = tail((0..100).map(|i| if i < 10 { 30.05 } else { -30.0 }));
+        assert_eq!(t.line(0.1), Some(30.0));
+        assert_eq!(t.shift(&curve(), 0.0001), 0.0);
+        assert_eq!(t.shift(&curve(), 0.001), MAX_SHIFT);
+    }
+
+    #[test]
+    fn tails_survive_their_stored_form_and_refuse_other_bytes() {
+        let mut tails = TenantTails::default();
+        for llr in [-70.0, -3.25, 0.0, 0.01, 5.55, 5.55, 99.0] {
+            tails.wide.record(llr);
+        }
+        tails.narrow.record(1.0);
+        let bytes = tails.encode();
+        // Format byte, 5 wide buckets (0.0 and 0.01 share one, as do the
+        // two 5.55s; -70 and 99 land in the end buckets), 1 narrow.
+        assert_eq!(bytes.len(), 1 + 4 + 5 * 6 + 4 + 6);
+        assert_eq!(TenantTails::decode(&bytes), Some(tails.clone()));
+        assert_eq!(
+            TenantTails::decode(&TenantTails::default().encode()),
+            Some(TenantTails::default())
+        );
+        let mut longer = bytes.clone();
+        longer.push(0);
+        for bad in [
+            &[][..],
+            &bytes[..bytes.len() - 1],
+            &longer,
+            &[2, 0, 0, 0, 0],
+        ] {
+            assert_eq!(TenantTails::decode(bad), None, "{bad:?}");
+        }
+        // A bucket past the histogram is refused, not clamped.
+        let mut past = vec![FORMAT, 1, 0, 0, 0];
+        past.extend_from_slice(&(BUCKETS as u16).to_le_bytes());
+        past.extend_from_slice(&1u32.to_le_bytes());
+        past.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(TenantTails::decode(&past), None);
     }
 
     #[test]
@@ -218,5 +338,7 @@ mod tests {
             "{}",
             t.total()
         );
+        // The single trial in the top bucket survives the halving.
+        assert_eq!(t.counts[BUCKETS - 1], 1);
     }
 }

@@ -327,7 +327,10 @@ impl Processor {
             .score_norm
             .as_deref()
             .filter(|n| n.model_id == model_id);
-        let tails = score_norm.and_then(|_| self.tails.get(tenant, &model_id));
+        let tails = match score_norm {
+            Some(_) => self.tails.get(&*self.store, tenant, &model_id).await?,
+            None => None,
+        };
         // Admission needs the thresholds only: no tenant cohort is read for a
         // refused job (a cooldown under a brute-force run above all).
         let ctx = Context {
@@ -398,62 +401,82 @@ impl Processor {
                 }),
             ..ctx
         };
-        let outcome = rules::verification::decide(job, admitted, &watchlist, &sample, ctx);
-        if let (Some(norm), Some(cohort), Some(_)) = (self.score_norm.clone(), cohort, &tails)
+        let claimed = admitted.voiceprint().embedding.clone();
+        let outcome = diagnosed(rules::verification::decide(
+            job, admitted, &watchlist, &sample, ctx,
+        ));
+        // Only an accepted probe is known to be the claimed user's voice
+        // (a rejected one may be anyone's, a tenant member's included), so
+        // only its scores against the others are impostor trials.
+        let accepted = outcome.kind == timbre_schemas::DecisionKind::Accept;
+        if let (Some(norm), Some(cohort), Some(snapshot)) = (self.score_norm.clone(), cohort, tails)
             && norm.model_id == model_id
+            && accepted
         {
-            self.record_impostors(norm, cohort, job, &sample, &model_id)
-                .await;
+            // Let go of the snapshot, so counting does not copy the tails.
+            drop(snapshot);
+            let trial = ImpostorTrial {
+                tenant: job.tenant.clone(),
+                model: model_id.clone(),
+                user: job.user_id.clone(),
+                band: crate::domain::calibration::Band::of(
+                    sample.source_rate,
+                    job.channel.as_deref(),
+                ),
+                claimed,
+                probe: sample.embedding.clone(),
+                speech_millis: sample.speech_millis,
+                seed: fnv1a(job.request_id.as_bytes()),
+            };
+            self.record_impostors(norm, cohort, trial).await;
         }
-        Ok(diagnosed(outcome))
+        Ok(outcome)
     }
 
-    /// Counts the probe's LLRs against a few of the tenant's other
+    /// Counts an accepted probe's LLRs against a few of the tenant's other
     /// voiceprints in its impostor tail (`pipeline::tails`), on a blocking
-    /// thread: a few dozen normalised scores, ~1 ms. After the decision,
-    /// so a verification is judged by the tail of the ones before it.
+    /// thread (20 normalised scores), before the decision is emitted; the
+    /// verification itself was judged by the tail as the ones before it
+    /// left it.
     async fn record_impostors(
         &self,
         score_norm: Arc<crate::domain::calibration::ScoreNorm>,
         cohort: super::cohorts::TenantCohort,
-        job: &VerificationRequested,
-        sample: &Analysis,
-        model_id: &str,
+        trial: ImpostorTrial,
     ) {
         let tails = self.tails.clone();
-        let (tenant, user, model) = (
-            job.tenant.clone(),
-            job.user_id.clone(),
-            model_id.to_string(),
-        );
-        let band = crate::domain::calibration::Band::of(sample.source_rate, job.channel.as_deref());
-        let (probe, speech) = (sample.embedding.clone(), sample.speech_millis);
-        // Where the spread of voiceprints starts: any value that varies
-        // between verifications will do.
-        let seed = job.occurred_at.unsigned_abs() ^ job.request_id.len() as u64;
+        let band = trial.band;
         let recorded = tokio::task::spawn_blocking(move || {
             let others: Vec<&[f32]> = cohort
                 .iter()
-                .filter(|(u, _)| *u != user)
+                .filter(|(u, _)| *u != trial.user)
                 .map(|(_, e)| e.as_slice())
                 .collect();
             tails.record(
                 &score_norm,
-                (&tenant, &model),
-                band,
-                &probe,
-                speech,
+                (&trial.tenant, &trial.model),
+                trial.band,
+                &trial.claimed,
+                &trial.probe,
+                trial.speech_millis,
                 &others,
-                seed,
+                trial.seed,
             )
         })
         .await;
         match recorded {
-            Ok(n) => self
-                .metrics
-                .impostor_tail_trials
-                .with_label_values(&[band.as_str()])
-                .inc_by(n as u64),
+            Ok((n, due)) => {
+                self.metrics
+                    .impostor_tail_trials
+                    .with_label_values(&[band.as_str()])
+                    .inc_by(n as u64);
+                if let Some((tenant, model, tails)) = due
+                    && let Err(e) = self.store.put_impostor_tails(&tenant, &model, &tails).await
+                {
+                    // Counted in memory still: the next save carries them.
+                    tracing::warn!(tenant, error = %e, "impostor tails not saved");
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "impostor tail not recorded"),
         }
     }
@@ -589,4 +612,28 @@ async fn backoff(delay: Duration, shutdown: &CancellationToken) -> bool {
         _ = tokio::time::sleep(delay) => true,
         _ = shutdown.cancelled() => false,
     }
+}
+
+/// An accepted verification's probe, to be counted in its tenant's
+/// impostor tail.
+struct ImpostorTrial {
+    tenant: String,
+    model: String,
+    /// The claimed user, whose voiceprints are not impostors.
+    user: String,
+    band: crate::domain::calibration::Band,
+    /// The claimed user's voiceprint.
+    claimed: Vec<f32>,
+    probe: Vec<f32>,
+    speech_millis: u64,
+    /// Where the spread of voiceprints starts.
+    seed: u64,
+}
+
+/// FNV-1a of `bytes`: a request's own spread of the tenant's voiceprints,
+/// the same on every processor and every redelivery.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -1,15 +1,24 @@
 //! Each tenant's impostor tails (`domain::impostor_tail`), gathered from
 //! its verifications: every scored probe is also scored against a few of
 //! the tenant's other voiceprints, and those zero-effort impostor LLRs show
-//! where the tenant's own tail lies. Held in this processor's memory per
-//! tenant and model (a restart starts from the bundled lines again); each
-//! processor learns from the share of the tenant's traffic it serves.
+//! where the tenant's own tail lies. Kept in memory per tenant and model,
+//! read from the store on first use and saved back at most every
+//! `save_every` (30 s), so a restart or a new processor starts where the tenant
+//! was. Processors serving one tenant each save their own view (what they
+//! read plus what they counted): the last save wins, and the stored tail is
+//! a sample of the tenant's trials rather than all of them, which is all a
+//! quantile needs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::domain::calibration::{Band, ScoreNorm};
 use crate::domain::impostor_tail::TenantTails;
+use crate::ports::{Store, StoreError};
+
+/// Tenants idle this long leave memory (their tails are in the store).
+const IDLE: Duration = Duration::from_secs(3_600);
 
 /// Settings of the tenant impostor tails.
 #[derive(Debug, Clone, Copy)]
@@ -18,21 +27,34 @@ pub struct TailSettings {
     /// the tail (0: off, the bundled lines alone). Each costs about one
     /// normalised score (~50 µs).
     pub per_verification: usize,
+    /// How often a tenant's tails that counted new trials are saved.
+    pub save_every: Duration,
 }
 
 impl Default for TailSettings {
     fn default() -> Self {
         Self {
             per_verification: 20,
+            save_every: Duration::from_secs(30),
         }
     }
+}
+
+struct Entry {
+    tails: Arc<TenantTails>,
+    used_at: Instant,
+    saved_at: Instant,
+    unsaved: bool,
 }
 
 /// The tails of every tenant and model this processor has verified for.
 pub(super) struct ImpostorTails {
     settings: TailSettings,
-    map: Mutex<HashMap<(String, String), Arc<TenantTails>>>,
+    map: Mutex<HashMap<(String, String), Entry>>,
 }
+
+/// Tails due to be saved: the tenant, the model and the snapshot.
+pub(super) type DueSave = (String, String, Arc<TenantTails>);
 
 impl ImpostorTails {
     pub(super) fn new(settings: TailSettings) -> Self {
@@ -42,48 +64,106 @@ impl ImpostorTails {
         }
     }
 
-    /// The tenant's tails as they stand (none when the feature is off).
-    pub(super) fn get(&self, tenant: &str, model_id: &str) -> Option<Arc<TenantTails>> {
+    /// The tenant's tails as they stand, read from the store the first time
+    /// (none when the feature is off). Unreadable stored tails are replaced
+    /// by fresh ones: they only ever tighten lines, and the next save
+    /// overwrites them.
+    pub(super) async fn get(
+        &self,
+        store: &dyn Store,
+        tenant: &str,
+        model_id: &str,
+    ) -> Result<Option<Arc<TenantTails>>, StoreError> {
         if self.settings.per_verification == 0 {
-            return None;
+            return Ok(None);
         }
         let key = (tenant.to_string(), model_id.to_string());
-        Some(self.map().get(&key).cloned().unwrap_or_default())
+        if let Some(entry) = self.map().get_mut(&key) {
+            entry.used_at = Instant::now();
+            return Ok(Some(entry.tails.clone()));
+        }
+        let stored = match store.impostor_tails(tenant, model_id).await {
+            Ok(t) => t.unwrap_or_default(),
+            Err(StoreError::Corrupt(e)) => {
+                tracing::warn!(tenant, error = %e, "stored impostor tails unreadable, starting afresh");
+                TenantTails::default()
+            }
+            Err(e) => return Err(e),
+        };
+        let mut map = self.map();
+        map.retain(|_, e| e.used_at.elapsed() < IDLE || e.unsaved);
+        let now = Instant::now();
+        // Another job of the tenant may have read it meanwhile: keep theirs.
+        let entry = map.entry(key).or_insert_with(|| Entry {
+            tails: Arc::new(stored),
+            used_at: now,
+            saved_at: now,
+            unsaved: false,
+        });
+        Ok(Some(entry.tails.clone()))
     }
 
-    /// Scores `probe` against a spread of `tenant` (which holds no
-    /// voiceprint of the claimed user) and counts the LLRs in the tenant's
-    /// tail of `band`. `seed` picks where the spread starts, so the tail
-    /// sees the whole sample over many verifications. Returns the trials
-    /// counted.
+    /// Scores an accepted `probe` of the `claimed` voiceprint against a
+    /// spread of `voiceprints` (the tenant's, none of them the claimed
+    /// user's) and counts the LLRs in the tenant's tail of `band`. `seed`
+    /// picks where the spread starts, so the tail sees the whole sample
+    /// over many verifications. Returns the trials counted, and the tails
+    /// when they are due to be saved.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn record(
         &self,
         score_norm: &ScoreNorm,
         key: (&str, &str),
         band: Band,
+        claimed: &[f32],
         probe: &[f32],
         probe_speech_millis: u64,
-        tenant: &[&[f32]],
+        voiceprints: &[&[f32]],
         seed: u64,
-    ) -> usize {
-        let picked = spread(tenant.len(), self.settings.per_verification, seed);
+    ) -> (usize, Option<DueSave>) {
+        let picked = spread(voiceprints.len(), self.settings.per_verification, seed);
         if picked.is_empty() {
-            return 0;
+            return (0, None);
         }
-        let llrs = score_norm.impostor_llrs(band, probe, probe_speech_millis, tenant, &picked);
+        let llrs: Vec<f32> = score_norm
+            .impostor_llrs(
+                band,
+                claimed,
+                probe,
+                probe_speech_millis,
+                voiceprints,
+                &picked,
+            )
+            .into_iter()
+            .filter(|l| l.is_finite())
+            .collect();
+        if llrs.is_empty() {
+            return (0, None);
+        }
         let mut map = self.map();
-        let tails = map
+        let now = Instant::now();
+        let entry = map
             .entry((key.0.to_string(), key.1.to_string()))
-            .or_default();
-        let tail = Arc::make_mut(tails).band_mut(band);
+            .or_insert_with(|| Entry {
+                tails: Arc::default(),
+                used_at: now,
+                saved_at: now,
+                unsaved: false,
+            });
+        let tail = Arc::make_mut(&mut entry.tails).band_mut(band);
         for &llr in &llrs {
             tail.record(llr);
         }
-        llrs.len()
+        entry.unsaved = true;
+        let due = (entry.saved_at.elapsed() >= self.settings.save_every).then(|| {
+            entry.saved_at = now;
+            entry.unsaved = false;
+            (key.0.to_string(), key.1.to_string(), entry.tails.clone())
+        });
+        (llrs.len(), due)
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<TenantTails>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

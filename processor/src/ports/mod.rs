@@ -12,4 +12,4 @@ pub use access::AccessStore;
 pub use analyser::{Analyser, AnalyserError, AnalysisInput, SpeechDetector};
 pub use bus::{Bus, BusError, Message, Subscription, TopicSpec};
 pub use embedder::{EmbedError, Embedder};
-pub use store::{Store, StoreError};
+pub use store::{Store, StoreError, stored_tails};

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 use timbre_schemas::{Biokey, Code};
 
+use crate::domain::impostor_tail::TenantTails;
 use crate::domain::{
     Consent, DiagnosticRecord, JobCommit, Profile, ProfileStatus, RescoreResult, RescoreRun,
     TenantModel, Voiceprint, WatchlistEntry,
@@ -26,6 +27,11 @@ pub enum StoreError {
     /// retry fails the same way.
     #[error("store refused the request: {0}")]
     Rejected(String),
+}
+
+/// Impostor tails as a store read them back ([`TenantTails::decode`]).
+pub fn stored_tails(bytes: &[u8]) -> Result<TenantTails, StoreError> {
+    TenantTails::decode(bytes).ok_or_else(|| StoreError::Corrupt("impostor tails".into()))
 }
 
 impl StoreError {
@@ -217,6 +223,22 @@ pub trait Store: Send + Sync {
         tenant: &str,
         user_id: &str,
         model_id: &str,
+    ) -> Result<(), StoreError>;
+
+    /// A tenant's impostor tails under a model, as last saved (counts of
+    /// impostor LLRs only: no user, score or voice in them).
+    async fn impostor_tails(
+        &self,
+        tenant: &str,
+        model_id: &str,
+    ) -> Result<Option<TenantTails>, StoreError>;
+
+    /// Saves a tenant's impostor tails under a model (one row, overwritten).
+    async fn put_impostor_tails(
+        &self,
+        tenant: &str,
+        model_id: &str,
+        tails: &TenantTails,
     ) -> Result<(), StoreError>;
 
     /// Cheap reachability check for readiness probes.

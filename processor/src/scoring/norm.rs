@@ -34,8 +34,8 @@ mod tests {
         assert_eq!(norm.validate(), Ok(()));
         // A stricter false-accept rate needs a higher LLR, in each band.
         for band in [Band::Wide, Band::Narrow] {
-            assert!(norm.threshold(band, 0.001, None) > norm.threshold(band, 0.01, None));
-            assert!(norm.threshold(band, 0.01, None) > norm.threshold(band, 0.1, None));
+            assert!(norm.threshold(band, 0.001) > norm.threshold(band, 0.01));
+            assert!(norm.threshold(band, 0.01) > norm.threshold(band, 0.1));
         }
         // The default policy's rates are on the curves.
         assert!(norm.lowest_far() <= crate::domain::Policy::default().accept_far);

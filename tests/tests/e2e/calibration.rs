@@ -41,7 +41,7 @@ fn calibration_is_reproducible_and_complete() {
     }
     assert_eq!(norm.validate(), Ok(()));
     for band in [Band::Wide, Band::Narrow] {
-        assert!(norm.threshold(band, 0.01, None) > norm.threshold(band, 0.1, None));
+        assert!(norm.threshold(band, 0.01) > norm.threshold(band, 0.1));
     }
 
     // The fitted map separates a speaker from another on real recordings

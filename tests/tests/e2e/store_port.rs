@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use timbre::adapters::file_store::FileStore;
 use timbre::backends::connect_store;
+use timbre::domain::impostor_tail::TenantTails;
 use timbre::domain::{
     ApiKey, CallState, ChallengeSession, Consent, DialogueKind, DialogueState, JobCommit, Mutation,
     Profile, ProfileStatus, RescoreResult, Scope, Voiceprint, WatchlistEntry, now_ms,
@@ -248,6 +249,35 @@ async fn store_contract(store: Arc<dyn Store>) {
     retained_audio_is_capped(store.as_ref(), tenant).await;
     recent_decisions(store.as_ref(), tenant, other).await;
     user_and_outcome_pages(store.as_ref()).await;
+    impostor_tails(store.as_ref(), tenant, other).await;
+}
+
+/// A tenant's impostor tails read back as saved, per tenant and model; a
+/// save overwrites.
+async fn impostor_tails(store: &dyn Store, tenant: &str, other: &str) {
+    assert_eq!(store.impostor_tails(tenant, "m1").await.unwrap(), None);
+    let mut tails = TenantTails::default();
+    for llr in [-12.0, 0.5, 0.5, 3.0] {
+        tails.wide.record(llr);
+    }
+    tails.narrow.record(-2.0);
+    store
+        .put_impostor_tails(tenant, "m1", &tails)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.impostor_tails(tenant, "m1").await.unwrap(),
+        Some(tails.clone())
+    );
+    assert_eq!(store.impostor_tails(other, "m1").await.unwrap(), None);
+    assert_eq!(store.impostor_tails(tenant, "m2").await.unwrap(), None);
+    tails.narrow.record(4.0);
+    store
+        .put_impostor_tails(tenant, "m1", &tails)
+        .await
+        .unwrap();
+    let read = store.impostor_tails(tenant, "m1").await.unwrap().unwrap();
+    assert_eq!((read.wide.total(), read.narrow.total()), (4, 2));
 }
 
 /// A tenant's users and a run's outcomes come in pages in the same user id

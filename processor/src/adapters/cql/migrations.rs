@@ -143,4 +143,12 @@ pub(super) const MIGRATIONS: &[(u32, &str, &[&str])] = &[
              AND default_time_to_live = {decision_ttl}",
         ],
     ),
+    (
+        13,
+        "tenants' impostor tails (counts of impostor scores per tenant and model)",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.impostor_tails (tenant text, model_id text, tail blob, \
+             updated_at timestamp, PRIMARY KEY ((tenant, model_id)))",
+        ],
+    ),
 ];

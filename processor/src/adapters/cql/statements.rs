@@ -64,6 +64,8 @@ pub(super) struct ModelStatements {
     pub(super) results_after: PreparedStatement,
     pub(super) put_result: PreparedStatement,
     pub(super) delete_voiceprint: PreparedStatement,
+    pub(super) impostor_tails: PreparedStatement,
+    pub(super) put_impostor_tails: PreparedStatement,
 }
 
 pub(super) struct AccessStatements {
@@ -246,6 +248,14 @@ impl CqlStore {
                     models: ModelStatements {
                         tenant_model: p(format!(
                             "SELECT active_model, previous_model, updated_at FROM {ks}.tenant_models WHERE tenant = ?"
+                        ))
+                        .await?,
+                        impostor_tails: p(format!(
+                            "SELECT tail FROM {ks}.impostor_tails WHERE tenant = ? AND model_id = ?"
+                        ))
+                        .await?,
+                        put_impostor_tails: p(format!(
+                            "INSERT INTO {ks}.impostor_tails (tenant, model_id, tail, updated_at) VALUES (?, ?, ?, ?)"
                         ))
                         .await?,
                         put_tenant_model: p(format!(

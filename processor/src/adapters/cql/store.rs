@@ -9,12 +9,13 @@ use super::migrations::{DECISION_TTL_SECONDS, MIGRATIONS};
 use super::{
     CqlStore, blob_to_embedding, corrupt, embedding_to_blob, store_error, text, ts, unavailable,
 };
+use crate::domain::impostor_tail::TenantTails;
 use crate::domain::{
     Consent, DiagnosticRecord, JobCommit, Mutation, Profile, ProfileStatus, RescoreResult,
     RescoreRun, RunState, TenantModel, Voiceprint, WatchlistEntry, now_ms,
 };
 use crate::liveness::Fingerprint;
-use crate::ports::{Store, StoreError};
+use crate::ports::{Store, StoreError, stored_tails};
 use timbre_schemas::Biokey;
 
 type ProfileRow = (
@@ -569,6 +570,32 @@ impl Store for CqlStore {
             .await
             .map_err(store_error)?;
         Ok(())
+    }
+
+    async fn impostor_tails(
+        &self,
+        tenant: &str,
+        model_id: &str,
+    ) -> Result<Option<TenantTails>, StoreError> {
+        let s = &self.statements().await?.models;
+        let row = self
+            .one::<(Vec<u8>,)>(&s.impostor_tails, (tenant, model_id))
+            .await?;
+        row.map(|(bytes,)| stored_tails(&bytes)).transpose()
+    }
+
+    async fn put_impostor_tails(
+        &self,
+        tenant: &str,
+        model_id: &str,
+        tails: &TenantTails,
+    ) -> Result<(), StoreError> {
+        let s = &self.statements().await?.models;
+        self.exec(
+            &s.put_impostor_tails,
+            (tenant, model_id, tails.encode(), CqlTimestamp(now_ms())),
+        )
+        .await
     }
 
     async fn tenant_model(&self, tenant: &str) -> Result<Option<TenantModel>, StoreError> {

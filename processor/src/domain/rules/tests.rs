@@ -1417,7 +1417,7 @@ fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
     // accepted is now rejected (its LLR, 2.25, is below 3).
     let mut tails = TenantTails::default();
     for i in 0..1_000 {
-        tails.wide.record(if i < 10 { 3.025 } else { -20.0 });
+        tails.wide.record(if i < 10 { 3.05 } else { -20.0 });
     }
     let tightened = run_with(&[], 16_000, Some(&tails));
     assert_eq!(tightened.llr, Some(llr));

@@ -30,15 +30,28 @@ pub struct Admitted {
     model_id: String,
 }
 
+impl Admitted {
+    /// The voiceprint the job is scored against.
+    pub fn voiceprint(&self) -> &Voiceprint {
+        &self.voiceprint
+    }
+}
+
 /// The thresholds a verification is judged against: the policy's
 /// false-accept rates as LLRs when the model is calibrated, else its cosine
 /// thresholds.
 fn voice_thresholds(ctx: Context<'_>, band: Band) -> VoiceThresholds {
     match ctx.norm {
-        Some(n) => VoiceThresholds::calibrated(ctx.policy, |far| {
-            n.score_norm
-                .threshold(band, far, n.tails.map(|t| t.band(band)))
-        }),
+        Some(n) => {
+            // One raise for both lines, read at the accept rate: raised by
+            // their own rates' offsets, the reject line could pass the
+            // accept line and close the retry band.
+            let shift = n.tails.map_or(0.0, |t| {
+                n.score_norm
+                    .tail_shift(band, ctx.policy.accept_far, t.band(band))
+            });
+            VoiceThresholds::calibrated(ctx.policy, |far| n.score_norm.threshold(band, far) + shift)
+        }
         None => VoiceThresholds::cosine(ctx.policy),
     }
 }
