@@ -187,9 +187,15 @@ impl TenantTails {
         let mut bands = [ImpostorTail::default(), ImpostorTail::default()];
         for tail in &mut bands {
             let filled = u32::from_le_bytes(take(4)?.try_into().ok()?);
+            let mut next = 0;
             for _ in 0..filled {
                 let bucket = usize::from(u16::from_le_bytes(take(2)?.try_into().ok()?));
                 let count = u32::from_le_bytes(take(4)?.try_into().ok()?);
+                // Buckets come in increasing order, each once.
+                if bucket < next {
+                    return None;
+                }
+                next = bucket + 1;
                 *tail.counts.get_mut(bucket)? = count;
                 tail.total += u64::from(count);
             }
@@ -318,6 +324,14 @@ mod tests {
         ] {
             assert_eq!(TenantTails::decode(bad), None, "{bad:?}");
         }
+        // A bucket listed twice is refused.
+        let mut twice = vec![FORMAT, 2, 0, 0, 0];
+        for _ in 0..2 {
+            twice.extend_from_slice(&5u16.to_le_bytes());
+            twice.extend_from_slice(&1u32.to_le_bytes());
+        }
+        twice.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(TenantTails::decode(&twice), None);
         // A bucket past the histogram is refused, not clamped.
         let mut past = vec![FORMAT, 1, 0, 0, 0];
         past.extend_from_slice(&(BUCKETS as u16).to_le_bytes());

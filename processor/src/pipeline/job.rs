@@ -474,6 +474,7 @@ impl Processor {
                     && let Err(e) = self.store.put_impostor_tails(&tenant, &model, &tails).await
                 {
                     // Counted in memory still: the next save carries them.
+                    self.tails.save_failed(&tenant, &model);
                     tracing::warn!(tenant, error = %e, "impostor tails not saved");
                 }
             }

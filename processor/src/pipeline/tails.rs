@@ -1,13 +1,14 @@
 //! Each tenant's impostor tails (`domain::impostor_tail`), gathered from
-//! its verifications: every scored probe is also scored against a few of
+//! its verifications: every accepted probe is also scored against a few of
 //! the tenant's other voiceprints, and those zero-effort impostor LLRs show
 //! where the tenant's own tail lies. Kept in memory per tenant and model,
-//! read from the store on first use and saved back at most every
-//! `save_every` (30 s), so a restart or a new processor starts where the tenant
-//! was. Processors serving one tenant each save their own view (what they
-//! read plus what they counted): the last save wins, and the stored tail is
-//! a sample of the tenant's trials rather than all of them, which is all a
-//! quantile needs.
+//! read from the store on first use and saved with the first accepted
+//! verification `save_every` (30 s) or more after the last save, so a
+//! restart or a new processor starts where the tenant was, less at most the
+//! last 30 s of trials. Processors serving one tenant each save their own
+//! view (what they read plus what they counted): the last save wins, and
+//! the stored tail is a sample of the tenant's trials rather than all of
+//! them, which is all a quantile needs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,7 +45,6 @@ struct Entry {
     tails: Arc<TenantTails>,
     used_at: Instant,
     saved_at: Instant,
-    unsaved: bool,
 }
 
 /// The tails of every tenant and model this processor has verified for.
@@ -91,14 +91,15 @@ impl ImpostorTails {
             Err(e) => return Err(e),
         };
         let mut map = self.map();
-        map.retain(|_, e| e.used_at.elapsed() < IDLE || e.unsaved);
+        // An idle tenant's unsaved counts (under `save_every` of them) go
+        // with it: the tail is a sample, and memory stays bounded.
+        map.retain(|_, e| e.used_at.elapsed() < IDLE);
         let now = Instant::now();
         // Another job of the tenant may have read it meanwhile: keep theirs.
         let entry = map.entry(key).or_insert_with(|| Entry {
             tails: Arc::new(stored),
             used_at: now,
             saved_at: now,
-            unsaved: false,
         });
         Ok(Some(entry.tails.clone()))
     }
@@ -142,25 +143,33 @@ impl ImpostorTails {
         }
         let mut map = self.map();
         let now = Instant::now();
-        let entry = map
-            .entry((key.0.to_string(), key.1.to_string()))
-            .or_insert_with(|| Entry {
-                tails: Arc::default(),
-                used_at: now,
-                saved_at: now,
-                unsaved: false,
-            });
+        // An entry evicted since `get` read it is not recreated empty: its
+        // first save would overwrite the stored tail.
+        let Some(entry) = map.get_mut(&(key.0.to_string(), key.1.to_string())) else {
+            return (0, None);
+        };
         let tail = Arc::make_mut(&mut entry.tails).band_mut(band);
         for &llr in &llrs {
             tail.record(llr);
         }
-        entry.unsaved = true;
         let due = (entry.saved_at.elapsed() >= self.settings.save_every).then(|| {
             entry.saved_at = now;
-            entry.unsaved = false;
             (key.0.to_string(), key.1.to_string(), entry.tails.clone())
         });
         (llrs.len(), due)
+    }
+
+    /// A save of the tenant's tails failed: the next accepted verification
+    /// retries it.
+    pub(super) fn save_failed(&self, tenant: &str, model_id: &str) {
+        let save_every = self.settings.save_every;
+        if let Some(entry) = self
+            .map()
+            .get_mut(&(tenant.to_string(), model_id.to_string()))
+            && let Some(due) = Instant::now().checked_sub(save_every)
+        {
+            entry.saved_at = due;
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
