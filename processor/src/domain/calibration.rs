@@ -312,6 +312,30 @@ pub struct ScoreNorm {
     pub probe_speech_millis: [u64; 2],
 }
 
+/// A probe's side of its trials: cosines against the band's bundled cohort
+/// and against each tenant voiceprint, and its quality measure.
+struct ProbeScores {
+    vs_bundled: Vec<f64>,
+    vs_tenant: Vec<f64>,
+    quality: f64,
+}
+
+impl ProbeScores {
+    fn new(
+        norm: &ScoreNorm,
+        band: Band,
+        probe: &[f32],
+        probe_speech_millis: u64,
+        tenant: &[&[f32]],
+    ) -> Self {
+        Self {
+            vs_bundled: cohort_scores(norm.band(band).cohort.iter().map(Vec::as_slice), probe),
+            vs_tenant: cohort_scores(tenant.iter().copied(), probe),
+            quality: quality(probe_speech_millis, norm.probe_speech_millis),
+        }
+    }
+}
+
 /// A trial's score at each stage.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VoiceScore {
@@ -394,26 +418,41 @@ impl ScoreNorm {
         probe_speech_millis: u64,
         tenant: &[&[f32]],
     ) -> VoiceScore {
+        let probe_scores = ProbeScores::new(self, band, probe, probe_speech_millis, tenant);
+        self.score_probe(band, voiceprint, probe, &probe_scores, tenant, None)
+    }
+
+    /// [`ScoreNorm::score`] with the probe's side computed beforehand
+    /// (`probe_scores`, against this `tenant`), so a probe scored against
+    /// many voiceprints computes it once. `skip`: a member of `tenant` that
+    /// is the voiceprint itself.
+    fn score_probe(
+        &self,
+        band: Band,
+        voiceprint: &[f32],
+        probe: &[f32],
+        probe_scores: &ProbeScores,
+        tenant: &[&[f32]],
+        skip: Option<usize>,
+    ) -> VoiceScore {
         let band = self.band(band);
-        let bundled = || band.cohort.iter().map(Vec::as_slice);
         // The tenant's scores against the voiceprint both pick its impostors
         // and count on the voiceprint's side: one pass, not two.
-        let (impostors, impostor_scores): (Vec<&[f32]>, Vec<f64>) = tenant
-            .iter()
-            .copied()
-            .zip(cohort_scores(tenant.iter().copied(), voiceprint))
-            .filter(|&(_, score)| score < f64::from(SAME_VOICE_COSINE))
-            .unzip();
-        let mut enrolled_scores = cohort_scores(bundled(), voiceprint);
-        enrolled_scores.extend(impostor_scores);
+        let vs_tenant = cohort_scores(tenant.iter().copied(), voiceprint);
+        let impostors: Vec<usize> = (0..tenant.len())
+            .filter(|&j| Some(j) != skip && vs_tenant[j] < f64::from(SAME_VOICE_COSINE))
+            .collect();
+        let mut enrolled_scores = cohort_scores(band.cohort.iter().map(Vec::as_slice), voiceprint);
+        enrolled_scores.extend(impostors.iter().map(|&j| vs_tenant[j]));
+        let mut cohort_of_probe = probe_scores.vs_bundled.clone();
+        cohort_of_probe.extend(impostors.iter().map(|&j| probe_scores.vs_tenant[j]));
         let raw = super::policy::cosine(voiceprint, probe);
         let norm = as_norm(
             raw,
             top_k_stats(enrolled_scores, self.top_k),
-            cohort_stats(bundled().chain(impostors), probe, self.top_k),
+            top_k_stats(cohort_of_probe, self.top_k),
         );
-        let q = quality(probe_speech_millis, self.probe_speech_millis);
-        let llr = band.calibration.llr(norm, q);
+        let llr = band.calibration.llr(norm, probe_scores.quality);
         VoiceScore { raw, norm, llr }
     }
 
@@ -446,15 +485,7 @@ impl ScoreNorm {
         voiceprints: &[&[f32]],
         picked: &[usize],
     ) -> Vec<f32> {
-        // What every trial shares is computed once: the probe's scores
-        // against the bundled cohort and the tenant, and its quality. Per
-        // trial, as in [`ScoreNorm::score`]: the voiceprint's scores, and
-        // the cohort without its second accounts.
-        let b = self.band(band);
-        let bundled = || b.cohort.iter().map(Vec::as_slice);
-        let probe_vs_bundled = cohort_scores(bundled(), probe);
-        let probe_vs_tenant = cohort_scores(voiceprints.iter().copied(), probe);
-        let q = quality(probe_speech_millis, self.probe_speech_millis);
+        let probe_scores = ProbeScores::new(self, band, probe, probe_speech_millis, voiceprints);
         picked
             .iter()
             .filter(|&&i| {
@@ -462,21 +493,15 @@ impl ScoreNorm {
                     && super::policy::cosine(claimed, voiceprints[i]) < SAME_VOICE_COSINE
             })
             .map(|&i| {
-                let voiceprint = voiceprints[i];
-                let vs_tenant = cohort_scores(voiceprints.iter().copied(), voiceprint);
-                let impostors: Vec<usize> = (0..voiceprints.len())
-                    .filter(|&j| j != i && vs_tenant[j] < f64::from(SAME_VOICE_COSINE))
-                    .collect();
-                let mut enrolled_scores = cohort_scores(bundled(), voiceprint);
-                enrolled_scores.extend(impostors.iter().map(|&j| vs_tenant[j]));
-                let mut probe_scores = probe_vs_bundled.clone();
-                probe_scores.extend(impostors.iter().map(|&j| probe_vs_tenant[j]));
-                let norm = as_norm(
-                    super::policy::cosine(voiceprint, probe),
-                    top_k_stats(enrolled_scores, self.top_k),
-                    top_k_stats(probe_scores, self.top_k),
-                );
-                b.calibration.llr(norm, q)
+                self.score_probe(
+                    band,
+                    voiceprints[i],
+                    probe,
+                    &probe_scores,
+                    voiceprints,
+                    Some(i),
+                )
+                .llr
             })
             .collect()
     }

@@ -409,8 +409,8 @@ impl Processor {
         // (a rejected one may be anyone's, a tenant member's included), so
         // only its scores against the others are impostor trials.
         let accepted = outcome.kind == timbre_schemas::DecisionKind::Accept;
-        if let (Some(norm), Some(cohort), Some(snapshot)) = (self.score_norm.clone(), cohort, tails)
-            && norm.model_id == model_id
+        // Tails and a cohort are read only for the model's own normalisation.
+        if let (Some(snapshot), Some(cohort), Some(norm)) = (tails, cohort, self.score_norm.clone())
             && accepted
         {
             // Let go of the snapshot, so counting does not copy the tails.
