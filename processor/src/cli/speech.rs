@@ -276,6 +276,10 @@ pub struct EvalCmd {
     score_norm: Option<PathBuf>,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Compositions pooled, seeds `seed` onwards (`product` with `--join`:
+    /// each joins other recordings into codes).
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
     /// Embedding threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -362,6 +366,7 @@ impl EvalCmd {
                 dump: self.dump.as_deref(),
                 bundled_cohort_only: self.bundled_cohort_only,
                 tail_samples: self.tail_samples.unwrap_or(usize::MAX),
+                seeds: self.seeds,
             };
             return super::eval_product::run(opts, self.json);
         }
@@ -576,7 +581,7 @@ impl BenchEmbed {
         let (calibration_us, impostor_tail_us) =
             match timbre::scoring::bundled_score_norm(&model.id().to_string()) {
                 Some(n) => {
-                    let (c, t) = calibration_us(&n, &model, &audio)?;
+                    let (c, t) = scoring_costs_us(&n, &model, &audio)?;
                     (Some(c), Some(t))
                 }
                 None => (None, None),
@@ -655,7 +660,7 @@ fn synthetic_check_ms(model: &Aasist, audio: &[Vec<f32>]) -> Result<f64> {
 /// impostor tail (on a blocking thread): the bundled cohort plus 200 tenant
 /// voiceprints (seeded random directions, so none is left out as the
 /// claimed voice), on real embeddings.
-fn calibration_us(
+fn scoring_costs_us(
     norm: &ScoreNorm,
     model: &SpeakerModel,
     audio: &[Vec<f32>],

@@ -21,7 +21,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::impostor_tail::ImpostorTail;
-use super::policy::unit;
+use super::policy::{Policy, VoiceThresholds, unit};
 
 /// Cosine at or above which a tenant voiceprint is taken for the claimed
 /// voice itself (the same person under two accounts) and kept out of its
@@ -466,6 +466,20 @@ impl ScoreNorm {
     /// at `far` ([`ImpostorTail::shift`]): the raise of its lines.
     pub fn tail_shift(&self, band: Band, far: f64, tail: &ImpostorTail) -> f32 {
         tail.shift(&self.band(band).far_curve, far)
+    }
+
+    /// The accept and reject lines of `band` at `policy`'s false-accept
+    /// rates, both raised by one shift of the tenant's impostor `tail`,
+    /// read at the accept rate: raised by their own rates' offsets, the
+    /// reject line could pass the accept line and close the retry band.
+    pub fn voice_thresholds(
+        &self,
+        policy: &Policy,
+        band: Band,
+        tail: Option<&ImpostorTail>,
+    ) -> VoiceThresholds {
+        let shift = tail.map_or(0.0, |t| self.tail_shift(band, policy.accept_far, t));
+        VoiceThresholds::calibrated(policy, |far| self.threshold(band, far) + shift)
     }
 
     /// LLRs of an accepted `probe` of the `claimed` voiceprint against the

@@ -419,10 +419,7 @@ impl Processor {
                 tenant: job.tenant.clone(),
                 model: model_id.clone(),
                 user: job.user_id.clone(),
-                band: crate::domain::calibration::Band::of(
-                    sample.source_rate,
-                    job.channel.as_deref(),
-                ),
+                band: sample.band(job.channel.as_deref()),
                 claimed,
                 probe: sample.embedding.clone(),
                 speech_millis: sample.speech_millis,

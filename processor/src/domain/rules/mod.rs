@@ -64,6 +64,14 @@ pub struct Analysis {
     pub fingerprint: Option<Fingerprint>,
 }
 
+impl Analysis {
+    /// The band the sample is scored in: its source rate, or the telephone
+    /// channel the request names.
+    pub fn band(&self, channel: Option<&str>) -> super::calibration::Band {
+        super::calibration::Band::of(self.source_rate, channel)
+    }
+}
+
 /// The mutation that keeps a job's fingerprint for replay detection, when
 /// the tenant keeps them and the job made one.
 pub fn keep_fingerprint(user_id: &str, sample: &Analysis, ctx: Context<'_>) -> Option<Mutation> {

@@ -42,16 +42,9 @@ impl Admitted {
 /// thresholds.
 fn voice_thresholds(ctx: Context<'_>, band: Band) -> VoiceThresholds {
     match ctx.norm {
-        Some(n) => {
-            // One raise for both lines, read at the accept rate: raised by
-            // their own rates' offsets, the reject line could pass the
-            // accept line and close the retry band.
-            let shift = n.tails.map_or(0.0, |t| {
-                n.score_norm
-                    .tail_shift(band, ctx.policy.accept_far, t.band(band))
-            });
-            VoiceThresholds::calibrated(ctx.policy, |far| n.score_norm.threshold(band, far) + shift)
-        }
+        Some(n) => n
+            .score_norm
+            .voice_thresholds(ctx.policy, band, n.tails.map(|t| t.band(band))),
         None => VoiceThresholds::cosine(ctx.policy),
     }
 }
@@ -189,7 +182,7 @@ pub fn decide(
     let mut outcome = Outcome::new(DecisionKind::Retry, Vec::new());
     outcome.speech_millis = sample.speech_millis;
     outcome.model_id = Some(model_id.clone());
-    let band = Band::of(sample.source_rate, job.channel.as_deref());
+    let band = sample.band(job.channel.as_deref());
     let judged_by = voice_thresholds(ctx, band);
     outcome.thresholds = Some(thresholds(&judged_by, ctx.norm.map(|_| band)));
     outcome.session_id = job.session_id.clone();
