@@ -231,8 +231,8 @@ pub struct EvalCmd {
     /// Synthetic speech manifest (`spoof`): `speaker` is `engine:voice`.
     #[arg(long)]
     spoof: Option<PathBuf>,
-    /// Write every score and feature vector (`spoof`) or trial (`product`)
-    /// to this TSV.
+    /// Write every score and feature vector (`spoof`) or trial (`product`:
+    /// led by its composition's seed) to this TSV.
     #[arg(long)]
     dump: Option<PathBuf>,
     /// Fit the synthetic-speech back-end on all the data and write it here

@@ -85,11 +85,13 @@ struct ProductMetrics {
     /// The same trials scored by raw cosine against the policy's cosine
     /// line: the baseline the product path is measured against.
     raw_cosine: RawCosine,
-    /// Impostor trials in the tenant's tail at the end, wide and narrow.
+    /// Impostor trials in the tenant's tail at the end of the last
+    /// composition (the one `thresholds` come from), wide and narrow.
     tail_trials: [u64; 2],
     /// The false-accept rate the threshold was set for (calibrated scoring).
     target_far: Option<f64>,
-    /// The accept line of wideband and narrowband probes at the end.
+    /// The accept line of wideband and narrowband probes at the end of the
+    /// last composition.
     thresholds: [f32; 2],
     /// `cosine` or `llr`.
     scale: &'static str,
@@ -125,6 +127,7 @@ struct Replay {
     accepted: Vec<bool>,
     /// Accepted at the bundled line alone.
     accepted_bundled: Vec<bool>,
+    /// The size of the last composition's tail.
     tail_trials: [u64; 2],
     /// The lines the last composition's tail left.
     thresholds: [f32; 2],
@@ -141,7 +144,11 @@ pub fn run(opts: ProductEval<'_>, json: bool) -> Result<()> {
         }),
         ..Replay::default()
     };
-    for seed in (opts.seed..).take(opts.seeds.max(1)) {
+    if opts.seeds > 1 && opts.join <= 1 {
+        bail!("--seeds pools compositions of joined recordings: it needs --join");
+    }
+    for i in 0..opts.seeds.max(1) {
+        let seed = opts.seed.wrapping_add(i as u64);
         replay_composition(&opts, &policy, seed, &pool, &mut replay)?;
     }
     if let (Some(path), Some(dump)) = (opts.dump, &replay.dump) {
@@ -327,8 +334,7 @@ fn replay_composition(
             ));
         }
     }
-    out.tail_trials[0] += tails.wide.total();
-    out.tail_trials[1] += tails.narrow.total();
+    out.tail_trials = [tails.wide.total(), tails.narrow.total()];
     out.thresholds = [
         line(Band::Wide, Some(&tails)),
         line(Band::Narrow, Some(&tails)),
