@@ -16,5 +16,7 @@ trap 'rm -f "$manifest"' EXIT
 # shellcheck source=manifest-subset.sh
 source processor/scripts/manifest-subset.sh
 manifest_subset "$data" train-clean-100 > "$manifest"
-./target/release/timbre calibrate --manifest "$manifest" --top-k 50 \
+# f32 products: bf16 kernels (where the CPU has them) move embeddings by up
+# to 0.008, and the bundle's bytes would depend on the machine.
+./target/release/timbre calibrate --manifest "$manifest" --top-k 50 --matmul f32 \
   --out processor/src/scoring/score_norm.json
