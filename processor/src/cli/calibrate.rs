@@ -5,10 +5,11 @@
 //!
 //! Speakers, sorted by label, alternate between the cohort and the
 //! calibration set, so no calibration voice is in the cohort. A calibration
-//! speaker's recording is cut in two: the first half enrolls, the second,
-//! cut to several probe lengths, probes. Every enrollment meets every probe
-//! (one target trial per speaker and length, the rest impostors), in each
-//! band: as recorded (wideband) and sent through an 8 kHz channel.
+//! speaker's recording is cut in two: the first half, whole and cut to
+//! shorter lengths, enrolls; the second, cut to several probe lengths,
+//! probes. Every enrollment meets every probe (one target trial per speaker
+//! and pair of lengths, the rest impostors), in each band: as recorded
+//! (wideband) and sent through an 8 kHz channel.
 //! Same inputs, same bytes: every step is deterministic.
 
 use std::collections::BTreeMap;
@@ -20,8 +21,8 @@ use serde_json::json;
 use timbre::audio::{MODEL_SAMPLE_RATE, through_narrowband};
 use timbre::domain::Policy;
 use timbre::domain::calibration::{
-    Band, BandNorm, LinearCalibration, SAME_VOICE_COSINE, ScoreNorm, as_norm, far_curve, quality,
-    top_k_stats,
+    Band, BandNorm, CalibrationTrial, LinearCalibration, SAME_VOICE_COSINE, ScoreNorm, as_norm,
+    far_curve, quality, top_k_stats,
 };
 use timbre::domain::policy::{cosine, unit};
 use timbre::eval::{Trial, metrics, read_manifest};
@@ -33,6 +34,11 @@ use super::speech::{load_model, pool, read_audio};
 
 /// Probe lengths of the calibration trials (seconds of audio).
 const PROBE_SECONDS: [f64; 4] = [1.5, 2.0, 3.0, 4.0];
+
+/// Enrollment lengths shorter than the whole first half (seconds of audio):
+/// a tenant may enroll from a few seconds, and a short enrollment scores
+/// differently.
+const SHORT_ENROLL_SECONDS: [f64; 3] = [1.5, 2.0, 3.0];
 
 /// False-accept rates listed in the bundled curve.
 const FAR_RATES: [f64; 9] = [0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005];
@@ -59,7 +65,10 @@ pub struct CalibrateCmd {
 
 /// One calibration speaker's embeddings in one band.
 struct Halves {
-    enrolled: Vec<f32>,
+    /// The whole first half: embedding and net speech.
+    enrolled: (Vec<f32>, u64),
+    /// Per shorter enrollment length: embedding and net speech.
+    short_enrolled: Vec<(Vec<f32>, u64)>,
     /// Per probe length: embedding and net speech.
     probes: Vec<(Vec<f32>, u64)>,
 }
@@ -117,24 +126,34 @@ impl CalibrateCmd {
             })?;
             embedded.push((band, cohort, halves));
         }
-        let speech = embedded
-            .iter()
-            .flat_map(|(_, _, halves)| halves.iter().flat_map(|h| h.probes.iter().map(|p| p.1)));
-        let range = [
-            speech.clone().min().unwrap_or(1).max(1),
-            speech.max().unwrap_or(1).max(1),
-        ];
+        let range_of = |speech: Vec<u64>| {
+            [
+                speech.iter().copied().min().unwrap_or(1).max(1),
+                speech.iter().copied().max().unwrap_or(1).max(1),
+            ]
+        };
+        let all_halves = || embedded.iter().flat_map(|(_, _, halves)| halves.iter());
+        let range = range_of(
+            all_halves()
+                .flat_map(|h| h.probes.iter().map(|p| p.1))
+                .collect(),
+        );
+        let enroll_range = range_of(
+            all_halves()
+                .flat_map(|h| h.short_enrolled.iter().chain([&h.enrolled]).map(|e| e.1))
+                .collect(),
+        );
         let mut bands = Vec::new();
         let mut report = serde_json::Map::new();
         for (band, cohort, halves) in embedded {
-            let trials = calibration_trials(&cohort, &halves, self.top_k, range);
+            let trials = calibration_trials(&cohort, &halves, self.top_k, [range, enroll_range]);
             let calibration =
                 LinearCalibration::fit(&trials).context("the calibration fit did not converge")?;
             let scored: Vec<Trial> = trials
                 .iter()
-                .map(|&(norm, q, target)| Trial {
-                    score: calibration.llr(norm, q),
-                    target,
+                .map(|t| Trial {
+                    score: calibration.llr(t.norm, t.quality, t.enrollment),
+                    target: t.target,
                 })
                 .collect();
             let impostors: Vec<f32> = scored
@@ -164,6 +183,7 @@ impl CalibrateCmd {
             wide,
             narrow,
             probe_speech_millis: range,
+            enroll_speech_millis: enroll_range,
         };
         norm.validate()
             .map_err(|e| anyhow::anyhow!("the fitted normalisation is unusable: {e}"))?;
@@ -174,60 +194,94 @@ impl CalibrateCmd {
         report.insert("cohort_speakers".into(), cohort_audio.len().into());
         report.insert("calibration_speakers".into(), calib_audio.len().into());
         report.insert("probe_speech_millis".into(), json!(range));
+        report.insert("enroll_speech_millis".into(), json!(enroll_range));
         println!("{}", serde_json::Value::Object(report));
         Ok(())
     }
 }
 
-/// Every enrollment against every probe: `(normalised score, quality, is
-/// target)`. The cohort of a trial is the bundled one plus the other
-/// calibration speakers' enrollments, as the engine adds a tenant's other
-/// voiceprints (without those it takes for the claimed voice); the probe's
-/// own speaker is left out of it, as an impostor from outside the tenant
-/// would be.
+/// Every enrollment (whole and short) against every probe. The cohort of a
+/// trial is the bundled one plus the other calibration speakers' whole
+/// enrollments, as the engine adds a tenant's other voiceprints (without
+/// those it takes for the claimed voice); the probe's own speaker is left
+/// out of it, as an impostor from outside the tenant would be.
+/// `ranges`: probe and enrollment net speech, for the quality measures.
 fn calibration_trials(
     cohort: &[Vec<f32>],
     halves: &[Halves],
     top_k: usize,
-    range: [u64; 2],
-) -> Vec<(f32, f64, bool)> {
+    ranges: [[u64; 2]; 2],
+) -> Vec<CalibrationTrial> {
     let against = |e: &[f32], others: &[Vec<f32>]| -> Vec<f64> {
         others.iter().map(|c| f64::from(cosine(c, e))).collect()
     };
-    let enrolled: Vec<Vec<f32>> = halves.iter().map(|h| h.enrolled.clone()).collect();
-    let enrolled_vs_cohort: Vec<Vec<f64>> = enrolled.iter().map(|e| against(e, cohort)).collect();
-    let enrolled_vs_enrolled: Vec<Vec<f64>> =
-        enrolled.iter().map(|e| against(e, &enrolled)).collect();
-    let stats = |vs_cohort: &[f64], vs_enrolled: &[f64], i: usize, j: usize| {
-        let tenant = vs_enrolled
+    let whole: Vec<Vec<f32>> = halves.iter().map(|h| h.enrolled.0.clone()).collect();
+    let whole_vs_whole: Vec<Vec<f64>> = whole.iter().map(|e| against(e, &whole)).collect();
+    // The tenant of a trial of enrollee i and probe speaker j.
+    let stats = |vs_cohort: &[f64], vs_whole: &[f64], i: usize, j: usize| {
+        let tenant = vs_whole
             .iter()
             .enumerate()
             .filter(|&(m, _)| {
-                m != i && m != j && enrolled_vs_enrolled[i][m] < f64::from(SAME_VOICE_COSINE)
+                m != i && m != j && whole_vs_whole[i][m] < f64::from(SAME_VOICE_COSINE)
             })
             .map(|(_, s)| *s);
         top_k_stats(vs_cohort.iter().copied().chain(tenant).collect(), top_k)
     };
+    // Per speaker, each of its enrollments with its side of the trials.
+    let enrollments: Vec<Vec<EnrolledSide<'_>>> = halves
+        .iter()
+        .map(|h| {
+            std::iter::once(&h.enrolled)
+                .chain(&h.short_enrolled)
+                .map(|(e, s)| EnrolledSide {
+                    embedding: e,
+                    vs_cohort: against(e, cohort),
+                    vs_whole: against(e, &whole),
+                    quality: quality(*s, ranges[1]),
+                })
+                .collect()
+        })
+        .collect();
     let mut trials = Vec::new();
     for (j, probe) in halves.iter().enumerate() {
         for (embedding, speech) in &probe.probes {
             let vs_cohort = against(embedding, cohort);
-            let vs_enrolled = against(embedding, &enrolled);
-            for i in 0..halves.len() {
-                let norm = as_norm(
-                    vs_enrolled[i] as f32,
-                    stats(&enrolled_vs_cohort[i], &enrolled_vs_enrolled[i], i, j),
-                    stats(&vs_cohort, &vs_enrolled, i, j),
-                );
-                trials.push((norm, quality(*speech, range), i == j));
+            let vs_whole = against(embedding, &whole);
+            let probe_quality = quality(*speech, ranges[0]);
+            for (i, sides) in enrollments.iter().enumerate() {
+                for side in sides {
+                    let norm = as_norm(
+                        cosine(side.embedding, embedding),
+                        stats(&side.vs_cohort, &side.vs_whole, i, j),
+                        stats(&vs_cohort, &vs_whole, i, j),
+                    );
+                    trials.push(CalibrationTrial {
+                        norm,
+                        quality: probe_quality,
+                        enrollment: side.quality,
+                        target: i == j,
+                    });
+                }
             }
         }
     }
     trials
 }
 
-/// The first half of a recording enrolled, the second half probing at each
-/// probe length (with enough speech).
+/// One enrollment's side of its trials.
+struct EnrolledSide<'a> {
+    embedding: &'a [f32],
+    vs_cohort: Vec<f64>,
+    /// Cosines against every speaker's whole enrollment.
+    vs_whole: Vec<f64>,
+    /// Enrollment quality.
+    quality: f64,
+}
+
+/// The first half of a recording enrolled, whole and cut to shorter
+/// lengths, the second half probing at each probe length; cuts with less
+/// speech than the engine accepts in a sample are left out.
 fn embed_halves(
     model: &SpeakerModel,
     vad: &NetSpeech,
@@ -235,18 +289,25 @@ fn embed_halves(
     band: Band,
 ) -> Result<Halves> {
     let (first, second) = audio.split_at(audio.len() / 2);
-    let enrolled = model.embed(first)?;
-    // A probe the engine would refuse (`not_enough_speech`) never reaches
+    // A sample the engine would refuse (`not_enough_speech`) never reaches
     // calibration either.
     let min_speech = Policy::default().min_speech_millis;
-    let mut probes = Vec::new();
-    for &s in &PROBE_SECONDS {
-        let len = ((s * f64::from(MODEL_SAMPLE_RATE)) as usize).min(second.len());
-        let cut = &second[..len];
-        let speech = vad.millis(cut, band)?;
-        if speech >= min_speech {
-            probes.push((model.embed(cut)?, speech));
+    let cuts = |half: &[f32], seconds: &[f64]| -> Result<Vec<(Vec<f32>, u64)>> {
+        let mut out = Vec::new();
+        for &s in seconds {
+            let len = ((s * f64::from(MODEL_SAMPLE_RATE)) as usize).min(half.len());
+            let cut = &half[..len];
+            let speech = vad.millis(cut, band)?;
+            if speech >= min_speech {
+                out.push((model.embed(cut)?, speech));
+            }
         }
-    }
-    Ok(Halves { enrolled, probes })
+        Ok(out)
+    };
+    let enrolled = (model.embed(first)?, vad.millis(first, band)?);
+    Ok(Halves {
+        enrolled,
+        short_enrolled: cuts(first, &SHORT_ENROLL_SECONDS)?,
+        probes: cuts(second, &PROBE_SECONDS)?,
+    })
 }

@@ -127,32 +127,58 @@ pub fn quality(speech_millis: u64, range: [u64; 2]) -> f64 {
     (ms as f64 / 1000.0).ln()
 }
 
-/// Logistic calibration of one band: `llr = w0 + w1·s + w2·q + w3·s·q` for
-/// normalised score `s` and quality `q`.
+/// Logistic calibration of one band: `llr = w0 + w1·s + w2·q + w3·s·q +
+/// we·e` for normalised score `s`, probe quality `q` and enrollment quality
+/// `e` (the voiceprint's net speech, by the same [`quality`] measure).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LinearCalibration {
     /// Bias, score, quality and score×quality weights.
     pub weights: [f64; 4],
+    /// Weight of the enrollment quality; 0 in bundles fitted without it.
+    #[serde(default)]
+    pub enrollment: f64,
+}
+
+/// One calibration trial: normalised score, probe and enrollment quality,
+/// whether the voices are the same.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalibrationTrial {
+    /// AS-norm score.
+    pub norm: f32,
+    /// Probe quality ([`quality`]).
+    pub quality: f64,
+    /// Enrollment quality ([`quality`] of the voiceprint's net speech).
+    pub enrollment: f64,
+    /// Same speaker.
+    pub target: bool,
 }
 
 impl LinearCalibration {
-    fn features(norm: f64, quality: f64) -> [f64; 4] {
-        [1.0, norm, quality, norm * quality]
+    fn features(norm: f64, quality: f64, enrollment: f64) -> [f64; 5] {
+        [1.0, norm, quality, norm * quality, enrollment]
     }
 
-    /// The LLR of a normalised score at a probe quality.
-    pub fn llr(&self, norm: f32, quality: f64) -> f32 {
-        let x = Self::features(f64::from(norm), quality);
-        x.iter().zip(&self.weights).map(|(a, b)| a * b).sum::<f64>() as f32
+    fn all_weights(&self) -> [f64; 5] {
+        let [a, b, c, d] = self.weights;
+        [a, b, c, d, self.enrollment]
+    }
+
+    /// The LLR of a normalised score at a probe and an enrollment quality.
+    pub fn llr(&self, norm: f32, quality: f64, enrollment: f64) -> f32 {
+        let x = Self::features(f64::from(norm), quality, enrollment);
+        x.iter()
+            .zip(&self.all_weights())
+            .map(|(a, b)| a * b)
+            .sum::<f64>() as f32
     }
 
     /// Fits the weights by Newton's method on the logistic loss, target and
     /// non-target trials weighted to equal totals (so the output is an LLR,
     /// free of the trial mix's prior), with a small ridge for stability.
-    /// Trials are `(normalised score, quality, is target)`; `None` when a
-    /// class is missing or the fit does not converge.
-    pub fn fit(trials: &[(f32, f64, bool)]) -> Option<LinearCalibration> {
-        let targets = trials.iter().filter(|t| t.2).count();
+    /// `None` when a class is missing or the fit does not converge.
+    pub fn fit(trials: &[CalibrationTrial]) -> Option<LinearCalibration> {
+        const N: usize = 5;
+        let targets = trials.iter().filter(|t| t.target).count();
         let others = trials.len() - targets;
         if targets == 0 || others == 0 {
             return None;
@@ -165,53 +191,56 @@ impl LinearCalibration {
             }
         };
         const RIDGE: f64 = 1e-6;
-        let mut w = [0f64; 4];
+        let mut w = [0f64; N];
         for _ in 0..100 {
-            let mut grad = [0f64; 4];
-            let mut hess = [[0f64; 4]; 4];
-            for &(s, q, target) in trials {
-                let x = Self::features(f64::from(s), q);
+            let mut grad = [0f64; N];
+            let mut hess = [[0f64; N]; N];
+            for t in trials {
+                let x = Self::features(f64::from(t.norm), t.quality, t.enrollment);
                 let z: f64 = x.iter().zip(&w).map(|(a, b)| a * b).sum();
                 let p = 1.0 / (1.0 + (-z).exp());
-                let c = weight_of(target);
-                let y = if target { 1.0 } else { 0.0 };
-                for i in 0..4 {
+                let c = weight_of(t.target);
+                let y = if t.target { 1.0 } else { 0.0 };
+                for i in 0..N {
                     grad[i] += c * (p - y) * x[i];
-                    for j in 0..4 {
+                    for j in 0..N {
                         hess[i][j] += c * p * (1.0 - p) * x[i] * x[j];
                     }
                 }
             }
-            for i in 0..4 {
+            for i in 0..N {
                 grad[i] += RIDGE * w[i];
                 hess[i][i] += RIDGE;
             }
-            let step = solve4(hess, grad)?;
+            let step = solve(hess, grad)?;
             let mut largest = 0f64;
-            for i in 0..4 {
+            for i in 0..N {
                 w[i] -= step[i];
                 largest = largest.max(step[i].abs());
             }
             if largest < 1e-10 {
-                return Some(LinearCalibration { weights: w });
+                return Some(LinearCalibration {
+                    weights: [w[0], w[1], w[2], w[3]],
+                    enrollment: w[4],
+                });
             }
         }
         None
     }
 }
 
-/// Solves `a·x = b` for a 4×4 system by Gaussian elimination with partial
-/// pivoting; `None` when singular.
-fn solve4(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
-    for col in 0..4 {
-        let pivot = (col..4).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+/// Solves `a·x = b` by Gaussian elimination with partial pivoting; `None`
+/// when singular.
+fn solve<const N: usize>(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; N]> {
+    for col in 0..N {
+        let pivot = (col..N).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
         if a[pivot][col].abs() < 1e-300 {
             return None;
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
         let pivot_row = a[col];
-        for row in col + 1..4 {
+        for row in col + 1..N {
             let f = a[row][col] / pivot_row[col];
             for (x, p) in a[row].iter_mut().zip(&pivot_row).skip(col) {
                 *x -= f * p;
@@ -219,9 +248,9 @@ fn solve4(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
             b[row] -= f * b[col];
         }
     }
-    let mut x = [0f64; 4];
-    for row in (0..4).rev() {
-        let rest: f64 = (row + 1..4).map(|k| a[row][k] * x[k]).sum();
+    let mut x = [0f64; N];
+    for row in (0..N).rev() {
+        let rest: f64 = (row + 1..N).map(|k| a[row][k] * x[k]).sum();
         x[row] = (b[row] - rest) / a[row][row];
     }
     Some(x)
@@ -310,6 +339,11 @@ pub struct ScoreNorm {
     /// Net speech of the shortest and longest calibration probe (ms): the
     /// quality measure is held within it.
     pub probe_speech_millis: [u64; 2],
+    /// The same for the calibration enrollments; a voiceprint of unknown
+    /// net speech counts as the longest. Absent (zeros) in bundles fitted
+    /// without an enrollment quality.
+    #[serde(default)]
+    pub enroll_speech_millis: [u64; 2],
 }
 
 /// A probe's side of its trials: cosines against the band's bundled cohort
@@ -334,6 +368,17 @@ impl ProbeScores {
             quality: quality(probe_speech_millis, norm.probe_speech_millis),
         }
     }
+}
+
+/// The voiceprint side of a trial.
+#[derive(Clone, Copy)]
+struct Enrolled<'a> {
+    embedding: &'a [f32],
+    /// Net speech it was enrolled from, when known.
+    speech_millis: Option<u64>,
+    /// Its index in the tenant's voiceprints, when it is one of them (kept
+    /// out of its own cohort).
+    in_tenant: Option<usize>,
 }
 
 /// A trial's score at each stage.
@@ -366,6 +411,17 @@ impl ScoreNorm {
         {
             return Err(format!("bad probe range {:?}", self.probe_speech_millis));
         }
+        let uses_enrollment =
+            self.wide.calibration.enrollment != 0.0 || self.narrow.calibration.enrollment != 0.0;
+        if uses_enrollment
+            && (self.enroll_speech_millis[0] == 0
+                || self.enroll_speech_millis[0] > self.enroll_speech_millis[1])
+        {
+            return Err(format!(
+                "bad enrollment range {:?}",
+                self.enroll_speech_millis
+            ));
+        }
         for band in [Band::Wide, Band::Narrow] {
             let b = self.band(band);
             let name = band.as_str();
@@ -376,7 +432,7 @@ impl ScoreNorm {
                     self.top_k
                 ));
             }
-            if !b.calibration.weights.iter().all(|w| w.is_finite()) {
+            if !b.calibration.all_weights().iter().all(|w| w.is_finite()) {
                 return Err(format!("{name} calibration is not finite"));
             }
             let sorted = b
@@ -409,32 +465,48 @@ impl ScoreNorm {
     /// the tenant's population — its language, channel, microphones — into
     /// the cohort, so one LLR threshold means the same false-accept rate
     /// across tenants. Tenant voiceprints at [`SAME_VOICE_COSINE`] or more
-    /// from the claimed one are left out.
+    /// from the claimed one are left out. `enrolled_speech_millis`: the net
+    /// speech the voiceprint was enrolled from, when known.
     pub fn score(
         &self,
         band: Band,
         voiceprint: &[f32],
+        enrolled_speech_millis: Option<u64>,
         probe: &[f32],
         probe_speech_millis: u64,
         tenant: &[&[f32]],
     ) -> VoiceScore {
         let probe_scores = ProbeScores::new(self, band, probe, probe_speech_millis, tenant);
-        self.score_probe(band, voiceprint, probe, &probe_scores, tenant, None)
+        let enrolled = Enrolled {
+            embedding: voiceprint,
+            speech_millis: enrolled_speech_millis,
+            in_tenant: None,
+        };
+        self.score_probe(band, enrolled, probe, &probe_scores, tenant)
+    }
+
+    /// The enrollment quality of a voiceprint: its net speech held within
+    /// the calibration's enrollments; unknown counts as the longest (a
+    /// voiceprint enrolled to the usual target holds more speech than
+    /// calibration enrollments do).
+    fn enrollment_quality(&self, speech_millis: Option<u64>) -> f64 {
+        let range = self.enroll_speech_millis;
+        quality(speech_millis.unwrap_or(range[1]), range)
     }
 
     /// [`ScoreNorm::score`] with the probe's side computed beforehand
     /// (`probe_scores`, against this `tenant`), so a probe scored against
-    /// many voiceprints computes it once. `skip`: a member of `tenant` that
-    /// is the voiceprint itself.
+    /// many voiceprints computes it once.
     fn score_probe(
         &self,
         band: Band,
-        voiceprint: &[f32],
+        enrolled: Enrolled<'_>,
         probe: &[f32],
         probe_scores: &ProbeScores,
         tenant: &[&[f32]],
-        skip: Option<usize>,
     ) -> VoiceScore {
+        let (voiceprint, skip) = (enrolled.embedding, enrolled.in_tenant);
+        let enrollment = self.enrollment_quality(enrolled.speech_millis);
         let band = self.band(band);
         // The tenant's scores against the voiceprint both pick its impostors
         // and count on the voiceprint's side: one pass, not two.
@@ -452,7 +524,7 @@ impl ScoreNorm {
             top_k_stats(enrolled_scores, self.top_k),
             top_k_stats(cohort_of_probe, self.top_k),
         );
-        let llr = band.calibration.llr(norm, probe_scores.quality);
+        let llr = band.calibration.llr(norm, probe_scores.quality, enrollment);
         VoiceScore { raw, norm, llr }
     }
 
@@ -507,15 +579,15 @@ impl ScoreNorm {
                     && super::policy::cosine(claimed, voiceprints[i]) < SAME_VOICE_COSINE
             })
             .map(|&i| {
-                self.score_probe(
-                    band,
-                    voiceprints[i],
-                    probe,
-                    &probe_scores,
-                    voiceprints,
-                    Some(i),
-                )
-                .llr
+                // Another user's enrollment is not known here: counted as a
+                // full one.
+                let enrolled = Enrolled {
+                    embedding: voiceprints[i],
+                    speech_millis: None,
+                    in_tenant: Some(i),
+                };
+                self.score_probe(band, enrolled, probe, &probe_scores, voiceprints)
+                    .llr
             })
             .collect()
     }
@@ -600,24 +672,36 @@ mod tests {
 
     #[test]
     fn calibration_recovers_a_known_logistic_map() {
-        // Targets ~ N(1, 0.5²), non-targets ~ N(0, 0.5²) at every quality
-        // (deterministic quantiles, not random draws): with equal variances
-        // the true LLR is (μt - μn)/σ² · s - (μt² - μn²)/(2σ²) = 4·s - 2.
+        // Targets ~ N(1 + 0.25·e, 0.5²), non-targets ~ N(0.25·e, 0.5²) at
+        // every probe quality q and enrollment quality e (deterministic
+        // quantiles, not random draws): with equal variances the true LLR
+        // is (μt - μn)/σ² · s - (μt² - μn²)/(2σ²) = 4·s - 2 - e.
         let mut trials = Vec::new();
         for i in 1..400 {
             let u = i as f64 / 400.0;
             let z = normal_quantile(u);
-            for q in [0.7, 1.1, 2.0] {
-                trials.push(((1.0 + 0.5 * z) as f32, q, true));
-                trials.push(((0.5 * z) as f32, q, false));
+            for quality in [0.7, 1.1, 2.0] {
+                for enrollment in [0.4, 1.4] {
+                    let shift = 0.25 * enrollment;
+                    for (mean, target) in [(1.0, true), (0.0, false)] {
+                        trials.push(CalibrationTrial {
+                            norm: (mean + shift + 0.5 * z) as f32,
+                            quality,
+                            enrollment,
+                            target,
+                        });
+                    }
+                }
             }
         }
         let c = LinearCalibration::fit(&trials).unwrap();
         // Within 2.5%: 399 quantiles stand in for the whole distributions.
-        assert!((c.weights[1] - 4.0).abs() < 0.1, "{:?}", c.weights);
-        assert!((c.weights[0] + 2.0).abs() < 0.05, "{:?}", c.weights);
+        assert!((c.weights[1] - 4.0).abs() < 0.1, "{c:?}");
+        assert!((c.weights[0] + 2.0).abs() < 0.05, "{c:?}");
+        assert!((c.enrollment + 1.0).abs() < 0.05, "{c:?}");
         assert!(c.weights[2].abs() < 0.01 && c.weights[3].abs() < 0.01);
-        assert!((c.llr(0.5, 1.1)).abs() < 0.01);
+        assert!((c.llr(0.5, 1.1, 0.0)).abs() < 0.01);
+        assert!((c.llr(0.75, 1.1, 1.0)).abs() < 0.02);
     }
 
     fn normal_quantile(p: f64) -> f64 {
@@ -683,15 +767,20 @@ mod tests {
                 cohort: vec![vec![0.6, 0.8], vec![1.0, -0.0]],
                 calibration: LinearCalibration {
                     weights: [1.0, 2.0, 3.0, 4.0],
+                    enrollment: -1.5,
                 },
                 far_curve: vec![FarPoint { far: 0.1, llr: 1.5 }],
             },
             narrow: BandNorm {
                 cohort: vec![vec![0.0, 1.0]],
-                calibration: LinearCalibration { weights: [0.0; 4] },
+                calibration: LinearCalibration {
+                    weights: [0.0; 4],
+                    enrollment: 0.0,
+                },
                 far_curve: vec![FarPoint { far: 0.1, llr: 1.5 }],
             },
             probe_speech_millis: [1_000, 4_000],
+            enroll_speech_millis: [1_500, 4_000],
         };
         let text = serde_json::to_string(&norm).unwrap();
         assert_eq!(serde_json::from_str::<ScoreNorm>(&text).unwrap(), norm);
@@ -699,6 +788,12 @@ mod tests {
         assert!(norm.validate().unwrap_err().contains("narrow cohort"));
         let mut empty_curve = ScoreNorm { top_k: 1, ..norm };
         assert_eq!(empty_curve.validate(), Ok(()));
+        // An enrollment weight without the range it was fitted on: refused.
+        let unranged = ScoreNorm {
+            enroll_speech_millis: [0, 0],
+            ..empty_curve.clone()
+        };
+        assert!(unranged.validate().unwrap_err().contains("enrollment"));
         empty_curve.wide.far_curve.clear();
         assert!(empty_curve.validate().is_err());
     }
@@ -709,6 +804,7 @@ mod tests {
             cohort: vec![vec![0.6, 0.8], vec![1.0, 0.0], vec![0.0, 1.0]],
             calibration: LinearCalibration {
                 weights: [0.5, 2.0, 0.0, 0.0],
+                enrollment: -1.0,
             },
             far_curve: vec![FarPoint { far: 0.1, llr: 1.5 }],
         };
@@ -718,6 +814,7 @@ mod tests {
             wide: band.clone(),
             narrow: band,
             probe_speech_millis: [1_000, 4_000],
+            enroll_speech_millis: [1_000, 4_000],
         };
         let tenant: [&[f32]; 4] = [&[0.0, 1.0], &[-0.6, 0.8], &[0.0, -1.0], &[0.95, 0.312]];
         // The claimed voice: tenant[3] is a second account of it (cosine
@@ -732,11 +829,17 @@ mod tests {
         );
         let expected = |i: usize| {
             let others: Vec<&[f32]> = (0..4).filter(|&j| j != i).map(|j| tenant[j]).collect();
-            norm.score(Band::Wide, tenant[i], &probe, 2_000, &others)
+            // Another user's enrollment counts as the longest calibrated.
+            norm.score(Band::Wide, tenant[i], Some(4_000), &probe, 2_000, &others)
                 .llr
         };
         assert_eq!(llrs, vec![expected(2), expected(0)]);
         assert!(llrs.iter().all(|l| l.is_finite()));
+        // A voiceprint enrolled from 1 s moves its LLR by the enrollment
+        // weight times ln 1 - ln 4; unknown counts as 4 s.
+        let short = norm.score(Band::Wide, &claimed, Some(1_000), &probe, 2_000, &[]);
+        let unknown = norm.score(Band::Wide, &claimed, None, &probe, 2_000, &[]);
+        assert!((short.llr - unknown.llr - 4f32.ln()).abs() < 1e-5);
     }
 
     #[test]

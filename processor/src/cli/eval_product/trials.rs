@@ -31,18 +31,27 @@ pub(super) fn score_trials(
     embedded: &[Option<Embedded>],
     pool: &rayon::ThreadPool,
 ) -> Vec<Scored> {
-    let score = |enrolled: &[f32], probe: &Embedded, band: Band, tenant: &[&[f32]]| match opts.norm
-    {
-        Some(n) => n.score(band, enrolled, &probe.probe, probe.probe_speech, tenant),
-        None => {
-            let raw = cosine(enrolled, &probe.probe);
-            VoiceScore {
-                raw,
-                norm: raw,
-                llr: raw,
+    let score =
+        |enrolled: &[f32], speech: u64, probe: &Embedded, band: Band, tenant: &[&[f32]]| match opts
+            .norm
+        {
+            Some(n) => n.score(
+                band,
+                enrolled,
+                Some(speech),
+                &probe.probe,
+                probe.probe_speech,
+                tenant,
+            ),
+            None => {
+                let raw = cosine(enrolled, &probe.probe);
+                VoiceScore {
+                    raw,
+                    norm: raw,
+                    llr: raw,
+                }
             }
-        }
-    };
+        };
     pool.install(|| {
         models
             .par_iter()
@@ -63,7 +72,8 @@ pub(super) fn score_trials(
                             let best = model
                                 .voiceprints
                                 .iter()
-                                .map(|v| score(v, probe, items[p].band, &tenant))
+                                .zip(&model.speech)
+                                .map(|(v, s)| score(v, *s, probe, items[p].band, &tenant))
                                 .max_by(|a, b| a.llr.total_cmp(&b.llr))
                                 .expect("a voiceprint");
                             let raw = model
@@ -92,6 +102,8 @@ pub(super) struct Model<'a> {
     /// Items it was enrolled from.
     pub(super) samples: Vec<usize>,
     pub(super) voiceprints: Vec<Vec<f32>>,
+    /// Net speech behind each voiceprint (the profile's, in the engine).
+    pub(super) speech: Vec<u64>,
 }
 
 /// Up to ten voiceprints per speaker, each from N consecutive recordings
@@ -112,9 +124,16 @@ pub(super) fn enrolled_models<'a>(
                 .iter()
                 .map(|&i| embedded[i].as_ref().expect("embedded"))
                 .collect();
+            let speech = match mode {
+                EnrollMode::Best => embedded.iter().map(|e| e.full_speech).collect(),
+                EnrollMode::Mean | EnrollMode::Weighted => {
+                    vec![embedded.iter().map(|e| e.full_speech).sum()]
+                }
+            };
             models.push(Model {
                 speaker,
                 voiceprints: voiceprints(&embedded, mode),
+                speech,
                 samples,
             });
         }

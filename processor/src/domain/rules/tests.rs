@@ -1337,6 +1337,7 @@ fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
         cohort: vec![vec![0.0, 1.0], vec![-1.0, 0.0]],
         calibration: LinearCalibration {
             weights: [bias, 1.0, 0.0, 0.0],
+            enrollment: 0.0,
         },
         // Accept at LLR 1 (0.1% of impostors), reject below 0 (1%).
         far_curve: vec![
@@ -1356,6 +1357,7 @@ fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
         wide: band(0.0),
         narrow: band(-5.0),
         probe_speech_millis: [1_000, 4_000],
+        enroll_speech_millis: [0, 0],
     };
     assert_eq!(score_norm.validate(), Ok(()));
     let policy = Policy::default();
@@ -1430,6 +1432,35 @@ fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
     // The narrowband lines stay the bundled ones: the tail is per band.
     let t = run_with(&[], 8_000, Some(&tails)).thresholds.unwrap();
     assert_eq!((t.accept, t.reject), (1.0, 0.0));
+
+    // With an enrollment weight, the profile's net speech is the voiceprint's
+    // quality: 20 s is held at the calibration's longest (4 s), 2 s is not,
+    // and a profile without it counts as the longest.
+    let mut with_enrollment = score_norm.clone();
+    with_enrollment.wide.calibration.enrollment = -1.0;
+    with_enrollment.enroll_speech_millis = [1_000, 4_000];
+    assert_eq!(with_enrollment.validate(), Ok(()));
+    let llr_at = |net_speech_millis: u64| {
+        let job = verification(false);
+        let ctx = Context {
+            norm: Some(NormContext {
+                score_norm: &with_enrollment,
+                tenant: &[],
+                tails: None,
+            }),
+            ..ctx(&policy)
+        };
+        let mut loaded = enrolled(0, 0);
+        loaded.profile.as_mut().unwrap().net_speech_millis = net_speech_millis;
+        let admitted = verification::admit(&job, loaded, ctx).unwrap();
+        let outcome = verification::decide(&job, admitted, &[], &sample(0.9, 3_000), ctx);
+        let decision = outcome.decision(&timbre_schemas::Request::Verification(job), NOW);
+        decision.llr.unwrap()
+    };
+    let long = llr_at(20_000);
+    assert!((long - (llr - 4f32.ln())).abs() < 1e-4, "{long} vs {llr}");
+    assert!((llr_at(2_000) - (llr - 2f32.ln())).abs() < 1e-4);
+    assert_eq!(llr_at(0), long);
 }
 
 #[test]

@@ -64,6 +64,7 @@ fn thresholds(t: &VoiceThresholds, band: Option<Band>) -> Thresholds {
 fn voice_score(
     job: &VerificationRequested,
     voiceprint: &Voiceprint,
+    enrolled_speech_millis: u64,
     sample: &Analysis,
     band: Band,
     ctx: Context<'_>,
@@ -79,6 +80,8 @@ fn voice_score(
             let s = n.score_norm.score(
                 band,
                 &voiceprint.embedding,
+                // Profiles from before net speech was counted hold 0.
+                (enrolled_speech_millis > 0).then_some(enrolled_speech_millis),
                 &sample.embedding,
                 sample.speech_millis,
                 &tenant,
@@ -197,7 +200,8 @@ pub fn decide(
             || (w.model_id == model_id
                 && cosine(&sample.embedding, &w.embedding) >= policy.accept_threshold)
     });
-    let (score, calibrated) = voice_score(job, &voiceprint, sample, band, ctx);
+    let enrolled_speech = profile.net_speech_millis;
+    let (score, calibrated) = voice_score(job, &voiceprint, enrolled_speech, sample, band, ctx);
     let raw = calibrated.map_or(score, |s| s.raw);
     let (voice, voice_reason) = match policy::verdict(score, &judged_by) {
         _ if watchlisted => (Verdict::Reject, Code::WatchlistMatch),
