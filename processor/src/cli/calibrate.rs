@@ -65,10 +65,12 @@ pub struct CalibrateCmd {
 
 /// One calibration speaker's embeddings in one band.
 struct Halves {
-    /// The whole first half: embedding and net speech.
-    enrolled: (Vec<f32>, u64),
-    /// Per shorter enrollment length: embedding and net speech.
-    short_enrolled: Vec<(Vec<f32>, u64)>,
+    /// The whole first half: the speaker's voiceprint in other speakers'
+    /// tenant cohorts.
+    whole: Vec<f32>,
+    /// Per enrollment length (the shorter cuts, then the whole half):
+    /// embedding and net speech.
+    enrollments: Vec<(Vec<f32>, u64)>,
     /// Per probe length: embedding and net speech.
     probes: Vec<(Vec<f32>, u64)>,
 }
@@ -140,7 +142,7 @@ impl CalibrateCmd {
         );
         let enroll_range = range_of(
             all_halves()
-                .flat_map(|h| h.short_enrolled.iter().chain([&h.enrolled]).map(|e| e.1))
+                .flat_map(|h| h.enrollments.iter().map(|e| e.1))
                 .collect(),
         );
         let mut bands = Vec::new();
@@ -167,6 +169,7 @@ impl CalibrateCmd {
                 band.as_str().into(),
                 json!({"eer": m.eer, "target_trials": m.target_trials,
                        "nontarget_trials": m.nontarget_trials, "weights": calibration.weights,
+                       "enrollment_weight": calibration.enrollment,
                        "far_curve": far_curve}),
             );
             bands.push(BandNorm {
@@ -215,16 +218,15 @@ fn calibration_trials(
     let against = |e: &[f32], others: &[Vec<f32>]| -> Vec<f64> {
         others.iter().map(|c| f64::from(cosine(c, e))).collect()
     };
-    let whole: Vec<Vec<f32>> = halves.iter().map(|h| h.enrolled.0.clone()).collect();
-    let whole_vs_whole: Vec<Vec<f64>> = whole.iter().map(|e| against(e, &whole)).collect();
-    // The tenant of a trial of enrollee i and probe speaker j.
-    let stats = |vs_cohort: &[f64], vs_whole: &[f64], i: usize, j: usize| {
+    let whole: Vec<Vec<f32>> = halves.iter().map(|h| h.whole.clone()).collect();
+    // The tenant of a trial of enrollee i and probe speaker j, without the
+    // voiceprints the engine would take for the enrolled voice: those at
+    // SAME_VOICE_COSINE or more from the enrollment scored (`enrolled`).
+    let stats = |vs_cohort: &[f64], vs_whole: &[f64], enrolled: &[f64], i: usize, j: usize| {
         let tenant = vs_whole
             .iter()
             .enumerate()
-            .filter(|&(m, _)| {
-                m != i && m != j && whole_vs_whole[i][m] < f64::from(SAME_VOICE_COSINE)
-            })
+            .filter(|&(m, _)| m != i && m != j && enrolled[m] < f64::from(SAME_VOICE_COSINE))
             .map(|(_, s)| *s);
         top_k_stats(vs_cohort.iter().copied().chain(tenant).collect(), top_k)
     };
@@ -232,8 +234,8 @@ fn calibration_trials(
     let enrollments: Vec<Vec<EnrolledSide<'_>>> = halves
         .iter()
         .map(|h| {
-            std::iter::once(&h.enrolled)
-                .chain(&h.short_enrolled)
+            h.enrollments
+                .iter()
                 .map(|(e, s)| EnrolledSide {
                     embedding: e,
                     vs_cohort: against(e, cohort),
@@ -253,8 +255,8 @@ fn calibration_trials(
                 for side in sides {
                     let norm = as_norm(
                         cosine(side.embedding, embedding),
-                        stats(&side.vs_cohort, &side.vs_whole, i, j),
-                        stats(&vs_cohort, &vs_whole, i, j),
+                        stats(&side.vs_cohort, &side.vs_whole, &side.vs_whole, i, j),
+                        stats(&vs_cohort, &vs_whole, &side.vs_whole, i, j),
                     );
                     trials.push(CalibrationTrial {
                         norm,
@@ -304,10 +306,17 @@ fn embed_halves(
         }
         Ok(out)
     };
-    let enrolled = (model.embed(first)?, vad.millis(first, band)?);
+    let mut enrollments = cuts(first, &SHORT_ENROLL_SECONDS)?;
+    // The whole half is in every other speaker's tenant cohort; as an
+    // enrollment of its own it needs the speech the engine asks of one.
+    let whole = model.embed(first)?;
+    let whole_speech = vad.millis(first, band)?;
+    if whole_speech >= min_speech {
+        enrollments.push((whole.clone(), whole_speech));
+    }
     Ok(Halves {
-        enrolled,
-        short_enrolled: cuts(first, &SHORT_ENROLL_SECONDS)?,
+        whole,
+        enrollments,
         probes: cuts(second, &PROBE_SECONDS)?,
     })
 }

@@ -410,8 +410,16 @@ impl EvalCmd {
                             // Both sides are recordings: each one's own
                             // length is its quality.
                             Some(n) => {
-                                n.score(band, &embeddings[a], None, &embeddings[b], lengths[b], &[])
-                                    .llr
+                                let enrolled = (lengths[a] > 0).then_some(lengths[a]);
+                                n.score(
+                                    band,
+                                    &embeddings[a],
+                                    enrolled,
+                                    &embeddings[b],
+                                    lengths[b],
+                                    &[],
+                                )
+                                .llr
                             }
                             None => cosine(&embeddings[a], &embeddings[b]),
                         },

@@ -452,6 +452,34 @@ impl ScoreNorm {
         Ok(())
     }
 
+    /// Identifies the LLR scale of this normalisation: a hash of what maps
+    /// a score to an LLR and an LLR to a rate (calibrations, curves and
+    /// quality ranges; not the cohorts, which the LLRs' meaning does not
+    /// hang on once fitted). Counts of LLRs kept under one scale (a
+    /// tenant's impostor tail) are not read under another.
+    pub fn scale_id(&self) -> u64 {
+        let mut bytes = Vec::new();
+        let mut eat = |b: &[u8]| bytes.extend_from_slice(b);
+        eat(self.model_id.as_bytes());
+        for band in [&self.wide, &self.narrow] {
+            for w in band.calibration.all_weights() {
+                eat(&w.to_le_bytes());
+            }
+            for p in &band.far_curve {
+                eat(&p.far.to_le_bytes());
+                eat(&p.llr.to_le_bytes());
+            }
+        }
+        for ms in self
+            .probe_speech_millis
+            .iter()
+            .chain(&self.enroll_speech_millis)
+        {
+            eat(&ms.to_le_bytes());
+        }
+        super::fnv1a(&bytes)
+    }
+
     /// The lowest false-accept rate both bands' curves reach: stricter
     /// targets get this rate's thresholds.
     pub fn lowest_far(&self) -> f64 {

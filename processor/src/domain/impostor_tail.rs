@@ -132,6 +132,10 @@ pub struct TenantTails {
     pub wide: ImpostorTail,
     /// 8 kHz (telephone) probes.
     pub narrow: ImpostorTail,
+    /// The calibration whose LLRs were counted
+    /// ([`ScoreNorm::scale_id`](super::calibration::ScoreNorm::scale_id)):
+    /// counts on another calibration's scale say nothing about this one.
+    pub scale: u64,
 }
 
 impl TenantTails {
@@ -151,11 +155,13 @@ impl TenantTails {
         }
     }
 
-    /// Compact bytes for the store: a format byte, then per band (wide,
-    /// narrow) the count of non-empty buckets and each as (bucket `u16`,
-    /// count `u32`), little-endian. Counts only: no score, voice or user.
+    /// Compact bytes for the store: a format byte, the calibration's
+    /// `scale` (`u64`), then per band (wide, narrow) the count of non-empty
+    /// buckets and each as (bucket `u16`, count `u32`), little-endian.
+    /// Counts only: no score, voice or user.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![FORMAT];
+        out.extend_from_slice(&self.scale.to_le_bytes());
         for tail in [&self.wide, &self.narrow] {
             let filled: Vec<(usize, u32)> = tail
                 .counts
@@ -184,6 +190,7 @@ impl TenantTails {
             rest = tail;
             Some(head)
         };
+        let scale = u64::from_le_bytes(take(8)?.try_into().ok()?);
         let mut bands = [ImpostorTail::default(), ImpostorTail::default()];
         for tail in &mut bands {
             let filled = u32::from_le_bytes(take(4)?.try_into().ok()?);
@@ -204,12 +211,17 @@ impl TenantTails {
             return None;
         }
         let [wide, narrow] = bands;
-        Some(TenantTails { wide, narrow })
+        Some(TenantTails {
+            wide,
+            narrow,
+            scale,
+        })
     }
 }
 
-/// Format byte of [`TenantTails::encode`].
-const FORMAT: u8 = 1;
+/// Format byte of [`TenantTails::encode`] (1: before the calibration's
+/// scale was kept; such bytes are refused and the tail starts afresh).
+const FORMAT: u8 = 2;
 
 #[cfg(test)]
 mod tests {
@@ -300,15 +312,18 @@ mod tests {
 
     #[test]
     fn tails_survive_their_stored_form_and_refuse_other_bytes() {
-        let mut tails = TenantTails::default();
+        let mut tails = TenantTails {
+            scale: 0x0123_4567_89ab_cdef,
+            ..TenantTails::default()
+        };
         for llr in [-70.0, -3.25, 0.0, 0.01, 5.55, 5.55, 99.0] {
             tails.wide.record(llr);
         }
         tails.narrow.record(1.0);
         let bytes = tails.encode();
-        // Format byte, 5 wide buckets (0.0 and 0.01 share one, as do the
-        // two 5.55s; -70 and 99 land in the end buckets), 1 narrow.
-        assert_eq!(bytes.len(), 1 + 4 + 5 * 6 + 4 + 6);
+        // Format byte, scale, 5 wide buckets (0.0 and 0.01 share one, as do
+        // the two 5.55s; -70 and 99 land in the end buckets), 1 narrow.
+        assert_eq!(bytes.len(), 1 + 8 + 4 + 5 * 6 + 4 + 6);
         assert_eq!(TenantTails::decode(&bytes), Some(tails.clone()));
         assert_eq!(
             TenantTails::decode(&TenantTails::default().encode()),
@@ -320,12 +335,13 @@ mod tests {
             &[][..],
             &bytes[..bytes.len() - 1],
             &longer,
-            &[2, 0, 0, 0, 0],
+            // Empty tails in format 1, from before the scale was kept.
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0],
         ] {
             assert_eq!(TenantTails::decode(bad), None, "{bad:?}");
         }
         // A bucket listed twice is refused.
-        let mut twice = vec![FORMAT, 2, 0, 0, 0];
+        let mut twice = vec![FORMAT, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0];
         for _ in 0..2 {
             twice.extend_from_slice(&5u16.to_le_bytes());
             twice.extend_from_slice(&1u32.to_le_bytes());
@@ -333,7 +349,7 @@ mod tests {
         twice.extend_from_slice(&0u32.to_le_bytes());
         assert_eq!(TenantTails::decode(&twice), None);
         // A bucket past the histogram is refused, not clamped.
-        let mut past = vec![FORMAT, 1, 0, 0, 0];
+        let mut past = vec![FORMAT, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
         past.extend_from_slice(&(BUCKETS as u16).to_le_bytes());
         past.extend_from_slice(&1u32.to_le_bytes());
         past.extend_from_slice(&0u32.to_le_bytes());

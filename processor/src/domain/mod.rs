@@ -38,13 +38,16 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// FNV-1a of `bytes`: a small hash that is the same on every processor,
+/// build and run.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Stable slot of a message key among `slots` (FNV-1a): the same key always
 /// lands in the same partition or lane, which is all per-user ordering needs.
 pub fn key_slot(key: &[u8], slots: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % slots.max(1) as u64) as usize
+    (fnv1a(key) % slots.max(1) as u64) as usize
 }

@@ -328,7 +328,11 @@ impl Processor {
             .as_deref()
             .filter(|n| n.model_id == model_id);
         let tails = match score_norm {
-            Some(_) => self.tails.get(&*self.store, tenant, &model_id).await?,
+            Some(n) => {
+                self.tails
+                    .get(&*self.store, tenant, &model_id, n.scale_id())
+                    .await?
+            }
             None => None,
         };
         // Admission needs the thresholds only: no tenant cohort is read for a
@@ -423,7 +427,7 @@ impl Processor {
                 claimed,
                 probe: sample.embedding.clone(),
                 speech_millis: sample.speech_millis,
-                seed: fnv1a(job.request_id.as_bytes()),
+                seed: crate::domain::fnv1a(job.request_id.as_bytes()),
             };
             self.record_impostors(norm, cohort, trial).await;
         }
@@ -626,12 +630,4 @@ struct ImpostorTrial {
     speech_millis: u64,
     /// Where the spread of voiceprints starts.
     seed: u64,
-}
-
-/// FNV-1a of `bytes`: a request's own spread of the tenant's voiceprints,
-/// the same on every processor and every redelivery.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

@@ -73,6 +73,7 @@ impl ImpostorTails {
         store: &dyn Store,
         tenant: &str,
         model_id: &str,
+        scale: u64,
     ) -> Result<Option<Arc<TenantTails>>, StoreError> {
         if self.settings.per_verification == 0 {
             return Ok(None);
@@ -82,11 +83,23 @@ impl ImpostorTails {
             entry.used_at = Instant::now();
             return Ok(Some(entry.tails.clone()));
         }
+        let fresh = TenantTails {
+            scale,
+            ..TenantTails::default()
+        };
         let stored = match store.impostor_tails(tenant, model_id).await {
-            Ok(t) => t.unwrap_or_default(),
+            Ok(Some(t)) if t.scale == scale => t,
+            Ok(Some(_)) => {
+                tracing::info!(
+                    tenant,
+                    "stored impostor tails are of another calibration, starting afresh"
+                );
+                fresh
+            }
+            Ok(None) => fresh,
             Err(StoreError::Corrupt(e)) => {
                 tracing::warn!(tenant, error = %e, "stored impostor tails unreadable, starting afresh");
-                TenantTails::default()
+                fresh
             }
             Err(e) => return Err(e),
         };

@@ -10,6 +10,7 @@ use timbre::adapters::file_store::FileStore;
 use timbre::adapters::memory_bus::MemoryBus;
 use timbre::audio::not_speech::{music, noise};
 use timbre::backends::{connect_bus, connect_store};
+use timbre::domain::impostor_tail::TenantTails;
 use timbre::domain::{JobCommit, Mutation, ProfileStatus, Voiceprint};
 use timbre::ports::{Bus, Store};
 use timbre_schemas::ProfileCommandKind;
@@ -361,6 +362,21 @@ async fn impostor_tail(h: &mut Harness) {
         let d = h.decision(&format!("{user}-e")).await;
         assert_eq!(d.decision, DecisionKind::Applied, "{d:?}");
     }
+    // Tails counted under another calibration are not read: 1,000 trials
+    // far above every line, stored under another scale, would raise the
+    // lines by the most a tail can (and reject the verification below).
+    let model_id = timbre::model::default_model_id().to_string();
+    let mut foreign = TenantTails {
+        scale: 1,
+        ..TenantTails::default()
+    };
+    for _ in 0..1_000 {
+        foreign.wide.record(50.0);
+    }
+    h.store
+        .put_impostor_tails(tenant, &model_id, &foreign)
+        .await
+        .unwrap();
     let counted = |h: &Harness| {
         h.metrics
             .impostor_tail_trials
@@ -386,7 +402,7 @@ async fn impostor_tail(h: &mut Harness) {
         before + 1,
         "against t-bob only: t-alice-2 is the same voice"
     );
-    let model_id = same.model_id.expect("model id");
+    assert_eq!(same.model_id.as_deref(), Some(model_id.as_str()));
     let stored = h
         .store
         .impostor_tails(tenant, &model_id)
@@ -394,6 +410,8 @@ async fn impostor_tail(h: &mut Harness) {
         .unwrap()
         .expect("tails saved");
     assert_eq!((stored.wide.total(), stored.narrow.total()), (1, 0));
+    let bundled = timbre::scoring::bundled_score_norm(&model_id).expect("bundled");
+    assert_eq!(stored.scale, bundled.scale_id());
 }
 
 /// 8 kHz audio is judged by the narrowband calibration: the speaker's LLR
