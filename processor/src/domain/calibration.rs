@@ -74,16 +74,6 @@ pub struct CohortStats {
     pub std: f32,
 }
 
-/// Cohort statistics of `embedding`: the `top_k` highest of its cosine
-/// scores against the `cohort` embeddings.
-pub fn cohort_stats<'a>(
-    cohort: impl IntoIterator<Item = &'a [f32]>,
-    embedding: &[f32],
-    top_k: usize,
-) -> CohortStats {
-    top_k_stats(cohort_scores(cohort, embedding), top_k)
-}
-
 /// Cosine scores of `embedding` against each `cohort` embedding.
 fn cohort_scores<'a>(cohort: impl IntoIterator<Item = &'a [f32]>, embedding: &[f32]) -> Vec<f64> {
     let probe = unit(embedding);
@@ -564,7 +554,7 @@ impl ScoreNorm {
 
     /// How far a tenant's own impostors (`tail`) sit above `band`'s curve
     /// at `far` ([`ImpostorTail::shift`]): the raise of its lines.
-    pub fn tail_shift(&self, band: Band, far: f64, tail: &ImpostorTail) -> f32 {
+    fn tail_shift(&self, band: Band, far: f64, tail: &ImpostorTail) -> f32 {
         tail.shift(&self.band(band).far_curve, far)
     }
 
@@ -677,7 +667,8 @@ mod tests {
             vec![-1.0, 0.0],
             vec![0.6, 0.8],
         ];
-        let s = cohort_stats(cohort.iter().map(Vec::as_slice), &[2.0, 0.0], 2);
+        let scores = cohort_scores(cohort.iter().map(Vec::as_slice), &[2.0, 0.0]);
+        let s = top_k_stats(scores, 2);
         assert!((s.mean - 0.8).abs() < 1e-6, "{s:?}");
         assert!((s.std - 0.2).abs() < 1e-6, "{s:?}");
     }
