@@ -21,8 +21,8 @@ use serde_json::json;
 use timbre::audio::{MODEL_SAMPLE_RATE, through_narrowband};
 use timbre::domain::Policy;
 use timbre::domain::calibration::{
-    Band, BandNorm, CalibrationTrial, LinearCalibration, SAME_VOICE_COSINE, ScoreNorm, as_norm,
-    far_curve, quality, top_k_stats,
+    Band, BandNorm, CalibrationTrial, CohortSide, LinearCalibration, ScoreNorm, cohort_scores,
+    far_curve, quality, tenant_as_norm,
 };
 use timbre::domain::policy::{cosine, unit};
 use timbre::eval::{Trial, metrics, read_manifest};
@@ -203,11 +203,11 @@ impl CalibrateCmd {
     }
 }
 
-/// Every enrollment (whole and short) against every probe. The cohort of a
-/// trial is the bundled one plus the other calibration speakers' whole
-/// enrollments, as the engine adds a tenant's other voiceprints (without
-/// those it takes for the claimed voice); the probe's own speaker is left
-/// out of it, as an impostor from outside the tenant would be.
+/// Every enrollment (whole and short) against every probe, normalised as
+/// the engine normalises ([`tenant_as_norm`]). The cohort of a trial is the
+/// bundled one plus the other calibration speakers' whole enrollments, as
+/// the engine adds a tenant's other voiceprints; the probe's own speaker is
+/// left out of it, as an impostor from outside the tenant would be.
 /// `ranges`: probe and enrollment net speech, for the quality measures.
 fn calibration_trials(
     cohort: &[Vec<f32>],
@@ -216,20 +216,9 @@ fn calibration_trials(
     ranges: [[u64; 2]; 2],
 ) -> Vec<CalibrationTrial> {
     let against = |e: &[f32], others: &[Vec<f32>]| -> Vec<f64> {
-        others.iter().map(|c| f64::from(cosine(c, e))).collect()
+        cohort_scores(others.iter().map(Vec::as_slice), e)
     };
     let whole: Vec<Vec<f32>> = halves.iter().map(|h| h.whole.clone()).collect();
-    // The tenant of a trial of enrollee i and probe speaker j, without the
-    // voiceprints the engine would take for the enrolled voice: those at
-    // SAME_VOICE_COSINE or more from the enrollment scored (`enrolled`).
-    let stats = |vs_cohort: &[f64], vs_whole: &[f64], enrolled: &[f64], i: usize, j: usize| {
-        let tenant = vs_whole
-            .iter()
-            .enumerate()
-            .filter(|&(m, _)| m != i && m != j && enrolled[m] < f64::from(SAME_VOICE_COSINE))
-            .map(|(_, s)| *s);
-        top_k_stats(vs_cohort.iter().copied().chain(tenant).collect(), top_k)
-    };
     // Per speaker, each of its enrollments with its side of the trials.
     let enrollments: Vec<Vec<EnrolledSide<'_>>> = halves
         .iter()
@@ -253,10 +242,18 @@ fn calibration_trials(
             let probe_quality = quality(*speech, ranges[0]);
             for (i, sides) in enrollments.iter().enumerate() {
                 for side in sides {
-                    let norm = as_norm(
+                    let norm = tenant_as_norm(
                         cosine(side.embedding, embedding),
-                        stats(&side.vs_cohort, &side.vs_whole, &side.vs_whole, i, j),
-                        stats(&vs_cohort, &vs_whole, &side.vs_whole, i, j),
+                        CohortSide {
+                            vs_bundled: &side.vs_cohort,
+                            vs_tenant: &side.vs_whole,
+                        },
+                        CohortSide {
+                            vs_bundled: &vs_cohort,
+                            vs_tenant: &vs_whole,
+                        },
+                        |m| m == i || m == j,
+                        top_k,
                     );
                     trials.push(CalibrationTrial {
                         norm,

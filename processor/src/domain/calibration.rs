@@ -75,7 +75,10 @@ pub struct CohortStats {
 }
 
 /// Cosine scores of `embedding` against each `cohort` embedding.
-fn cohort_scores<'a>(cohort: impl IntoIterator<Item = &'a [f32]>, embedding: &[f32]) -> Vec<f64> {
+pub fn cohort_scores<'a>(
+    cohort: impl IntoIterator<Item = &'a [f32]>,
+    embedding: &[f32],
+) -> Vec<f64> {
     let probe = unit(embedding);
     cohort
         .into_iter()
@@ -107,6 +110,39 @@ pub fn top_k_stats(mut scores: Vec<f64>, top_k: usize) -> CohortStats {
 pub fn as_norm(raw: f32, enrolled: CohortStats, probe: CohortStats) -> f32 {
     let z = |s: CohortStats| (raw - s.mean) / s.std.max(1e-4);
     0.5 * (z(enrolled) + z(probe))
+}
+
+/// One side of a trial (the voiceprint's or the probe's) against the
+/// cohort: its [`cohort_scores`] against the band's bundled cohort and
+/// against each of the tenant's voiceprints.
+#[derive(Debug, Clone, Copy)]
+pub struct CohortSide<'a> {
+    /// Against the bundled cohort.
+    pub vs_bundled: &'a [f64],
+    /// Against the tenant's voiceprints, in one order for both sides.
+    pub vs_tenant: &'a [f64],
+}
+
+/// AS-norm of a trial whose cohort is the bundled one plus the tenant's
+/// voiceprints, less those `left_out` (by index) and those at
+/// [`SAME_VOICE_COSINE`] or more from the enrolled side: the enrolled voice
+/// under a second account is no impostor of it.
+pub fn tenant_as_norm(
+    raw: f32,
+    enrolled: CohortSide<'_>,
+    probe: CohortSide<'_>,
+    left_out: impl Fn(usize) -> bool,
+    top_k: usize,
+) -> f32 {
+    let impostors: Vec<usize> = (0..enrolled.vs_tenant.len())
+        .filter(|&j| !left_out(j) && enrolled.vs_tenant[j] < f64::from(SAME_VOICE_COSINE))
+        .collect();
+    let stats = |side: CohortSide<'_>| {
+        let mut scores = side.vs_bundled.to_vec();
+        scores.extend(impostors.iter().map(|&j| side.vs_tenant[j]));
+        top_k_stats(scores, top_k)
+    };
+    as_norm(raw, stats(enrolled), stats(probe))
 }
 
 /// The quality measure of a probe: log of its net speech in seconds, held
@@ -526,21 +562,21 @@ impl ScoreNorm {
         let (voiceprint, skip) = (enrolled.embedding, enrolled.in_tenant);
         let enrollment = self.enrollment_quality(enrolled.speech_millis);
         let band = self.band(band);
-        // The tenant's scores against the voiceprint both pick its impostors
-        // and count on the voiceprint's side: one pass, not two.
+        let vs_bundled = cohort_scores(band.cohort.iter().map(Vec::as_slice), voiceprint);
         let vs_tenant = cohort_scores(tenant.iter().copied(), voiceprint);
-        let impostors: Vec<usize> = (0..tenant.len())
-            .filter(|&j| Some(j) != skip && vs_tenant[j] < f64::from(SAME_VOICE_COSINE))
-            .collect();
-        let mut enrolled_scores = cohort_scores(band.cohort.iter().map(Vec::as_slice), voiceprint);
-        enrolled_scores.extend(impostors.iter().map(|&j| vs_tenant[j]));
-        let mut cohort_of_probe = probe_scores.vs_bundled.clone();
-        cohort_of_probe.extend(impostors.iter().map(|&j| probe_scores.vs_tenant[j]));
         let raw = super::policy::cosine(voiceprint, probe);
-        let norm = as_norm(
+        let norm = tenant_as_norm(
             raw,
-            top_k_stats(enrolled_scores, self.top_k),
-            top_k_stats(cohort_of_probe, self.top_k),
+            CohortSide {
+                vs_bundled: &vs_bundled,
+                vs_tenant: &vs_tenant,
+            },
+            CohortSide {
+                vs_bundled: &probe_scores.vs_bundled,
+                vs_tenant: &probe_scores.vs_tenant,
+            },
+            |j| Some(j) == skip,
+            self.top_k,
         );
         let llr = band.calibration.llr(norm, probe_scores.quality, enrollment);
         VoiceScore { raw, norm, llr }
@@ -671,6 +707,31 @@ mod tests {
         let s = top_k_stats(scores, 2);
         assert!((s.mean - 0.8).abs() < 1e-6, "{s:?}");
         assert!((s.std - 0.2).abs() < 1e-6, "{s:?}");
+    }
+
+    #[test]
+    fn tenant_impostors_leave_out_the_named_and_the_enrolled_voice() {
+        // Tenant voiceprint 0 is the enrolled voice (cosine 0.9 ≥ 0.5),
+        // 2 is left out by index: only 1 joins both sides' cohorts.
+        let enrolled = CohortSide {
+            vs_bundled: &[0.1, 0.3],
+            vs_tenant: &[0.9, 0.2, 0.0],
+        };
+        let probe = CohortSide {
+            vs_bundled: &[0.2, 0.4],
+            vs_tenant: &[0.8, 0.6, 0.1],
+        };
+        // Top 2: enrolled {0.3, 0.2} (mean 0.25, std 0.05), probe {0.6,
+        // 0.4} (mean 0.5, std 0.1): z = 9 and 2.
+        let norm = tenant_as_norm(0.7, enrolled, probe, |j| j == 2, 2);
+        assert!((norm - 5.5).abs() < 1e-4, "{norm}");
+        // Nothing left out by index: voiceprint 2 (0.0 / 0.1) is below both
+        // top 2s, so the score stands.
+        assert!((tenant_as_norm(0.7, enrolled, probe, |_| false, 2) - 5.5).abs() < 1e-4);
+        // Left out by index 1 as well: top 2 enrolled {0.3, 0.1}, probe
+        // {0.4, 0.2}: z = 5 and 4.
+        let norm = tenant_as_norm(0.7, enrolled, probe, |j| j >= 1, 2);
+        assert!((norm - 4.5).abs() < 1e-4, "{norm}");
     }
 
     #[test]

@@ -223,6 +223,21 @@ impl TenantTails {
 /// scale was kept; such bytes are refused and the tail starts afresh).
 const FORMAT: u8 = 2;
 
+/// Up to `count` indices below `len`, evenly spaced from an offset given by
+/// `seed`: the tenant voiceprints an accepted verification is scored
+/// against for the tail, so the tail sees the whole sample over many
+/// verifications.
+pub fn spread(len: usize, count: usize, seed: u64) -> Vec<usize> {
+    if len == 0 || count == 0 {
+        return Vec::new();
+    }
+    let count = count.min(len);
+    let start = (seed % len as u64) as usize;
+    (0..count)
+        .map(|i| (start + i * len / count) % len)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,5 +385,17 @@ mod tests {
         );
         // The single trial in the top bucket survives the halving.
         assert_eq!(t.counts[BUCKETS - 1], 1);
+    }
+
+    #[test]
+    fn a_spread_covers_distinct_indices_from_its_offset() {
+        use super::spread;
+        assert_eq!(spread(10, 5, 3), vec![3, 5, 7, 9, 1]);
+        assert_eq!(spread(3, 20, 7), vec![1, 2, 0]);
+        assert!(spread(0, 20, 1).is_empty());
+        let mut all = spread(200, 20, 12_345);
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 20);
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::domain::calibration::{Band, ScoreNorm};
-use crate::domain::impostor_tail::TenantTails;
+use crate::domain::impostor_tail::{TenantTails, spread};
 use crate::ports::{Store, StoreError};
 
 /// Tenants idle this long leave memory (their tails are in the store).
@@ -187,34 +187,5 @@ impl ImpostorTails {
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Up to `count` indices below `len`, evenly spaced from an offset given by
-/// `seed`.
-fn spread(len: usize, count: usize, seed: u64) -> Vec<usize> {
-    if len == 0 || count == 0 {
-        return Vec::new();
-    }
-    let count = count.min(len);
-    let start = (seed % len as u64) as usize;
-    (0..count)
-        .map(|i| (start + i * len / count) % len)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::spread;
-
-    #[test]
-    fn a_spread_covers_distinct_indices_from_its_offset() {
-        assert_eq!(spread(10, 5, 3), vec![3, 5, 7, 9, 1]);
-        assert_eq!(spread(3, 20, 7), vec![1, 2, 0]);
-        assert!(spread(0, 20, 1).is_empty());
-        let mut all = spread(200, 20, 12_345);
-        all.sort_unstable();
-        all.dedup();
-        assert_eq!(all.len(), 20);
     }
 }

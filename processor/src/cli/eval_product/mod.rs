@@ -20,7 +20,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 use timbre::domain::Policy;
 use timbre::domain::calibration::{Band, ScoreNorm};
-use timbre::domain::impostor_tail::TenantTails;
+use timbre::domain::fnv1a;
+use timbre::domain::impostor_tail::{TenantTails, spread};
 use timbre::eval::{Trial, metrics};
 use timbre::model::SpeakerModel;
 
@@ -313,9 +314,16 @@ fn replay_composition(
                 .filter(|s| !s.target)
                 .map(|s| s.score.llr)
                 .collect();
-            let step = impostors.len().div_ceil(opts.tail_samples).max(1);
-            for llr in impostors.iter().step_by(step) {
-                tails.band_mut(band).record(*llr);
+            // The engine's pick, from a seed per verification as the
+            // engine's is (the request id's hash).
+            let request = format!("{seed}/{p}");
+            let picked = spread(
+                impostors.len(),
+                opts.tail_samples,
+                fnv1a(request.as_bytes()),
+            );
+            for i in picked {
+                tails.band_mut(band).record(impostors[i]);
             }
         }
     }
