@@ -26,12 +26,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 processor/scripts/fetch-model.sh
 
-# Property-based OpenAPI testing of the live API (tests/tests/api_openapi.rs).
+# Property-based OpenAPI testing of the live API (tests/tests/e2e/api_openapi.rs).
 TIMBRE_SCHEMATHESIS=$(tests/tools/schemathesis.sh)
 export TIMBRE_SCHEMATHESIS
 
 # The Helm chart: lint, render and validate offline (builds helm and
-# kubeconform with Go on first use); tests/tests/helm_chart.rs renders it
+# kubeconform with Go on first use); tests/tests/e2e/helm_chart.rs renders it
 # with the helm binary whose path check.sh prints.
 TIMBRE_HELM=$(tests/helm/check.sh)
 export TIMBRE_HELM

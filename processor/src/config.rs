@@ -234,7 +234,8 @@ impl Default for DialogueConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Where the API (and its `/healthz`, `/readyz`, `/metrics`) is served.
+    /// Where the API (and its `/healthz` and `/openapi.json`) is served;
+    /// `/readyz` and `/metrics` are on the operations listener (`listen`).
     pub listen: SocketAddr,
     /// Key of the HMAC that hashes API keys at rest (set it in production:
     /// without it a leaked key table can be checked offline).
@@ -268,7 +269,7 @@ pub struct ApiConfig {
     /// any key lookup (so unknown keys are throttled too).
     pub address_rate_limit_per_minute: u32,
     /// Header carrying the client's address when a trusted proxy sets it
-    /// (its first address is used, e.g. `x-forwarded-for`); unset: the
+    /// (its last address is used: the one it appended to `x-forwarded-for`); unset: the
     /// connection's peer address.
     pub client_address_header: Option<String>,
     /// How long a request waits for its decision before answering 202.

@@ -247,10 +247,22 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Opens (or creates) the database file.
+    /// Opens (or creates) the database file. It holds voiceprints and
+    /// retained audio: a new file is readable by its owner only.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(unavailable)?;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(unavailable)?;
         }
         let db = Database::create(path).map_err(unavailable)?;
         Ok(Self { db: Arc::new(db) })
@@ -984,14 +996,28 @@ impl AccessStore for FileStore {
                 let mut t = tx.open_table(RATE_COUNTS).map_err(unavailable)?;
                 t.insert(row.as_str(), encode(&(minute, admitted)).as_slice())
                     .map_err(unavailable)?;
-                let mut total = 0;
+                let (mut total, mut stale) = (0, Vec::new());
                 for entry in t
                     .range(prefix.as_str()..end.as_str())
                     .map_err(unavailable)?
                 {
-                    let (_, v) = entry.map_err(unavailable)?;
+                    let (k, v) = entry.map_err(unavailable)?;
+                    // `counted␟replica` only: a bucket named with this one
+                    // in front (a key's client tokens) is another bucket.
+                    if k.value()[prefix.len()..].contains(SEP) {
+                        continue;
+                    }
                     let (m, n): (i64, i64) = decode(v.value())?;
-                    total += if m == minute { n } else { 0 };
+                    if m == minute {
+                        total += n;
+                    } else if m < minute - 2 {
+                        // Gone replicas' rows (a restart names a new one),
+                        // as the CQL table's TTL lets them go.
+                        stale.push(k.value().to_string());
+                    }
+                }
+                for k in stale {
+                    t.remove(k.as_str()).map_err(unavailable)?;
                 }
                 total
             };

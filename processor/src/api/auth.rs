@@ -72,12 +72,14 @@ fn presented_key(parts: &Parts) -> Option<&str> {
 }
 
 /// The client's address: the trusted proxy's header when configured, else
-/// the connection's peer.
+/// the connection's peer. Of a list (`x-forwarded-for`) the last entry, the
+/// one the trusted proxy appended: the entries before it are whatever the
+/// client sent, and a client could rotate them to escape its limit.
 fn client_address(parts: &Parts, header: Option<&str>) -> String {
     let forwarded = header
         .and_then(|h| parts.headers.get(h))
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.rsplit(',').next())
         .map(str::trim)
         .filter(|a| !a.is_empty());
     match forwarded {

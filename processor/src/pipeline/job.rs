@@ -286,6 +286,7 @@ impl Processor {
         if let Err(refused) = rules::enrollment::admit(&loaded, ctx) {
             return Ok(*refused);
         }
+        let consent = loaded.consent.clone();
         let diagnosed = |outcome| {
             rules::with_diagnostics(
                 outcome,
@@ -293,6 +294,7 @@ impl Processor {
                 "enrollment",
                 &job.audio,
                 job.retain_diagnostics,
+                consent.as_ref(),
                 ctx,
             )
         };
@@ -364,6 +366,13 @@ impl Processor {
         } else {
             None
         };
+        // Whether the user lets audio be kept matters only to a job that
+        // asks to keep it.
+        let consent = if job.retain_diagnostics {
+            self.store.consent(tenant, user, BIOMETRIC_PURPOSE).await?
+        } else {
+            None
+        };
         let diagnosed = |outcome| {
             rules::with_diagnostics(
                 outcome,
@@ -371,6 +380,7 @@ impl Processor {
                 "verification",
                 &job.audio,
                 job.retain_diagnostics,
+                consent.as_ref(),
                 ctx,
             )
         };

@@ -170,9 +170,30 @@ pub async fn contact_consent(d: &Deployment) {
         (StatusCode::CONFLICT, Some("consent_withdrawn"))
     );
 
+    // Erasing the contact (and with it a lockout or a watchlist entry)
+    // takes profiles:admin; consent scopes alone change nothing.
+    for status in ["DELETED", "NO_CONSENT"] {
+        let (code, body) = put(&writer, json!({ "status": status })).await;
+        assert_eq!(
+            (code, body["error"].as_str(), body["scope"].as_str()),
+            (
+                StatusCode::FORBIDDEN,
+                Some("insufficient_scope"),
+                Some("profiles:admin")
+            ),
+            "{status}: {body}"
+        );
+    }
+    assert_eq!(get(&reader).await.1, json!({"status": "REFUSED"}));
+    let eraser = token(
+        d,
+        &["consent:read", "consent:write", "profiles:admin"],
+        "voicebiometrics-consent:write profiles:admin",
+    )
+    .await;
     // DELETED erases the contact, consent included.
     assert_eq!(
-        put(&writer, json!({"status": "DELETED"})).await,
+        put(&eraser, json!({"status": "DELETED"})).await,
         (StatusCode::OK, json!({"status": "DELETED"}))
     );
     assert_eq!(get(&reader).await.1, json!({"status": "NO_CONSENT"}));
@@ -517,6 +538,31 @@ pub async fn user_group_keys(d: &Deployment) {
         (StatusCode::OK, Some("accept")),
         "{body}"
     );
+    assert_eq!(diagnostics().await.len(), 1);
+    // The user withdraws consent to keep audio: the records go, and the
+    // retaining key's next verification keeps none; granted again, it does.
+    let retention = |retain_audio: bool| {
+        let body = json!({"user_id": user, "granted": true, "retain_audio": retain_audio});
+        let key = key.clone();
+        async move { d.api.post(&key, "/v1/consent", body).await }
+    };
+    let (status, body) = retention(false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(diagnostics().await.is_empty(), "erased with the retention");
+    let (status, body) = verify(key.clone()).await;
+    assert_eq!(
+        (status, body["decision"].as_str()),
+        (StatusCode::OK, Some("accept")),
+        "{body}"
+    );
+    assert!(
+        diagnostics().await.is_empty(),
+        "no audio kept without consent to keep it"
+    );
+    let (status, body) = retention(true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = verify(key.clone()).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(diagnostics().await.len(), 1);
 
     // Delete: the key is refused at once and no longer listed.

@@ -848,6 +848,10 @@ async fn watchlist_and_delete(store: &dyn Store, tenant: &str) {
 async fn file_store_honours_the_contract() {
     let path = scratch_dir("store").join("timbre.redb");
     let store = Arc::new(FileStore::open(&path).unwrap());
+    // Voiceprints and retained audio: for the owner's eyes only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     store_contract(store.clone()).await;
     access_contract(store).await;
 }
@@ -1069,6 +1073,13 @@ async fn access_contract(store: Arc<dyn AccessStore>) {
     assert_eq!(count(7, "b", 1).await, 2);
     assert_eq!(count(7, "a", 2).await, 3, "a replica's count is replaced");
     assert_eq!(count(8, "b", 1).await, 1, "a new minute starts at zero");
+    // A bucket named with this one in front (a key's client tokens are
+    // `key␟client␟user`) is a bucket of its own, both ways.
+    let nested = format!("{counted}\u{1f}client\u{1f}u1");
+    assert_eq!(store.count_requests(&nested, 8, "a", 5).await.unwrap(), 5);
+    assert_eq!(count(8, "b", 1).await, 1, "a nested bucket is not counted");
+    // Rows of earlier minutes do not count.
+    assert_eq!(count(20, "c", 2).await, 2);
 
     let session = ChallengeSession {
         tenant: "acme".into(),

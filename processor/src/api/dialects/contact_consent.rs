@@ -128,7 +128,9 @@ async fn status(
 /// Sets a contact's consent: `CONSENTED` grants it (audio retention by the
 /// tenant's policy), `REFUSED` withdraws it and erases the voiceprint, and
 /// `NO_CONSENT` or `DELETED` erase the contact altogether, consent included,
-/// so a later read says `NO_CONSENT`.
+/// so a later read says `NO_CONSENT`. Erasing the contact also ends a
+/// lockout and a watchlist entry, which only `profiles:admin` may do (as
+/// `DELETE /v1/users/{id}`): consent scopes alone only grant or refuse.
 async fn set_status(
     State(state): State<ApiState>,
     caller: Caller,
@@ -157,6 +159,7 @@ async fn set_status(
             ))
         }
         ContactConsent::NoConsent | ContactConsent::Deleted => {
+            caller.require(Scope::ProfilesAdmin)?;
             profile_command(&caller, &headers, contact_id, ProfileCommandKind::Delete)?
         }
     };

@@ -19,7 +19,7 @@ use timbre_schemas::Code;
 use super::calibration::ScoreNorm;
 use super::impostor_tail::TenantTails;
 use super::signals::Signal;
-use super::{Mutation, Outcome, Policy, Profile, ProfileStatus};
+use super::{Consent, Mutation, Outcome, Policy, Profile, ProfileStatus};
 use crate::liveness::Fingerprint;
 
 /// What every rule knows besides its inputs.
@@ -89,21 +89,25 @@ pub fn keep_fingerprint(user_id: &str, sample: &Analysis, ctx: Context<'_>) -> O
 
 /// The outcome of an admitted audio job, plus the mutation that keeps its
 /// recording and decision for diagnosis when the job asks for it (its API
-/// key retains data) and the tenant keeps diagnostics. Refusals before
-/// admission keep nothing: a user without consent leaves no audio behind.
+/// key retains data), the tenant keeps diagnostics and the user's `consent`
+/// lets audio be kept (granted, with `retain_audio`): a withdrawal of
+/// retention erases the records, and no later job brings them back.
+/// Refusals before admission keep nothing.
 pub fn with_diagnostics(
     outcome: Outcome,
     user_id: &str,
     job: &str,
     wav: &[u8],
     retain: bool,
+    consent: Option<&Consent>,
     ctx: Context<'_>,
 ) -> Outcome {
     let days = ctx
         .policy
         .diagnostics_days
         .min(super::policy::MAX_DIAGNOSTICS_DAYS);
-    if !retain || days == 0 || wav.is_empty() {
+    let consented = consent.is_some_and(|c| c.granted && c.retain_audio);
+    if !retain || !consented || days == 0 || wav.is_empty() {
         return outcome;
     }
     outcome.with(Mutation::KeepDiagnostics {
@@ -132,10 +136,16 @@ pub fn new_profile(tenant: &str, user_id: &str, now: i64) -> Profile {
     }
 }
 
-/// The profile after an opt-out: biometrics and progress gone, history kept.
+/// The profile after an opt-out: biometrics and progress gone, history
+/// kept. A locked profile stays locked: withdrawing consent and enrolling
+/// another voice must not lift a lockout that only an admin unlock ends.
 pub fn opted_out(profile: Profile, now: i64) -> Profile {
+    let status = match profile.status {
+        ProfileStatus::Locked => ProfileStatus::Locked,
+        _ => ProfileStatus::OptedOut,
+    };
     Profile {
-        status: ProfileStatus::OptedOut,
+        status,
         samples: 0,
         net_speech_millis: 0,
         sessions: 0,

@@ -84,7 +84,12 @@ pub fn decide(job: &ProfileCommand, loaded: Loaded, ctx: Context<'_>) -> Outcome
                 return Outcome::error(Code::ProfileNotFound, "no profile for this user");
             };
             if profile.status == ProfileStatus::Locked {
-                profile.status = ProfileStatus::Enrolled;
+                // Locked, then opted out: no voiceprint is left to verify.
+                profile.status = if profile.samples > 0 {
+                    ProfileStatus::Enrolled
+                } else {
+                    ProfileStatus::NotEnrolled
+                };
             }
             profile.failures = 0;
             profile.cooldown_until = 0;

@@ -944,6 +944,58 @@ fn rescore_outcomes(policy: &Policy) -> Vec<(&'static str, Outcome, DecisionKind
 }
 
 #[test]
+fn a_lockout_survives_withdrawing_and_granting_consent() {
+    let policy = Policy::default();
+    let change =
+        |granted: bool| ConsentChanged::new("r", "t", "u", 1, granted, BIOMETRIC_PURPOSE, true);
+    let locked = profile(ProfileStatus::Locked, 8, 0);
+    // Withdrawal erases the biometrics but keeps the lock.
+    let o = consent::decide(&change(false), Some(locked), ctx(&policy));
+    let withdrawn = written_profile(&o).unwrap().clone();
+    assert_eq!(
+        (withdrawn.status, withdrawn.samples),
+        (ProfileStatus::Locked, 0)
+    );
+    // Neither a grant nor an opt-out command opens it.
+    let o = consent::decide(&change(true), Some(withdrawn.clone()), ctx(&policy));
+    let granted = written_profile(&o).unwrap().clone();
+    assert_eq!(granted.status, ProfileStatus::Locked);
+    let o = profile::decide(
+        &command(ProfileCommandKind::OptOut),
+        profile::Loaded {
+            profile: Some(granted.clone()),
+            voiceprint: None,
+        },
+        ctx(&policy),
+    );
+    assert_eq!(written_profile(&o).unwrap().status, ProfileStatus::Locked);
+    // So another voice cannot enroll in its place.
+    let loaded = enrollment::Loaded {
+        profile: Some(granted.clone()),
+        consent: Some(consent(true, true)),
+        voiceprint: None,
+        model_id: "m1".into(),
+    };
+    assert_eq!(
+        enrollment::admit(&loaded, ctx(&policy)).map_err(|o| codes(&o)),
+        Err(vec![Code::ProfileLocked])
+    );
+    // An admin unlock lifts it; with no voiceprint left the user enrolls anew.
+    let o = profile::decide(
+        &command(ProfileCommandKind::Unlock),
+        profile::Loaded {
+            profile: Some(granted),
+            voiceprint: None,
+        },
+        ctx(&policy),
+    );
+    assert_eq!(
+        written_profile(&o).unwrap().status,
+        ProfileStatus::NotEnrolled
+    );
+}
+
+#[test]
 fn opting_out_withdraws_consent_so_no_enrollment_follows() {
     let policy = Policy::default();
     let o = profile::decide(
@@ -1465,7 +1517,7 @@ fn a_calibrated_verification_is_judged_by_its_llr_in_its_band() {
 
 #[test]
 fn diagnostics_are_kept_only_when_asked_and_never_past_thirty_days() {
-    let kept = |retain: bool, days: u32, wav: &[u8]| {
+    let kept_with = |retain: bool, consent: Option<Consent>, days: u32, wav: &[u8]| {
         let policy = Policy {
             diagnostics_days: days,
             ..Policy::default()
@@ -1476,6 +1528,7 @@ fn diagnostics_are_kept_only_when_asked_and_never_past_thirty_days() {
             "verification",
             wav,
             retain,
+            consent.as_ref(),
             ctx(&policy),
         );
         outcome.mutations.iter().find_map(|m| match m {
@@ -1489,6 +1542,19 @@ fn diagnostics_are_kept_only_when_asked_and_never_past_thirty_days() {
             _ => None,
         })
     };
+    let kept = |retain: bool, days: u32, wav: &[u8]| {
+        kept_with(retain, Some(consent(true, true)), days, wav)
+    };
+    for (consent, why) in [
+        (None, "no consent recorded"),
+        (
+            Some(consent(true, false)),
+            "consent without audio retention",
+        ),
+        (Some(consent(false, false)), "consent withdrawn"),
+    ] {
+        assert_eq!(kept_with(true, consent, 30, b"RIFF"), None, "{why}");
+    }
     assert_eq!(
         kept(false, 30, b"RIFF"),
         None,
