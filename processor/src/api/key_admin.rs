@@ -68,6 +68,10 @@ async fn create(
             ApiError::bad_request("invalid_scope", format!("unknown scope {name:?}"))
                 .with("field", "scopes")
         })?;
+        // No key hands out more than it holds: a key narrowed to
+        // `keys:admin` (or a token narrowed to it) cannot mint its way back
+        // to the scopes it was narrowed from.
+        caller.require(scope)?;
         scopes.insert(scope);
     }
     if scopes.is_empty() {

@@ -2,6 +2,7 @@
 //! learning progress, demo keys.
 
 use axum::extract::{Multipart, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -186,8 +187,10 @@ async fn user_learning(
     })))
 }
 
-async fn demo_key(State(state): State<ApiState>) -> Result<Response, ApiError> {
+async fn demo_key(State(state): State<ApiState>, parts: Parts) -> Result<Response, ApiError> {
     let config = &state.inner.config;
+    // Unauthenticated: the address's budget first, as for key lookups.
+    super::auth::admit_address(&state, &parts)?;
     if !config.demo_keys {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

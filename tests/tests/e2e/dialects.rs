@@ -289,11 +289,29 @@ pub async fn user_group_keys(d: &Deployment) {
         .post(
             &d.acme,
             "/v1/keys",
-            json!({"scopes": ["keys:admin"], "name": "account"}),
+            json!({"scopes": ["keys:admin", "verify"], "name": "account"}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{account}");
     let account = account["api_key"].as_str().unwrap().to_string();
+    // A native key grants only what it holds itself.
+    let (status, body) = d
+        .api
+        .post(
+            &account,
+            "/v1/keys",
+            json!({"scopes": ["verify", "enroll"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str(), body["scope"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            Some("insufficient_scope"),
+            Some("enroll")
+        ),
+        "{body}"
+    );
     let admin = |action: &str, query: &[(&str, &str)], form: bool| {
         call(action, ADMIN, &account, query, form)
     };
