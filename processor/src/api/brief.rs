@@ -15,7 +15,7 @@ use timbre_schemas::{
 };
 
 use super::auth::Caller;
-use super::jobs::{Early, decide, decide_within_request, request_id};
+use super::jobs::{Early, decide, decide_within_request, request_id_of};
 use super::router::Body;
 use super::users::profile_command;
 use super::{ApiError, ApiState, form, views};
@@ -69,7 +69,7 @@ async fn enroll(
         refuse_enrolled(&state, &caller.tenant, &user_id).await?;
     }
     let mut job = EnrollmentRequested::new(
-        request_id(&headers)?,
+        request_id_of(&caller, &headers)?,
         caller.tenant.clone(),
         user_id,
         now_ms(),

@@ -36,6 +36,18 @@ pub fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
+/// [`request_id`] of a job `caller` submits: a client token's holder (an
+/// end user's page) gets its ids in a namespace of its own, so it cannot
+/// take an id the integrator will use and have the integrator's job refused
+/// as a conflict. The job's answer names the id to poll.
+pub fn request_id_of(caller: &Caller, headers: &HeaderMap) -> Result<String, ApiError> {
+    let id = request_id(headers)?;
+    Ok(match &caller.user {
+        Some(user) => format!("client:{}:{user}:{id}", caller.key_id),
+        None => id,
+    })
+}
+
 fn conflict() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,

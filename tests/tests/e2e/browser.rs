@@ -243,6 +243,52 @@ async fn client_token_limits(d: &Deployment, user: &str, origin: &str) {
         (StatusCode::BAD_REQUEST, Some("invalid_scope")),
         "{body}"
     );
+    // A page's idempotency keys are its own: it cannot take an id the
+    // integrator will use (for another user, or another kind of job).
+    let page_user = format!("{user}-page");
+    let (status, body) = api
+        .post(
+            &d.acme,
+            "/v1/consent",
+            json!({"user_id": page_user, "granted": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page = client_token(d, &page_user, "enroll", 60).await;
+    let shared = format!("id-of-{user}");
+    let audio = reqwest::multipart::Part::bytes(spoken_digits(SPEAKER, 1, ENROLL_CODES[0]))
+        .file_name("a.wav")
+        .mime_str("audio/wav")
+        .unwrap();
+    let (status, body) = api
+        .send(
+            api.http
+                .post(format!("{}/enroll", api.base))
+                .header("x-api-key", &page)
+                .header("idempotency-key", &shared)
+                .multipart(reqwest::multipart::Form::new().part("audio", audio)),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the page's sample is decided: {body}"
+    );
+    let (status, body) = api
+        .send(
+            api.http
+                .post(format!("{}/v1/consent", api.base))
+                .header("x-api-key", &d.acme)
+                .header("idempotency-key", &shared)
+                .json(&json!({"user_id": user, "granted": true})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the integrator's id is free: {body}"
+    );
+
     // Preflights: answered without credentials, for listed origins only.
     let preflight = |from: &str| {
         api.http
