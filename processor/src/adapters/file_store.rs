@@ -1002,18 +1002,16 @@ impl AccessStore for FileStore {
                     .map_err(unavailable)?
                 {
                     let (k, v) = entry.map_err(unavailable)?;
-                    // `counted␟replica` only: a bucket named with this one
-                    // in front (a key's client tokens) is another bucket.
-                    if k.value()[prefix.len()..].contains(SEP) {
-                        continue;
-                    }
                     let (m, n): (i64, i64) = decode(v.value())?;
-                    if m == minute {
-                        total += n;
-                    } else if m < minute - 2 {
-                        // Gone replicas' rows (a restart names a new one),
+                    if m < minute - 2 {
+                        // Gone replicas' rows (a restart names a new one)
+                        // and one-off client-token buckets under this one,
                         // as the CQL table's TTL lets them go.
                         stale.push(k.value().to_string());
+                    } else if m == minute && !k.value()[prefix.len()..].contains(SEP) {
+                        // `counted␟replica` only: a bucket named with this
+                        // one in front (a key's client tokens) is another.
+                        total += n;
                     }
                 }
                 for k in stale {

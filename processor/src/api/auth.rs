@@ -76,8 +76,10 @@ fn presented_key(parts: &Parts) -> Option<&str> {
 /// one the trusted proxy appended: the entries before it are whatever the
 /// client sent, and a client could rotate them to escape its limit.
 fn client_address(parts: &Parts, header: Option<&str>) -> String {
+    // A proxy may add a header line of its own rather than append to the
+    // client's: the last line, then its last entry.
     let forwarded = header
-        .and_then(|h| parts.headers.get(h))
+        .and_then(|h| parts.headers.get_all(h).iter().next_back())
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
         .map(str::trim)

@@ -39,11 +39,17 @@ pub fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
 /// [`request_id`] of a job `caller` submits: a client token's holder (an
 /// end user's page) gets its ids in a namespace of its own, so it cannot
 /// take an id the integrator will use and have the integrator's job refused
-/// as a conflict. The job's answer names the id to poll.
+/// as a conflict. The user is named by a digest (fixed length, no
+/// separators of its own). The job's answer names the id to poll.
 pub fn request_id_of(caller: &Caller, headers: &HeaderMap) -> Result<String, ApiError> {
+    use sha2::{Digest, Sha256};
     let id = request_id(headers)?;
     Ok(match &caller.user {
-        Some(user) => format!("client:{}:{user}:{id}", caller.key_id),
+        Some(user) => {
+            let digest = Sha256::digest(user.as_bytes());
+            let user: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            format!("client:{}:{user}:{id}", caller.key_id)
+        }
         None => id,
     })
 }

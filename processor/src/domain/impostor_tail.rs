@@ -258,17 +258,17 @@ mod tests {
     }
 
     /// LLRs in the middle of their buckets (-39.95, -39.85, …).
-    fn spread(n: usize) -> impl Iterator<Item = f32> {
+    fn bucket_middles(n: usize) -> impl Iterator<Item = f32> {
         (0..n).map(|i| -39.95 + 0.1 * i as f32)
     }
 
     #[test]
     fn a_line_lets_the_rate_of_impostors_reach_it() {
-        let t = tail(spread(800));
+        let t = tail(bucket_middles(800));
         // 1% of 800 is 8: the 8th highest is 39.25, in [39.2, 39.3).
         let line = t.line(0.01).unwrap();
         assert!((line - 39.2).abs() < 1e-3, "{line}");
-        assert_eq!(spread(800).filter(|&l| l >= line).count(), 8);
+        assert_eq!(bucket_middles(800).filter(|&l| l >= line).count(), 8);
         // 10% is 80: the 80th highest is 32.05, in [32.0, 32.1).
         let line = t.line(0.1).unwrap();
         assert!((line - 32.0).abs() < 1e-3, "{line}");
@@ -389,7 +389,6 @@ mod tests {
 
     #[test]
     fn a_spread_covers_distinct_indices_from_its_offset() {
-        use super::spread;
         assert_eq!(spread(10, 5, 3), vec![3, 5, 7, 9, 1]);
         assert_eq!(spread(3, 20, 7), vec![1, 2, 0]);
         assert!(spread(0, 20, 1).is_empty());

@@ -220,7 +220,7 @@ pub async fn contact_consent(d: &Deployment) {
                     d.api.base,
                     unique("nobody")
                 ))
-                .bearer_auth(&writer)
+                .bearer_auth(&eraser)
                 .json(&json!({"status": "NO_CONSENT"})),
         )
         .await;
