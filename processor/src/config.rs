@@ -272,6 +272,10 @@ pub struct ApiConfig {
     /// (its last address is used: the one it appended to `x-forwarded-for`); unset: the
     /// connection's peer address.
     pub client_address_header: Option<String>,
+    /// Trusted proxies that append to that header (1: the entry the last
+    /// proxy appended; 2 behind a load balancer and an ingress that both
+    /// do): the client's address is this many entries from the end.
+    pub client_address_hops: usize,
     /// How long a request waits for its decision before answering 202.
     pub wait_timeout_ms: u64,
     /// Hard limit on any request's handling time.
@@ -309,6 +313,7 @@ impl Default for ApiConfig {
             refresh_token_ttl_secs: 86_400,
             address_rate_limit_per_minute: 600,
             client_address_header: None,
+            client_address_hops: 1,
             wait_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             // The largest inline audio a job may carry, plus multipart framing.

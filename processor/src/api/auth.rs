@@ -72,17 +72,24 @@ fn presented_key(parts: &Parts) -> Option<&str> {
 }
 
 /// The client's address: the trusted proxy's header when configured, else
-/// the connection's peer. Of a list (`x-forwarded-for`) the last entry, the
-/// one the trusted proxy appended: the entries before it are whatever the
-/// client sent, and a client could rotate them to escape its limit.
-fn client_address(parts: &Parts, header: Option<&str>) -> String {
-    // A proxy may add a header line of its own rather than append to the
-    // client's: the last line, then its last entry.
-    let forwarded = header
-        .and_then(|h| parts.headers.get_all(h).iter().next_back())
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
+/// the connection's peer. Of a list (`x-forwarded-for`, over all its lines:
+/// a proxy may add a line rather than append) the entry `hops` from the
+/// end, the one the outermost trusted proxy appended: the entries before it
+/// are whatever the client sent, and a client could rotate them to escape
+/// its limit. A list shorter than `hops` names no trusted address.
+fn client_address(parts: &Parts, header: Option<&str>, hops: usize) -> String {
+    let entries: Vec<&str> = header
+        .map(|h| parts.headers.get_all(h))
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
         .map(str::trim)
+        .collect();
+    let forwarded = entries
+        .len()
+        .checked_sub(hops.max(1))
+        .map(|i| entries[i])
         .filter(|a| !a.is_empty());
     match forwarded {
         Some(a) => a.to_string(),
@@ -106,7 +113,12 @@ fn rate_limited(retry_after_ms: i64, scope: &str, what: &str) -> ApiError {
 /// Counts a request against its client address's limit; run before any
 /// key lookup, so guessing keys costs the guesser, not the store.
 pub fn admit_address(state: &ApiState, parts: &Parts) -> Result<(), ApiError> {
-    let address = client_address(parts, state.inner.config.client_address_header.as_deref());
+    let config = &state.inner.config;
+    let address = client_address(
+        parts,
+        config.client_address_header.as_deref(),
+        config.client_address_hops,
+    );
     state
         .inner
         .address_limiter
@@ -376,6 +388,31 @@ mod tests {
             retain_data: false,
             user: user.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn the_client_address_is_counted_from_the_trusted_end() {
+        let parts = |lines: &[&str]| {
+            let mut request = axum::http::Request::builder();
+            for line in lines {
+                request = request.header("x-forwarded-for", *line);
+            }
+            request.body(()).unwrap().into_parts().0
+        };
+        let from =
+            |lines: &[&str], hops| client_address(&parts(lines), Some("x-forwarded-for"), hops);
+        assert_eq!(from(&["6.6.6.6, 1.2.3.4"], 1), "1.2.3.4");
+        assert_eq!(
+            from(&["6.6.6.6", "1.2.3.4"], 1),
+            "1.2.3.4",
+            "a proxy's own line"
+        );
+        assert_eq!(from(&["6.6.6.6, 1.2.3.4, 10.0.0.2"], 2), "1.2.3.4");
+        // Fewer entries than trusted hops, or no header: the peer (none
+        // here).
+        assert_eq!(from(&["1.2.3.4"], 2), "unknown");
+        assert_eq!(from(&[], 1), "unknown");
+        assert_eq!(client_address(&parts(&["1.2.3.4"]), None, 1), "unknown");
     }
 
     #[test]
