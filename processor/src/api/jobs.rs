@@ -121,9 +121,23 @@ pub fn pending(request_id: &str) -> (StatusCode, axum::Json<serde_json::Value>) 
         axum::Json(serde_json::json!({
             "request_id": request_id,
             "status": "pending",
-            "poll": format!("/v1/decisions/{request_id}"),
+            "poll": format!("/v1/decisions/{}", path_segment(request_id)),
         })),
     )
+}
+
+/// `text` as one URL path segment: an Idempotency-Key may hold `/`, `?`
+/// or `#`, which would otherwise end the segment or the path.
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// How a job handler stops early: an error, or a job still being decided
@@ -204,5 +218,21 @@ pub fn ok_or_refused(d: Box<Decision>) -> Result<Box<Decision>, ApiError> {
         Err(refused(&d))
     } else {
         Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_poll_link_keeps_the_id_in_one_segment() {
+        let (status, body) = pending("client:k1:ab12:a/b?c#d e%");
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(
+            body.0["poll"],
+            "/v1/decisions/client:k1:ab12:a%2Fb%3Fc%23d%20e%25"
+        );
+        assert_eq!(body.0["request_id"], "client:k1:ab12:a/b?c#d e%");
     }
 }
