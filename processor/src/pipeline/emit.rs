@@ -154,8 +154,16 @@ impl Processor {
     ) -> Result<(), ProcessError> {
         let envelope = self.registry.peek_envelope(&message.payload).ok();
         let envelope = envelope.as_ref();
+        // Only ids the limits allow are echoed: the event may have failed on
+        // exactly these, and a decision carrying megabytes of id would be
+        // refused by the decisions topic and retried for ever.
+        let max_id = self.limits.max_id_bytes;
+        let usable = |id: &Option<String>| {
+            id.clone()
+                .filter(|s| s.len() <= max_id && !s.chars().any(char::is_control))
+        };
         let request_id = envelope
-            .and_then(|e| e.request_id.clone())
+            .and_then(|e| usable(&e.request_id))
             .unwrap_or_else(|| {
                 DeadLetter::position_id(&message.topic, message.partition, message.offset)
             });
@@ -166,17 +174,18 @@ impl Processor {
         let now = now_ms();
         let mut decision = Decision::new(
             request_id.clone(),
-            envelope.and_then(|e| e.tenant.clone()).unwrap_or_default(),
-            envelope.and_then(|e| e.user_id.clone()).unwrap_or_default(),
+            envelope.and_then(|e| usable(&e.tenant)).unwrap_or_default(),
+            envelope
+                .and_then(|e| usable(&e.user_id))
+                .unwrap_or_default(),
             job,
             DecisionKind::Error,
             now,
             now,
         );
         decision.set_error(code, detail);
-        let key = message
-            .key
-            .clone()
+        let key = self
+            .bounded_key(message)
             .unwrap_or_else(|| request_id.clone().into_bytes());
         tracing::info!(request_id = %request_id, %code, "undecodable job dead-lettered");
         self.emit(Emission {
@@ -234,7 +243,7 @@ impl Processor {
             source_topic: message.topic.clone(),
             partition: message.partition,
             offset: message.offset,
-            key: message.key.clone(),
+            key: self.bounded_key(message),
             payload,
             error_code: code.as_str().into(),
             error_message: reason.chars().take(1000).collect(),
@@ -254,6 +263,15 @@ impl Processor {
             .with_label_values(&[code.as_str()])
             .inc();
         Ok(())
+    }
+
+    /// The message's key when it could be a `tenant/user_id` key (within
+    /// the limits of two ids); a longer one is not carried on.
+    fn bounded_key(&self, message: &Message) -> Option<Vec<u8>> {
+        message
+            .key
+            .clone()
+            .filter(|k| k.len() <= 2 * self.limits.max_id_bytes + 1)
     }
 
     fn count(&self, d: &Decision) {

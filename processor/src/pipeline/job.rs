@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use timbre_schemas::{
-    Code, ConsentChanged, Decision, EnrollmentRequested, JobKind, ProfileCommand,
+    Code, ConsentChanged, Decision, EnrollmentRequested, JobIdentity, JobKind, ProfileCommand,
     ProfileCommandKind, Request, RescoreRequested, SchemaError, VerificationRequested,
 };
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,14 @@ use crate::scoring::{Priority, ScoreRequest};
 /// Backoff between retries of transient failures.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Messages this large are decoded and hashed on a blocking thread: a
+/// 10 MiB audio job costs milliseconds of Avro and SHA-256, which would
+/// hold up every task on an async thread.
+const BLOCKING_PREPARE_BYTES: usize = 64 * 1024;
+
+/// A message decoded, validated and given its identity (once per message,
+/// not per retry).
+type Prepared = Result<(Request, JobIdentity), SchemaError>;
 
 /// Failures while handling a job: transient ones are retried (the job is not
 /// lost), permanent ones end in an error decision and a dead letter.
@@ -62,8 +70,14 @@ impl ProcessError {
 impl Processor {
     /// Handles one message to completion, retrying transient failures;
     /// returns false when shutdown interrupted the retries.
-    pub(super) async fn process(&self, message: Message, shutdown: &CancellationToken) -> bool {
+    pub(super) async fn process(
+        self: &Arc<Self>,
+        message: Message,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let started = Instant::now();
+        let message = Arc::new(message);
+        let prepared = self.prepare(&message).await;
         let mut delay = RETRY_MIN;
         let mut retrying_since: Option<Instant> = None;
         loop {
@@ -74,7 +88,11 @@ impl Processor {
                 offset = message.offset,
                 request_id = tracing::field::Empty
             );
-            let result = match self.try_process(&message).instrument(span.clone()).await {
+            let result = match self
+                .try_process(&message, &prepared)
+                .instrument(span.clone())
+                .await
+            {
                 Err(err) if err.is_permanent() => {
                     // A corrupt stored row, an unencodable event: answer with
                     // an error decision and dead-letter the job instead of
@@ -114,35 +132,59 @@ impl Processor {
         true
     }
 
-    async fn try_process(&self, message: &Message) -> Result<(), ProcessError> {
-        let request = match self.registry.decode_request(&message.payload) {
-            Ok(r) => r,
+    /// Decodes, validates and hashes `message`, on a blocking thread when
+    /// it is large.
+    async fn prepare(self: &Arc<Self>, message: &Arc<Message>) -> Prepared {
+        if message.payload.len() < BLOCKING_PREPARE_BYTES {
+            return self.prepare_now(&message.payload);
+        }
+        let (this, message) = (self.clone(), message.clone());
+        tokio::task::spawn_blocking(move || this.prepare_now(&message.payload))
+            .await
+            .unwrap_or_else(|e| {
+                Err(SchemaError::BadAvro {
+                    record: "request",
+                    detail: format!("decoding failed: {e}"),
+                })
+            })
+    }
+
+    fn prepare_now(&self, payload: &[u8]) -> Prepared {
+        let request = self.registry.decode_request(payload)?;
+        request.validate(&self.limits)?;
+        let identity = request.identity();
+        Ok((request, identity))
+    }
+
+    async fn try_process(
+        &self,
+        message: &Message,
+        prepared: &Prepared,
+    ) -> Result<(), ProcessError> {
+        let (request, identity) = match prepared {
+            Ok((request, identity)) => (request, identity),
             Err(e) => {
                 return self
                     .reject_undecodable(message, e.code(), &e.to_string())
                     .await;
             }
         };
-        if let Err(e) = request.validate(&self.limits) {
-            return self
-                .reject_undecodable(message, e.code(), &e.to_string())
-                .await;
-        }
         tracing::Span::current().record("request_id", request.request_id());
-        let identity = request.identity();
         let emission =
-            |outcome: Outcome| Emission::decided(message, &request, &identity.digest, outcome);
+            |outcome: Outcome| Emission::decided(message, request, &identity.digest, outcome);
         // Jobs of one user must share a partition and a lane, or they could
         // run concurrently and race on the profile (e.g. around a cooldown).
         if message.key.as_deref() != Some(request.message_key().as_bytes()) {
             let refused = Outcome::error(Code::WrongKey, "the message key must be tenant/user_id");
-            return self.emit(emission(refused)).await;
+            // Stored nowhere: this runs before the claim and outside the
+            // user's lock, and the id may be another job's.
+            return self.emit(emission(refused).without_commit()).await;
         }
         // Re-scoring embeds the retained audio before it takes its user's
         // lock: scoring at background priority may wait behind live traffic.
         // A job already decided (republished while still queued) is
         // answered below from its stored decision, without scoring again.
-        let retained = match &request {
+        let retained = match request {
             Request::Rescore(job)
                 if self
                     .store
@@ -176,7 +218,7 @@ impl Processor {
                 return self.emit(emission(conflict()).without_commit()).await;
             }
             tracing::debug!("redelivered job, republishing its decision");
-            return self.replay(&request, &previous).await;
+            return self.replay(request, &previous).await;
         }
         // Two jobs under one id can be in flight at once on different
         // partitions: the first to claim the id is applied, the other is
@@ -188,7 +230,7 @@ impl Processor {
         {
             return self.emit(emission(conflict()).without_commit()).await;
         }
-        let outcome = self.decide(&request, retained).await?;
+        let outcome = self.decide(request, retained).await?;
         self.emit(emission(outcome)).await
     }
 

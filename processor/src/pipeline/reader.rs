@@ -104,7 +104,13 @@ impl Processor {
                 message = subscription.next(), if in_flight_bytes < self.max_in_flight_bytes => {
                     for (topic, partition) in subscription.take_revoked() {
                         tracker.forget(&topic, partition);
-                        if parked.remove(&(topic.clone(), partition)).is_some() {
+                        if let Some(dropped) = parked.remove(&(topic.clone(), partition)) {
+                            // Its new owner reads them again; their bytes are
+                            // no longer held here (kept, they would close
+                            // reading for good once they reach the budget).
+                            let bytes: usize = dropped.iter().map(|m| m.payload.len()).sum();
+                            in_flight_bytes = in_flight_bytes.saturating_sub(bytes);
+                            self.metrics.in_flight_bytes.set(in_flight_bytes as i64);
                             // A pause outlives a revoke in librdkafka: undo it, or a
                             // partition assigned back to us would never be fetched.
                             let _ = subscription.resume(&topic, partition);

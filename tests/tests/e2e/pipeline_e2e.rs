@@ -247,6 +247,21 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         h.decision("v-wrong-key").await.error_code.as_deref(),
         Some("wrong_key")
     );
+    // Misrouted under an id already decided: refused, and the stored
+    // decision (which a redelivery of the real job is answered with) stays.
+    let stored = store.decision(tenant, "e-1").await.unwrap();
+    let reused = verification(tenant, "alice", "e-1", wav(ALICE_VERIFY));
+    let bytes = h.registry.encode_request(&reused).unwrap();
+    h.publish_raw(
+        &h.topics.verification.clone(),
+        key(tenant, "mallory").as_bytes(),
+        &bytes,
+    )
+    .await;
+    let answers = h.decisions("e-1", 3).await;
+    let refused: timbre_schemas::Decision = h.registry.decode(&answers[2]).unwrap();
+    assert_eq!(refused.error_code.as_deref(), Some("wrong_key"));
+    assert_eq!(store.decision(tenant, "e-1").await.unwrap(), stored);
     h.publish(&verification(tenant, "nobody", "v-same", wav(ALICE_VERIFY)))
         .await;
     let conflict = h.decisions("v-same", 2).await;

@@ -348,6 +348,10 @@ impl Store for CqlStore {
         }
         let mut batch = Batch::new(BatchType::Logged);
         let mut values: Vec<Vec<CqlValue>> = Vec::new();
+        // Older recordings go once the batch has applied: pruned before it,
+        // a batch that then failed (or a job that gave up) would have lost
+        // a recording for nothing.
+        let mut prune_after: Vec<(&str, u32)> = Vec::new();
         let mut add = |statement: &scylla::statement::prepared::PreparedStatement,
                        row: Vec<CqlValue>| {
             batch.append_statement(statement.clone());
@@ -496,8 +500,7 @@ impl Store for CqlStore {
                         .execute_unpaged(&s.put_audio, (&c.tenant, user_id, &c.request_id, wav))
                         .await
                         .map_err(store_error)?;
-                    self.prune_audio(s, &c.tenant, user_id, *keep_newest)
-                        .await?;
+                    prune_after.push((user_id, *keep_newest));
                 }
                 Mutation::KeepDiagnostics {
                     user_id,
@@ -569,6 +572,13 @@ impl Store for CqlStore {
             .batch(&batch, values)
             .await
             .map_err(store_error)?;
+        for (user_id, keep) in prune_after {
+            // Housekeeping after the commit: a failure leaves one recording
+            // too many until the user's next retained sample prunes again.
+            if let Err(e) = self.prune_audio(s, &c.tenant, user_id, keep).await {
+                tracing::warn!(error = %e, "pruning retained audio failed");
+            }
+        }
         Ok(())
     }
 
