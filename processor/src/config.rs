@@ -268,9 +268,9 @@ pub struct ApiConfig {
     /// Requests per client address per minute and replica, counted before
     /// any key lookup (so unknown keys are throttled too).
     pub address_rate_limit_per_minute: u32,
-    /// Header carrying the client's address when a trusted proxy sets it
-    /// (its last address is used: the one it appended to `x-forwarded-for`); unset: the
-    /// connection's peer address.
+    /// Header trusted proxies append the client's address to (e.g.
+    /// `x-forwarded-for`; the address is `client_address_hops` entries from
+    /// its end); unset: the connection's peer address.
     pub client_address_header: Option<String>,
     /// Trusted proxies that append to that header (1: the entry the last
     /// proxy appended; 2 behind a load balancer and an ingress that both

@@ -108,7 +108,7 @@ impl Processor {
                     // No job holds its lane for ever: it ends as an error
                     // decision with the transient code, stored nowhere.
                     tracing::error!(parent: &span, error = %err, "job out of retries, giving up");
-                    self.give_up(&message, err.code(), &err.to_string())
+                    self.give_up(&message, &prepared, err.code(), &err.to_string())
                         .instrument(span.clone())
                         .await
                 }
@@ -240,15 +240,15 @@ impl Processor {
     async fn give_up(
         &self,
         message: &Message,
+        prepared: &Prepared,
         code: Code,
         detail: &str,
     ) -> Result<(), ProcessError> {
-        let Ok(request) = self.registry.decode_request(&message.payload) else {
+        let Ok((request, identity)) = prepared else {
             return self.reject_undecodable(message, code, detail).await;
         };
-        let digest = request.digest();
         let outcome = Outcome::error(code, detail);
-        self.emit(Emission::decided(message, &request, &digest, outcome).without_commit())
+        self.emit(Emission::decided(message, request, &identity.digest, outcome).without_commit())
             .await
     }
 

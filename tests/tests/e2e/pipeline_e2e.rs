@@ -309,7 +309,7 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
         .await
         .unwrap();
     let mut codes = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         let m = tokio::time::timeout(Duration::from_secs(120), dead.next())
             .await
             .expect("dead letter")
@@ -329,7 +329,13 @@ async fn e2e(bus: Arc<dyn Bus>, store: Arc<dyn Store>) {
     codes.sort();
     assert_eq!(
         codes,
-        vec!["bad_framing", "not_wav", "request_id_conflict", "wrong_key"]
+        vec![
+            "bad_framing",
+            "not_wav",
+            "request_id_conflict",
+            "wrong_key",
+            "wrong_key"
+        ]
     );
     narrowband(&mut h, tenant).await;
     impostor_tail(&mut h).await;
