@@ -37,6 +37,14 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Whether `value` passes as an identifier (request id, tenant, user)
+    /// under these limits: what validation asks of every id.
+    pub fn allows_id(&self, value: &str) -> bool {
+        id("id", value, self).is_ok()
+    }
+}
+
 /// A required identifier: non-empty, bounded, no control characters.
 pub(crate) fn id(field: &str, value: &str, limits: &Limits) -> Result<(), SchemaError> {
     if value.is_empty() {
@@ -247,5 +255,20 @@ pub(crate) fn biokeys(keys: &[crate::Biokey], user_id: &str) -> Result<(), Schem
         [one] if one.value.as_deref() == Some(user_id) => Ok(()),
         [_] => bad("the user-id identifier's value must be the user id"),
         _ => bad("exactly one identifier must be the user id"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Limits;
+
+    #[test]
+    fn ids_are_non_empty_bounded_and_without_control_characters() {
+        let limits = Limits::default();
+        assert!(limits.allows_id("acme/u1"));
+        assert!(limits.allows_id(&"x".repeat(256)));
+        for bad in [String::new(), "x".repeat(257), "a\nb".into()] {
+            assert!(!limits.allows_id(&bad), "{bad:?}");
+        }
     }
 }

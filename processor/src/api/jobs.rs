@@ -46,8 +46,7 @@ pub fn request_id_of(caller: &Caller, headers: &HeaderMap) -> Result<String, Api
     let id = request_id(headers)?;
     Ok(match &caller.user {
         Some(user) => {
-            let digest = Sha256::digest(user.as_bytes());
-            let user: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            let user = hex::encode(&Sha256::digest(user.as_bytes())[..8]);
             format!("client:{}:{user}:{id}", caller.key_id)
         }
         None => id,

@@ -410,11 +410,10 @@ impl EvalCmd {
                             // Both sides are recordings: each one's own
                             // length is its quality.
                             Some(n) => {
-                                let enrolled = (lengths[a] > 0).then_some(lengths[a]);
                                 n.score(
                                     band,
                                     &embeddings[a],
-                                    enrolled,
+                                    lengths[a],
                                     &embeddings[b],
                                     lengths[b],
                                     &[],
@@ -695,7 +694,7 @@ fn scoring_costs_us(
     for i in 0..101 {
         let (a, b) = (&embeddings[i % n], &embeddings[(i + 1) % n]);
         let start = Instant::now();
-        std::hint::black_box(norm.score(Band::Wide, a, None, b, 3_000, &tenant));
+        std::hint::black_box(norm.score(Band::Wide, a, 0, b, 3_000, &tenant));
         scoring.push(start.elapsed().as_secs_f64() * 1e6);
         let start = Instant::now();
         std::hint::black_box(norm.impostor_llrs(Band::Wide, a, b, 3_000, &tenant, &picked));

@@ -400,8 +400,8 @@ impl ProbeScores {
 #[derive(Clone, Copy)]
 struct Enrolled<'a> {
     embedding: &'a [f32],
-    /// Net speech it was enrolled from, when known.
-    speech_millis: Option<u64>,
+    /// Net speech it was enrolled from (0: unknown).
+    speech_millis: u64,
     /// Its index in the tenant's voiceprints, when it is one of them (kept
     /// out of its own cohort).
     in_tenant: Option<usize>,
@@ -520,12 +520,13 @@ impl ScoreNorm {
     /// the cohort, so one LLR threshold means the same false-accept rate
     /// across tenants. Tenant voiceprints at [`SAME_VOICE_COSINE`] or more
     /// from the claimed one are left out. `enrolled_speech_millis`: the net
-    /// speech the voiceprint was enrolled from, when known.
+    /// speech the voiceprint was enrolled from, 0 when unknown (as profiles
+    /// from before it was counted hold).
     pub fn score(
         &self,
         band: Band,
         voiceprint: &[f32],
-        enrolled_speech_millis: Option<u64>,
+        enrolled_speech_millis: u64,
         probe: &[f32],
         probe_speech_millis: u64,
         tenant: &[&[f32]],
@@ -540,12 +541,17 @@ impl ScoreNorm {
     }
 
     /// The enrollment quality of a voiceprint: its net speech held within
-    /// the calibration's enrollments; unknown counts as the longest (a
+    /// the calibration's enrollments; unknown (0) counts as the longest (a
     /// voiceprint enrolled to the usual target holds more speech than
     /// calibration enrollments do).
-    fn enrollment_quality(&self, speech_millis: Option<u64>) -> f64 {
+    fn enrollment_quality(&self, speech_millis: u64) -> f64 {
         let range = self.enroll_speech_millis;
-        quality(speech_millis.unwrap_or(range[1]), range)
+        let known = if speech_millis == 0 {
+            range[1]
+        } else {
+            speech_millis
+        };
+        quality(known, range)
     }
 
     /// [`ScoreNorm::score`] with the probe's side computed beforehand
@@ -637,7 +643,7 @@ impl ScoreNorm {
                 // full one.
                 let enrolled = Enrolled {
                     embedding: voiceprints[i],
-                    speech_millis: None,
+                    speech_millis: 0,
                     in_tenant: Some(i),
                 };
                 self.score_probe(band, enrolled, probe, &probe_scores, voiceprints)
@@ -910,15 +916,15 @@ mod tests {
         let expected = |i: usize| {
             let others: Vec<&[f32]> = (0..4).filter(|&j| j != i).map(|j| tenant[j]).collect();
             // Another user's enrollment counts as the longest calibrated.
-            norm.score(Band::Wide, tenant[i], Some(4_000), &probe, 2_000, &others)
+            norm.score(Band::Wide, tenant[i], 4_000, &probe, 2_000, &others)
                 .llr
         };
         assert_eq!(llrs, vec![expected(2), expected(0)]);
         assert!(llrs.iter().all(|l| l.is_finite()));
         // A voiceprint enrolled from 1 s moves its LLR by the enrollment
         // weight times ln 1 - ln 4; unknown counts as 4 s.
-        let short = norm.score(Band::Wide, &claimed, Some(1_000), &probe, 2_000, &[]);
-        let unknown = norm.score(Band::Wide, &claimed, None, &probe, 2_000, &[]);
+        let short = norm.score(Band::Wide, &claimed, 1_000, &probe, 2_000, &[]);
+        let unknown = norm.score(Band::Wide, &claimed, 0, &probe, 2_000, &[]);
         assert!((short.llr - unknown.llr - 4f32.ln()).abs() < 1e-5);
     }
 

@@ -157,11 +157,7 @@ impl Processor {
         // Only ids the limits allow are echoed: the event may have failed on
         // exactly these, and a decision carrying megabytes of id would be
         // refused by the decisions topic and retried for ever.
-        let max_id = self.limits.max_id_bytes;
-        let usable = |id: &Option<String>| {
-            id.clone()
-                .filter(|s| s.len() <= max_id && !s.chars().any(char::is_control))
-        };
+        let usable = |id: &Option<String>| id.clone().filter(|s| self.limits.allows_id(s));
         let request_id = envelope
             .and_then(|e| usable(&e.request_id))
             .unwrap_or_else(|| {

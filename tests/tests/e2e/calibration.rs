@@ -57,8 +57,8 @@ fn calibration_is_reproducible_and_complete() {
     let (enrolled, _) = embed("test-other/1998/1998-15444-0000.wav");
     let (same, same_ms) = embed("test-other/1998/1998-15444-0005.wav");
     let (other, other_ms) = embed("test-other/3005/3005-163389-0000.wav");
-    let genuine = norm.score(Band::Wide, &enrolled, None, &same, same_ms, &[]);
-    let impostor = norm.score(Band::Wide, &enrolled, None, &other, other_ms, &[]);
+    let genuine = norm.score(Band::Wide, &enrolled, 0, &same, same_ms, &[]);
+    let impostor = norm.score(Band::Wide, &enrolled, 0, &other, other_ms, &[]);
     assert!(
         genuine.llr > 0.0 && impostor.llr < 0.0,
         "{genuine:?} vs {impostor:?}"

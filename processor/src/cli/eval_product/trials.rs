@@ -35,12 +35,10 @@ pub(super) fn score_trials(
         |enrolled: &[f32], speech: u64, probe: &Embedded, band: Band, tenant: &[&[f32]]| match opts
             .norm
         {
-            // As the rule: a voiceprint without measured speech counts as
-            // fully enrolled.
             Some(n) => n.score(
                 band,
                 enrolled,
-                (speech > 0).then_some(speech),
+                speech,
                 &probe.probe,
                 probe.probe_speech,
                 tenant,

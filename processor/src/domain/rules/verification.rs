@@ -80,8 +80,7 @@ fn voice_score(
             let s = n.score_norm.score(
                 band,
                 &voiceprint.embedding,
-                // Profiles from before net speech was counted hold 0.
-                (enrolled_speech_millis > 0).then_some(enrolled_speech_millis),
+                enrolled_speech_millis,
                 &sample.embedding,
                 sample.speech_millis,
                 &tenant,
